@@ -1,0 +1,19 @@
+"""chaosgd: chaos in full-batch gradient-descent training of neural networks.
+
+Importing chaosgd enables JAX's float64 (``jax_enable_x64``): epsilon-balls of radius 1e-8 need it.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from chaosgd.engine import run  # noqa: E402
+from chaosgd.ensemble import check_epsilon, epsilon_ball, initial_conditions  # noqa: E402
+from chaosgd.models import CNN, MLP, count_parameters  # noqa: E402
+from chaosgd.objective import Objective, classification  # noqa: E402
+from chaosgd.records import Records  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["run", "initial_conditions", "epsilon_ball", "check_epsilon", "MLP", "CNN", "count_parameters",
+           "Objective", "classification", "Records"]

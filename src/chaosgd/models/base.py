@@ -1,0 +1,44 @@
+"""The model interface and helpers shared by every model."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Params = Any  # a pytree of arrays
+
+
+class Model(Protocol):
+    """What the engine needs from a model: a pure initialiser and a pure forward pass returning logits."""
+
+    def init(self, key: jax.Array) -> Params: ...
+
+    def apply(self, params: Params, x: jax.Array) -> jax.Array: ...
+
+
+def count_parameters(model: Model) -> int:
+    """Number of trainable scalars of ``model``, computed from shapes only (nothing is allocated)."""
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes)))
+
+
+def weight_mask(params: Params) -> Params:
+    """True for weight leaves (matrices and kernels, ndim >= 2), False for biases (ndim 1).
+
+    The paper's public code perturbs weights only and its L2 term is on the weights ``W``; this is the rule that tells
+    them apart for any model whose biases are vectors, which covers dense and convolutional layers alike.
+    """
+    return jax.tree_util.tree_map(lambda leaf: jnp.ndim(leaf) >= 2, params)
+
+
+def normal_weights_zero_biases(key: jax.Array, shapes: list[tuple[tuple[int, ...], tuple[int, ...]]],
+                               sigma: float, dtype) -> tuple[dict, ...]:
+    """Layers ``({"w": N(0, sigma^2), "b": 0}, ...)``: the paper's initialisation."""
+    keys = jax.random.split(key, len(shapes))
+    return tuple(
+        {"w": sigma * jax.random.normal(k, w_shape, dtype=dtype), "b": jnp.zeros(b_shape, dtype=dtype)}
+        for k, (w_shape, b_shape) in zip(keys, shapes)
+    )

@@ -1,0 +1,59 @@
+"""What gradient descent minimises: the full-batch training loss, and what is recorded beside it.
+
+An ``Objective`` holds two pure functions of one network's parameters and a data pytree, so the engine can vmap them
+over an ensemble and pass the (large) data as an argument instead of baking it into the compiled program.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from chaosgd.models.base import Model, weight_mask
+
+
+@dataclass(frozen=True)
+class Objective:
+    """``loss(params, data) -> (loss, train_accuracy)`` and ``test_accuracy(params, data) -> accuracy``."""
+
+    loss: Callable[[Any, Any], tuple[jax.Array, jax.Array]]
+    test_accuracy: Callable[[Any, Any], jax.Array]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean over examples of ``-log softmax(logits)[label]`` (the paper's eq. 2)."""
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
+@lru_cache(maxsize=64)  # the same (model, l2) gives the same Objective, so compiled programs are reused
+def classification(model: Model, *, l2: float = 0.0) -> Objective:
+    """Cross-entropy of ``model`` on ``data["x_train"], data["y_train"]`` plus ``(l2 / 2) * ||W||^2``.
+
+    The L2 term covers the weights only (see ``models.weight_mask``), as in the paper's ``L + (lambda/2)||W||^2``.
+    Accuracies are fractions in [0, 1]; the test accuracy uses ``data["x_test"], data["y_test"]``.
+    """
+    if l2 < 0:
+        raise ValueError(f"l2 must be >= 0; got {l2}")
+
+    def loss(params, data):
+        logits = model.apply(params, data["x_train"])
+        value = cross_entropy(logits, data["y_train"])
+        if l2:
+            squares = jax.tree_util.tree_map(lambda p, is_w: jnp.sum(p * p) if is_w else 0.0,
+                                             params, weight_mask(params))
+            value = value + 0.5 * l2 * sum(jax.tree_util.tree_leaves(squares))
+        return value, accuracy(logits, data["y_train"])
+
+    def test_accuracy(params, data):
+        return accuracy(model.apply(params, data["x_test"]), data["y_test"])
+
+    return Objective(loss=loss, test_accuracy=test_accuracy)

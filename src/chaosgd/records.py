@@ -1,0 +1,83 @@
+"""What a run of the engine returns: plain numpy arrays with named axes.
+
+Axes: ``group`` (an initial condition at one learning rate), ``copy`` (0 is the reference, 1..M the perturbed
+copies), ``epoch`` (t = 0 .. T; entry t describes the parameters theta(t), before step t). Entries of members that
+had diverged by epoch t are NaN; ``diverged_at`` holds the first epoch whose state was not finite (-1: never).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+DIMS = {
+    "eta": ("group", "copy"),
+    "initial_condition": ("group",),
+    "loss": ("group", "copy", "epoch"),
+    "train_accuracy": ("group", "copy", "epoch"),
+    "test_accuracy": ("group", "epoch"),
+    "distance": ("group", "perturbed", "epoch"),
+    "diverged_at": ("group", "copy"),
+}
+
+
+@dataclass(frozen=True)
+class Records:
+    """Per-epoch records of an ensemble run; see the module docstring for the axes.
+
+    Attributes:
+        eta: learning rate of every member.
+        initial_condition: index of each group's initial condition in its seed's sequence.
+        loss, train_accuracy: full-batch training loss and accuracy of every member, before each step.
+        test_accuracy: test accuracy of each group's reference network (copy 0).
+        distance: L1 distance ``d_j(t) = sum_k |w_k(t) - w_k^(j)(t)|`` of perturbed copy j to its reference.
+        diverged_at: first epoch at which a member's loss or parameters were not finite; -1 if never.
+    """
+
+    eta: np.ndarray
+    initial_condition: np.ndarray
+    loss: np.ndarray
+    train_accuracy: np.ndarray
+    test_accuracy: np.ndarray
+    distance: np.ndarray
+    diverged_at: np.ndarray
+
+    @property
+    def epochs(self) -> int:
+        """Number of gradient-descent steps T (records hold T + 1 epochs, t = 0 .. T)."""
+        return self.loss.shape[-1] - 1
+
+    @property
+    def n_copies(self) -> int:
+        """M, the number of perturbed copies per initial condition."""
+        return self.distance.shape[1]
+
+    def dims(self, name: str) -> tuple[str, ...]:
+        return DIMS[name]
+
+    def save(self, path: str | Path) -> Path:
+        """Write all arrays to one ``.npz`` file (numpy's open format), with their axis names, atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        with open(tmp, "wb") as f:
+            np.savez(f, dims=json.dumps(DIMS), **{f.name: getattr(self, f.name) for f in fields(self)})
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Records":
+        with np.load(path) as z:
+            return cls(**{f.name: z[f.name] for f in fields(cls)})
+
+    def select(self, groups) -> "Records":
+        """The records of the chosen groups (an index array or boolean mask over the group axis)."""
+        return Records(**{f.name: getattr(self, f.name)[groups] for f in fields(self)})
+
+
+def concatenate(parts: list[Records]) -> Records:
+    """Join records along the group axis."""
+    return Records(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Records)})

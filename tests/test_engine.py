@@ -1,0 +1,164 @@
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from chaosgd import MLP, Objective, classification, epsilon_ball, initial_conditions, run
+from chaosgd.gd import gd_step
+
+
+def quadratic(A):
+    """L = 1/2 theta^T A theta: the GD map is theta <- (I - eta A) theta."""
+    return Objective(loss=lambda p, d: (0.5 * p["theta"] @ d["A"] @ p["theta"], jnp.nan),
+                     test_accuracy=lambda p, d: jnp.nan)
+
+
+def test_quadratic_loss_matches_closed_form():
+    rng = np.random.default_rng(0)
+    n, steps = 5, 30
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    A = q @ np.diag([0.2, 0.5, 1.0, 1.5, 3.0]) @ q.T
+    theta0 = rng.standard_normal(n)
+    delta = 1e-6 * rng.standard_normal(n)
+    etas = np.array([0.1, 0.5, 0.6])
+    params = {"theta": np.stack([np.stack([theta0, theta0 + delta])] * len(etas))}
+    rec = run(quadratic(A), params, etas, {"A": A}, epochs=steps)
+    for g, eta in enumerate(etas):
+        step = np.eye(n) - eta * A
+        theta = [np.linalg.matrix_power(step, t) @ theta0 for t in range(steps + 1)]
+        expected_loss = [0.5 * th @ A @ th for th in theta]
+        expected_dist = [np.abs(np.linalg.matrix_power(step, t) @ delta).sum() for t in range(steps + 1)]
+        np.testing.assert_allclose(rec.loss[g, 0], expected_loss, rtol=1e-10)
+        np.testing.assert_allclose(rec.distance[g, 0], expected_dist, rtol=1e-8)
+
+
+def test_gradient_matches_central_differences(blobs):
+    model = MLP((6, 5, 3), activation="tanh")
+    objective = classification(model, l2=1e-2)
+    data = blobs.arrays()
+    params = model.init(jax.random.PRNGKey(3))
+    eta = jnp.float64(1.0)
+    new, _, _ = gd_step(objective)(params, eta, data)
+    grad = jax.tree_util.tree_map(lambda p, q: (p - q) / eta, params, new)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    rng = np.random.default_rng(0)
+    h = 1e-6
+    for _ in range(12):
+        i = rng.integers(len(leaves))
+        idx = tuple(rng.integers(s) for s in leaves[i].shape)
+
+        def loss_at(shift):
+            shifted = list(leaves)
+            shifted[i] = shifted[i].at[idx].add(shift)
+            return objective.loss(jax.tree_util.tree_unflatten(treedef, shifted), data)[0]
+
+        numeric = (loss_at(h) - loss_at(-h)) / (2 * h)
+        analytic = jax.tree_util.tree_leaves(grad)[i][idx]
+        assert abs(numeric - analytic) <= 1e-7 + 1e-6 * abs(analytic)
+
+
+def build(model, n_initial, n_copies, epsilon=1e-8, seed=0, perturb="all"):
+    ic = initial_conditions(model, n_initial, seed=seed)
+    return epsilon_ball(ic, n_copies, epsilon=epsilon, seed=seed, perturb=perturb)
+
+
+def test_unperturbed_copies_stay_at_distance_exactly_zero(blobs):
+    model = MLP((6, 8, 3))
+    params = build(model, 2, 3, epsilon=0.0)
+    rec = run(classification(model), params, 5.0, blobs.arrays(), epochs=40)
+    assert np.all(rec.distance == 0.0)
+    assert np.all(rec.loss[:, 1:] == rec.loss[:, :1])
+
+
+def test_member_learning_rate_equals_separate_run(blobs):
+    model = MLP((6, 8, 3))
+    params = build(model, 1, 2, epsilon=0.0)
+    etas = np.array([[0.05, 0.5, 2.0]])
+    objective = classification(model)
+    together = run(objective, params, etas, blobs.arrays(), epochs=25)
+    for j, eta in enumerate(etas[0]):
+        alone = run(objective, jax.tree_util.tree_map(lambda x: x[:, j:j + 1], params), eta, blobs.arrays(),
+                    epochs=25)
+        np.testing.assert_allclose(together.loss[0, j], alone.loss[0, 0], rtol=1e-12)
+        np.testing.assert_allclose(together.train_accuracy[0, j], alone.train_accuracy[0, 0])
+
+
+def test_same_seed_gives_identical_records(blobs):
+    model = MLP((6, 8, 3))
+    a = run(classification(model), build(model, 3, 2, seed=7), 3.0, blobs.arrays(), epochs=30)
+    b = run(classification(model), build(model, 3, 2, seed=7), 3.0, blobs.arrays(), epochs=30)
+    c = run(classification(model), build(model, 3, 2, seed=8), 3.0, blobs.arrays(), epochs=30)
+    for name in ("loss", "train_accuracy", "test_accuracy", "distance"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert not np.array_equal(a.loss, c.loss)
+
+
+def test_chunked_and_unchunked_runs_agree(blobs):
+    # Matrix products over a different number of members may round differently in the last bit; in the chaotic
+    # regime that roundoff grows like any perturbation, so trajectories are compared where they are not chaotic
+    # and, at every learning rate, over the first steps.
+    model = MLP((6, 8, 3))
+    params = build(model, 5, 2)
+    etas = np.array([0.1, 0.3, 0.5, 1.0, 6.0])
+    objective = classification(model)
+    whole = run(objective, params, etas, blobs.arrays(), epochs=30)
+    chunked = run(objective, params, etas, blobs.arrays(), epochs=30, groups_per_chunk=2)
+    # Distances are differences of nearby trajectories: their roundoff is absolute, about 1e-16 per parameter.
+    for name, atol in (("loss", 0), ("train_accuracy", 0), ("test_accuracy", 0), ("distance", 1e-13)):
+        a, b = getattr(chunked, name), getattr(whole, name)
+        np.testing.assert_allclose(a[:4], b[:4], rtol=1e-9, atol=atol)
+        np.testing.assert_allclose(a[..., :5], b[..., :5], rtol=1e-9, atol=atol)
+    np.testing.assert_array_equal(chunked.eta, whole.eta)
+    np.testing.assert_array_equal(chunked.diverged_at, whole.diverged_at)
+
+
+def test_memory_budget_splits_into_chunks_with_same_results(blobs):
+    model = MLP((6, 8, 3))
+    params = build(model, 4, 1)
+    objective = classification(model)
+    whole = run(objective, params, 0.5, blobs.arrays(), epochs=10)
+    tiny = run(objective, params, 0.5, blobs.arrays(), epochs=10, memory_budget=1.0)  # forces 1 group a chunk
+    np.testing.assert_allclose(tiny.loss, whole.loss, rtol=1e-12)
+
+
+def test_divergence_is_recorded_and_contained(blobs):
+    model = MLP((6, 16, 3), activation="relu")
+    params = build(model, 2, 1)
+    etas = np.array([0.05, 1e6])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rec = run(classification(model), params, etas, blobs.arrays(), epochs=30)
+    assert np.all(rec.diverged_at[0] == -1)
+    assert np.all(np.isfinite(rec.loss[0])) and np.all(np.isfinite(rec.distance[0]))
+    assert np.all(rec.diverged_at[1] > 0)
+    first = rec.diverged_at[1].min()
+    assert np.all(np.isnan(rec.loss[1, :, first + 1:]))
+    assert np.all(np.isfinite(rec.loss[1, 0, :rec.diverged_at[1, 0]]))
+
+
+def test_records_are_float64_and_have_documented_shapes(blobs):
+    model = MLP((6, 8, 3))
+    rec = run(classification(model), build(model, 3, 4), 1.0, blobs.arrays(), epochs=12)
+    assert rec.loss.shape == (3, 5, 13) and rec.train_accuracy.shape == (3, 5, 13)
+    assert rec.test_accuracy.shape == (3, 13) and rec.distance.shape == (3, 4, 13)
+    assert rec.loss.dtype == np.float64 and rec.distance.dtype == np.float64 and rec.eta.dtype == np.float64
+    assert rec.epochs == 12 and rec.n_copies == 4
+    # t = 0 distance is the L1 norm of the initial perturbation: at most P * epsilon.
+    assert np.all(rec.distance[:, :, 0] > 0) and np.all(rec.distance[:, :, 0] <= 83 * 1e-8)
+
+
+def test_records_save_and_load_round_trip(tmp_path, blobs):
+    model = MLP((6, 8, 3))
+    rec = run(classification(model), build(model, 2, 1), 1.0, blobs.arrays(), epochs=5)
+    loaded = type(rec).load(rec.save(tmp_path / "r.npz"))
+    np.testing.assert_array_equal(loaded.distance, rec.distance)
+    np.testing.assert_array_equal(loaded.diverged_at, rec.diverged_at)
+
+
+@pytest.mark.parametrize("eta, message", [(0.0, "> 0"), (-1.0, "> 0"), (np.ones(3), "shape")])
+def test_bad_learning_rates_are_refused(blobs, eta, message):
+    model = MLP((6, 8, 3))
+    with pytest.raises(ValueError, match=message):
+        run(classification(model), build(model, 2, 1), eta, blobs.arrays(), epochs=1)

@@ -1,0 +1,58 @@
+import jax
+import numpy as np
+import pytest
+
+from chaosgd import CNN, MLP, epsilon_ball, initial_conditions
+
+
+def test_copy_zero_is_the_centre_and_noise_is_bounded():
+    model = MLP((4, 10, 3))
+    centres = initial_conditions(model, 3, seed=1)
+    ball = epsilon_ball(centres, 5, epsilon=1e-3, seed=1)
+    for c, b in zip(jax.tree_util.tree_leaves(centres), jax.tree_util.tree_leaves(ball)):
+        assert b.shape == (3, 6) + c.shape[1:]
+        np.testing.assert_array_equal(b[:, 0], c)
+        offset = np.asarray(b[:, 1:] - c[:, None])
+        assert np.all(np.abs(offset) <= 1e-3) and np.abs(offset).max() > 5e-4
+
+
+def test_weights_mode_leaves_biases_alone():
+    model = MLP((4, 10, 3))
+    centres = initial_conditions(model, 2)
+    ball = epsilon_ball(centres, 3, epsilon=1e-6, perturb="weights")
+    for layer_c, layer_b in zip(centres, ball):
+        np.testing.assert_array_equal(layer_b["b"], np.repeat(layer_c["b"][:, None], 4, axis=1))
+        assert not np.array_equal(layer_b["w"][:, 1], layer_b["w"][:, 0])
+
+
+def test_any_initial_condition_can_be_recreated_alone():
+    model = MLP((4, 10, 3))
+    full = epsilon_ball(initial_conditions(model, 5, seed=3), 2, seed=3)
+    alone = epsilon_ball(initial_conditions(model, 1, seed=3, first=3), 2, seed=3, first=3)
+    for f, a in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(alone)):
+        np.testing.assert_array_equal(f[3:4], a)
+
+
+def test_initialisation_is_normal_weights_and_zero_biases():
+    params = initial_conditions(MLP((784, 64, 10), sigma=1.0), 2)
+    w = np.asarray(params[0]["w"])
+    assert abs(w.std() - 1.0) < 0.01 and abs(w.mean()) < 0.01
+    assert np.all(np.asarray(params[0]["b"]) == 0)
+    cnn = initial_conditions(CNN(), 1)
+    assert abs(np.asarray(cnn[1]["w"]).std() - 0.01) < 0.001
+
+
+def test_epsilon_below_float32_resolution_is_refused():
+    centres = initial_conditions(MLP((4, 10, 3), dtype="float32"), 2)
+    with pytest.raises(ValueError, match="resolution of float32.*float64"):
+        epsilon_ball(centres, 3, epsilon=1e-8)
+    epsilon_ball(centres, 3, epsilon=1e-4)  # well above resolution: accepted
+    epsilon_ball(initial_conditions(MLP((4, 10, 3)), 2), 3, epsilon=1e-8)  # float64: accepted
+
+
+@pytest.mark.parametrize("kwargs, message", [({"epsilon": -1.0}, ">= 0"), ({"perturb": "biases"}, "perturb"),
+                                             ({"epsilon": float("nan")}, "finite")])
+def test_bad_ball_arguments_are_refused(kwargs, message):
+    centres = initial_conditions(MLP((4, 10, 3)), 1)
+    with pytest.raises(ValueError, match=message):
+        epsilon_ball(centres, 2, **kwargs)
