@@ -89,3 +89,15 @@ def epsilon_ball(centres, n_copies: int, *, epsilon: float = 1e-8, perturb: str 
                         noise = rng.uniform(-epsilon, epsilon, size=leaf.shape[2:])
                         leaf[i, j] += noise.astype(leaf.dtype)
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def over_learning_rates(ball, etas):
+    """Repeat an ensemble (leading axes ``(S, 1 + M)``) once per learning rate, so every eta sees the same S.
+
+    Returns ``(params, eta, initial_condition)`` for ``engine.run``: groups are ordered eta-major, group
+    ``k * S + i`` being initial condition ``i`` at ``etas[k]``.
+    """
+    etas = np.asarray(etas, dtype=float).ravel()
+    n_ic = jax.tree_util.tree_leaves(ball)[0].shape[0]
+    params = jax.tree_util.tree_map(lambda x: np.concatenate([np.asarray(x)] * len(etas)), ball)
+    return params, np.repeat(etas, n_ic), np.tile(np.arange(n_ic), len(etas))

@@ -1,0 +1,30 @@
+import json
+
+import numpy as np
+
+from chaosgd.cli import main
+from chaosgd.records import Records
+
+
+def test_run_on_iris_writes_records_and_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--dataset", "iris", "--etas", "0.05", "1", "--initial", "3", "--copies", "2",
+                 "--epochs", "20", "--out", str(out), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "83 parameters" in printed and "records in" in printed
+    records = Records.load(out / "records.npz")
+    assert records.loss.shape == (6, 3, 21) and records.distance.shape == (6, 2, 21)
+    assert sorted(np.unique(records.eta)) == [0.05, 1.0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["eta"] for row in summary["by_eta"]] == [0.05, 1.0]
+    assert summary["by_eta"][0]["time_to_target_censored"] <= 3
+
+
+def test_bad_input_is_an_error_message_not_a_traceback(tmp_path, capsys):
+    assert main(["run", "--dataset", "mnist", "--data-dir", str(tmp_path), "--quiet"]) == 2
+    assert "chaosgd data fetch mnist" in capsys.readouterr().err
+    assert main(["run", "--activation", "swish", "--epochs", "1", "--quiet", "--out", str(tmp_path)]) == 2
+    assert "relu" in capsys.readouterr().err
+    assert main(["run", "--dtype", "float32", "--epochs", "1", "--quiet", "--out", str(tmp_path)]) == 2
+    assert "float64" in capsys.readouterr().err
