@@ -19,7 +19,11 @@ from chaosgd.gd import ensemble_step
 from chaosgd.objective import Objective
 from chaosgd.records import Records, concatenate
 
-_SEGMENTS = 20  # the run is cut into this many compiled scans, for progress only; results do not depend on it
+# The run is cut into at most this many compiled scans, for progress; results do not depend on it. Each call
+# allocates the program's work buffers afresh (on CPU, page faults over hundreds of MB), so a scan is kept at least
+# _MIN_SEGMENT epochs long to make that cost negligible.
+_SEGMENTS = 20
+_MIN_SEGMENT = 10
 
 
 def run(objective: Objective, params, eta, data, *, epochs: int, initial_condition=None,
@@ -84,7 +88,7 @@ def _run_chunk(objective, params, eta, ic, data, epochs, bar) -> Records:
     diverged_at = jnp.full((n_groups, n_members), -1, dtype=jnp.int32)
     eta_dev = jnp.asarray(eta)
     pieces = []
-    seg = max(1, math.ceil(epochs / _SEGMENTS))
+    seg = max(_MIN_SEGMENT, math.ceil(epochs / _SEGMENTS))
     for t0 in range(0, epochs, seg):
         length = min(seg, epochs - t0)
         (params, alive, diverged_at), recs = _segment(objective, params, alive, diverged_at, eta_dev, data,
