@@ -1,0 +1,172 @@
+"""The paper's finite epsilon-ball estimator of the local network Lyapunov exponent, and its summary over S.
+
+For one initial condition Omega(0) with M perturbed copies at L1 distances ``d_j(t)`` from the reference,
+
+    y(t) = (1/M) sum_j ln d_j(t),
+
+and the local exponent ``lambda_Omega(0)`` is the least-squares slope of y over the exponential phase [0, tau]
+(Jimenez-Gonzalez, Soriano & Lacasa, eq. 3). tau is where the expansion saturates; it is found by fitting the hinge
+``y ~ a + b * min(t, tau)`` (a line, then a plateau) for every tau and keeping the one with the least squared error:
+a deterministic rule that puts tau at the knee of an exponential-then-plateau curve, and that for a curve without a
+plateau (pure growth, pure shrinking) lets the window run to the end. A local exponent counts as positive when the
+fit has R^2 > 0.9 and lambda > 0.05 (the paper's thresholds, configurable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+R2_MIN = 0.9
+LAMBDA_MIN = 0.05
+
+
+@dataclass(frozen=True)
+class LocalExponent:
+    """The fit of one initial condition's log-distance curve.
+
+    Attributes:
+        exponent: slope lambda of the line over the window (per epoch); NaN if there was nothing to fit.
+        intercept: value of the line at t = 0.
+        r2: coefficient of determination of the line over the window.
+        stderr: standard error of the slope.
+        start, stop: the window, epochs ``start .. stop`` inclusive.
+        n_copies: copies that entered y(t) (copies that diverged or sit at distance 0 are left out).
+        positive: True when r2 > r2_min and exponent > lambda_min.
+        log_distance: y(t) for every epoch, so the fit can be shown and checked.
+    """
+
+    exponent: float
+    intercept: float
+    r2: float
+    stderr: float
+    start: int
+    stop: int
+    n_copies: int
+    positive: bool
+    log_distance: np.ndarray
+
+    def line(self, t) -> np.ndarray:
+        return self.intercept + self.exponent * np.asarray(t, dtype=float)
+
+
+def mean_log_distance(distance: np.ndarray) -> tuple[np.ndarray, int]:
+    """``y(t) = mean_j ln d_j(t)`` over the copies whose distance is finite and > 0 at every epoch.
+
+    ``distance`` has shape (M, T + 1). Returns y and the number of copies used (y is all-NaN if none).
+    """
+    d = np.asarray(distance, dtype=float)
+    usable = np.all(np.isfinite(d) & (d > 0), axis=-1)
+    if not usable.any():
+        return np.full(d.shape[-1], np.nan), 0
+    return np.log(d[usable]).mean(axis=0), int(usable.sum())
+
+
+def saturation_epoch(y: np.ndarray, *, min_window: int = 3) -> int:
+    """tau: the knee of the best continuous line-then-plateau fit ``a + b * min(t, tau)`` to y(t).
+
+    Every tau in ``min_window .. T`` is tried (closed-form least squares for each); ties go to the smallest tau.
+    """
+    y = np.asarray(y, dtype=float)
+    t = np.arange(y.size, dtype=float)
+    taus = np.arange(min(min_window, y.size - 1), y.size)
+    x = np.minimum(t[None, :], taus[:, None])  # one hinge regressor per candidate tau
+    xm = x.mean(axis=1, keepdims=True)
+    ym = y.mean()
+    sxx = ((x - xm) ** 2).sum(axis=1)
+    sxy = ((x - xm) * (y - ym)).sum(axis=1)
+    sse = ((y - ym) ** 2).sum() - np.where(sxx > 0, sxy ** 2 / np.where(sxx > 0, sxx, 1), 0)
+    return int(taus[np.argmin(np.round(sse, 12))])
+
+
+def fit_line(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """Least-squares line through (t, y): slope, intercept, R^2 and the slope's standard error."""
+    t = np.asarray(t, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n = t.size
+    tm, ym = t.mean(), y.mean()
+    stt = ((t - tm) ** 2).sum()
+    slope = ((t - tm) * (y - ym)).sum() / stt
+    intercept = ym - slope * tm
+    residual = y - (intercept + slope * t)
+    syy = ((y - ym) ** 2).sum()
+    r2 = 1.0 - (residual ** 2).sum() / syy if syy > 0 else 1.0
+    stderr = np.sqrt((residual ** 2).sum() / (n - 2) / stt) if n > 2 else np.nan
+    return float(slope), float(intercept), float(r2), float(stderr)
+
+
+def local_exponent(distance: np.ndarray, *, window: tuple[int, int] | None = None, r2_min: float = R2_MIN,
+                   lambda_min: float = LAMBDA_MIN) -> LocalExponent:
+    """The local exponent lambda_Omega(0) of one initial condition from its copies' distances (shape (M, T + 1)).
+
+    ``window=(start, stop)`` fixes the fitted epochs (inclusive); by default it is ``(0, saturation_epoch(y))``.
+    """
+    y, n_copies = mean_log_distance(distance)
+    if n_copies == 0 or y.size < 3:
+        return LocalExponent(np.nan, np.nan, np.nan, np.nan, 0, y.size - 1, n_copies, False, y)
+    if window is None:
+        start, stop = 0, saturation_epoch(y)
+    else:
+        start, stop = int(window[0]), int(window[1])
+        if not 0 <= start < stop <= y.size - 1 or stop - start < 2:
+            raise ValueError(f"window must satisfy 0 <= start, start + 2 <= stop <= T = {y.size - 1}; got {window}")
+    t = np.arange(start, stop + 1)
+    slope, intercept, r2, stderr = fit_line(t, y[start:stop + 1])
+    return LocalExponent(slope, intercept, r2, stderr, start, stop, n_copies,
+                         bool(r2 > r2_min and slope > lambda_min), y)
+
+
+@dataclass(frozen=True)
+class NetworkExponent:
+    """lambda_NMLE and p over a set S of initial conditions.
+
+    Attributes:
+        mean: lambda_NMLE, the mean of the local exponents that could be fitted.
+        std: their standard deviation (the paper's error bar).
+        ci_low, ci_high: bootstrap confidence interval of the mean (``confidence`` level).
+        p: percentage of the fitted initial conditions whose local exponent is positive.
+        n_fitted: initial conditions that entered; n_excluded: those left out (all copies diverged or at d = 0).
+        local: the per-initial-condition fits.
+    """
+
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    p: float
+    n_fitted: int
+    n_excluded: int
+    local: tuple[LocalExponent, ...]
+
+    @property
+    def exponents(self) -> np.ndarray:
+        return np.array([f.exponent for f in self.local])
+
+    def histogram(self, bins=20) -> tuple[np.ndarray, np.ndarray]:
+        """Counts and bin edges of the fitted local exponents."""
+        values = self.exponents[np.isfinite(self.exponents)]
+        return np.histogram(values, bins=bins)
+
+
+def network_exponent(distance: np.ndarray, *, window=None, r2_min: float = R2_MIN, lambda_min: float = LAMBDA_MIN,
+                     confidence: float = 0.95, n_bootstrap: int = 2000, seed: int = 0) -> NetworkExponent:
+    """lambda_NMLE = <lambda_Omega(0)> over S, with its spread, a bootstrap CI and p (percentage positive).
+
+    ``distance`` has shape (S, M, T + 1), as ``Records.distance`` of the groups of one learning rate.
+    """
+    fits = tuple(local_exponent(d, window=window, r2_min=r2_min, lambda_min=lambda_min)
+                 for d in np.asarray(distance, dtype=float))
+    values = np.array([f.exponent for f in fits])
+    ok = np.isfinite(values)
+    n = int(ok.sum())
+    if n == 0:
+        return NetworkExponent(np.nan, np.nan, np.nan, np.nan, confidence, np.nan, 0, len(fits), fits)
+    v = values[ok]
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, n, size=(n_bootstrap, n))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    positive = np.array([f.positive for f, k in zip(fits, ok) if k])
+    return NetworkExponent(float(v.mean()), float(v.std(ddof=1)) if n > 1 else 0.0, float(lo), float(hi),
+                           confidence, float(100 * positive.mean()), n, len(fits) - n, fits)
