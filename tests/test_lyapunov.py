@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from chaosgd.lyapunov import local_exponent, network_exponent, saturation_epoch
+
+
+def planted(slope, tau, epochs=120, start=-18.0, copies=5, noise=0.0, seed=0):
+    """d_j(t) = exp(start + slope * min(t, tau) + noise), the paper's exponential-then-plateau shape."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(epochs + 1)
+    y = start + slope * np.minimum(t, tau)
+    return np.exp(y[None, :] + noise * rng.standard_normal((copies, t.size)))
+
+
+@pytest.mark.parametrize("slope, tau", [(0.68, 30), (0.3, 70), (1.5, 12)])
+def test_planted_exponential_then_plateau_returns_slope_and_window(slope, tau):
+    fit = local_exponent(planted(slope, tau))
+    assert (fit.start, fit.stop) == (0, tau)
+    assert fit.exponent == pytest.approx(slope, rel=1e-10)
+    assert fit.r2 == pytest.approx(1.0) and fit.positive and fit.n_copies == 5
+
+
+def test_noisy_planted_curve_still_finds_the_knee():
+    fit = local_exponent(planted(0.6, 28, noise=0.3, seed=3))
+    assert abs(fit.stop - 28) <= 2
+    assert fit.exponent == pytest.approx(0.6, abs=0.03) and fit.positive
+
+
+def test_shrinking_distance_gives_a_negative_not_positive_exponent():
+    t = np.arange(101)
+    d = np.exp(-18.0 - 0.2 * t)[None, :].repeat(3, axis=0)
+    fit = local_exponent(d)
+    assert fit.exponent == pytest.approx(-0.2, rel=1e-10) and not fit.positive
+    assert fit.stop == 100
+
+
+def test_flat_noisy_distance_is_not_positive():
+    rng = np.random.default_rng(0)
+    d = np.exp(-18.4 + 0.01 * rng.standard_normal((5, 151)))
+    fit = local_exponent(d)
+    assert abs(fit.exponent) < 0.01 and not fit.positive
+
+
+def test_thresholds_are_configurable_and_window_can_be_fixed():
+    d = planted(0.04, 60)
+    assert not local_exponent(d).positive                    # lambda below 0.05
+    assert local_exponent(d, lambda_min=0.01).positive
+    fixed = local_exponent(planted(0.5, 40), window=(10, 30))
+    assert (fixed.start, fixed.stop) == (10, 30) and fixed.exponent == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="window"):
+        local_exponent(d, window=(30, 10))
+
+
+def test_diverged_copies_are_left_out_and_counted():
+    d = planted(0.5, 30)
+    d[1, 40:] = np.nan     # a copy that diverged
+    d[2] = 0.0             # a copy that was never perturbed
+    fit = local_exponent(d)
+    assert fit.n_copies == 3 and fit.exponent == pytest.approx(0.5)
+    empty = local_exponent(np.full((2, 50), np.nan))
+    assert np.isnan(empty.exponent) and empty.n_copies == 0 and not empty.positive
+
+
+def test_network_exponent_mean_std_ci_and_p():
+    slopes = np.array([0.2, 0.4, 0.6, 0.8, 0.03, -0.1])
+    d = np.stack([planted(s, 40, seed=i) for i, s in enumerate(slopes)] + [np.full((5, 121), np.nan)])
+    net = network_exponent(d, n_bootstrap=4000)
+    fitted = slopes
+    assert net.mean == pytest.approx(fitted.mean(), rel=1e-8)
+    assert net.std == pytest.approx(fitted.std(ddof=1), rel=1e-8)
+    assert net.ci_low < net.mean < net.ci_high
+    assert net.p == pytest.approx(100 * 4 / 6)               # 0.03 and -0.1 are not positive
+    assert (net.n_fitted, net.n_excluded) == (6, 1)
+    counts, edges = net.histogram(bins=5)
+    assert counts.sum() == 6 and edges[0] == pytest.approx(-0.1)
+
+
+def test_saturation_epoch_of_pure_growth_is_the_end():
+    y = -18 + 0.3 * np.arange(50.0)
+    assert saturation_epoch(y) == 49
