@@ -20,14 +20,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chaosgd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run(commands.add_parser("run", help="train an ensemble over learning rates and record it"))
+    _add_lyapunov(commands.add_parser("lyapunov", help="local and network Lyapunov exponents at one learning rate "
+                                                      "(figures 2 and 3)"))
+    _add_toymap(commands.add_parser("toymap", help="the toy double-well map: orbit diagram and exponent "
+                                                  "(figures 6 and 7)"))
     data = commands.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
     fetch = data.add_parser("fetch", help="download a data set's standard files (needs internet)")
     fetch.add_argument("name", choices=["mnist", "fashion-mnist", "cifar10"])
     fetch.add_argument("--data-dir", help="folder that will hold <name>/ (default: $CHAOSGD_DATA or ~/.chaosgd/data)")
     args = parser.parse_args(argv)
     try:
-        if args.command == "run":
-            return _run(args)
+        if args.command in ("run", "lyapunov", "toymap"):
+            return {"run": _run, "lyapunov": _lyapunov, "toymap": _toymap}[args.command](args)
         from chaosgd.datasets.fetch import fetch as fetch_data
         print(fetch_data(args.name, path=args.data_dir))
         return 0
@@ -37,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _add_run(p: argparse.ArgumentParser) -> None:
+    _add_problem(p, default_out="runs/latest")
+    p.add_argument("--etas", type=float, nargs="+", default=list(PAPER_ETAS), help="learning rates (paper's grid)")
+    p.add_argument("--target", type=float, help="target test accuracy for the training time (default 0.9)")
+
+
+def _add_problem(p: argparse.ArgumentParser, *, default_out: str) -> None:
+    """Options that define the data, the model and the ensemble (shared by run and lyapunov)."""
     p.add_argument("--dataset", default="iris", help="iris | mnist | fashion-mnist | cifar10 | blobs (default iris)")
     p.add_argument("--data-dir", help="folder holding <dataset>/ (default: $CHAOSGD_DATA or ~/.chaosgd/data)")
     p.add_argument("--standardize", action="store_true", help="standardise features (the paper does not)")
@@ -44,41 +55,47 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, nargs="+", help="hidden widths of the MLP (default: 10 Iris, 64 MNIST)")
     p.add_argument("--activation", default="tanh", help="tanh | sigmoid | relu (default tanh)")
     p.add_argument("--sigma", type=float, help="weights ~ N(0, sigma^2) (default 1 MLP, 0.01 CNN)")
-    p.add_argument("--etas", type=float, nargs="+", default=list(PAPER_ETAS), help="learning rates (paper's grid)")
     p.add_argument("--initial", type=int, default=50, help="initial conditions |S| (default 50)")
     p.add_argument("--copies", type=int, default=5, help="perturbed copies M per initial condition (default 5)")
     p.add_argument("--epsilon", type=float, default=1e-8, help="radius of the epsilon-ball (default 1e-8)")
     p.add_argument("--perturb", default="all", help="all | weights: parameters the ball perturbs (default all)")
     p.add_argument("--epochs", type=int, default=201, help="gradient-descent steps (default 201)")
     p.add_argument("--l2", type=float, default=0.0, help="L2 coefficient lambda in L + lambda/2 |W|^2 (default 0)")
-    p.add_argument("--target", type=float, help="target test accuracy for the training time (default 0.9)")
     p.add_argument("--seed", type=int, default=0, help="seed of initial conditions, perturbations, Iris split")
     p.add_argument("--dtype", default="float64", help="float64 (default) | float32")
     p.add_argument("--groups-per-chunk", type=int, help="groups trained at once (default: fit half the memory)")
-    p.add_argument("--out", default="runs/latest", help="folder for records.npz and summary.json")
+    p.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _run(args) -> int:
-    from chaosgd import classification, run
+def _build(args, n_etas: int):
+    """Data set, model and epsilon-ball ensemble from the shared options; prints what will run."""
     from chaosgd.datasets import load
-    from chaosgd.ensemble import epsilon_ball, initial_conditions, over_learning_rates
+    from chaosgd.ensemble import epsilon_ball, initial_conditions
     from chaosgd.models import count_parameters, for_dataset
-    from chaosgd.training_time import time_to_accuracy
 
     dataset = load(args.dataset, path=args.data_dir, standardize=args.standardize, seed=args.seed)
     hidden = tuple(args.hidden) if args.hidden else DEFAULT_HIDDEN.get(args.dataset, (64,))
     model = for_dataset(args.model, dataset.example_shape, dataset.n_classes, hidden=hidden,
                         activation=args.activation, sigma=args.sigma, dtype=args.dtype)
+    centres = initial_conditions(model, args.initial, seed=args.seed)
+    ball = epsilon_ball(centres, args.copies, epsilon=args.epsilon, perturb=args.perturb, seed=args.seed)
+    print(f"{dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_test)} test; {model} with "
+          f"{count_parameters(model):,} parameters; {n_etas} learning rate(s) x {args.initial} initial "
+          f"conditions x (1 + {args.copies}) copies, {args.epochs} epochs")
+    return dataset, model, ball
+
+
+def _run(args) -> int:
+    from chaosgd import classification, run
+    from chaosgd.ensemble import over_learning_rates
+    from chaosgd.training_time import time_to_accuracy
+
     target = args.target if args.target is not None else DEFAULT_TARGET.get(args.dataset, 0.9)
     if not 0 < target <= 1:
         raise ValueError(f"--target must be a fraction in (0, 1]; got {target}")
-    centres = initial_conditions(model, args.initial, seed=args.seed)
-    ball = epsilon_ball(centres, args.copies, epsilon=args.epsilon, perturb=args.perturb, seed=args.seed)
+    dataset, model, ball = _build(args, len(args.etas))
     params, eta, ic = over_learning_rates(ball, args.etas)
-    print(f"{dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_test)} test; {model} with "
-          f"{count_parameters(model):,} parameters; {len(args.etas)} learning rates x {args.initial} initial "
-          f"conditions x (1 + {args.copies}) copies, {args.epochs} epochs")
     start = time.perf_counter()
     records = run(classification(model, l2=args.l2), params, eta, dataset.arrays(args.dtype), epochs=args.epochs,
                   initial_condition=ic, groups_per_chunk=args.groups_per_chunk, progress=not args.quiet)
@@ -112,6 +129,111 @@ def _run(args) -> int:
               f"{_fmt(r['mean_ln_d_end'], '.2f'):>9}  {r['time_to_target']}")
     print(f"{records.eta.size * records.epochs:,} network-epochs in {seconds:.1f} s; records in {out / 'records.npz'}")
     return 0
+
+
+def _add_lyapunov(p: argparse.ArgumentParser) -> None:
+    _add_problem(p, default_out="runs/lyapunov")
+    p.add_argument("--eta", type=float, default=10.0, help="learning rate (default 10, the paper's figure 2)")
+    p.add_argument("--estimator", default="finite", help="finite (the paper's epsilon-ball, default) | tangent")
+    p.add_argument("--k", type=int, default=1, help="tangent estimator: number of top exponents (default 1)")
+    p.add_argument("--window", type=int, nargs=2, metavar=("START", "STOP"),
+                   help="fit over these epochs instead of the automatic [0, tau]")
+    p.add_argument("--r2-min", type=float, default=0.9, help="R^2 above which a local exponent can count positive")
+    p.add_argument("--lambda-min", type=float, default=0.05, help="slope above which it counts positive")
+
+
+def _lyapunov(args) -> int:
+    import jax
+
+    from chaosgd import classification, run
+    from chaosgd.lyapunov import network_exponent
+    from chaosgd.tangent import tangent_exponents
+
+    if args.estimator not in ("finite", "tangent"):
+        raise ValueError(f"unknown estimator {args.estimator!r}; choose one of ['finite', 'tangent']")
+    plots = _pyplot_free_plots()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset, model, ball = _build(args, 1)
+    objective = classification(model, l2=args.l2)
+    data = dataset.arrays(args.dtype)
+    if args.estimator == "tangent":
+        from tqdm.auto import tqdm
+        finite_time, exponents = [], []
+        for i in tqdm(range(args.initial), desc="tangent", disable=args.quiet):
+            centre = jax.tree_util.tree_map(lambda x: x[i, 0], ball)
+            result = tangent_exponents(objective, centre, args.eta, data, epochs=args.epochs, k=args.k, seed=i)
+            start, stop = args.window if args.window else (0, args.epochs)
+            finite_time.append(result.finite_time)
+            exponents.append(result.over(start, stop))
+        exponents = np.array(exponents)
+        np.savez(out / "tangent.npz", finite_time=np.array(finite_time), exponents=exponents, eta=args.eta)
+        plots.save(plots.plot_finite_time_exponents(finite_time[0], eta=args.eta), out / "finite_time.png")
+        summary = {"eta": args.eta, "estimator": "tangent", "k": args.k,
+                   "mean": np.nanmean(exponents, axis=0).tolist(), "std": np.nanstd(exponents, axis=0).tolist()}
+        print(f"eta = {args.eta:g}: tangent exponents (mean over {args.initial} initial conditions): "
+              + ", ".join(f"{m:.4f}" for m in summary["mean"]))
+    else:
+        records = run(objective, ball, args.eta, data, epochs=args.epochs, groups_per_chunk=args.groups_per_chunk,
+                      progress=not args.quiet)
+        records.save(out / "records.npz")
+        net = network_exponent(records.distance, window=args.window, r2_min=args.r2_min, lambda_min=args.lambda_min)
+        plots.save(plots.plot_distance(records.distance[0], net.local[0], eta=args.eta), out / "fig2_distance.png")
+        plots.save(plots.plot_network_exponent(net, eta=args.eta), out / "fig3_local_exponents.png")
+        summary = {"eta": args.eta, "estimator": "finite", "lambda_nmle": net.mean, "std": net.std,
+                   "ci": [net.ci_low, net.ci_high], "confidence": net.confidence, "p_percent": net.p,
+                   "n_fitted": net.n_fitted, "n_excluded": net.n_excluded,
+                   "local": [{"exponent": f.exponent, "r2": f.r2, "stderr": f.stderr, "window": [f.start, f.stop],
+                              "positive": f.positive, "copies": f.n_copies} for f in net.local]}
+        print(f"eta = {args.eta:g}: lambda_NMLE = {net.mean:.4f} ± {net.std:.4f} (95% CI {net.ci_low:.4f} .. "
+              f"{net.ci_high:.4f}), p = {net.p:.0f}% of {net.n_fitted} initial conditions"
+              + (f", {net.n_excluded} left out (diverged)" if net.n_excluded else ""))
+    (out / "lyapunov.json").write_text(json.dumps(summary, indent=2, default=float))
+    print(f"results and figures in {out}")
+    return 0
+
+
+def _add_toymap(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eta-min", type=float, default=0.01)
+    p.add_argument("--eta-max", type=float, default=2.2)
+    p.add_argument("--n", type=int, default=2000, help="number of learning rates (default 2000)")
+    p.add_argument("--transient", type=int, default=3000, help="steps discarded before recording (default 3000)")
+    p.add_argument("--keep", type=int, default=200, help="orbit points kept per learning rate (default 200)")
+    p.add_argument("--steps", type=int, default=5000, help="steps averaged for the exponent (default 5000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/toymap", help="output folder (default runs/toymap)")
+
+
+def _toymap(args) -> int:
+    from chaosgd.toymap import orbit_diagram, toy_lyapunov
+
+    if not 0 < args.eta_min < args.eta_max or args.n < 2:
+        raise ValueError("need 0 < --eta-min < --eta-max and --n >= 2")
+    plots = _pyplot_free_plots()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    etas = np.linspace(args.eta_min, args.eta_max, args.n)
+    start = time.perf_counter()
+    diagram = orbit_diagram(etas, n_transient=args.transient, n_keep=args.keep, seed=args.seed)
+    lam, escaped = toy_lyapunov(etas, n_transient=args.transient, n_steps=args.steps, seed=args.seed)
+    seconds = time.perf_counter() - start
+    np.savez(out / "toymap.npz", eta=etas, orbit=diagram.points, lyapunov=lam, escaped=escaped)
+    plots.save(plots.plot_orbit_diagram(diagram), out / "fig6_orbit_diagram.png")
+    plots.save(plots.plot_toy_lyapunov(etas, lam, escaped), out / "fig7_lyapunov.png")
+    chaotic = etas[np.nan_to_num(lam, nan=-1) > 0]
+    print(f"toy map over {args.n} learning rates in {seconds:.2f} s: "
+          + (f"lambda > 0 first at eta = {chaotic.min():.4f}, " if chaotic.size else "no chaos, ")
+          + (f"orbits escape from eta = {etas[escaped].min():.4f}" if escaped.any() else "no escape")
+          + f"; results and figures in {out}")
+    return 0
+
+
+def _pyplot_free_plots():
+    """The plots module with a non-interactive backend (works without a display)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from chaosgd import plots
+    return plots
 
 
 def _nanmean(x) -> float | None:

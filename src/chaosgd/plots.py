@@ -1,0 +1,107 @@
+"""Figures of the paper from stored results. Each function draws on the axes it is given (or a new figure's) and
+returns them; none recomputes anything."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from chaosgd.lyapunov import LocalExponent, NetworkExponent
+from chaosgd.toymap import OrbitDiagram
+
+
+def _axes(ax):
+    if ax is None:
+        import matplotlib.pyplot as plt
+        _, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+    return ax
+
+
+def plot_distance(distance: np.ndarray, fit: LocalExponent, *, eta: float | None = None, ax=None):
+    """The paper's figure 2: d_j(t) of the M copies around one initial condition (semi-log), the fitted line
+    ``exp(a + lambda t)`` over the exponential phase, and the window [start, tau] shaded."""
+    ax = _axes(ax)
+    t = np.arange(distance.shape[-1])
+    for j, d in enumerate(np.asarray(distance)):
+        ax.semilogy(t, d, lw=1.0, alpha=0.8, label="$d_j(t)$" if j == 0 else None)
+    if np.isfinite(fit.exponent):
+        window = np.arange(fit.start, fit.stop + 1)
+        ax.semilogy(window, np.exp(fit.line(window)), "k--", lw=2,
+                    label=rf"fit: $\lambda$ = {fit.exponent:.3f}, $R^2$ = {fit.r2:.3f}")
+        ax.axvspan(fit.start, fit.stop, color="0.9", zorder=0, label=rf"exponential phase [0, $\tau$={fit.stop}]")
+    ax.set_xlabel("epoch t")
+    ax.set_ylabel("distance d(t) (L1)")
+    if eta is not None:
+        ax.set_title(rf"$\eta$ = {eta:g}")
+    ax.legend(loc="lower right", fontsize=8)
+    return ax
+
+
+def plot_network_exponent(net: NetworkExponent, *, eta: float | None = None, ax=None, bins: int = 20):
+    """The paper's figure 3: mean log-distance y(t) = <ln d_j(t)> of every initial condition, with the histogram of
+    local exponents as an inset and lambda_NMLE marked."""
+    ax = _axes(ax)
+    for fit in net.local:
+        ax.plot(np.arange(fit.log_distance.size), fit.log_distance, lw=0.8, alpha=0.5,
+                color="tab:red" if fit.positive else "tab:blue")
+    ax.set_xlabel("epoch t")
+    ax.set_ylabel(r"$y(t) = \langle \ln d_j(t) \rangle_j$")
+    title = rf"$\lambda_{{NMLE}}$ = {net.mean:.3f} ± {net.std:.3f}, p = {net.p:.0f}%"
+    ax.set_title((rf"$\eta$ = {eta:g}: " if eta is not None else "") + title, fontsize=10)
+    inset = ax.inset_axes([0.58, 0.1, 0.38, 0.35])
+    counts, edges = net.histogram(bins=bins)
+    inset.stairs(counts, edges, fill=True, color="0.6")
+    if np.isfinite(net.mean):
+        inset.axvline(net.mean, color="k", ls="--", lw=1.5)
+    inset.set_xlabel(r"$\lambda_{\Omega(0)}$", fontsize=8)
+    inset.tick_params(labelsize=7)
+    return ax
+
+
+def plot_orbit_diagram(diagram: OrbitDiagram, *, ax=None):
+    """The paper's figure 6: orbit points of the toy map against eta; escaped learning rates are shaded."""
+    ax = _axes(ax)
+    eta = np.repeat(diagram.eta, diagram.points.shape[1])
+    ax.plot(eta, diagram.points.ravel(), ",", color="k", alpha=0.4)
+    _shade_escaped(ax, diagram.eta, diagram.escaped)
+    ax.set_xlabel(r"learning rate $\eta$")
+    ax.set_ylabel(r"$w$ (after the transient)")
+    return ax
+
+
+def plot_toy_lyapunov(eta: np.ndarray, lam: np.ndarray, escaped: np.ndarray, *, ax=None):
+    """The paper's figure 7: Lyapunov exponent of the toy map against eta, zero line, escaped range shaded."""
+    ax = _axes(ax)
+    ax.plot(eta, lam, lw=0.8, color="tab:blue")
+    ax.axhline(0, color="k", lw=0.8)
+    _shade_escaped(ax, eta, escaped)
+    ax.set_xlabel(r"learning rate $\eta$")
+    ax.set_ylabel(r"$\lambda$")
+    return ax
+
+
+def plot_finite_time_exponents(finite_time: np.ndarray, *, eta: float | None = None, ax=None):
+    """Tangent-space finite-time exponents lambda_i(t) of one trajectory (one line per direction)."""
+    ax = _axes(ax)
+    t = np.arange(1, finite_time.shape[0] + 1)
+    for i in range(finite_time.shape[1]):
+        ax.plot(t, finite_time[:, i], label=rf"$\lambda_{i + 1}(t)$")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel("epoch t")
+    ax.set_ylabel("finite-time exponent")
+    if eta is not None:
+        ax.set_title(rf"$\eta$ = {eta:g}")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def _shade_escaped(ax, eta, escaped):
+    if np.any(escaped):
+        ax.axvspan(eta[escaped].min(), eta[escaped].max(), color="0.92", zorder=0, label="orbits escape")
+        ax.legend(loc="upper left", fontsize=8)
+
+
+def save(ax, path) -> None:
+    """Write the figure that holds ``ax`` and close it."""
+    import matplotlib.pyplot as plt
+    ax.figure.savefig(path, dpi=130)
+    plt.close(ax.figure)
