@@ -49,3 +49,13 @@ def test_plot_functions_draw_on_given_axes():
     assert plots.plot_toy_lyapunov(etas, *toy_lyapunov(etas, n_transient=100, n_steps=100), ax=axes[3]) is axes[3]
     assert len(axes[0].lines) == 4   # three copies and the fitted line
     plt.close(fig)
+
+
+def test_sharpness_command_writes_tracks_and_figure_14(tmp_path, capsys):
+    assert main(["sharpness", "--dataset", "iris", "--etas", "0.1", "0.5", "--epochs", "20", "--every", "10",
+                 "--out", str(tmp_path)]) == 0
+    with np.load(tmp_path / "sharpness.npz") as z:
+        assert z["epoch_eta_0.5"].tolist() == [0, 10, 20] and np.all(z["value_eta_0.1"] > 0)
+    assert (tmp_path / "fig14_sharpness.png").stat().st_size > 10_000
+    assert "2/eta = 4" in capsys.readouterr().out
+    assert main(["sharpness", "--method", "qr", "--out", str(tmp_path)]) == 2

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     _add_run(commands.add_parser("run", help="train an ensemble over learning rates and record it"))
     _add_lyapunov(commands.add_parser("lyapunov", help="local and network Lyapunov exponents at one learning rate "
                                                       "(figures 2 and 3)"))
+    _add_sharpness(commands.add_parser("sharpness", help="top Hessian eigenvalue along training against 2/eta "
+                                                        "(figure 14)"))
     _add_toymap(commands.add_parser("toymap", help="the toy double-well map: orbit diagram and exponent "
                                                   "(figures 6 and 7)"))
     data = commands.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
@@ -30,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("--data-dir", help="folder that will hold <name>/ (default: $CHAOSGD_DATA or ~/.chaosgd/data)")
     args = parser.parse_args(argv)
     try:
-        if args.command in ("run", "lyapunov", "toymap"):
-            return {"run": _run, "lyapunov": _lyapunov, "toymap": _toymap}[args.command](args)
+        if args.command in ("run", "lyapunov", "sharpness", "toymap"):
+            return {"run": _run, "lyapunov": _lyapunov, "sharpness": _sharpness, "toymap": _toymap}[args.command](args)
         from chaosgd.datasets.fetch import fetch as fetch_data
         print(fetch_data(args.name, path=args.data_dir))
         return 0
@@ -48,6 +50,16 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 
 def _add_problem(p: argparse.ArgumentParser, *, default_out: str) -> None:
     """Options that define the data, the model and the ensemble (shared by run and lyapunov)."""
+    _add_data_and_model(p, default_out=default_out)
+    p.add_argument("--initial", type=int, default=50, help="initial conditions |S| (default 50)")
+    p.add_argument("--copies", type=int, default=5, help="perturbed copies M per initial condition (default 5)")
+    p.add_argument("--epsilon", type=float, default=1e-8, help="radius of the epsilon-ball (default 1e-8)")
+    p.add_argument("--perturb", default="all", help="all | weights: parameters the ball perturbs (default all)")
+    p.add_argument("--groups-per-chunk", type=int, help="groups trained at once (default: fit half the memory)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_data_and_model(p: argparse.ArgumentParser, *, default_out: str) -> None:
     p.add_argument("--dataset", default="iris", help="iris | mnist | fashion-mnist | cifar10 | blobs (default iris)")
     p.add_argument("--data-dir", help="folder holding <dataset>/ (default: $CHAOSGD_DATA or ~/.chaosgd/data)")
     p.add_argument("--standardize", action="store_true", help="standardise features (the paper does not)")
@@ -55,29 +67,30 @@ def _add_problem(p: argparse.ArgumentParser, *, default_out: str) -> None:
     p.add_argument("--hidden", type=int, nargs="+", help="hidden widths of the MLP (default: 10 Iris, 64 MNIST)")
     p.add_argument("--activation", default="tanh", help="tanh | sigmoid | relu (default tanh)")
     p.add_argument("--sigma", type=float, help="weights ~ N(0, sigma^2) (default 1 MLP, 0.01 CNN)")
-    p.add_argument("--initial", type=int, default=50, help="initial conditions |S| (default 50)")
-    p.add_argument("--copies", type=int, default=5, help="perturbed copies M per initial condition (default 5)")
-    p.add_argument("--epsilon", type=float, default=1e-8, help="radius of the epsilon-ball (default 1e-8)")
-    p.add_argument("--perturb", default="all", help="all | weights: parameters the ball perturbs (default all)")
     p.add_argument("--epochs", type=int, default=201, help="gradient-descent steps (default 201)")
     p.add_argument("--l2", type=float, default=0.0, help="L2 coefficient lambda in L + lambda/2 |W|^2 (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of initial conditions, perturbations, Iris split")
     p.add_argument("--dtype", default="float64", help="float64 (default) | float32")
-    p.add_argument("--groups-per-chunk", type=int, help="groups trained at once (default: fit half the memory)")
     p.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _build(args, n_etas: int):
-    """Data set, model and epsilon-ball ensemble from the shared options; prints what will run."""
+def _data_and_model(args):
     from chaosgd.datasets import load
-    from chaosgd.ensemble import epsilon_ball, initial_conditions
-    from chaosgd.models import count_parameters, for_dataset
+    from chaosgd.models import for_dataset
 
     dataset = load(args.dataset, path=args.data_dir, standardize=args.standardize, seed=args.seed)
     hidden = tuple(args.hidden) if args.hidden else DEFAULT_HIDDEN.get(args.dataset, (64,))
     model = for_dataset(args.model, dataset.example_shape, dataset.n_classes, hidden=hidden,
                         activation=args.activation, sigma=args.sigma, dtype=args.dtype)
+    return dataset, model
+
+
+def _build(args, n_etas: int):
+    """Data set, model and epsilon-ball ensemble from the shared options; prints what will run."""
+    from chaosgd.ensemble import epsilon_ball, initial_conditions
+    from chaosgd.models import count_parameters
+
+    dataset, model = _data_and_model(args)
     centres = initial_conditions(model, args.initial, seed=args.seed)
     ball = epsilon_ball(centres, args.copies, epsilon=args.epsilon, perturb=args.perturb, seed=args.seed)
     print(f"{dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_test)} test; {model} with "
@@ -190,6 +203,52 @@ def _lyapunov(args) -> int:
               + (f", {net.n_excluded} left out (diverged)" if net.n_excluded else ""))
     (out / "lyapunov.json").write_text(json.dumps(summary, indent=2, default=float))
     print(f"results and figures in {out}")
+    return 0
+
+
+def _add_sharpness(p: argparse.ArgumentParser) -> None:
+    _add_data_and_model(p, default_out="runs/sharpness")
+    p.add_argument("--etas", type=float, nargs="+", default=[0.01, 7.5, 20.0],
+                   help="learning rates (default 0.01 7.5 20, those of the paper's figure 1)")
+    p.add_argument("--every", type=int, default=5, help="epochs between estimates (default 5)")
+    p.add_argument("--method", default="lanczos", help="lanczos (largest algebraic, default) | power (the paper's)")
+    p.add_argument("--iterations", type=int, default=20, help="Hessian-vector products per estimate (default 20)")
+    p.add_argument("--hessian-examples", type=int,
+                   help="Hessian of the loss on this many fixed random training examples (default: all)")
+    p.add_argument("--initial-condition", type=int, default=0, help="which initial condition of --seed to follow")
+
+
+def _sharpness(args) -> int:
+    from tqdm.auto import tqdm
+
+    from chaosgd import classification
+    from chaosgd.ensemble import initial_conditions
+    from chaosgd.sharpness import METHODS, track_sharpness
+
+    if args.method not in METHODS:
+        raise ValueError(f"unknown method {args.method!r}; choose one of {list(METHODS)}")
+    plots = _pyplot_free_plots()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset, model = _data_and_model(args)
+    objective = classification(model, l2=args.l2)
+    import jax
+    params = jax.tree_util.tree_map(lambda x: x[0], initial_conditions(model, 1, seed=args.seed,
+                                                                      first=args.initial_condition))
+    tracks = []
+    for eta in tqdm(args.etas, desc="sharpness"):
+        tracks.append(track_sharpness(objective, params, eta, dataset.arrays(args.dtype), epochs=args.epochs,
+                                      every=args.every, method=args.method, iterations=args.iterations,
+                                      hessian_examples=args.hessian_examples, seed=args.seed))
+    # One set of arrays per learning rate: a diverged run stops early, so lengths differ.
+    np.savez(out / "sharpness.npz", eta=np.array(args.etas),
+             **{f"{name}_eta_{t.eta:g}": getattr(t, name) for t in tracks for name in ("epoch", "value", "loss")})
+    plots.save(plots.plot_sharpness(tracks), out / "fig14_sharpness.png")
+    for t in tracks:
+        last = t.value[np.isfinite(t.value)]
+        print(f"eta = {t.eta:g}: sharpness {last[0]:.4g} at t = 0 -> {last[-1]:.4g} at t = {t.epoch[len(last) - 1]}"
+              f" (2/eta = {t.edge_of_stability:.4g})" if last.size else f"eta = {t.eta:g}: diverged at t = 0")
+    print(f"results and figure 14 in {out}")
     return 0
 
 

@@ -94,6 +94,19 @@ def plot_finite_time_exponents(finite_time: np.ndarray, *, eta: float | None = N
     return ax
 
 
+def plot_sharpness(tracks, *, ax=None):
+    """The paper's figure 14: top Hessian eigenvalue along training for several eta, each with its 2/eta line."""
+    ax = _axes(ax)
+    for track in tracks:
+        line, = ax.plot(track.epoch, track.value, marker=".", lw=1.2, label=rf"$\eta$ = {track.eta:g}")
+        ax.axhline(track.edge_of_stability, color=line.get_color(), ls="--", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch t")
+    ax.set_ylabel(r"sharpness $\sigma_{max}$ (dashed: $2/\eta$)")
+    ax.legend(fontsize=8)
+    return ax
+
+
 def _shade_escaped(ax, eta, escaped):
     if np.any(escaped):
         ax.axvspan(eta[escaped].min(), eta[escaped].max(), color="0.92", zorder=0, label="orbits escape")
