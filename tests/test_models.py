@@ -63,3 +63,10 @@ def test_for_dataset_builds_the_paper_models():
     assert count_parameters(for_dataset("cnn", (28, 28, 1), 10)) == 9_098
     with pytest.raises(ValueError, match="image inputs"):
         for_dataset("cnn", (4,), 3)
+
+
+def test_unknown_dtype_is_refused():
+    with pytest.raises(ValueError, match="float64"):
+        MLP((4, 3), dtype="float8")
+    with pytest.raises(ValueError, match="float64"):
+        CNN(dtype="int32")

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 Params = Any  # a pytree of arrays
+DTYPES = ("float64", "float32")
 
 
 class Model(Protocol):

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from chaosgd.models.base import normal_weights_zero_biases
+from chaosgd.models.base import DTYPES, normal_weights_zero_biases
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class CNN:
                              f"got input_shape {self.input_shape}")
         if not self.sigma > 0:
             raise ValueError(f"sigma must be > 0; got {self.sigma}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {list(DTYPES)}")
 
     def init(self, key: jax.Array):
         h, w, c_in = self.input_shape

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from chaosgd.models.base import normal_weights_zero_biases
+from chaosgd.models.base import DTYPES, normal_weights_zero_biases
 
 ACTIVATIONS = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
 
@@ -38,6 +38,8 @@ class MLP:
             raise ValueError(f"unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}")
         if not self.sigma > 0:
             raise ValueError(f"sigma must be > 0; got {self.sigma}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {list(DTYPES)}")
         object.__setattr__(self, "widths", widths)
 
     def init(self, key: jax.Array):
