@@ -141,7 +141,8 @@ def _run(args) -> int:
         })
     out = Path(args.out)
     records.save(out / "records.npz")
-    (out / "summary.json").write_text(json.dumps({"command": {k: v for k, v in vars(args).items() if k != "handler"}, "seconds": seconds, "target": target,
+    options = {k: v for k, v in vars(args).items() if k != "handler"}
+    (out / "summary.json").write_text(json.dumps({"command": options, "seconds": seconds, "target": target,
                                                   "by_eta": rows}, indent=2))
     print(f"{'eta':>8} {'diverged':>8} {'loss(T)':>9} {'test acc(T)':>11} {'<ln d(0)>':>9} {'<ln d(T)>':>9}  "
           f"training time")
