@@ -6,7 +6,7 @@ from jax.flatten_util import ravel_pytree
 
 from chaosgd import MLP, Objective, classification
 from chaosgd.datasets import load_iris
-from chaosgd.sharpness import top_eigenvalue, track_sharpness
+from chaosgd.sharpness import top_eigenvalue, top_eigenvalues, track_sharpness
 
 
 def quadratic(eigenvalues, seed=0):
@@ -85,3 +85,17 @@ def test_unknown_method_is_refused(iris_problem):
     objective, data, params, _ = iris_problem
     with pytest.raises(ValueError, match="lanczos"):
         top_eigenvalue(objective, params, data, method="arnoldi")
+
+
+@pytest.mark.parametrize("method, iterations", [("lanczos", 20), ("power", 300)])
+def test_ensemble_estimates_equal_one_network_at_a_time(method, iterations):
+    model = MLP((4, 10, 3))
+    objective = classification(model)
+    data = load_iris().arrays()
+    keys = jax.random.split(jax.random.PRNGKey(5), 3)
+    stacked = jax.vmap(model.init)(keys)
+    together = top_eigenvalues(objective, stacked, data, method=method, iterations=iterations)
+    for i, result in enumerate(together):
+        alone = top_eigenvalue(objective, jax.tree_util.tree_map(lambda x: x[i], stacked), data, method=method,
+                               iterations=iterations, start=np.random.default_rng(0).standard_normal((3, 83))[i])
+        assert result.value == pytest.approx(alone.value, rel=1e-9)
