@@ -8,6 +8,10 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from chaosgd.engine import run  # noqa: E402
+from chaosgd.lyapunov import local_exponent, network_exponent  # noqa: E402
+from chaosgd.sharpness import top_eigenvalue, top_eigenvalues, track_sharpness  # noqa: E402
+from chaosgd.tangent import tangent_exponents  # noqa: E402
+from chaosgd.training_time import time_to_accuracy  # noqa: E402
 from chaosgd.ensemble import check_epsilon, epsilon_ball, initial_conditions  # noqa: E402
 from chaosgd.models import CNN, MLP, count_parameters  # noqa: E402
 from chaosgd.objective import Objective, classification  # noqa: E402
@@ -16,4 +20,5 @@ from chaosgd.records import Records  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = ["run", "initial_conditions", "epsilon_ball", "check_epsilon", "MLP", "CNN", "count_parameters",
-           "Objective", "classification", "Records"]
+           "Objective", "classification", "Records", "local_exponent", "network_exponent", "tangent_exponents",
+           "top_eigenvalue", "top_eigenvalues", "track_sharpness", "time_to_accuracy"]
