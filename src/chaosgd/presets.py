@@ -1,0 +1,54 @@
+"""The paper's experiments as configurations: paper scale, and a documented quick scale for a 2-core CPU.
+
+Paper scale follows the paper and DESIGN.md. Quick scale keeps each experiment's model, data set and learning-rate
+range but fewer initial conditions, copies, learning rates and epochs (and, for MNIST, the first 10,000 training
+examples), so that the phenomenon — the onset of positive exponents with growing eta — shows in minutes.
+"""
+
+from __future__ import annotations
+
+from chaosgd.config import PAPER_ETAS, Config, ConfigError, Data, Ensemble, Model, Training
+
+_SIGMOID_ETAS = PAPER_ETAS + (25.0, 30.0, 35.0, 40.0)  # the paper: the sigmoid's rise comes only past eta ~ 30
+
+
+def _mnist(name, **model):
+    return Config(name=name, data=Data("mnist"), model=Model(**model), training=Training(target=0.9))
+
+
+PRESETS: dict[str, Config] = {
+    "iris": Config(name="iris", data=Data("iris"), model=Model(hidden=(10,))),           # fig. 8, 4-10-3
+    "mnist-tanh": _mnist("mnist-tanh"),                                                 # figs. 1-5, 784-64-10
+    "mnist-sigmoid": Config(name="mnist-sigmoid", data=Data("mnist"), model=Model(activation="sigmoid"),
+                            training=Training(etas=_SIGMOID_ETAS)),                     # fig. 9
+    "mnist-relu": _mnist("mnist-relu", activation="relu"),                              # fig. 9
+    "mnist-deep": _mnist("mnist-deep", hidden=(32, 32)),                                # fig. 10, 784-32-32-10
+    "mnist-l2": Config(name="mnist-l2", data=Data("mnist"), training=Training(l2=1e-3)),   # fig. 11
+    "mnist-l2-weak": Config(name="mnist-l2-weak", data=Data("mnist"), training=Training(l2=1e-5)),  # fig. 11
+    "mnist-cnn": Config(name="mnist-cnn", data=Data("mnist"), model=Model(architecture="cnn"),
+                        ensemble=Ensemble(initial=40), training=Training(epochs=2000, target=0.8)),  # fig. 12
+    "cifar10": Config(name="cifar10", data=Data("cifar10"), model=Model(hidden=(256,)),
+                      training=Training(target=0.3)),                                   # fig. 13, 3072-256-10
+}
+
+_QUICK_ETAS = (0.01, 0.1, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 20.0)
+_QUICK = {
+    "iris": {"ensemble.initial": 20},
+    "mnist-sigmoid": {"training.etas": (0.1, 1.0, 5.0, 10.0, 20.0, 30.0, 40.0)},
+    "mnist-cnn": {"training.epochs": 200},
+    "cifar10": {"data.n_train": 10_000},
+}
+
+
+def preset(name: str, *, quick: bool = False) -> Config:
+    """The configuration of one of the paper's experiments (``PRESETS``), at paper or quick scale."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    config = PRESETS[name]
+    if not quick:
+        return config
+    changes = {"ensemble.initial": 6, "ensemble.copies": 3, "training.epochs": 60}
+    if config.data.name in ("mnist", "cifar10"):
+        changes.update({"data.n_train": 10_000, "training.etas": _QUICK_ETAS, "block": 3})
+    changes.update(_QUICK.get(name, {}))
+    return config.with_values(name=f"{name}-quick", **changes)
