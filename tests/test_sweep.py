@@ -1,0 +1,138 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from chaosgd.config import Config, ConfigError, Data, Ensemble, Model, Training
+from chaosgd.sweep import load_records, prepare_run_dir, sweep, tasks
+
+FIELDS = ("loss", "train_accuracy", "test_accuracy", "distance", "diverged_at", "eta", "initial_condition")
+
+
+def small_config(**changes):
+    config = Config(name="tiny", data=Data("iris"), model=Model(hidden=(6,)),
+                    ensemble=Ensemble(initial=5, copies=2), training=Training(etas=(0.1, 2.5, 10.0), epochs=30),
+                    block=2)
+    return config.with_values(**changes) if changes else config
+
+
+def assert_same(a, b):
+    for name in FIELDS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("serial")
+    sweep(small_config(), run_dir, executor="serial", progress=False, log=lambda *a: None)
+    return load_records(run_dir)
+
+
+def test_tasks_cover_every_learning_rate_and_initial_condition():
+    ts = tasks(small_config())
+    assert len(ts) == 3 * 3 and sum(t.count for t in ts) == 3 * 5
+    assert [(t.first, t.count) for t in ts[:3]] == [(0, 2), (2, 2), (4, 1)]
+
+
+def test_serial_sweep_writes_every_task_and_summaries(tmp_path, reference):
+    lines = []
+    sweep(small_config(), tmp_path, executor="serial", progress=False, log=lines.append)
+    assert len(list((tmp_path / "tasks").glob("*.npz"))) == 9
+    assert sum("lambda_NMLE" in line for line in lines) == 3           # one summary per learning rate
+    assert (tmp_path / "config.toml").read_text() == small_config().to_toml()
+    assert reference.loss.shape == (15, 3, 31)
+    np.testing.assert_array_equal(reference.initial_condition, np.tile(np.arange(5), 3))
+
+
+def test_processes_executor_gives_the_same_numbers(tmp_path, reference):
+    sweep(small_config(), tmp_path, executor="processes", workers=2, progress=False, log=lambda *a: None)
+    assert_same(load_records(tmp_path), reference)
+
+
+def test_dask_local_cluster_gives_the_same_numbers(tmp_path, reference):
+    pytest.importorskip("dask.distributed")
+    sweep(small_config(), tmp_path, executor="dask", workers=2, progress=False, log=lambda *a: None)
+    assert_same(load_records(tmp_path), reference)
+
+
+def test_resume_skips_finished_tasks_and_completes(tmp_path, reference):
+    sweep(small_config(), tmp_path, executor="serial", progress=False, log=lambda *a: None)
+    for path in sorted((tmp_path / "tasks").glob("*.npz"))[::2]:
+        path.unlink()
+    (tmp_path / "tasks" / "eta000_ic00000.npz.partial").write_bytes(b"half a file")  # an interrupted write
+    lines = []
+    sweep(small_config(), tmp_path, executor="serial", progress=False, log=lines.append)
+    assert "4 of 9 tasks already done" in lines[0]
+    assert_same(load_records(tmp_path), reference)
+
+
+def test_resuming_with_another_configuration_is_refused(tmp_path):
+    prepare_run_dir(small_config(), tmp_path)
+    with pytest.raises(ConfigError, match="holds a run of another configuration"):
+        sweep(small_config(**{"training.epochs": 31}), tmp_path, executor="serial", progress=False)
+
+
+def test_kill_9_mid_sweep_then_resume_equals_uninterrupted(tmp_path, reference):
+    config_path = tmp_path / "tiny.toml"
+    config_path.write_text(small_config().to_toml())
+    run_dir = tmp_path / "run"
+    script = ("import sys, chaosgd; from chaosgd.config import Config; from chaosgd.sweep import sweep; "
+              "sweep(Config.load(sys.argv[1]), sys.argv[2], executor='serial', progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(config_path), str(run_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((run_dir / "tasks").glob("*.npz"))) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list((run_dir / "tasks").glob("*.npz")))
+    assert 3 <= done < 9, "the sweep should have been killed midway"
+    sweep(small_config(), run_dir, executor="serial", progress=False, log=lambda *a: None)
+    assert_same(load_records(run_dir), reference)
+
+
+def test_unknown_executor_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="serial"):
+        sweep(small_config(), tmp_path, executor="threads")
+
+
+def _children(pid):
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def test_a_worker_killed_mid_task_does_not_lose_the_sweep(tmp_path, reference):
+    import threading
+
+    killed = []
+
+    def kill_one_worker():
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed:
+            for child in _children(os.getpid()):
+                cmdline = open(f"/proc/{child}/cmdline", "rb").read()
+                if b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
+                    time.sleep(0.5)  # let it start a task
+                    os.kill(child, signal.SIGKILL)
+                    killed.append(child)
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    sweep(small_config(), tmp_path, executor="processes", workers=2, progress=False, log=lambda *a: None)
+    killer.join()
+    assert killed, "no worker was found to kill"
+    assert_same(load_records(tmp_path), reference)
