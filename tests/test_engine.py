@@ -143,7 +143,8 @@ def test_records_are_float64_and_have_documented_shapes(blobs):
     rec = run(classification(model), build(model, 3, 4), 1.0, blobs.arrays(), epochs=12)
     assert rec.loss.shape == (3, 5, 13) and rec.train_accuracy.shape == (3, 5, 13)
     assert rec.test_accuracy.shape == (3, 13) and rec.distance.shape == (3, 4, 13)
-    assert rec.loss.dtype == np.float64 and rec.distance.dtype == np.float64 and rec.eta.dtype == np.float64
+    for name in ("loss", "train_accuracy", "test_accuracy", "distance", "eta"):
+        assert getattr(rec, name).dtype == np.float64, name
     assert rec.epochs == 12 and rec.n_copies == 4
     # t = 0 distance is the L1 norm of the initial perturbation: at most P * epsilon.
     assert np.all(rec.distance[:, :, 0] > 0) and np.all(rec.distance[:, :, 0] <= 83 * 1e-8)

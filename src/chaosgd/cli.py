@@ -25,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
                                                    "(figures 2 and 3)"),
             ("sharpness", _add_sharpness, _sharpness, "top Hessian eigenvalue along training against 2/eta "
                                                       "(figure 14)"),
-            ("toymap", _add_toymap, _toymap, "the toy double-well map: orbit diagram and exponent (figures 6, 7)")):
+            ("toymap", _add_toymap, _toymap, "the toy double-well map: orbit diagram and exponent (figures 6, 7)"),
+            ("sweep", _add_sweep, _sweep, "run (or resume) a preset's or a TOML file's learning-rate sweep"),
+            ("report", _add_report, _report, "write the HTML report and results.csv of a run folder"),
+            ("reproduce", _add_sweep, _reproduce, "sweep a preset, add the toy map, and write the report")):
         sub = commands.add_parser(name, help=help_text)
         add(sub)
         sub.set_defaults(handler=handler)
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"chaosgd: error: {error}", file=sys.stderr)
         return 2
 
@@ -294,6 +297,79 @@ def _toymap(args) -> int:
           + (f"lambda > 0 first at eta = {chaotic.min():.4f}, " if chaotic.size else "no chaos, ")
           + (f"orbits escape from eta = {etas[escaped].min():.4f}" if escaped.any() else "no escape")
           + f"; results and figures in {out}")
+    return 0
+
+
+def _add_sweep(p: argparse.ArgumentParser) -> None:
+    from chaosgd.presets import PRESETS
+    p.add_argument("experiment", help=f"a preset ({', '.join(sorted(PRESETS))}) or a TOML configuration file")
+    p.add_argument("--quick", action="store_true", help="the preset's quick scale (minutes on a laptop)")
+    p.add_argument("--run-dir", help="run folder (default runs/<configuration name>)")
+    p.add_argument("--executor", default="processes", help="serial | processes (default) | dask")
+    p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a LocalCluster)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a field, e.g. --set training.epochs=50 --set 'training.etas=[1, 10]' (TOML values)")
+    p.add_argument("--data-dir", help="folder holding the data set (sets data.path)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _experiment(args):
+    import tomllib
+
+    from chaosgd.config import Config, ConfigError
+    from chaosgd.presets import preset
+
+    path = Path(args.experiment)
+    config = Config.load(path) if path.suffix == ".toml" or path.is_file() else preset(args.experiment,
+                                                                                       quick=args.quick)
+    changes = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set needs FIELD=VALUE; got {item!r}")
+        try:
+            changes[key.strip()] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            changes[key.strip()] = text  # a bare word: a string
+    if args.data_dir:
+        changes["data.path"] = args.data_dir
+    return config.with_values(**changes) if changes else config
+
+
+def _run_sweep(args) -> Path:
+    from chaosgd.sweep import sweep
+
+    config = _experiment(args)
+    run_dir = Path(args.run_dir or Path("runs") / config.name)
+    return sweep(config, run_dir, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
+                 progress=not args.quiet)
+
+
+def _sweep(args) -> int:
+    print(f"records in {_run_sweep(args)}; `chaosgd report` writes its report")
+    return 0
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a sweep's run folder")
+    p.add_argument("--eta", type=float, default=10.0, help="learning rate of figures 2 and 3 (nearest in the grid)")
+
+
+def _report(args) -> int:
+    from chaosgd.report import write_report
+
+    print(write_report(args.run_dir, lyapunov_eta=args.eta))
+    return 0
+
+
+def _reproduce(args) -> int:
+    from chaosgd.report import write_report
+
+    run_dir = _run_sweep(args)
+    _toymap(argparse.Namespace(eta_min=0.01, eta_max=2.2, n=2000, transient=3000, keep=200, steps=5000, seed=0,
+                               out=str(run_dir / "toymap")))
+    print(write_report(run_dir))
     return 0
 
 

@@ -31,7 +31,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+    return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(logits.dtype))
 
 
 @lru_cache(maxsize=64)  # the same (model, l2) gives the same Objective, so compiled programs are reused

@@ -118,3 +118,49 @@ def save(ax, path) -> None:
     import matplotlib.pyplot as plt
     ax.figure.savefig(path, dpi=130)
     plt.close(ax.figure)
+
+
+def plot_training_loss(curves: dict, *, ax=None):
+    """The paper's figure 1: training loss along training at a few learning rates (one reference network each)."""
+    ax = _axes(ax)
+    for eta, loss in curves.items():
+        ax.plot(np.arange(loss.size), loss, lw=1.2, label=rf"$\eta$ = {eta:g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch t")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_lambda_vs_eta(rows: list[dict], *, ax=None):
+    """The paper's figure 4: lambda_NMLE against eta, error bars one standard deviation of the local exponents."""
+    ax = _axes(ax)
+    eta = np.array([r["eta"] for r in rows])
+    ax.errorbar(eta, [r["lambda_nmle"] for r in rows], yerr=[r["lambda_std"] for r in rows], fmt="o-", capsize=3)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel(r"learning rate $\eta$")
+    ax.set_ylabel(r"$\lambda_{NMLE}$")
+    return ax
+
+
+def plot_p_and_tau(rows: list[dict], *, ax=None):
+    """The paper's figure 5: p (percentage of positive local exponents) and the mean training time <tau> against
+    eta, on twin axes; learning rates where every initial condition was censored have no tau point."""
+    ax = _axes(ax)
+    eta = np.array([r["eta"] for r in rows])
+    ax.plot(eta, [r["p_percent"] for r in rows], "D-", color="tab:blue", label="p")
+    ax.set_xscale("log")
+    ax.set_xlabel(r"learning rate $\eta$")
+    ax.set_ylabel("p (%)", color="tab:blue")
+    ax.set_ylim(-5, 105)
+    twin = ax.twinx()
+    tau = np.array([r["tau_mean"] for r in rows], dtype=float)
+    err = np.array([r["tau_stderr"] for r in rows], dtype=float)
+    twin.errorbar(eta, tau, yerr=np.nan_to_num(err), fmt="o-", color="tab:red", capsize=3)
+    for x, y, c, n in zip(eta, tau, [r["tau_censored"] for r in rows], [r["n_initial"] for r in rows]):
+        if c and np.isfinite(y):
+            twin.annotate(f"{c}/{n} censored", (x, y), fontsize=6, color="tab:red", xytext=(3, 3),
+                          textcoords="offset points")
+    twin.set_ylabel(r"$\langle\tau\rangle$ (epochs to target)", color="tab:red")
+    return ax

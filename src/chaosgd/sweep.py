@@ -88,7 +88,13 @@ def run_and_store(config_toml: str, task: Task, run_dir: str) -> str:
     """Run one task and write its records atomically to ``run_dir/tasks/<name>.npz`` (what workers execute)."""
     config = Config.from_toml(config_toml)
     path = Path(run_dir) / "tasks" / f"{task.name}.npz"
-    run_task(config, task).save(path)
+    start = time.perf_counter()
+    records = run_task(config, task)
+    seconds = time.perf_counter() - start
+    # The timing goes first: the .npz, written last and atomically, is what marks the task finished.
+    path.with_suffix(".json").write_text(json.dumps({"seconds": seconds, "network_epochs": int(
+        records.eta.size * records.epochs), "host": platform.node()}))
+    records.save(path)
     return task.name
 
 
@@ -145,7 +151,8 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
         if bar is not None:
             bar.update(1)
         if not any(t.eta_index == task.eta_index for t in pending(config, run_dir)):
-            log(summary_line(config, run_dir, task.eta_index))
+            line = summary_line(config, run_dir, task.eta_index)
+            bar.write(line) if bar is not None and log is print else log(line)
 
     toml = config.to_toml()
     if executor == "serial":

@@ -1,0 +1,105 @@
+"""``chaosgd report RUN``: one self-contained HTML file (figures embedded, tables, configuration, environment,
+timings) that opens in a browser with no server. Every string that comes from the user is escaped."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from chaosgd.config import Config
+from chaosgd.lyapunov import network_exponent
+from chaosgd.results import COLUMNS, loss_curves, summarize, write_csv
+from chaosgd.sweep import load_records, pending, tasks
+
+
+def _png(ax) -> str:
+    import matplotlib.pyplot as plt
+    buffer = io.BytesIO()
+    ax.figure.savefig(buffer, format="png", dpi=110)
+    plt.close(ax.figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def write_report(run_dir: str | Path, *, lyapunov_eta: float = 10.0) -> Path:
+    """Write ``run_dir/report.html`` and ``run_dir/results.csv`` from the stored records; return the report's path.
+
+    Figures: 1 (training loss at three eta), 4 (lambda_NMLE), 5 (p and <tau>), 2 and 3 at the grid's learning
+    rate nearest ``lyapunov_eta``, and 6 and 7 when ``run_dir/toymap`` holds them (``chaosgd reproduce`` puts them
+    there).
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    from chaosgd import plots
+
+    run_dir = Path(run_dir)
+    config = Config.load(run_dir / "config.toml")
+    info = json.loads((run_dir / "run.json").read_text())
+    rows = summarize(run_dir)
+    write_csv(rows, run_dir / "results.csv")
+    figures = []
+    if rows:
+        figures.append(("Figure 1: training loss", _png(plots.plot_training_loss(loss_curves(run_dir)))))
+        figures.append(("Figure 4: network maximum Lyapunov exponent", _png(plots.plot_lambda_vs_eta(rows))))
+        figures.append(("Figure 5: p and training time", _png(plots.plot_p_and_tau(rows))))
+        done = [r["eta"] for r in rows]
+        eta = done[int(np.argmin(np.abs(np.log(done) - np.log(lyapunov_eta))))]
+        rec = load_records(run_dir, config.training.etas.index(eta))
+        net = network_exponent(rec.distance, r2_min=config.analysis.r2_min, lambda_min=config.analysis.lambda_min)
+        figures.append((f"Figure 2: distances around one initial condition, eta = {eta:g}",
+                        _png(plots.plot_distance(rec.distance[0], net.local[0], eta=eta))))
+        figures.append((f"Figure 3: local exponents, eta = {eta:g}", _png(plots.plot_network_exponent(net, eta=eta))))
+
+    toy = run_dir / "toymap"
+    for name, title in (("fig6_orbit_diagram.png", "Figure 6: orbit diagram of the toy map"),
+                        ("fig7_lyapunov.png", "Figure 7: Lyapunov exponent of the toy map")):
+        if (toy / name).is_file():
+            figures.append((title, base64.b64encode((toy / name).read_bytes()).decode()))
+    timing = [json.loads(p.read_text()) for p in sorted((run_dir / "tasks").glob("*.json"))]
+    seconds = sum(t["seconds"] for t in timing)
+    net_epochs = sum(t["network_epochs"] for t in timing)
+    n_pending = len(pending(config, run_dir))
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>chaosgd report: {e(config.name)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        "pre{background:#f6f6f6;padding:1em;overflow:auto}img{max-width:100%}</style></head><body>",
+        f"<h1>chaosgd report: {e(config.name)}</h1>",
+        f"<p>Configuration hash {e(info['config_hash'])}; {len(tasks(config)) - n_pending} of {len(tasks(config))} "
+        f"tasks finished" + (f" (<b>{n_pending} pending</b>: rerun the sweep to complete it)" if n_pending else "")
+        + f". Compute: {seconds:.1f} s over {net_epochs:,} network-epochs.</p>",
+        "<h2>Results by learning rate</h2>", _table(rows),
+        "<p>lambda: network MLE and standard deviation of the local exponents, 95 % bootstrap CI of the mean; "
+        f"p: percentage of initial conditions with R² &gt; {config.analysis.r2_min:g} and lambda &gt; "
+        f"{config.analysis.lambda_min:g}; tau: epochs to {config.training.target:.0%} test accuracy over the initial "
+        "conditions that reached it, with the number censored (not reached within the budget).</p>",
+    ]
+    for title, data in figures:
+        parts += [f"<h2>{e(title)}</h2>", f"<img alt='{e(title)}' src='data:image/png;base64,{data}'>"]
+    parts += ["<h2>Configuration</h2>", f"<pre>{e(config.to_toml())}</pre>",
+              "<h2>Environment</h2>", f"<pre>{e(json.dumps(info, indent=2))}</pre>", "</body></html>"]
+    path = run_dir / "report.html"
+    tmp = path.with_name("report.html.partial")
+    tmp.write_text("\n".join(parts))
+    tmp.replace(path)
+    return path
+
+
+def _table(rows) -> str:
+    if not rows:
+        return "<p>No learning rate is finished yet.</p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(r[c])}</td>" for c in COLUMNS) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "–" if not np.isfinite(value) else f"{value:.4g}"
+    return html.escape(str(value))

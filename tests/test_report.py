@@ -1,0 +1,57 @@
+import csv
+import re
+
+import numpy as np
+
+from chaosgd.cli import main
+from chaosgd.report import write_report
+from chaosgd.results import summarize
+from chaosgd.sweep import sweep
+from test_sweep import small_config
+
+
+def test_results_table_and_report_with_every_figure(tmp_path):
+    config = small_config(name="<script>alert(1)</script>")
+    sweep(config, tmp_path, executor="serial", progress=False, log=lambda *a: None)
+    rows = summarize(tmp_path)
+    assert [r["eta"] for r in rows] == [0.1, 2.5, 10.0]
+    assert all(0 <= r["p_percent"] <= 100 and r["n_initial"] == 5 for r in rows)
+    assert all(r["tau_censored"] + (0 if np.isnan(r["tau_mean"]) else 1) >= 1 for r in rows)
+    page = write_report(tmp_path).read_text()
+    titles = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,", page)
+    assert [t.split(":")[0] for t in titles] == ["Figure 1", "Figure 4", "Figure 5", "Figure 2", "Figure 3"]
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing to fetch
+    with open(tmp_path / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 3 and float(table[2]["eta"]) == 10.0
+
+
+def test_report_of_an_unfinished_run_says_so(tmp_path):
+    sweep(small_config(), tmp_path, executor="serial", progress=False, log=lambda *a: None)
+    for path in (tmp_path / "tasks").glob("eta002_*.npz"):
+        path.unlink()
+    page = write_report(tmp_path).read_text()
+    assert "3 pending" in page and len(summarize(tmp_path)) == 2
+
+
+def test_cli_sweep_report_and_reproduce(tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(small_config().to_toml())
+    run_dir = tmp_path / "run"
+    assert main(["sweep", str(config), "--run-dir", str(run_dir), "--executor", "serial", "--quiet",
+                 "--set", "training.epochs=12", "--set", "training.etas=[0.5, 5.0]"]) == 0
+    assert len(list((run_dir / "tasks").glob("*.npz"))) == 6
+    assert main(["report", str(run_dir)]) == 0
+    assert capsys.readouterr().out.strip().endswith("report.html")
+    # The same folder with another configuration is refused with a message, not a traceback.
+    assert main(["sweep", str(config), "--run-dir", str(run_dir), "--executor", "serial", "--quiet"]) == 2
+    assert "another configuration" in capsys.readouterr().err
+    assert main(["reproduce", "iris", "--quick", "--run-dir", str(tmp_path / "iris"), "--executor", "serial",
+                 "--quiet", "--set", "training.epochs=15", "--set", "training.etas=[0.1, 10.0]",
+                 "--set", "ensemble.initial=4"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().endswith("report.html") and "toy map" in out
+    assert (tmp_path / "iris" / "toymap" / "fig6_orbit_diagram.png").is_file()
+    assert main(["sweep", "mnist-tahn"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
