@@ -55,3 +55,29 @@ def test_cli_sweep_report_and_reproduce(tmp_path, capsys):
     assert (tmp_path / "iris" / "toymap" / "fig6_orbit_diagram.png").is_file()
     assert main(["sweep", "mnist-tahn"]) == 2
     assert "unknown preset" in capsys.readouterr().err
+
+
+def test_records_and_results_load_into_xarray_and_pandas(tmp_path):
+    import pandas as pd
+    from chaosgd.sweep import load_records
+
+    sweep(small_config(), tmp_path, executor="serial", progress=False, log=lambda *a: None)
+    data = load_records(tmp_path).to_xarray()
+    assert dict(data["distance"].sizes) == {"group": 15, "perturbed": 2, "epoch": 31}
+    assert float(data["eta"].isel(group=14, copy=0)) == 10.0
+    write_report(tmp_path)
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert list(table["eta"]) == [0.1, 2.5, 10.0]
+
+
+def test_asking_for_a_gpu_where_there_is_none_is_an_error_message(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    import jax
+    import pytest
+    if any(d.platform == "gpu" for d in jax.devices()):
+        pytest.skip("this machine has a GPU: there is nothing to refuse")
+    result = subprocess.run([sys.executable, "-m", "chaosgd.cli", "sweep", "iris", "--quick", "--device", "gpu",
+                             "--run-dir", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and "jax[cuda12]" in result.stderr

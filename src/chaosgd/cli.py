@@ -305,13 +305,32 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("experiment", help=f"a preset ({', '.join(sorted(PRESETS))}) or a TOML configuration file")
     p.add_argument("--quick", action="store_true", help="the preset's quick scale (minutes on a laptop)")
     p.add_argument("--run-dir", help="run folder (default runs/<configuration name>)")
-    p.add_argument("--executor", default="processes", help="serial | processes (default) | dask")
+    p.add_argument("--executor", help="serial | processes (default on CPU) | dask")
     p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     p.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a LocalCluster)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a field, e.g. --set training.epochs=50 --set 'training.etas=[1, 10]' (TOML values)")
     p.add_argument("--data-dir", help="folder holding the data set (sets data.path)")
+    p.add_argument("--device", choices=["cpu", "gpu"],
+                   help="where JAX computes (default: JAX's choice, a GPU when jax[cuda] is installed); with gpu the "
+                        "default executor is serial: one process per GPU")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _use_device(device: str | None) -> None:
+    """Pin JAX (and the worker processes, through the environment) to the CPU or a GPU, or say why not."""
+    if device is None:
+        return
+    import os
+
+    import jax
+    os.environ["JAX_PLATFORMS"] = {"cpu": "cpu", "gpu": "cuda"}[device]
+    jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
+    try:
+        jax.devices()
+    except Exception:  # jax raises RuntimeError or, for a platform it lacks entirely, AssertionError
+        raise RuntimeError(f"--device {device}: JAX cannot use it here; for a GPU install a CUDA build of JAX "
+                           "(pip install 'jax[cuda12]') on a machine with an NVIDIA GPU, or use --device cpu") from None
 
 
 def _experiment(args):
@@ -341,8 +360,10 @@ def _run_sweep(args) -> Path:
     from chaosgd.sweep import sweep
 
     config = _experiment(args)
+    _use_device(args.device)
+    executor = args.executor or ("serial" if args.device == "gpu" else "processes")
     run_dir = Path(args.run_dir or Path("runs") / config.name)
-    return sweep(config, run_dir, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
+    return sweep(config, run_dir, executor=executor, workers=args.workers, scheduler=args.scheduler,
                  progress=not args.quiet)
 
 

@@ -73,6 +73,15 @@ class Records:
         with np.load(path) as z:
             return cls(**{f.name: z[f.name] for f in fields(cls)})
 
+    def to_xarray(self):
+        """The records as an ``xarray.Dataset`` with named dimensions (needs xarray: ``pip install xarray``)."""
+        try:
+            import xarray as xr
+        except ImportError:
+            raise ImportError("Records.to_xarray needs xarray: pip install xarray") from None
+        return xr.Dataset({f.name: (DIMS[f.name], getattr(self, f.name)) for f in fields(self)},
+                          coords={"epoch": np.arange(self.epochs + 1)})
+
     def select(self, groups) -> "Records":
         """The records of the chosen groups (an index array or boolean mask over the group axis)."""
         return Records(**{f.name: getattr(self, f.name)[groups] for f in fields(self)})
