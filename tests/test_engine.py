@@ -5,14 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chaosgd import MLP, Objective, classification, epsilon_ball, initial_conditions, run
+from chaosgd import MLP, classification, epsilon_ball, initial_conditions, run
 from chaosgd.gd import gd_step
-
-
-def quadratic(A):
-    """L = 1/2 theta^T A theta: the GD map is theta <- (I - eta A) theta."""
-    return Objective(loss=lambda p, d: (0.5 * p["theta"] @ d["A"] @ p["theta"], jnp.nan),
-                     test_accuracy=lambda p, d: jnp.nan)
+from problems import quadratic_objective
 
 
 def test_quadratic_loss_matches_closed_form():
@@ -24,7 +19,7 @@ def test_quadratic_loss_matches_closed_form():
     delta = 1e-6 * rng.standard_normal(n)
     etas = np.array([0.1, 0.5, 0.6])
     params = {"theta": np.stack([np.stack([theta0, theta0 + delta])] * len(etas))}
-    rec = run(quadratic(A), params, etas, {"A": A}, epochs=steps)
+    rec = run(quadratic_objective(), params, etas, {"A": A}, epochs=steps)
     for g, eta in enumerate(etas):
         step = np.eye(n) - eta * A
         theta = [np.linalg.matrix_power(step, t) @ theta0 for t in range(steps + 1)]

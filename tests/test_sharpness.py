@@ -1,22 +1,12 @@
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from chaosgd import MLP, Objective, classification
+from chaosgd import MLP, classification
 from chaosgd.datasets import load_iris
 from chaosgd.sharpness import top_eigenvalue, top_eigenvalues, track_sharpness
-
-
-def quadratic(eigenvalues, seed=0):
-    rng = np.random.default_rng(seed)
-    n = len(eigenvalues)
-    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    A = q @ np.diag(eigenvalues) @ q.T
-    objective = Objective(loss=lambda p, d: (0.5 * p["theta"] @ d["A"] @ p["theta"], jnp.nan),
-                          test_accuracy=lambda p, d: jnp.nan)
-    return objective, {"A": A}, {"theta": rng.standard_normal(n)}
+from problems import quadratic_problem
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +37,20 @@ def test_power_iteration_finds_the_dominant_eigenvalue_and_flags_a_negative_one(
 
 @pytest.mark.parametrize("method", ["lanczos", "power"])
 def test_quadratic_sharpness_is_max_eig_of_A(method):
-    objective, data, params = quadratic([0.3, 1.0, 2.5, 4.0])
+    objective, data, params = quadratic_problem([0.3, 1.0, 2.5, 4.0])
     result = top_eigenvalue(objective, params, data, method=method, iterations=200 if method == "power" else 4)
     assert result.value == pytest.approx(4.0, rel=1e-8) and not result.dominant_negative
 
 
 def test_lanczos_finds_the_largest_algebraic_eigenvalue_below_a_dominant_negative_one():
-    objective, data, params = quadratic([-5.0, 1.0, 2.0])
+    objective, data, params = quadratic_problem([-5.0, 1.0, 2.0])
     assert top_eigenvalue(objective, params, data, iterations=3).value == pytest.approx(2.0, rel=1e-10)
     power = top_eigenvalue(objective, params, data, method="power", iterations=300)
     assert power.value == pytest.approx(-5.0, rel=1e-8) and power.dominant_negative
 
 
 def test_tracking_along_quadratic_gd_is_constant_and_stops_at_divergence():
-    objective, data, params = quadratic([0.5, 2.0])
+    objective, data, params = quadratic_problem([0.5, 2.0])
     track = track_sharpness(objective, params, 0.5, data, epochs=20, every=5, iterations=2)
     np.testing.assert_array_equal(track.epoch, [0, 5, 10, 15, 20])
     np.testing.assert_allclose(track.value, 2.0, rtol=1e-10)

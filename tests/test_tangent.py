@@ -1,28 +1,18 @@
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chaosgd import MLP, Objective, classification, epsilon_ball, initial_conditions, run
+from chaosgd import MLP, classification, epsilon_ball, initial_conditions, run
 from chaosgd.lyapunov import local_exponent
 from chaosgd.tangent import tangent_exponents
-
-
-def quadratic_problem(eigenvalues, seed=0):
-    rng = np.random.default_rng(seed)
-    n = len(eigenvalues)
-    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    A = q @ np.diag(eigenvalues) @ q.T
-    objective = Objective(loss=lambda p, d: (0.5 * p["theta"] @ d["A"] @ p["theta"], jnp.nan),
-                          test_accuracy=lambda p, d: jnp.nan)
-    return objective, {"A": A}, {"theta": rng.standard_normal(n)}
+from problems import quadratic_problem
 
 
 EIGENVALUES = [0.1, 0.5, 1.0, 2.0, 3.5]
 
 
 @pytest.mark.parametrize("eta", [0.2, 0.7, 0.9])
-def test_tangent_top_k_match_closed_form_on_quadratic(eta):
+def test_tangent_top_k_match_closed_form_on_quadratic_problem(eta):
     objective, data, params = quadratic_problem(EIGENVALUES)
     expected = np.sort(np.log(np.abs(1 - eta * np.array(EIGENVALUES))))[::-1][:3]
     result = tangent_exponents(objective, params, eta, data, epochs=200, k=3)
@@ -31,7 +21,7 @@ def test_tangent_top_k_match_closed_form_on_quadratic(eta):
 
 
 @pytest.mark.parametrize("eta", [0.7, 0.9])
-def test_epsilon_ball_matches_closed_form_on_quadratic(eta):
+def test_epsilon_ball_matches_closed_form_on_quadratic_problem(eta):
     objective, data, params = quadratic_problem(EIGENVALUES)
     rng = np.random.default_rng(1)
     theta = params["theta"]

@@ -42,7 +42,8 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
         progress: show a progress bar over network-epochs.
 
     A member whose loss or parameters stop being finite is frozen and recorded as NaN from that epoch on
-    (``Records.diverged_at``); the others go on. Results do not depend on the chunking.
+    (``Records.diverged_at``); the others go on. Results do not depend on the chunking beyond roundoff in the last
+    bit (matrix products over a different number of members may round differently; see the README).
     """
     if int(epochs) != epochs or epochs < 0:
         raise ValueError(f"epochs must be an integer >= 0; got {epochs}")

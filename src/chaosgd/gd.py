@@ -6,7 +6,6 @@ Everything else in chaosgd (Lyapunov exponents, sharpness, sweeps) iterates this
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from chaosgd.objective import Objective
 
