@@ -59,4 +59,5 @@ def test_unknown_fields_and_bad_toml_are_refused():
 def test_hash_ignores_the_name_but_not_the_numbers():
     a = preset("iris")
     assert a.with_values(name="renamed").hash() == a.hash()
+    assert a.with_values(**{"data.path": "/elsewhere"}).hash() == a.hash()
     assert a.with_values(**{"training.epochs": 100}).hash() != a.hash()

@@ -170,9 +170,10 @@ class Config:
         return cls.from_toml(Path(path).read_text())
 
     def hash(self) -> str:
-        """SHA-256 of the canonical JSON of every field (the name excluded: renaming changes no result)."""
+        """SHA-256 of the canonical JSON of every field but the name and the data folder, which change no result."""
         values = self.to_dict()
         values.pop("name")
+        values["data"].pop("path")
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_values(self, **dotted) -> "Config":

@@ -92,8 +92,10 @@ def run_and_store(config_toml: str, task: Task, run_dir: str) -> str:
     records = run_task(config, task)
     seconds = time.perf_counter() - start
     # The timing goes first: the .npz, written last and atomically, is what marks the task finished.
-    path.with_suffix(".json").write_text(json.dumps({"seconds": seconds, "network_epochs": int(
-        records.eta.size * records.epochs), "host": platform.node()}))
+    timing = path.with_suffix(".json.partial")
+    timing.write_text(json.dumps({"seconds": seconds, "network_epochs": int(records.eta.size * records.epochs),
+                                  "host": platform.node()}))
+    timing.replace(path.with_suffix(".json"))
     records.save(path)
     return task.name
 
@@ -152,7 +154,10 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
             bar.update(1)
         if not any(t.eta_index == task.eta_index for t in pending(config, run_dir)):
             line = summary_line(config, run_dir, task.eta_index)
-            bar.write(line) if bar is not None and log is print else log(line)
+            if bar is not None and log is print:
+                bar.write(line)  # keeps the progress bar intact
+            else:
+                log(line)
 
     toml = config.to_toml()
     if executor == "serial":
