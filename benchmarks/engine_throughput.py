@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -146,7 +147,8 @@ def main():
                "limit_s_per_net_epoch": limit, "engine_s_per_net_epoch": engine_s,
                "engine_net_epochs_per_s": 1 / engine_s, "engine_gflops": NETWORK_EPOCH_FLOP / engine_s / 1e9,
                "fraction_of_limit": limit / engine_s,
-               "loop_s_per_net_epoch": loop_s, "engine_speedup_over_loop": None if loop_s is None else loop_s / engine_s}
+               "loop_s_per_net_epoch": loop_s,
+               "engine_speedup_over_loop": None if loop_s is None else loop_s / engine_s}
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -161,8 +163,7 @@ def main():
               f"{r['gemm_gflops_numpy']:.0f} / {r['gemm_gflops_jax']:.0f} | {r['fraction_of_limit']:.0%} {loop}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cores": jax.local_device_count()
-                               if jax.default_backend() != "cpu" else __import__("os").cpu_count(),
+    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                "backend": jax.default_backend(), "jax": jax.__version__, "chaosgd": chaosgd.__version__,
                                "epochs": args.epochs, "repeats": args.repeats, "rows": rows}, indent=2))
 

@@ -1,0 +1,5 @@
+import sys
+
+from chaosgd.cli import main
+
+sys.exit(main())

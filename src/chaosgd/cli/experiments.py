@@ -1,0 +1,140 @@
+"""``chaosgd toymap``, ``sweep``, ``report`` and ``reproduce``: the paper's experiments and their reports."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from chaosgd.cli.common import pyplot_free_plots
+
+
+def add_toymap(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eta-min", type=float, default=0.01)
+    p.add_argument("--eta-max", type=float, default=2.2)
+    p.add_argument("--n", type=int, default=2000, help="number of learning rates (default 2000)")
+    p.add_argument("--transient", type=int, default=3000, help="steps discarded before recording (default 3000)")
+    p.add_argument("--keep", type=int, default=200, help="orbit points kept per learning rate (default 200)")
+    p.add_argument("--steps", type=int, default=5000, help="steps averaged for the exponent (default 5000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/toymap", help="output folder (default runs/toymap)")
+
+
+def cmd_toymap(args) -> int:
+    from chaosgd.toymap import orbit_diagram, toy_lyapunov
+
+    if not 0 < args.eta_min < args.eta_max or args.n < 2:
+        raise ValueError("need 0 < --eta-min < --eta-max and --n >= 2")
+    plots = pyplot_free_plots()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    etas = np.linspace(args.eta_min, args.eta_max, args.n)
+    start = time.perf_counter()
+    diagram = orbit_diagram(etas, n_transient=args.transient, n_keep=args.keep, seed=args.seed)
+    lam, escaped = toy_lyapunov(etas, n_transient=args.transient, n_steps=args.steps, seed=args.seed)
+    seconds = time.perf_counter() - start
+    np.savez(out / "toymap.npz", eta=etas, orbit=diagram.points, lyapunov=lam, escaped=escaped)
+    plots.save(plots.plot_orbit_diagram(diagram), out / "fig6_orbit_diagram.png")
+    plots.save(plots.plot_toy_lyapunov(etas, lam, escaped), out / "fig7_lyapunov.png")
+    chaotic = etas[np.nan_to_num(lam, nan=-1) > 0]
+    print(f"toy map over {args.n} learning rates in {seconds:.2f} s: "
+          + (f"lambda > 0 first at eta = {chaotic.min():.4f}, " if chaotic.size else "no chaos, ")
+          + (f"orbits escape from eta = {etas[escaped].min():.4f}" if escaped.any() else "no escape")
+          + f"; results and figures in {out}")
+    return 0
+
+
+def add_sweep(p: argparse.ArgumentParser) -> None:
+    from chaosgd.presets import PRESETS
+    p.add_argument("experiment", help=f"a preset ({', '.join(sorted(PRESETS))}) or a TOML configuration file")
+    p.add_argument("--quick", action="store_true", help="the preset's quick scale (minutes on a laptop)")
+    p.add_argument("--run-dir", help="run folder (default runs/<configuration name>)")
+    p.add_argument("--executor", help="serial | processes (default on CPU) | dask")
+    p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a LocalCluster)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a field, e.g. --set training.epochs=50 --set 'training.etas=[1, 10]' (TOML values)")
+    p.add_argument("--data-dir", help="folder holding the data set (sets data.path)")
+    p.add_argument("--device", choices=["cpu", "gpu"],
+                   help="where JAX computes (default: JAX's choice, a GPU when jax[cuda] is installed); with gpu the "
+                        "default executor is serial: one process per GPU")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def use_device(device: str | None) -> None:
+    """Pin JAX (and the worker processes, through the environment) to the CPU or a GPU, or say why not."""
+    if device is None:
+        return
+    import os
+
+    import jax
+    os.environ["JAX_PLATFORMS"] = {"cpu": "cpu", "gpu": "cuda"}[device]
+    jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
+    try:
+        jax.devices()
+    except Exception:  # jax raises RuntimeError or, for a platform it lacks entirely, AssertionError
+        raise RuntimeError(f"--device {device}: JAX cannot use it here; for a GPU install a CUDA build of JAX "
+                           "(pip install 'jax[cuda12]') on a machine with an NVIDIA GPU, or use --device cpu") from None
+
+
+def experiment(args):
+    import tomllib
+
+    from chaosgd.config import Config, ConfigError
+    from chaosgd.presets import preset
+
+    path = Path(args.experiment)
+    config = Config.load(path) if path.suffix == ".toml" or path.is_file() else preset(args.experiment,
+                                                                                       quick=args.quick)
+    changes = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set needs FIELD=VALUE; got {item!r}")
+        try:
+            changes[key.strip()] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            changes[key.strip()] = text  # a bare word: a string
+    if args.data_dir:
+        changes["data.path"] = args.data_dir
+    return config.with_values(**changes) if changes else config
+
+
+def run_sweep(args) -> Path:
+    from chaosgd.sweep import sweep
+
+    config = experiment(args)
+    use_device(args.device)
+    executor = args.executor or ("serial" if args.device == "gpu" else "processes")
+    run_dir = Path(args.run_dir or Path("runs") / config.name)
+    return sweep(config, run_dir, executor=executor, workers=args.workers, scheduler=args.scheduler,
+                 progress=not args.quiet)
+
+
+def cmd_sweep(args) -> int:
+    print(f"records in {run_sweep(args)}; `chaosgd report` writes its report")
+    return 0
+
+
+def add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a sweep's run folder")
+    p.add_argument("--eta", type=float, default=10.0, help="learning rate of figures 2 and 3 (nearest in the grid)")
+
+
+def cmd_report(args) -> int:
+    from chaosgd.report import write_report
+
+    print(write_report(args.run_dir, lyapunov_eta=args.eta))
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from chaosgd.report import write_report
+
+    run_dir = run_sweep(args)
+    cmd_toymap(argparse.Namespace(eta_min=0.01, eta_max=2.2, n=2000, transient=3000, keep=200, steps=5000, seed=0,
+                               out=str(run_dir / "toymap")))
+    print(write_report(run_dir))
+    return 0
