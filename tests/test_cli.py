@@ -18,7 +18,8 @@ def test_run_on_iris_writes_records_and_summary(tmp_path, capsys):
     assert sorted(np.unique(records.eta)) == [0.05, 1.0]
     summary = json.loads((out / "summary.json").read_text())
     assert [row["eta"] for row in summary["by_eta"]] == [0.05, 1.0]
-    assert summary["by_eta"][0]["time_to_target_censored"] <= 3
+    assert all(0 <= row["tau_censored"] <= 3 and row["n_initial"] == 3 for row in summary["by_eta"])
+    assert (out / "results.csv").read_text().startswith("eta,lambda_nmle")
 
 
 def test_bad_input_is_an_error_message_not_a_traceback(tmp_path, capsys):

@@ -30,23 +30,27 @@ def summarize(run_dir: str | Path) -> list[dict]:
     unfinished = {t.eta_index for t in pending(config, run_dir)}
     rows = []
     for k, eta in enumerate(config.training.etas):
-        if k in unfinished:
-            continue
-        rec = load_records(run_dir, k)
-        net = network_exponent(rec.distance, r2_min=config.analysis.r2_min, lambda_min=config.analysis.lambda_min)
-        tt = time_to_accuracy(rec.test_accuracy, config.training.target)
-        final_loss = rec.loss[:, 0, -1]
-        final_acc = rec.test_accuracy[:, -1]
-        rows.append({
-            "eta": eta, "lambda_nmle": net.mean, "lambda_std": net.std, "lambda_ci_low": net.ci_low,
-            "lambda_ci_high": net.ci_high, "p_percent": net.p, "n_initial": rec.loss.shape[0],
-            "n_excluded": net.n_excluded, "tau_mean": tt.mean(), "tau_stderr": tt.standard_error(),
-            "tau_censored": tt.n_censored,
-            "final_loss_mean": float(np.nanmean(final_loss)) if np.isfinite(final_loss).any() else float("nan"),
-            "final_test_accuracy_mean": float(np.nanmean(final_acc)) if np.isfinite(final_acc).any() else float("nan"),
-            "diverged_fraction": float((rec.diverged_at[:, 0] >= 0).mean()),
-        })
+        if k not in unfinished:
+            rows.append(summarize_records(load_records(run_dir, k), eta, target=config.training.target,
+                                          r2_min=config.analysis.r2_min, lambda_min=config.analysis.lambda_min))
     return rows
+
+
+def summarize_records(rec, eta: float, *, target: float, r2_min: float = 0.9, lambda_min: float = 0.05) -> dict:
+    """The row of ``COLUMNS`` for the records of one learning rate (every group of ``rec``)."""
+    net = network_exponent(rec.distance, r2_min=r2_min, lambda_min=lambda_min)
+    tt = time_to_accuracy(rec.test_accuracy, target)
+    final_loss = rec.loss[:, 0, -1]
+    final_acc = rec.test_accuracy[:, -1]
+    return {
+        "eta": float(eta), "lambda_nmle": net.mean, "lambda_std": net.std, "lambda_ci_low": net.ci_low,
+        "lambda_ci_high": net.ci_high, "p_percent": net.p, "n_initial": rec.loss.shape[0],
+        "n_excluded": net.n_excluded, "tau_mean": tt.mean(), "tau_stderr": tt.standard_error(),
+        "tau_censored": tt.n_censored,
+        "final_loss_mean": float(np.nanmean(final_loss)) if np.isfinite(final_loss).any() else float("nan"),
+        "final_test_accuracy_mean": float(np.nanmean(final_acc)) if np.isfinite(final_acc).any() else float("nan"),
+        "diverged_fraction": float((rec.diverged_at[:, 0] >= 0).mean()),
+    }
 
 
 def write_csv(rows: list[dict], path: str | Path) -> Path:

@@ -24,7 +24,7 @@ def add_run(p: argparse.ArgumentParser) -> None:
 def cmd_run(args) -> int:
     from chaosgd import classification, run
     from chaosgd.ensemble import over_learning_rates
-    from chaosgd.training_time import time_to_accuracy
+    from chaosgd.results import summarize_records, write_csv
 
     target = args.target if args.target is not None else DEFAULT_TARGET.get(
         args.dataset, DEFAULT_TARGET.get(args.model, 0.9))
@@ -37,33 +37,20 @@ def cmd_run(args) -> int:
                   initial_condition=ic, groups_per_chunk=args.groups_per_chunk, progress=not args.quiet)
     seconds = time.perf_counter() - start
 
-    rows = []
-    for value in args.etas:
-        sel = records.select(records.eta[:, 0] == value)
-        tt = time_to_accuracy(sel.test_accuracy, target)
-        log_d = np.log(sel.distance)
-        rows.append({
-            "eta": value,
-            "diverged": int((sel.diverged_at[:, 0] >= 0).sum()),
-            "final_loss": float(np.nanmean(sel.loss[:, 0, -1])) if np.isfinite(sel.loss[:, 0, -1]).any() else None,
-            "final_test_accuracy": _nanmean(sel.test_accuracy[:, -1]),
-            "mean_ln_d_start": _nanmean(log_d[..., 0]),
-            "mean_ln_d_end": _nanmean(log_d[..., -1]),
-            "time_to_target_mean": None if tt.n_censored == tt.epoch.size else tt.mean(),
-            "time_to_target_censored": tt.n_censored,
-            "time_to_target": tt.describe(),
-        })
+    rows = [summarize_records(records.select(records.eta[:, 0] == value), value, target=target)
+            for value in args.etas]
     out = Path(args.out)
     records.save(out / "records.npz")
+    write_csv(rows, out / "results.csv")
     options = {k: v for k, v in vars(args).items() if k != "handler"}
     (out / "summary.json").write_text(json.dumps({"command": options, "seconds": seconds, "target": target,
                                                   "by_eta": rows}, indent=2))
-    print(f"{'eta':>8} {'diverged':>8} {'loss(T)':>9} {'test acc(T)':>11} {'<ln d(0)>':>9} {'<ln d(T)>':>9}  "
-          f"training time")
+    print(f"{'eta':>8} {'lambda_NMLE':>12} {'p':>5} {'loss(T)':>9} {'test acc(T)':>11} {'diverged':>8}  "
+          f"epochs to {target:.0%} (censored)")
     for r in rows:
-        print(f"{r['eta']:>8g} {r['diverged']:>8d} {_fmt(r['final_loss'], '.4f'):>9} "
-              f"{_fmt(r['final_test_accuracy'], '.3f'):>11} {_fmt(r['mean_ln_d_start'], '.2f'):>9} "
-              f"{_fmt(r['mean_ln_d_end'], '.2f'):>9}  {r['time_to_target']}")
+        print(f"{r['eta']:>8g} {r['lambda_nmle']:>12.4f} {r['p_percent']:>4.0f}% {r['final_loss_mean']:>9.4f} "
+              f"{r['final_test_accuracy_mean']:>11.3f} {r['diverged_fraction']:>8.0%}  "
+              f"{r['tau_mean']:.1f} ({r['tau_censored']}/{r['n_initial']})")
     print(f"{records.eta.size * records.epochs:,} network-epochs in {seconds:.1f} s; records in {out / 'records.npz'}")
     return 0
 
@@ -174,13 +161,3 @@ def cmd_sharpness(args) -> int:
               f" (2/eta = {t.edge_of_stability:.4g})" if last.size else f"eta = {t.eta:g}: diverged at t = 0")
     print(f"results and figure 14 in {out}")
     return 0
-
-
-def _nanmean(x) -> float | None:
-    x = np.asarray(x, dtype=float)
-    return float(np.nanmean(x)) if np.isfinite(x).any() else None
-
-
-def _fmt(value, spec) -> str:
-    return "nan" if value is None else format(value, spec)
-
