@@ -98,6 +98,7 @@ class Training:
     epochs: int = 201
     l2: float = 0.0
     target: float = 0.9  # test accuracy that defines the training time
+    stop_copies: bool = True  # stop perturbed copies once their exponent's fit is settled (analysis.plateau)
 
     def __post_init__(self):
         object.__setattr__(self, "etas", tuple(float(e) for e in self.etas))
@@ -115,9 +116,12 @@ class Training:
 class Analysis:
     r2_min: float = 0.9
     lambda_min: float = 0.05
+    plateau: int = 40  # epochs of plateau after the knee of y(t) that settle the fit (lyapunov.local_exponent)
 
     def __post_init__(self):
         _require(0 <= self.r2_min <= 1, "analysis.r2_min", f"must be in [0, 1]; got {self.r2_min}")
+        _require(isinstance(self.plateau, int) and self.plateau >= 1, "analysis.plateau",
+                 f"must be an integer >= 1; got {self.plateau}")
 
 
 @dataclass(frozen=True)

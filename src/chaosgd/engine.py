@@ -27,7 +27,8 @@ _MIN_SEGMENT = 10
 
 
 def run(objective: Objective, params, eta, data, *, epochs: int, initial_condition=None,
-        groups_per_chunk: int | None = None, memory_budget: float | None = None, progress: bool = False) -> Records:
+        groups_per_chunk: int | None = None, memory_budget: float | None = None, progress: bool = False,
+        stop_copies_after: int | None = None) -> Records:
     """Train every member of an ensemble for ``epochs`` full-batch GD steps and record what DESIGN.md asks for.
 
     Args:
@@ -40,6 +41,10 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
         groups_per_chunk: run at most this many groups at once; default: as many as ``memory_budget`` allows.
         memory_budget: bytes a chunk may use; default half of the machine's memory (``CHAOSGD_MEMORY_BUDGET``).
         progress: show a progress bar over network-epochs.
+        stop_copies_after: stop a group's perturbed copies once the causal fit of its exponent is settled, i.e. a
+            plateau of this many epochs follows the knee of y(t) (``lyapunov.settled_epoch``), or once its reference
+            diverged. Their later records are NaN and ``Records.copies_stopped_at`` says when. The references run to
+            the end in any case. None (default): copies run every epoch.
 
     A member whose loss or parameters stop being finite is frozen and recorded as NaN from that epoch on
     (``Records.diverged_at``); the others go on. Results do not depend on the chunking beyond roundoff in the last
@@ -67,6 +72,9 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
     if ic.shape != (n_groups,):
         raise ValueError(f"initial_condition must have one entry per group ({n_groups}); got shape {ic.shape}")
 
+    if stop_copies_after is not None and (int(stop_copies_after) != stop_copies_after or stop_copies_after < 1):
+        raise ValueError(f"stop_copies_after must be a number of epochs >= 1 or None; got {stop_copies_after}")
+
     data = jax.tree_util.tree_map(jnp.asarray, data)
     if groups_per_chunk is None:
         groups_per_chunk = _groups_that_fit(objective, params, data, n_members, memory_budget)
@@ -76,87 +84,160 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
     parts = []
     for start in range(0, n_groups, groups_per_chunk):
         stop = min(start + groups_per_chunk, n_groups)
-        chunk = jax.tree_util.tree_map(lambda x: jnp.asarray(x[start:stop]), params)
-        parts.append(_run_chunk(objective, chunk, eta[start:stop], ic[start:stop], data, epochs, bar))
+        chunk = jax.tree_util.tree_map(lambda x: np.asarray(x[start:stop]), params)
+        parts.append(_run_chunk(objective, chunk, eta[start:stop], ic[start:stop], data, epochs, stop_copies_after,
+                                bar))
     if bar is not None:
         bar.close()
     return concatenate(parts)
 
 
-def _run_chunk(objective, params, eta, ic, data, epochs, bar) -> Records:
+def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, bar) -> Records:
+    """One chunk, in compiled scans of at least _MIN_SEGMENT epochs over two flat batches of networks: "joint" holds
+    the groups whose copies still run, each as its reference followed by its M copies (a reference and its copies
+    always share a batch, so an unperturbed copy stays at distance exactly 0); "solo" holds the references of the
+    groups whose copies have stopped."""
     n_groups, n_members = eta.shape
-    alive = jnp.ones((n_groups, n_members), dtype=bool)
-    diverged_at = jnp.full((n_groups, n_members), -1, dtype=jnp.int32)
-    eta_dev = jnp.asarray(eta)
-    pieces = []
+    n_copies = n_members - 1
+    shape = (n_groups, n_members, epochs + 1)
+    loss, train_acc = np.full(shape, np.nan), np.full(shape, np.nan)
+    test_acc = np.full((n_groups, epochs + 1), np.nan)
+    dist = np.full((n_groups, n_copies, epochs + 1), np.nan)
+    diverged_at = np.full((n_groups, n_members), -1, dtype=np.int32)
+    stopped_at = np.full(n_groups, -1, dtype=np.int64)
+    checked = np.zeros(n_groups, dtype=np.int64)
+
+    joint = _Members(jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), params), eta.reshape(-1))
+    solo = joint.take(np.array([], dtype=int))
+    joint_groups, solo_groups = np.arange(n_groups), np.array([], dtype=int)
     seg = max(_MIN_SEGMENT, math.ceil(epochs / _SEGMENTS))
-    for t0 in range(0, epochs, seg):
-        length = min(seg, epochs - t0)
-        (params, alive, diverged_at), recs = _segment(objective, params, alive, diverged_at, eta_dev, data,
-                                                      jnp.int32(t0), length)
-        pieces.append(jax.device_get(recs))
-        if bar is not None:
-            bar.update(n_groups * n_members * length)
-    final, diverged_at = _final(objective, params, alive, diverged_at, data, jnp.int32(epochs))
-    pieces.append(jax.tree_util.tree_map(lambda x: x[None], jax.device_get(final)))
-    loss, train_acc, test_acc, dist = (np.moveaxis(np.concatenate([p[i] for p in pieces]), 0, -1)
-                                       for i in range(4))
+    t0 = 0
+    while True:
+        final = t0 >= epochs  # the last call evaluates theta(T) without a step
+        length = 1 if final else min(seg, epochs - t0)
+        joint.state, solo.state, recs = _segment(objective, joint.state, solo.state, data, jnp.int32(t0), length,
+                                                 n_members, final)
+        j_loss, j_acc, j_test, j_dist, s_loss, s_acc, s_test = (np.moveaxis(r, 0, -1) for r in jax.device_get(recs))
+        window = slice(t0, t0 + length)
+        loss[joint_groups, :, window] = j_loss.reshape(-1, n_members, length)
+        train_acc[joint_groups, :, window] = j_acc.reshape(-1, n_members, length)
+        test_acc[joint_groups, window], dist[joint_groups, :, window] = j_test, j_dist
+        loss[solo_groups, 0, window], train_acc[solo_groups, 0, window] = s_loss, s_acc
+        test_acc[solo_groups, window] = s_test
+        if bar is not None and not final:
+            bar.update((joint_groups.size * n_members + solo_groups.size) * length)
+        if final:
+            break
+        if stop_copies_after is not None and n_copies and joint_groups.size:
+            last = t0 + length - 1  # records run to epoch `last`
+            reference_alive = joint.alive_host().reshape(-1, n_members)[:, 0]
+            done = _settled(dist[joint_groups, :, :last + 1], reference_alive, stop_copies_after,
+                            checked[joint_groups])
+            checked[joint_groups] = last
+            if done.any():
+                diverged_at[joint_groups[done]] = joint.diverged_host().reshape(-1, n_members)[done]
+                stopped_at[joint_groups[done]] = last
+                members = np.arange(joint_groups.size * n_members).reshape(-1, n_members)
+                solo = solo.concatenate(joint.take(members[done, 0]))
+                joint = joint.take(members[~done].ravel())
+                solo_groups, joint_groups = np.concatenate([solo_groups, joint_groups[done]]), joint_groups[~done]
+                if bar is not None:  # the work skipped counts as done, so the bar's ETA stays right
+                    bar.update(int(done.sum()) * n_copies * (epochs - last - 1))
+        t0 += length
+    diverged_at[joint_groups] = joint.diverged_host().reshape(-1, n_members)
+    diverged_at[solo_groups, 0] = solo.diverged_host()
     return Records(eta=eta, initial_condition=ic, loss=loss, train_accuracy=train_acc, test_accuracy=test_acc,
-                   distance=dist, diverged_at=np.asarray(diverged_at))
+                   distance=dist, diverged_at=diverged_at, copies_stopped_at=stopped_at)
 
 
-def _flat(tree):
-    return jax.tree_util.tree_map(lambda x: x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]), tree)
+class _Members:
+    """A flat batch of networks: parameters, learning rates, alive flags and the epoch each diverged (-1)."""
+
+    def __init__(self, params, eta, state=None):
+        n = np.shape(eta)[0]
+        self.state = state or (jax.tree_util.tree_map(jnp.asarray, params), jnp.asarray(eta),
+                               jnp.ones(n, dtype=bool), jnp.full(n, -1, dtype=jnp.int32))
+
+    def take(self, index) -> "_Members":
+        index = jnp.asarray(index, dtype=jnp.int32)
+        return _Members(None, self.state[1][index], jax.tree_util.tree_map(lambda x: x[index], self.state))
+
+    def concatenate(self, other: "_Members") -> "_Members":
+        state = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), self.state, other.state)
+        return _Members(None, state[1], state)
+
+    def alive_host(self):
+        return np.asarray(self.state[2])
+
+    def diverged_host(self):
+        return np.asarray(self.state[3])
 
 
-def _unflat(tree, n_groups):
-    return jax.tree_util.tree_map(lambda x: x.reshape(n_groups, -1, *x.shape[1:]), tree)
+def _settled(distance, reference_alive, plateau, checked):
+    """Groups whose copies may stop: the causal fit is settled (``lyapunov.settled_epoch``) or the reference died."""
+    from chaosgd.lyapunov import mean_log_distance, settled_epoch
+
+    done = ~reference_alive
+    for i, d in enumerate(distance):
+        if not done[i]:
+            y, used = mean_log_distance(d)
+            done[i] = used > 0 and settled_epoch(y, plateau, start=int(checked[i]) + 1) is not None
+    return done
 
 
-def _observe(objective, params, alive, diverged_at, loss, acc, data, t):
-    """Masked records of theta(t) from its loss and accuracy; marks members whose loss is not finite at t."""
+def _advance(step, members, t, data):
+    """One GD step of a flat batch; returns the new state and the masked loss and accuracy of theta(t)."""
+    params, eta, alive, diverged_at = members
+    new, loss, acc = step(params, eta, data)
+    valid = alive & jnp.isfinite(loss)
+    finite = jnp.all(jnp.stack([jnp.isfinite(x).reshape(x.shape[0], math.prod(x.shape[1:])).all(-1)
+                                for x in jax.tree_util.tree_leaves(new)]), axis=0)
+    diverged_at = jnp.where(alive & ~valid, t, jnp.where(valid & ~finite, t + 1, diverged_at))
+    alive = valid & finite
+    params = jax.tree_util.tree_map(
+        lambda x_new, x_old: jnp.where(alive.reshape(-1, *(1,) * (x_new.ndim - 1)), x_new, x_old), new, params)
+    return (params, eta, alive, diverged_at), jnp.where(valid, loss, jnp.nan), jnp.where(valid, acc, jnp.nan), valid
+
+
+def _observe(objective, members, t, data):
+    """Loss and accuracy of theta(t) without stepping (the final epoch)."""
+    params, eta, alive, diverged_at = members
+    loss, acc = jax.vmap(objective.loss, in_axes=(0, None))(params, data)
     valid = alive & jnp.isfinite(loss)
     diverged_at = jnp.where(alive & ~valid, t, diverged_at)
-    reference = jax.tree_util.tree_map(lambda x: x[:, 0], params)
-    test_acc = jax.vmap(objective.test_accuracy, in_axes=(0, None))(reference, data)
-    dist = sum(jnp.abs(x[:, 1:] - x[:, :1]).reshape(x.shape[0], x.shape[1] - 1, math.prod(x.shape[2:])).sum(-1)
-               for x in jax.tree_util.tree_leaves(params))
-    nan = jnp.nan
-    record = (jnp.where(valid, loss, nan), jnp.where(valid, acc, nan), jnp.where(valid[:, 0], test_acc, nan),
-              jnp.where(valid[:, 1:] & valid[:, :1], dist, nan))
-    return record, valid, diverged_at
+    return (params, eta, valid, diverged_at), jnp.where(valid, loss, jnp.nan), jnp.where(valid, acc, jnp.nan), valid
 
 
-@partial(jax.jit, static_argnums=(0, 7))
-def _segment(objective, params, alive, diverged_at, eta, data, t0, length):
+@partial(jax.jit, static_argnums=(0, 5, 6, 7))
+def _segment(objective, joint, solo, data, t0, length, n_members, final):
+    """``length`` epochs of both batches; with ``final``, one evaluation of theta(t0) and no step."""
     step = ensemble_step(objective)
-    n_groups = eta.shape[0]
+    test = jax.vmap(objective.test_accuracy, in_axes=(0, None))
 
     def body(carry, t):
-        params, alive, diverged_at = carry
-        new, loss, acc = step(_flat(params), eta.reshape(-1), data)
-        new = _unflat(new, n_groups)
-        loss, acc = loss.reshape(eta.shape), acc.reshape(eta.shape)
-        record, valid, diverged_at = _observe(objective, params, alive, diverged_at, loss, acc, data, t)
-        finite = jnp.all(jnp.stack([jnp.isfinite(x).reshape(*eta.shape, math.prod(x.shape[2:])).all(-1)
-                                    for x in jax.tree_util.tree_leaves(new)]), axis=0)
-        alive = valid & finite
-        diverged_at = jnp.where(valid & ~finite, t + 1, diverged_at)
-        params = jax.tree_util.tree_map(
-            lambda x_new, x_old: jnp.where(alive.reshape(*alive.shape, *(1,) * (x_new.ndim - 2)), x_new, x_old),
-            new, params)
-        return (params, alive, diverged_at), record
+        joint, solo = carry
+        n_joint = joint[1].shape[0] // n_members
+        grouped = jax.tree_util.tree_map(lambda x: x.reshape(n_joint, n_members, *x.shape[1:]), joint[0])
+        dist = sum(jnp.abs(x[:, 1:] - x[:, :1]).reshape(n_joint, n_members - 1, math.prod(x.shape[2:])).sum(-1)
+                   for x in jax.tree_util.tree_leaves(grouped)) if n_members > 1 else None
+        j_test = test(jax.tree_util.tree_map(lambda x: x[:, 0], grouped), data)
+        s_test = test(solo[0], data)
+        if final:
+            joint, j_loss, j_acc, j_valid = _observe(objective, joint, t, data)
+            solo, s_loss, s_acc, s_valid = _observe(objective, solo, t, data)
+        else:
+            joint, j_loss, j_acc, j_valid = _advance(step, joint, t, data)
+            solo, s_loss, s_acc, s_valid = _advance(step, solo, t, data)
+        valid = j_valid.reshape(n_joint, n_members)
+        if dist is None:
+            dist = jnp.zeros((valid.shape[0], 0), dtype=j_loss.dtype)
+        record = (j_loss, j_acc, jnp.where(valid[:, 0], j_test, jnp.nan),
+                  jnp.where(valid[:, 1:] & valid[:, :1], dist, jnp.nan),
+                  s_loss, s_acc, jnp.where(s_valid, s_test, jnp.nan))
+        return (joint, solo), record
 
-    return jax.lax.scan(body, (params, alive, diverged_at), t0 + jnp.arange(length, dtype=jnp.int32))
-
-
-@partial(jax.jit, static_argnums=(0,))
-def _final(objective, params, alive, diverged_at, data, t):
-    n_groups, n_members = alive.shape
-    loss, acc = jax.vmap(objective.loss, in_axes=(0, None))(_flat(params), data)
-    record, _, diverged_at = _observe(objective, params, alive, diverged_at, loss.reshape(n_groups, n_members),
-                                      acc.reshape(n_groups, n_members), data, t)
-    return record, diverged_at
+    (joint, solo), records = jax.lax.scan(body, (joint, solo), t0 + jnp.arange(length, dtype=jnp.int32))
+    return joint, solo, records
 
 
 def _groups_that_fit(objective, params, data, n_members, memory_budget) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 
 R2_MIN = 0.9
 LAMBDA_MIN = 0.05
+PLATEAU = 40  # epochs of plateau after the knee that settle the fit (see local_exponent)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,19 @@ def saturation_epoch(y: np.ndarray, *, min_window: int = 3) -> int:
     return int(taus[np.argmin(np.round(sse, 12))])
 
 
+def settled_epoch(y: np.ndarray, plateau: int, *, start: int = 0, min_window: int = 3) -> int | None:
+    """First epoch t >= start at which the knee found on y[0..t] lies ``plateau`` epochs or more behind t.
+
+    From then on the fit of the causal rule no longer depends on later epochs, so the perturbed copies can stop
+    (``engine.run(stop_copies_after=plateau)``). None if that never happens within y.
+    """
+    y = np.asarray(y, dtype=float)
+    for t in range(max(start, plateau + min_window), y.size):
+        if t - saturation_epoch(y[:t + 1], min_window=min_window) >= plateau:
+            return t
+    return None
+
+
 def fit_line(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
     """Least-squares line through (t, y): slope, intercept, R^2 and the slope's standard error."""
     t = np.asarray(t, dtype=float)
@@ -97,16 +111,25 @@ def fit_line(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def local_exponent(distance: np.ndarray, *, window: tuple[int, int] | None = None, r2_min: float = R2_MIN,
-                   lambda_min: float = LAMBDA_MIN) -> LocalExponent:
+                   lambda_min: float = LAMBDA_MIN, plateau: int | None = PLATEAU,
+                   stopped_at: int | None = None) -> LocalExponent:
     """The local exponent lambda_Omega(0) of one initial condition from its copies' distances (shape (M, T + 1)).
 
-    ``window=(start, stop)`` fixes the fitted epochs (inclusive); by default it is ``(0, saturation_epoch(y))``.
+    ``window=(start, stop)`` fixes the fitted epochs (inclusive). By default the window is ``(0, tau)`` with tau the
+    knee (``saturation_epoch``) of y over epochs ``0 .. t_s``, where ``t_s = settled_epoch(y, plateau)`` is the first
+    epoch by which a plateau of ``plateau`` epochs follows the knee (all of y if there is none, or if plateau is
+    None). Because tau never depends on epochs after t_s, copies stopped there give the same exponent.
+    ``stopped_at``: the copies were stopped after this epoch (later entries are NaN and ignored).
     """
-    y, n_copies = mean_log_distance(distance)
+    d = np.asarray(distance, dtype=float)
+    if stopped_at is not None and stopped_at >= 0:
+        d = d[:, :stopped_at + 1]
+    y, n_copies = mean_log_distance(d)
     if n_copies == 0 or y.size < 3:
         return LocalExponent(np.nan, np.nan, np.nan, np.nan, 0, y.size - 1, n_copies, False, y)
     if window is None:
-        start, stop = 0, saturation_epoch(y)
+        settled = settled_epoch(y, plateau) if plateau else None
+        start, stop = 0, saturation_epoch(y if settled is None else y[:settled + 1])
     else:
         start, stop = int(window[0]), int(window[1])
         if not 0 <= start < stop <= y.size - 1 or stop - start < 2:
@@ -151,13 +174,17 @@ class NetworkExponent:
 
 
 def network_exponent(distance: np.ndarray, *, window=None, r2_min: float = R2_MIN, lambda_min: float = LAMBDA_MIN,
-                     confidence: float = 0.95, n_bootstrap: int = 2000, seed: int = 0) -> NetworkExponent:
+                     plateau: int | None = PLATEAU, stopped_at=None, confidence: float = 0.95,
+                     n_bootstrap: int = 2000, seed: int = 0) -> NetworkExponent:
     """lambda_NMLE = <lambda_Omega(0)> over S, with its spread, a bootstrap CI and p (percentage positive).
 
-    ``distance`` has shape (S, M, T + 1), as ``Records.distance`` of the groups of one learning rate.
+    ``distance`` has shape (S, M, T + 1), as ``Records.distance`` of the groups of one learning rate, and
+    ``stopped_at`` (S,) as ``Records.copies_stopped_at`` (-1: ran to the end).
     """
-    fits = tuple(local_exponent(d, window=window, r2_min=r2_min, lambda_min=lambda_min)
-                 for d in np.asarray(distance, dtype=float))
+    distance = np.asarray(distance, dtype=float)
+    stops = np.full(distance.shape[0], -1) if stopped_at is None else np.asarray(stopped_at)
+    fits = tuple(local_exponent(d, window=window, r2_min=r2_min, lambda_min=lambda_min, plateau=plateau,
+                                stopped_at=int(s)) for d, s in zip(distance, stops))
     values = np.array([f.exponent for f in fits])
     ok = np.isfinite(values)
     n = int(ok.sum())

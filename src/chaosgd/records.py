@@ -21,6 +21,7 @@ DIMS = {
     "test_accuracy": ("group", "epoch"),
     "distance": ("group", "perturbed", "epoch"),
     "diverged_at": ("group", "copy"),
+    "copies_stopped_at": ("group",),
 }
 
 
@@ -35,6 +36,8 @@ class Records:
         test_accuracy: test accuracy of each group's reference network (copy 0).
         distance: L1 distance ``d_j(t) = sum_k |w_k(t) - w_k^(j)(t)|`` of perturbed copy j to its reference.
         diverged_at: first epoch at which a member's loss or parameters were not finite; -1 if never.
+        copies_stopped_at: last epoch recorded for each group's perturbed copies when they were stopped early
+            (``engine.run(stop_copies_after=...)``); -1 if they ran to the end.
     """
 
     eta: np.ndarray
@@ -44,11 +47,23 @@ class Records:
     test_accuracy: np.ndarray
     distance: np.ndarray
     diverged_at: np.ndarray
+    copies_stopped_at: np.ndarray
 
     @property
     def epochs(self) -> int:
         """Number of gradient-descent steps T (records hold T + 1 epochs, t = 0 .. T)."""
         return self.loss.shape[-1] - 1
+
+    @property
+    def network_epochs(self) -> int:
+        """Network-epochs computed: references to the end, copies until they stopped."""
+        copy_epochs = np.where(self.copies_stopped_at >= 0, self.copies_stopped_at + 1, self.epochs)
+        return int(self.loss.shape[0] * self.epochs + self.n_copies * copy_epochs.sum())
+
+    @property
+    def naive_network_epochs(self) -> int:
+        """What running every member for every epoch costs."""
+        return int(self.eta.size * self.epochs)
 
     @property
     def n_copies(self) -> int:
@@ -71,7 +86,9 @@ class Records:
     @classmethod
     def load(cls, path: str | Path) -> "Records":
         with np.load(path) as z:
-            return cls(**{f.name: z[f.name] for f in fields(cls)})
+            values = {f.name: z[f.name] for f in fields(cls) if f.name in z}
+        values.setdefault("copies_stopped_at", np.full(values["loss"].shape[0], -1))  # files from before it existed
+        return cls(**values)
 
     def to_xarray(self):
         """The records as an ``xarray.Dataset`` with named dimensions (needs xarray: ``pip install xarray``)."""

@@ -49,7 +49,8 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float = 10.0) -> Path:
         done = [r["eta"] for r in rows]
         eta = done[int(np.argmin(np.abs(np.log(done) - np.log(lyapunov_eta))))]
         rec = load_records(run_dir, config.training.etas.index(eta))
-        net = network_exponent(rec.distance, r2_min=config.analysis.r2_min, lambda_min=config.analysis.lambda_min)
+        net = network_exponent(rec.distance, r2_min=config.analysis.r2_min, lambda_min=config.analysis.lambda_min,
+                               plateau=config.analysis.plateau, stopped_at=rec.copies_stopped_at)
         figures.append((f"Figure 2: distances around one initial condition, eta = {eta:g}",
                         _png(plots.plot_distance(rec.distance[0], net.local[0], eta=eta))))
         figures.append((f"Figure 3: local exponents, eta = {eta:g}", _png(plots.plot_network_exponent(net, eta=eta))))
@@ -62,6 +63,7 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float = 10.0) -> Path:
     timing = [json.loads(p.read_text()) for p in sorted((run_dir / "tasks").glob("*.json"))]
     seconds = sum(t["seconds"] for t in timing)
     net_epochs = sum(t["network_epochs"] for t in timing)
+    naive = sum(t.get("naive_network_epochs", t["network_epochs"]) for t in timing)
     n_pending = len(pending(config, run_dir))
     e = html.escape
     parts = [
@@ -73,7 +75,8 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float = 10.0) -> Path:
         f"<h1>chaosgd report: {e(config.name)}</h1>",
         f"<p>Configuration hash {e(info['config_hash'])}; {len(tasks(config)) - n_pending} of {len(tasks(config))} "
         f"tasks finished" + (f" (<b>{n_pending} pending</b>: rerun the sweep to complete it)" if n_pending else "")
-        + f". Compute: {seconds:.1f} s over {net_epochs:,} network-epochs.</p>",
+        + f". Compute: {seconds:.1f} s over {net_epochs:,} network-epochs, against {naive:,} for running every "
+        f"network every epoch ({net_epochs / max(naive, 1):.0%}).</p>",
         "<h2>Results by learning rate</h2>", _table(rows),
         "<p>lambda: network MLE and standard deviation of the local exponents, 95 % bootstrap CI of the mean; "
         f"p: percentage of initial conditions with R² &gt; {config.analysis.r2_min:g} and lambda &gt; "

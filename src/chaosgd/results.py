@@ -14,7 +14,7 @@ from chaosgd.training_time import time_to_accuracy
 
 COLUMNS = ("eta", "lambda_nmle", "lambda_std", "lambda_ci_low", "lambda_ci_high", "p_percent", "n_initial",
            "n_excluded", "tau_mean", "tau_stderr", "tau_censored", "final_loss_mean", "final_test_accuracy_mean",
-           "diverged_fraction")
+           "diverged_fraction", "network_epochs", "naive_network_epochs")
 
 
 def summarize(run_dir: str | Path) -> list[dict]:
@@ -32,13 +32,16 @@ def summarize(run_dir: str | Path) -> list[dict]:
     for k, eta in enumerate(config.training.etas):
         if k not in unfinished:
             rows.append(summarize_records(load_records(run_dir, k), eta, target=config.training.target,
-                                          r2_min=config.analysis.r2_min, lambda_min=config.analysis.lambda_min))
+                                          r2_min=config.analysis.r2_min, lambda_min=config.analysis.lambda_min,
+                                          plateau=config.analysis.plateau))
     return rows
 
 
-def summarize_records(rec, eta: float, *, target: float, r2_min: float = 0.9, lambda_min: float = 0.05) -> dict:
+def summarize_records(rec, eta: float, *, target: float, r2_min: float = 0.9, lambda_min: float = 0.05,
+                      plateau: int | None = 40) -> dict:
     """The row of ``COLUMNS`` for the records of one learning rate (every group of ``rec``)."""
-    net = network_exponent(rec.distance, r2_min=r2_min, lambda_min=lambda_min)
+    net = network_exponent(rec.distance, r2_min=r2_min, lambda_min=lambda_min, plateau=plateau,
+                           stopped_at=rec.copies_stopped_at)
     tt = time_to_accuracy(rec.test_accuracy, target)
     final_loss = rec.loss[:, 0, -1]
     final_acc = rec.test_accuracy[:, -1]
@@ -50,6 +53,7 @@ def summarize_records(rec, eta: float, *, target: float, r2_min: float = 0.9, la
         "final_loss_mean": float(np.nanmean(final_loss)) if np.isfinite(final_loss).any() else float("nan"),
         "final_test_accuracy_mean": float(np.nanmean(final_acc)) if np.isfinite(final_acc).any() else float("nan"),
         "diverged_fraction": float((rec.diverged_at[:, 0] >= 0).mean()),
+        "network_epochs": rec.network_epochs, "naive_network_epochs": rec.naive_network_epochs,
     }
 
 

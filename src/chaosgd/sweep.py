@@ -81,7 +81,8 @@ def run_task(config: Config, task: Task) -> Records:
     centres = initial_conditions(model, task.count, seed=e.seed, first=task.first)
     ball = epsilon_ball(centres, e.copies, epsilon=e.epsilon, perturb=e.perturb, seed=e.seed, first=task.first)
     return run(classification(model, l2=config.training.l2), ball, task.eta, dataset.arrays(config.model.dtype),
-               epochs=config.training.epochs, initial_condition=task.first + np.arange(task.count))
+               epochs=config.training.epochs, initial_condition=task.first + np.arange(task.count),
+               stop_copies_after=config.analysis.plateau if config.training.stop_copies else None)
 
 
 def run_and_store(config_toml: str, task: Task, run_dir: str) -> str:
@@ -93,8 +94,8 @@ def run_and_store(config_toml: str, task: Task, run_dir: str) -> str:
     seconds = time.perf_counter() - start
     # The timing goes first: the .npz, written last and atomically, is what marks the task finished.
     timing = path.with_suffix(".json.partial")
-    timing.write_text(json.dumps({"seconds": seconds, "network_epochs": int(records.eta.size * records.epochs),
-                                  "host": platform.node()}))
+    timing.write_text(json.dumps({"seconds": seconds, "network_epochs": records.network_epochs,
+                                  "naive_network_epochs": records.naive_network_epochs, "host": platform.node()}))
     timing.replace(path.with_suffix(".json"))
     records.save(path)
     return task.name
@@ -246,7 +247,8 @@ def summary_line(config: Config, run_dir: Path, eta_index: int) -> str:
     from chaosgd.training_time import time_to_accuracy
 
     records = load_records(run_dir, eta_index)
-    net = network_exponent(records.distance, r2_min=config.analysis.r2_min, lambda_min=config.analysis.lambda_min)
+    net = network_exponent(records.distance, r2_min=config.analysis.r2_min, lambda_min=config.analysis.lambda_min,
+                           plateau=config.analysis.plateau, stopped_at=records.copies_stopped_at)
     tt = time_to_accuracy(records.test_accuracy, config.training.target)
     diverged = int((records.diverged_at[:, 0] >= 0).sum())
     return (f"eta = {config.training.etas[eta_index]:g}: lambda_NMLE = {net.mean:.3f} ± {net.std:.3f}, "

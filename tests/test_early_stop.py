@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from chaosgd import MLP, classification, epsilon_ball, initial_conditions, run
+from chaosgd.ensemble import over_learning_rates
+from chaosgd.lyapunov import network_exponent
+
+
+@pytest.fixture(scope="module")
+def both_runs(blobs):
+    model = MLP((6, 16, 3))
+    ball = epsilon_ball(initial_conditions(model, 4), 3)
+    params, eta, ic = over_learning_rates(ball, [0.05, 10.0])
+    objective = classification(model)
+    full = run(objective, params, eta, blobs.arrays(), epochs=150, initial_condition=ic)
+    early = run(objective, params, eta, blobs.arrays(), epochs=150, initial_condition=ic, stop_copies_after=40)
+    return eta, full, early
+
+
+def test_copies_stop_once_the_fit_is_settled_and_work_is_saved(both_runs):
+    eta, full, early = both_runs
+    chaotic = eta == 10.0
+    assert np.all(full.copies_stopped_at == -1)
+    assert np.all((early.copies_stopped_at[chaotic] >= 40) & (early.copies_stopped_at[chaotic] < 150))
+    assert early.network_epochs < 0.75 * early.naive_network_epochs == 0.75 * full.network_epochs
+    for g, stop in enumerate(early.copies_stopped_at):
+        if stop >= 0:
+            assert np.all(np.isnan(early.distance[g, :, stop + 1:])) and np.all(np.isnan(early.loss[g, 1:, stop + 1:]))
+            assert np.all(np.isfinite(early.distance[g, :, :stop + 1]))
+    # References always run to the end.
+    assert np.all(np.isfinite(early.loss[:, 0])) and np.all(np.isfinite(early.test_accuracy))
+
+
+def test_stopping_changes_no_exponent_and_no_reference_record(both_runs):
+    eta, full, early = both_runs
+    first_stop = early.copies_stopped_at[early.copies_stopped_at >= 0].min()
+    # Until the first stop the batches are the same, so the records are identical.
+    np.testing.assert_array_equal(early.loss[:, :, :first_stop + 1], full.loss[:, :, :first_stop + 1])
+    for value in (0.05, 10.0):
+        sel = eta == value
+        a = network_exponent(full.distance[sel])
+        b = network_exponent(early.distance[sel], stopped_at=early.copies_stopped_at[sel])
+        np.testing.assert_allclose(b.exponents, a.exponents, rtol=1e-6)
+        assert [f.stop for f in a.local] == [f.stop for f in b.local] and a.p == b.p
+    # Later, roundoff differs (a stopped group's reference joins another batch); outside chaos it stays roundoff.
+    calm = eta == 0.05
+    np.testing.assert_allclose(early.loss[calm, 0], full.loss[calm, 0], rtol=1e-10)
