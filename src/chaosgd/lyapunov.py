@@ -8,7 +8,9 @@ and the local exponent ``lambda_Omega(0)`` is the least-squares slope of y over 
 (Jimenez-Gonzalez, Soriano & Lacasa, eq. 3). tau is where the expansion saturates; it is found by fitting the hinge
 ``y ~ a + b * min(t, tau)`` (a line, then a plateau) for every tau and keeping the one with the least squared error:
 a deterministic rule that puts tau at the knee of an exponential-then-plateau curve, and that for a curve without a
-plateau (pure growth, pure shrinking) lets the window run to the end. A local exponent counts as positive when the
+plateau (pure growth, pure shrinking) lets the window run to the end. The knee is searched over the epochs up to the
+first one by which a plateau of ``plateau`` epochs follows it, so later epochs never change the fit and the copies
+can stop there (``engine.run(stop_copies_after=...)``). A local exponent counts as positive when the
 fit has R^2 > 0.9 and lambda > 0.05 (the paper's thresholds, configurable).
 """
 
