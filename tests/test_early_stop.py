@@ -23,6 +23,10 @@ def test_copies_stop_once_the_fit_is_settled_and_work_is_saved(both_runs):
     assert np.all(full.copies_stopped_at == -1)
     assert np.all((early.copies_stopped_at[chaotic] >= 40) & (early.copies_stopped_at[chaotic] < 150))
     assert early.network_epochs < 0.75 * early.naive_network_epochs == 0.75 * full.network_epochs
+    np.testing.assert_array_equal(full.copies_computed_epochs, 150)
+    stopped = early.copies_stopped_at >= 0
+    assert np.all(early.copies_computed_epochs[stopped] >= early.copies_stopped_at[stopped] + 1)
+    assert np.all(early.copies_computed_epochs[~stopped] == 150)
     for g, stop in enumerate(early.copies_stopped_at):
         if stop >= 0:
             assert np.all(np.isnan(early.distance[g, :, stop + 1:])) and np.all(np.isnan(early.loss[g, 1:, stop + 1:]))

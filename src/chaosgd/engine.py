@@ -105,6 +105,7 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, bar)
     dist = np.full((n_groups, n_copies, epochs + 1), np.nan)
     diverged_at = np.full((n_groups, n_members), -1, dtype=np.int32)
     stopped_at = np.full(n_groups, -1, dtype=np.int64)
+    copy_steps = np.zeros(n_groups, dtype=np.int64)  # epochs each group's copies were actually advanced
     checked = np.zeros(n_groups, dtype=np.int64)
 
     joint = _Members(jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), params), eta.reshape(-1))
@@ -124,6 +125,8 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, bar)
         test_acc[joint_groups, window], dist[joint_groups, :, window] = j_test, j_dist
         loss[solo_groups, 0, window], train_acc[solo_groups, 0, window] = s_loss, s_acc
         test_acc[solo_groups, window] = s_test
+        if not final:
+            copy_steps[joint_groups] += length
         if bar is not None and not final:
             bar.update((joint_groups.size * n_members + solo_groups.size) * length)
         if final:
@@ -131,23 +134,32 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, bar)
         if stop_copies_after is not None and n_copies and joint_groups.size:
             last = t0 + length - 1  # records run to epoch `last`
             reference_alive = joint.alive_host().reshape(-1, n_members)[:, 0]
-            done = _settled(dist[joint_groups, :, :last + 1], reference_alive, stop_copies_after,
-                            checked[joint_groups])
+            fresh = stopped_at[joint_groups] < 0
+            done = ~fresh
+            done[fresh] = _settled(dist[joint_groups[fresh], :, :last + 1], reference_alive[fresh],
+                                   stop_copies_after, checked[joint_groups[fresh]])
             checked[joint_groups] = last
-            if done.any():
+            stopped_at[joint_groups[done & fresh]] = last
+            if bar is not None:  # the work skipped counts as done, so the bar's ETA stays right
+                bar.update(int((done & fresh).sum()) * n_copies * (epochs - last - 1))
+            # Moving networks between batches recompiles for the new shapes, so stopped groups leave the joint
+            # batch only once they are at least half of it: at most log2(G) moves (their extra epochs are dropped).
+            if 2 * done.sum() >= done.size:
                 diverged_at[joint_groups[done]] = joint.diverged_host().reshape(-1, n_members)[done]
-                stopped_at[joint_groups[done]] = last
                 members = np.arange(joint_groups.size * n_members).reshape(-1, n_members)
                 solo = solo.concatenate(joint.take(members[done, 0]))
                 joint = joint.take(members[~done].ravel())
                 solo_groups, joint_groups = np.concatenate([solo_groups, joint_groups[done]]), joint_groups[~done]
-                if bar is not None:  # the work skipped counts as done, so the bar's ETA stays right
-                    bar.update(int(done.sum()) * n_copies * (epochs - last - 1))
         t0 += length
     diverged_at[joint_groups] = joint.diverged_host().reshape(-1, n_members)
     diverged_at[solo_groups, 0] = solo.diverged_host()
+    for g in np.flatnonzero(stopped_at >= 0):  # what copies computed after their stop is not part of the record
+        after = slice(stopped_at[g] + 1, None)
+        loss[g, 1:, after], train_acc[g, 1:, after], dist[g, :, after] = np.nan, np.nan, np.nan
+        diverged_at[g, 1:] = np.where(diverged_at[g, 1:] > stopped_at[g], -1, diverged_at[g, 1:])
     return Records(eta=eta, initial_condition=ic, loss=loss, train_accuracy=train_acc, test_accuracy=test_acc,
-                   distance=dist, diverged_at=diverged_at, copies_stopped_at=stopped_at)
+                   distance=dist, diverged_at=diverged_at, copies_stopped_at=stopped_at,
+                   copies_computed_epochs=copy_steps)
 
 
 class _Members:

@@ -22,6 +22,7 @@ DIMS = {
     "distance": ("group", "perturbed", "epoch"),
     "diverged_at": ("group", "copy"),
     "copies_stopped_at": ("group",),
+    "copies_computed_epochs": ("group",),
 }
 
 
@@ -38,6 +39,8 @@ class Records:
         diverged_at: first epoch at which a member's loss or parameters were not finite; -1 if never.
         copies_stopped_at: last epoch recorded for each group's perturbed copies when they were stopped early
             (``engine.run(stop_copies_after=...)``); -1 if they ran to the end.
+        copies_computed_epochs: gradient steps each group's copies actually took (they may run a few epochs past
+            their stop before the engine regroups its batches).
     """
 
     eta: np.ndarray
@@ -48,6 +51,7 @@ class Records:
     distance: np.ndarray
     diverged_at: np.ndarray
     copies_stopped_at: np.ndarray
+    copies_computed_epochs: np.ndarray
 
     @property
     def epochs(self) -> int:
@@ -56,9 +60,8 @@ class Records:
 
     @property
     def network_epochs(self) -> int:
-        """Network-epochs computed: references to the end, copies until they stopped."""
-        copy_epochs = np.where(self.copies_stopped_at >= 0, self.copies_stopped_at + 1, self.epochs)
-        return int(self.loss.shape[0] * self.epochs + self.n_copies * copy_epochs.sum())
+        """Network-epochs computed: references to the end, copies as long as they actually ran."""
+        return int(self.loss.shape[0] * self.epochs + self.n_copies * self.copies_computed_epochs.sum())
 
     @property
     def naive_network_epochs(self) -> int:
@@ -87,7 +90,9 @@ class Records:
     def load(cls, path: str | Path) -> "Records":
         with np.load(path) as z:
             values = {f.name: z[f.name] for f in fields(cls) if f.name in z}
-        values.setdefault("copies_stopped_at", np.full(values["loss"].shape[0], -1))  # files from before it existed
+        n_groups, epochs = values["loss"].shape[0], values["loss"].shape[-1] - 1
+        values.setdefault("copies_stopped_at", np.full(n_groups, -1))  # files written before these existed
+        values.setdefault("copies_computed_epochs", np.full(n_groups, epochs))
         return cls(**values)
 
     def to_xarray(self):
