@@ -49,8 +49,10 @@ def test_serial_sweep_writes_every_task_and_summaries(tmp_path, reference):
 
 
 def test_processes_executor_gives_the_same_numbers(tmp_path, reference):
-    sweep(small_config(), tmp_path, executor="processes", workers=2, progress=False, log=lambda *a: None)
+    lines = []
+    sweep(small_config(), tmp_path, executor="processes", workers=2, progress=False, log=lines.append)
     assert_same(load_records(tmp_path), reference)
+    assert sorted(line.split(":")[0] for line in lines[1:]) == ["eta = 0.1", "eta = 10", "eta = 2.5"]
 
 
 def test_dask_local_cluster_gives_the_same_numbers(tmp_path, reference):

@@ -108,7 +108,7 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, bar)
     copy_steps = np.zeros(n_groups, dtype=np.int64)  # epochs each group's copies were actually advanced
     checked = np.zeros(n_groups, dtype=np.int64)
 
-    joint = _Members(jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), params), eta.reshape(-1))
+    joint = _Members.start(jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), params), eta.reshape(-1))
     solo = joint.take(np.array([], dtype=int))
     joint_groups, solo_groups = np.arange(n_groups), np.array([], dtype=int)
     seg = max(_MIN_SEGMENT, math.ceil(epochs / _SEGMENTS))
@@ -127,8 +127,9 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, bar)
         test_acc[solo_groups, window] = s_test
         if not final:
             copy_steps[joint_groups] += length
-        if bar is not None and not final:
-            bar.update((joint_groups.size * n_members + solo_groups.size) * length)
+        if bar is not None and not final:  # copies that have stopped but not yet left the batch were counted already
+            running = int((stopped_at[joint_groups] < 0).sum())
+            bar.update((joint_groups.size + solo_groups.size + running * n_copies) * length)
         if final:
             break
         if stop_copies_after is not None and n_copies and joint_groups.size:
@@ -165,18 +166,21 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, bar)
 class _Members:
     """A flat batch of networks: parameters, learning rates, alive flags and the epoch each diverged (-1)."""
 
-    def __init__(self, params, eta, state=None):
+    def __init__(self, state):
+        self.state = state
+
+    @classmethod
+    def start(cls, params, eta) -> "_Members":
         n = np.shape(eta)[0]
-        self.state = state or (jax.tree_util.tree_map(jnp.asarray, params), jnp.asarray(eta),
-                               jnp.ones(n, dtype=bool), jnp.full(n, -1, dtype=jnp.int32))
+        return cls((jax.tree_util.tree_map(jnp.asarray, params), jnp.asarray(eta), jnp.ones(n, dtype=bool),
+                    jnp.full(n, -1, dtype=jnp.int32)))
 
     def take(self, index) -> "_Members":
         index = jnp.asarray(index, dtype=jnp.int32)
-        return _Members(None, self.state[1][index], jax.tree_util.tree_map(lambda x: x[index], self.state))
+        return _Members(jax.tree_util.tree_map(lambda x: x[index], self.state))
 
     def concatenate(self, other: "_Members") -> "_Members":
-        state = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), self.state, other.state)
-        return _Members(None, state[1], state)
+        return _Members(jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), self.state, other.state))
 
     def alive_host(self):
         return np.asarray(self.state[2])

@@ -150,10 +150,15 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
         from tqdm.auto import tqdm
         bar = tqdm(total=len(todo), unit="task", desc=config.name)
 
+    summarized = set()
+
     def finished(task: Task):
         if bar is not None:
             bar.update(1)
-        if not any(t.eta_index == task.eta_index for t in pending(config, run_dir)):
+        # Workers may have written later tasks already, so a learning rate can look complete more than once.
+        if task.eta_index not in summarized and not any(t.eta_index == task.eta_index
+                                                         for t in pending(config, run_dir)):
+            summarized.add(task.eta_index)
             line = summary_line(config, run_dir, task.eta_index)
             if bar is not None and log is print:
                 bar.write(line)  # keeps the progress bar intact
