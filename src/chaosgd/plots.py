@@ -164,3 +164,25 @@ def plot_p_and_tau(rows: list[dict], *, ax=None):
                           textcoords="offset points")
     twin.set_ylabel(r"$\langle\tau\rangle$ (epochs to target)", color="tab:red")
     return ax
+
+
+def plot_sweet_spot(spot, *, p_high: float = 95.0, ax=None):
+    """p(eta) of every evaluation of a sweet-spot search, with its confidence interval, the final bracket shaded
+    and the suggestion marked; diverging learning rates as crosses."""
+    ax = _axes(ax)
+    ok = [e for e in spot.evaluations if not e.diverges]
+    bad = [e for e in spot.evaluations if e.diverges]
+    ax.errorbar([e.eta for e in ok], [e.p for e in ok],
+                yerr=[[e.p - e.ci_low for e in ok], [e.ci_high - e.p for e in ok]], fmt="o", capsize=3,
+                label="p (Wilson CI)")
+    if bad:
+        ax.plot([e.eta for e in bad], [0] * len(bad), "rx", label="diverges")
+    ax.axvspan(spot.low, spot.high, color="0.85", zorder=0, label="final bracket")
+    ax.axhline(p_high, color="k", ls=":", lw=1)
+    if np.isfinite(spot.eta):
+        ax.axvline(spot.eta, color="tab:red", ls="--", label=rf"suggested $\eta$ = {spot.eta:.4g}")
+    ax.set_xscale("log")
+    ax.set_xlabel(r"learning rate $\eta$")
+    ax.set_ylabel("p (%)")
+    ax.legend(fontsize=8)
+    return ax

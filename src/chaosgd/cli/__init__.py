@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from chaosgd.cli.experiments import (add_report, add_sweep, add_toymap, cmd_report, cmd_reproduce,
-                                     cmd_sweep, cmd_toymap)
+from chaosgd.cli.experiments import (add_report, add_sweep, add_sweetspot, add_toymap, cmd_report,
+                                     cmd_reproduce, cmd_sweep, cmd_sweetspot, cmd_toymap)
 from chaosgd.cli.train import add_lyapunov, add_run, add_sharpness, cmd_lyapunov, cmd_run, cmd_sharpness
 
 
@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
             ("toymap", add_toymap, cmd_toymap, "the toy double-well map: orbit diagram and exponent (figures 6, 7)"),
             ("sweep", add_sweep, cmd_sweep, "run (or resume) a preset's or a TOML file's learning-rate sweep"),
             ("report", add_report, cmd_report, "write the HTML report and results.csv of a run folder"),
-            ("reproduce", add_sweep, cmd_reproduce, "sweep a preset, add the toy map, and write the report")):
+            ("reproduce", add_sweep, cmd_reproduce, "sweep a preset, add the toy map, and write the report"),
+            ("sweetspot", add_sweetspot, cmd_sweetspot, "find the learning rate where chaos becomes fully developed")):
         sub = commands.add_parser(name, help=help_text)
         add(sub)
         sub.set_defaults(handler=handler)

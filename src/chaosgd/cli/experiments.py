@@ -138,3 +138,50 @@ def cmd_reproduce(args) -> int:
                                out=str(run_dir / "toymap")))
     print(write_report(run_dir))
     return 0
+
+
+def add_sweetspot(p: argparse.ArgumentParser) -> None:
+    add_sweep(p)
+    p.add_argument("--eta-min", type=float, default=0.01, help="low end of the initial range (default 0.01)")
+    p.add_argument("--eta-max", type=float, default=20.0, help="high end of the initial range (default 20)")
+    p.add_argument("--rel-width", type=float, default=0.1, help="stop when high/low - 1 is below this (default 0.1)")
+    p.add_argument("--p-high", type=float, default=95.0, help="p (%%) that counts as fully developed (default 95)")
+    p.add_argument("--confidence", type=float, default=0.95, help="level of the Wilson intervals (default 0.95)")
+    p.add_argument("--search-epochs", type=int, default=60,
+                   help="epochs per evaluation: the exponential phase only (default 60)")
+    p.add_argument("--reuse", help="a sweep's run folder whose finished learning rates are reused")
+
+
+def cmd_sweetspot(args) -> int:
+    import json
+
+    from chaosgd.sweetspot import config_evaluator, find_sweet_spot, stored_evaluations
+
+    config = experiment(args)
+    use_device(args.device)
+    plots = pyplot_free_plots()
+    out = Path(args.run_dir or Path("runs") / f"{config.name}-sweetspot")
+    out.mkdir(parents=True, exist_ok=True)
+    known = stored_evaluations(args.reuse, confidence=args.confidence) if args.reuse else None
+    evaluate = config_evaluator(config, epochs=args.search_epochs, confidence=args.confidence)
+
+    def logged(eta):
+        e = evaluate(eta)
+        print(f"eta = {eta:.5g}: p = {e.p:.0f}% (CI {e.ci_low:.0f}..{e.ci_high:.0f}), lambda_NMLE = "
+              f"{e.lambda_nmle:.3f}" + (", diverges" if e.diverges else ""), flush=True)
+        return e
+
+    spot = find_sweet_spot(logged, eta_min=args.eta_min, eta_max=args.eta_max, p_high=args.p_high,
+                           rel_width=args.rel_width, known=known)
+    plots.save(plots.plot_sweet_spot(spot, p_high=args.p_high), out / "sweetspot.png")
+    (out / "sweetspot.json").write_text(json.dumps({
+        "eta": spot.eta, "bracket": [spot.low, spot.high], "diverging_edge": spot.diverging_edge,
+        "network_epochs": spot.network_epochs, "evaluations": [e.__dict__ for e in spot.evaluations]},
+        indent=2, default=float))
+    if spot.diverging_edge:
+        print(f"p never reached {args.p_high:g}% below the learning rates that diverge ({spot.low:.4g} .. "
+              f"{spot.high:.4g}); no suggestion")
+    else:
+        print(f"suggested eta = {spot.eta:.4g} (bracket {spot.low:.4g} .. {spot.high:.4g}), "
+              f"{spot.network_epochs:,} network-epochs; evidence in {out}")
+    return 0

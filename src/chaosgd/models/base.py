@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,15 @@ class Model(Protocol):
     def init(self, key: jax.Array) -> Params: ...
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array: ...
+
+
+@dataclass(frozen=True)
+class FunctionModel:
+    """A model from two plain functions, e.g. a Flax module's ``init``/``apply`` or hand-written JAX:
+    ``FunctionModel(init=lambda key: params, apply=lambda params, x: logits)``."""
+
+    init: Callable[[jax.Array], Params]
+    apply: Callable[[Params, jax.Array], jax.Array]
 
 
 def count_parameters(model: Model) -> int:

@@ -1,0 +1,93 @@
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from chaosgd import Objective, run
+from chaosgd.sweetspot import Evaluation, evaluation_from_records, find_sweet_spot, wilson_interval
+
+A = 2.0  # L = a/2 |theta|^2: the GD map multiplies every deviation by (1 - eta a), exactly
+ONSET = (1 + math.exp(0.05)) / A  # ln|1 - eta a| > 0.05 (the positive-exponent threshold) exactly above this
+
+
+def planted_evaluator(calls):
+    objective = Objective(loss=lambda p, d: (0.5 * A * p["theta"] @ p["theta"], jnp.nan),
+                          test_accuracy=lambda p, d: jnp.nan)
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((6, 1, 4))
+    ball = np.concatenate([centres, centres + 1e-8 * rng.uniform(-1, 1, (6, 3, 4))], axis=1)
+
+    def evaluate(eta):
+        calls.append(eta)
+        records = run(objective, {"theta": ball}, eta, {}, epochs=30)
+        return evaluation_from_records(records, eta)
+    return evaluate
+
+
+def test_search_returns_the_planted_onset_within_tolerance():
+    calls = []
+    spot = find_sweet_spot(planted_evaluator(calls), eta_min=0.01, eta_max=100.0, rel_width=0.02)
+    assert spot.low < ONSET <= spot.high and spot.high / spot.low - 1 <= 0.02
+    assert spot.eta == pytest.approx(ONSET, rel=0.02) and not spot.diverging_edge
+    below = [e for e in spot.evaluations if e.eta < ONSET]
+    assert all(e.p == 0 for e in below) and all(e.p == 100 for e in spot.evaluations if e.eta >= spot.high)
+    assert len(calls) < 15 and spot.network_epochs == sum(e.network_epochs for e in spot.evaluations)
+
+
+def test_diverging_learning_rates_bound_the_range_but_are_never_suggested():
+    calls = []
+    spot = find_sweet_spot(planted_evaluator(calls), eta_min=0.01, eta_max=1e12, rel_width=0.05)
+    diverged = [e for e in spot.evaluations if e.diverges]
+    assert diverged and diverged[-1].eta == 1e12 and all(e.n == 0 for e in diverged)
+    assert spot.eta == pytest.approx(ONSET, rel=0.05)
+    # A problem whose p never develops before divergence gets no suggestion, and says so.
+    fake = lambda eta: Evaluation(eta, 0.0, 0, 10, 6, 0.0, 1.0 if eta > 3 else 0.0, 10)  # noqa: E731
+    edge = find_sweet_spot(fake, eta_min=0.1, eta_max=10, rel_width=0.05)
+    assert edge.diverging_edge and math.isnan(edge.eta) and edge.low < 3 <= edge.high
+
+
+def test_stored_points_are_reused_not_recomputed():
+    fresh = []
+    find_sweet_spot(planted_evaluator(fresh), eta_min=0.01, eta_max=100.0, rel_width=0.02)
+    stored_calls = []
+    evaluate = planted_evaluator(stored_calls)
+    known = {eta: Evaluation(**{**evaluate(eta).__dict__, "stored": True}) for eta in (0.5, 1.0, 1.1, 5.0)}
+    stored_calls.clear()
+    spot = find_sweet_spot(evaluate, eta_min=0.01, eta_max=100.0, rel_width=0.02, known=known)
+    assert not set(stored_calls) & set(known) and len(stored_calls) < len(fresh)
+    assert spot.eta == pytest.approx(ONSET, rel=0.02)
+    assert spot.network_epochs == sum(e.network_epochs for e in spot.evaluations if not e.stored)
+
+
+def test_wilson_interval():
+    low, high = wilson_interval(0, 10)
+    assert low == pytest.approx(0, abs=1e-9) and 25 < high < 35          # the known 95 % Wilson upper bound for 0/10 is 27.8 %
+    assert wilson_interval(10, 10)[1] == 100 and wilson_interval(5, 10)[0] == pytest.approx(23.7, abs=0.1)
+
+
+def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
+    import jax
+
+    from chaosgd.cli import main
+    from chaosgd.models import FunctionModel, count_parameters
+    from chaosgd.sweetspot import model_evaluator
+
+    def init(key):  # a plain-JAX two-layer network, as a user would write it
+        k1, k2 = jax.random.split(key)
+        return {"w1": jax.random.normal(k1, (6, 16)), "b1": jnp.zeros(16),
+                "w2": jax.random.normal(k2, (16, 3)), "b2": jnp.zeros(3)}
+
+    def apply(params, x):
+        return jnp.tanh(x @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"]
+
+    model = FunctionModel(init, apply)
+    assert count_parameters(model) == 6 * 16 + 16 + 16 * 3 + 3
+    evaluate = model_evaluator(model, blobs.arrays(), n_initial=6, n_copies=2, epochs=60)
+    spot = find_sweet_spot(evaluate, eta_min=0.1, eta_max=30.0, p_high=50, rel_width=0.2)
+    assert spot.low < spot.eta <= spot.high and evaluate(spot.eta).p >= 50
+
+    assert main(["sweetspot", "iris", "--quick", "--p-high", "50", "--rel-width", "0.3", "--run-dir",
+                 str(tmp_path), "--set", "ensemble.initial=8", "--search-epochs", "40"]) == 0
+    assert "suggested eta" in capsys.readouterr().out
+    assert (tmp_path / "sweetspot.png").is_file() and (tmp_path / "sweetspot.json").is_file()
