@@ -88,6 +88,10 @@ def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
     assert spot.low < spot.eta <= spot.high and evaluate(spot.eta).p >= 50
 
     assert main(["sweetspot", "iris", "--quick", "--p-high", "50", "--rel-width", "0.3", "--run-dir",
-                 str(tmp_path), "--set", "ensemble.initial=8", "--search-epochs", "40"]) == 0
-    assert "suggested eta" in capsys.readouterr().out
+                 str(tmp_path), "--set", "ensemble.initial=8", "--search-epochs", "40", "--train"]) == 0
+    out = capsys.readouterr().out
+    assert "suggested eta" in out and "trained at eta" in out
+    trained = out.split("trained at")[1]
+    assert "epochs to 90%" in trained or "never reached 90%" in trained
+    assert (tmp_path / "trained_at_suggestion.npz").is_file()
     assert (tmp_path / "sweetspot.png").is_file() and (tmp_path / "sweetspot.json").is_file()

@@ -14,7 +14,9 @@ def test_first_passage_and_censoring():
     np.testing.assert_array_equal(tt.epoch[[0, 2]], [2, 0])
     assert np.isnan(tt.epoch[1]) and tt.n_censored == 2 and tt.budget == 4
     assert tt.mean() == 1.0
-    assert "2/4 censored at 4" in tt.describe()
+    assert tt.describe() == "1.0 ± 1.0 epochs to 90% (2/4 censored at 4)"
+    single = time_to_accuracy(acc[1:3], 0.9)
+    assert single.describe() == "0.0 epochs to 90% (1/2 censored at 4)"
 
 
 def test_all_censored_has_no_mean():

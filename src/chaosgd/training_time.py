@@ -44,7 +44,8 @@ class TrainingTime:
         n = self.epoch.size
         if self.n_censored == n:
             return f"never reached {self.target:.0%} within {self.budget} epochs ({n}/{n} censored)"
-        return (f"{self.mean():.1f} ± {self.standard_error():.1f} epochs to {self.target:.0%} "
+        spread = "" if np.isnan(self.standard_error()) else f" ± {self.standard_error():.1f}"
+        return (f"{self.mean():.1f}{spread} epochs to {self.target:.0%} "
                 f"({self.n_censored}/{n} censored at {self.budget})")
 
 

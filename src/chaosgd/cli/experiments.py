@@ -150,6 +150,9 @@ def add_sweetspot(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-epochs", type=int, default=60,
                    help="epochs per evaluation: the exponential phase only (default 60)")
     p.add_argument("--reuse", help="a sweep's run folder whose finished learning rates are reused")
+    p.add_argument("--train", action="store_true",
+                   help="then train the configuration's initial conditions at the suggested eta for its full epoch "
+                        "budget and report the time to its target accuracy")
 
 
 def cmd_sweetspot(args) -> int:
@@ -184,4 +187,12 @@ def cmd_sweetspot(args) -> int:
     else:
         print(f"suggested eta = {spot.eta:.4g} (bracket {spot.low:.4g} .. {spot.high:.4g}), "
               f"{spot.network_epochs:,} network-epochs; evidence in {out}")
+        if args.train:
+            from chaosgd.sweep import Task, run_task
+            from chaosgd.training_time import time_to_accuracy
+
+            records = run_task(config, Task(0, spot.eta, 0, config.ensemble.initial))
+            records.save(out / "trained_at_suggestion.npz")
+            print(f"trained at eta = {spot.eta:.4g}: "
+                  f"{time_to_accuracy(records.test_accuracy, config.training.target).describe()}")
     return 0
