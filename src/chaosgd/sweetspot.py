@@ -71,8 +71,7 @@ def evaluation_from_records(records, eta: float, *, confidence: float = 0.95, st
                             **fit) -> Evaluation:
     """An ``Evaluation`` from engine records of one learning rate (``fit``: r2_min, lambda_min, plateau)."""
     net = network_exponent(records.distance, stopped_at=records.copies_stopped_at, **fit)
-    k = int(round(net.p * net.n_fitted / 100)) if net.n_fitted else 0
-    low, high = wilson_interval(k, net.n_fitted, confidence)
+    low, high = wilson_interval(sum(f.positive for f in net.local), net.n_fitted, confidence)
     return Evaluation(float(eta), float(net.p) if net.n_fitted else 0.0, low, high, net.n_fitted, net.mean,
                       float((records.diverged_at[:, 0] >= 0).mean()), records.network_epochs, stored)
 
@@ -101,13 +100,10 @@ def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, 
     def high_side(e: Evaluation) -> bool:
         return e.diverges or e.developed(p_high)
 
-    # Tighten the start with what is known: the largest low point and the smallest high point around the onset.
-    lows = [e.eta for e in done.values() if not high_side(e)]
-    highs = [e.eta for e in done.values() if high_side(e) and (not lows or e.eta > max(lows))]
-    low = max([eta_min] + [x for x in lows if x < (min(highs) if highs else math.inf)])
-    high = min([eta_max] + highs) if highs else eta_max
-    if low >= high:
-        low, high = eta_min, eta_max
+    # Start from what is known, if it already brackets an onset: the first step from a low to a high point.
+    ordered = sorted(done.values(), key=lambda e: e.eta)
+    crossings = [(a.eta, b.eta) for a, b in zip(ordered, ordered[1:]) if not high_side(a) and high_side(b)]
+    low, high = crossings[0] if crossings else (eta_min, eta_max)
     for _ in range(6):  # widen downwards until p is below p_high at the low end
         if not high_side(at(low)):
             break
