@@ -29,3 +29,15 @@ def test_bad_input_is_an_error_message_not_a_traceback(tmp_path, capsys):
     assert "relu" in capsys.readouterr().err
     assert main(["run", "--dtype", "float32", "--epochs", "1", "--quiet", "--out", str(tmp_path)]) == 2
     assert "float64" in capsys.readouterr().err
+
+
+def test_run_stops_copies_unless_asked_to_keep_them_with_the_same_exponents(tmp_path, capsys):
+    args = ["run", "--dataset", "iris", "--etas", "0.05", "--initial", "2", "--copies", "2", "--epochs", "80",
+            "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "stop")]) == 0
+    assert main(args + ["--out", str(tmp_path / "keep"), "--keep-copies"]) == 0
+    stop, keep = Records.load(tmp_path / "stop" / "records.npz"), Records.load(tmp_path / "keep" / "records.npz")
+    assert stop.network_epochs < keep.network_epochs == keep.naive_network_epochs
+    assert "network-epochs (of" in capsys.readouterr().out
+    rows = [json.loads((tmp_path / d / "summary.json").read_text())["by_eta"][0] for d in ("stop", "keep")]
+    assert rows[0]["lambda_nmle"] == rows[1]["lambda_nmle"] and rows[0]["p_percent"] == rows[1]["p_percent"]

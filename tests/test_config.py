@@ -61,3 +61,11 @@ def test_hash_ignores_the_name_but_not_the_numbers():
     assert a.with_values(name="renamed").hash() == a.hash()
     assert a.with_values(**{"data.path": "/elsewhere"}).hash() == a.hash()
     assert a.with_values(**{"training.epochs": 100}).hash() != a.hash()
+
+
+def test_fields_added_later_keep_the_hash_of_older_run_folders():
+    from chaosgd.presets import preset
+    # The hash a paper-scale mnist-tanh run folder got from chaosgd 0.1.0 (benchmarks/results/h200/): such folders
+    # must keep resuming.
+    assert preset("mnist-tanh").hash() == "9ffed4a6b2f82b06"
+    assert preset("mnist-tanh").with_values(**{"training.sharpness_every": 5}).hash() != "9ffed4a6b2f82b06"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from chaosgd.lyapunov import local_exponent, network_exponent, saturation_epoch
+from chaosgd.lyapunov import local_exponent, network_exponent, saturation_epoch, settled_epoch
 
 
 def planted(slope, tau, epochs=120, start=-18.0, copies=5, noise=0.0, seed=0):
@@ -31,7 +31,8 @@ def test_shrinking_distance_gives_a_negative_not_positive_exponent():
     d = np.exp(-18.0 - 0.2 * t)[None, :].repeat(3, axis=0)
     fit = local_exponent(d)
     assert fit.exponent == pytest.approx(-0.2, rel=1e-10) and not fit.positive
-    assert fit.stop == 100
+    assert fit.stop == 40                                   # quiet: settled after its first 40 epochs
+    assert local_exponent(d, quiet_rise=None).stop == 100   # without the quiet rule the window runs to the end
 
 
 def test_flat_noisy_distance_is_not_positive():
@@ -78,3 +79,37 @@ def test_network_exponent_mean_std_ci_and_p():
 def test_saturation_epoch_of_pure_growth_is_the_end():
     y = -18 + 0.3 * np.arange(50.0)
     assert saturation_epoch(y) == 49
+
+
+def brute_force_knee(y, min_window=3):
+    """The hinge fit done the obvious way: one least-squares line fit per candidate knee."""
+    t = np.arange(y.size)
+    best, best_sse = None, np.inf
+    for tau in range(min_window, y.size):
+        x = np.minimum(t, tau)
+        design = np.stack([np.ones_like(x), x], axis=1).astype(float)
+        coef = np.linalg.lstsq(design, y, rcond=None)[0]
+        sse = ((y - design @ coef) ** 2).sum()
+        if sse < best_sse * (1 - 1e-9):
+            best, best_sse = tau, sse
+    return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_saturation_epoch_agrees_with_one_fit_per_candidate(seed):
+    rng = np.random.default_rng(seed)
+    tau = int(rng.integers(10, 150))
+    y = -8 + rng.uniform(0.1, 1.0) * np.minimum(np.arange(200.0), tau) + 0.5 * rng.standard_normal(200)
+    assert saturation_epoch(y) == brute_force_knee(y)
+
+
+def test_a_quiet_curve_is_settled_after_plateau_epochs_and_not_positive():
+    t = np.arange(201)
+    late = -8 + 0.002 * t + np.where(t > 60, 0.5 * (t - 60), 0).clip(max=15)  # flat 60 epochs, then rising
+    d = np.exp(late)[None, :].repeat(3, axis=0)
+    assert settled_epoch(late, 40) == 40 and settled_epoch(late, 40, start=55) == 55
+    fit = local_exponent(d)
+    assert fit.stop <= 40 and not fit.positive
+    # Without the rule the fit sees the late rise; a rise of 0.1 or more within 40 epochs is never quiet.
+    assert local_exponent(d, quiet_rise=None).stop > 60
+    assert settled_epoch(-8 + 0.003 * t, 40) is None  # risen 0.12 by epoch 40: pure slow growth, never settles

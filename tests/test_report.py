@@ -2,6 +2,7 @@ import csv
 import re
 
 import numpy as np
+import pytest
 
 from chaosgd.cli import main
 from chaosgd.report import write_report
@@ -68,6 +69,9 @@ def test_records_and_results_load_into_xarray_and_pandas(tmp_path):
     write_report(tmp_path)
     table = pd.read_csv(tmp_path / "results.csv")
     assert list(table["eta"]) == [0.1, 2.5, 10.0]
+    parquet = pd.read_parquet(tmp_path / "results.parquet")  # the same table, typed
+    pd.testing.assert_frame_equal(parquet, table, check_dtype=False)
+    assert str(parquet["network_epochs"].dtype) == "int64" and str(parquet["p_percent"].dtype) == "float64"
 
 
 def test_asking_for_a_gpu_where_there_is_none_is_an_error_message(tmp_path, capsys):
@@ -75,9 +79,37 @@ def test_asking_for_a_gpu_where_there_is_none_is_an_error_message(tmp_path, caps
     import sys
 
     import jax
+    import jax.flatten_util
     import pytest
     if any(d.platform == "gpu" for d in jax.devices()):
         pytest.skip("this machine has a GPU: there is nothing to refuse")
     result = subprocess.run([sys.executable, "-m", "chaosgd.cli", "sweep", "iris", "--quick", "--device", "gpu",
                              "--run-dir", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and "jax[cuda12]" in result.stderr
+
+
+def test_sharpness_tracked_in_a_sweep_gives_figure_14(tmp_path):
+    import jax
+    import jax.flatten_util
+
+    from chaosgd.ensemble import initial_conditions
+    from chaosgd.objective import classification
+    from chaosgd.sweep import _dataset, build_model, load_sharpness
+
+    config = small_config(**{"training.sharpness_every": 10, "ensemble.initial": 3, "block": 3})
+    sweep(config, tmp_path, executor="serial", progress=False, log=lambda *a: None)
+    tracks = load_sharpness(tmp_path)
+    assert [t.eta for t in tracks] == [0.1, 2.5, 10.0]  # one per learning rate, from initial condition 0
+    assert all(list(t.epoch) == [0, 10, 20, 30] for t in tracks)
+    # Independent check at epoch 0: the largest eigenvalue of the dense Hessian of initial condition 0.
+    dataset = _dataset(config.data)
+    model = build_model(config, dataset)
+    params = jax.tree_util.tree_map(lambda x: x[0], initial_conditions(model, 1, seed=config.ensemble.seed))
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    loss = classification(model).loss
+    hessian = jax.hessian(lambda v: loss(unravel(v), dataset.arrays())[0])(flat)
+    assert tracks[0].value[0] == pytest.approx(np.linalg.eigvalsh(np.asarray(hessian)).max(), rel=1e-6)
+    page = write_report(tmp_path).read_text()
+    titles = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,", page)
+    assert "Figure 14" in [t.split(":")[0] for t in titles]
+    assert small_config().hash() != config.hash()

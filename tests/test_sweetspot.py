@@ -1,11 +1,13 @@
 import math
+import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from chaosgd import Objective, run
-from chaosgd.sweetspot import Evaluation, evaluation_from_records, find_sweet_spot, wilson_interval
+from chaosgd.sweetspot import Evaluation, Evaluator, evaluation_from_records, find_sweet_spot, wilson_interval
 
 A = 2.0  # L = a/2 |theta|^2: the GD map multiplies every deviation by (1 - eta a), exactly
 ONSET = (1 + math.exp(0.05)) / A  # ln|1 - eta a| > 0.05 (the positive-exponent threshold) exactly above this
@@ -88,10 +90,83 @@ def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
     assert spot.low < spot.eta <= spot.high and evaluate(spot.eta).p >= 50
 
     assert main(["sweetspot", "iris", "--quick", "--p-high", "50", "--rel-width", "0.3", "--run-dir",
-                 str(tmp_path), "--set", "ensemble.initial=8", "--search-epochs", "40", "--train"]) == 0
+                 str(tmp_path), "--set", "ensemble.initial=8", "--search-epochs", "40", "--train",
+                 "--parallel", "2", "--max-initial", "16"]) == 0
     out = capsys.readouterr().out
-    assert "suggested eta" in out and "trained at eta" in out
+    assert "suggested eta" in out and "trained at eta" in out and "decided at 95% confidence" in out
+    assert re.search(r"\(CI \d+\.\.\d+, 16 initial conditions\)", out)  # an undecided point was extended
     trained = out.split("trained at")[1]
     assert "epochs to 90%" in trained or "never reached 90%" in trained
     assert (tmp_path / "trained_at_suggestion.npz").is_file()
     assert (tmp_path / "sweetspot.png").is_file() and (tmp_path / "sweetspot.json").is_file()
+
+
+class SpreadCurvature(Evaluator):
+    """p(eta) known by construction: initial condition i has its own curvature a_i ~ U(1, 3) (a parameter that GD
+    cannot move), so its exponent is ln|1 - eta a_i| and p(eta) = P(a > ONSET_A / eta) = (3 - ONSET_A / eta) / 2."""
+
+    def __init__(self, n_initial, **kw):
+        super().__init__(n_initial, **kw)
+        self.batches = []
+        self.objective = Objective(
+            loss=lambda p, d: (0.5 * jax.lax.stop_gradient(p["a"]) * p["theta"] @ p["theta"], jnp.nan),
+            test_accuracy=lambda p, d: jnp.nan)
+
+    def records(self, eta, first, count):
+        rngs = [np.random.default_rng(i) for i in range(first, first + count)]
+        theta = np.stack([r.standard_normal(4) for r in rngs])[:, None]
+        a = np.array([r.uniform(1, 3) for r in rngs])[:, None]
+        noise = 1e-8 * np.random.default_rng(first).uniform(-1, 1, (count, 3, 4))
+        ball = {"theta": np.concatenate([theta, theta + noise], axis=1), "a": np.repeat(a, 4, axis=1)}
+        return run(self.objective, ball, eta, {}, epochs=30, initial_condition=first + np.arange(count))
+
+    def many(self, etas):
+        self.batches.append(len(etas))
+        return super().many(etas)
+
+
+ONSET_A = 1 + math.exp(0.05)
+
+
+def true_p(eta):
+    return float(np.clip((3 - ONSET_A / eta) / 2, 0, 1))
+
+
+def test_undecided_points_get_more_initial_conditions_until_the_bracket_holds_at_the_confidence():
+    loose = find_sweet_spot(SpreadCurvature(10), eta_min=0.5, eta_max=10.0, rel_width=0.05)
+    assert not loose.confident  # 10 of 10 positive: the Wilson interval reaches down to 72 %
+    evaluate = SpreadCurvature(10)
+    spot = find_sweet_spot(evaluate, eta_min=0.5, eta_max=10.0, rel_width=0.05, max_initial=320)
+    ends = {e.eta: e for e in spot.evaluations if e.eta in (spot.low, spot.high)}
+    assert spot.confident and ends[spot.low].ci_high < 95 <= ends[spot.high].ci_low
+    assert true_p(spot.low) < 0.95 < true_p(spot.high)  # the planted p(eta) agrees with the bracket
+    assert spot.low < spot.eta <= spot.high
+    # Where p stayed undecided, all 320 initial conditions were trained; decided points were not extended.
+    for e in spot.evaluations:
+        assert evaluate.initial(e.eta) == 320 or e.decided(95)
+        assert evaluate.initial(e.eta) == 10 or not find_decided_at(evaluate, e.eta, evaluate.initial(e.eta) // 2)
+    assert any(evaluate.initial(e.eta) == 320 for e in spot.evaluations)
+    # Extending trained only the new initial conditions: the work is exactly what the records hold.
+    assert spot.network_epochs == sum(evaluate.initial(e.eta) * 4 * 30 for e in spot.evaluations)
+    with pytest.raises(ValueError, match="max_initial needs an Evaluator"):
+        find_sweet_spot(planted_evaluator([]), eta_min=0.01, eta_max=100.0, max_initial=20)
+
+
+def find_decided_at(evaluate, eta, n):
+    """Whether the first n initial conditions alone already decided p at eta (then it should not have grown)."""
+    records = evaluate._records[float(eta)].select(np.arange(n))
+    return evaluation_from_records(records, eta).decided(95)
+
+
+def test_multisection_cuts_the_bracket_k_ways_per_round():
+    one, three = SpreadCurvature(20), SpreadCurvature(20)
+    bisect = find_sweet_spot(one, eta_min=0.5, eta_max=10.0, rel_width=0.02)
+    multi = find_sweet_spot(three, eta_min=0.5, eta_max=10.0, rel_width=0.02, parallel=3)
+    assert 3 in three.batches and set(three.batches) <= {3}  # the cuts of a round were asked for together
+    rounds = len(three.batches)
+    bisections = len(bisect.evaluations) - (len(multi.evaluations) - 3 * rounds)
+    assert rounds < bisections  # fewer rounds of waiting than one-at-a-time bisection steps
+    assert multi.low < multi.eta <= multi.high and multi.high / multi.low - 1 <= 0.02
+    assert multi.eta == pytest.approx(bisect.eta, rel=0.05)
+    with pytest.raises(ValueError, match="parallel"):
+        find_sweet_spot(one, eta_min=0.5, eta_max=10.0, parallel=0)

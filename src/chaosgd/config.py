@@ -99,6 +99,8 @@ class Training:
     l2: float = 0.0
     target: float = 0.9  # test accuracy that defines the training time
     stop_copies: bool = True  # stop perturbed copies once their exponent's fit is settled (analysis.plateau)
+    sharpness_every: int = 0  # > 0: track the top Hessian eigenvalue of initial condition 0 every this many epochs
+    sharpness_examples: int | None = None  # Hessian on a fixed random subset of this many training examples
 
     def __post_init__(self):
         object.__setattr__(self, "etas", tuple(float(e) for e in self.etas))
@@ -110,6 +112,11 @@ class Training:
                  f"must be an integer >= 1; got {self.epochs}")
         _require(math.isfinite(self.l2) and self.l2 >= 0, "training.l2", f"must be >= 0; got {self.l2}")
         _require(0 < self.target <= 1, "training.target", f"must be a fraction in (0, 1]; got {self.target}")
+        _require(isinstance(self.sharpness_every, int) and self.sharpness_every >= 0, "training.sharpness_every",
+                 f"must be an integer >= 0 (0: not tracked); got {self.sharpness_every}")
+        _require(self.sharpness_examples is None or (isinstance(self.sharpness_examples, int)
+                                                     and self.sharpness_examples >= 1),
+                 "training.sharpness_examples", f"must be an integer >= 1 or absent; got {self.sharpness_examples}")
 
 
 @dataclass(frozen=True)
@@ -174,10 +181,16 @@ class Config:
         return cls.from_toml(Path(path).read_text())
 
     def hash(self) -> str:
-        """SHA-256 of the canonical JSON of every field but the name and the data folder, which change no result."""
+        """SHA-256 of the canonical JSON of every field but the name and the data folder, which change no result.
+
+        Fields added after version 0.1.0 enter only when they differ from their default, so run folders made before
+        keep their hash (and resume)."""
         values = self.to_dict()
         values.pop("name")
         values["data"].pop("path")
+        for (section, name), default in _ADDED_LATER.items():
+            if values[section][name] == default:
+                values[section].pop(name)
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_values(self, **dotted) -> "Config":
@@ -190,6 +203,9 @@ class Config:
             _require(name in target, key, f"unknown field; known: {sorted(target)}")
             target[name] = value
         return Config.from_dict(values)
+
+
+_ADDED_LATER = {("training", "sharpness_every"): 0, ("training", "sharpness_examples"): None}
 
 
 def _build(cls, values: dict, prefix: str):

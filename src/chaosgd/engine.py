@@ -42,8 +42,8 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
         memory_budget: bytes a chunk may use; default half of the machine's memory (``CHAOSGD_MEMORY_BUDGET``).
         progress: show a progress bar over network-epochs.
         stop_copies_after: stop a group's perturbed copies once the causal fit of its exponent is settled, i.e. a
-            plateau of this many epochs follows the knee of y(t) (``lyapunov.settled_epoch``), or once its reference
-            diverged. Their later records are NaN and ``Records.copies_stopped_at`` says when. The references run to
+            plateau of this many epochs follows the knee of y(t) or y(t) stayed quiet over its first this many
+            epochs (``lyapunov.settled_epoch``), or once its reference diverged. Their later records are NaN and ``Records.copies_stopped_at`` says when. The references run to
             the end in any case. None (default): copies run every epoch.
 
     A member whose loss or parameters stop being finite is frozen and recorded as NaN from that epoch on
@@ -116,6 +116,8 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, bar)
     while True:
         final = t0 >= epochs  # the last call evaluates theta(T) without a step
         length = 1 if final else min(seg, epochs - t0)
+        if t0 == 0 and stop_copies_after is not None:  # the first check at epoch `plateau`, where quiet curves settle
+            length = min(max(seg, stop_copies_after + 1), epochs)
         joint.state, solo.state, recs = _segment(objective, joint.state, solo.state, data, jnp.int32(t0), length,
                                                  n_members, final)
         j_loss, j_acc, j_test, j_dist, s_loss, s_acc, s_test = (np.moveaxis(r, 0, -1) for r in jax.device_get(recs))

@@ -10,7 +10,11 @@ and the local exponent ``lambda_Omega(0)`` is the least-squares slope of y over 
 a deterministic rule that puts tau at the knee of an exponential-then-plateau curve, and that for a curve without a
 plateau (pure growth, pure shrinking) lets the window run to the end. The knee is searched over the epochs up to the
 first one by which a plateau of ``plateau`` epochs follows it, so later epochs never change the fit and the copies
-can stop there (``engine.run(stop_copies_after=...)``). A local exponent counts as positive when the
+can stop there (``engine.run(stop_copies_after=...)``). A curve that has not risen by ``QUIET_RISE`` above y(0) in
+its first ``plateau`` epochs (its distance grew by less than 10 %) has no exponential phase to fit: its fit is
+settled at epoch ``plateau`` too. (A phase at the paper's lambda_min = 0.05 starting at t = 0 would have risen by
+2 in 40 epochs; on the full paper-scale MNIST tanh sweep, no initial condition that the fit over all 201 epochs
+calls positive is quiet over its first 40 -- see the README.) A local exponent counts as positive when the
 fit has R^2 > 0.9 and lambda > 0.05 (the paper's thresholds, configurable).
 """
 
@@ -23,6 +27,7 @@ import numpy as np
 R2_MIN = 0.9
 LAMBDA_MIN = 0.05
 PLATEAU = 40  # epochs of plateau after the knee that settle the fit (see local_exponent)
+QUIET_RISE = 0.1  # a curve that rose less than this over its first PLATEAU epochs is settled there (no expansion)
 
 
 @dataclass(frozen=True)
@@ -69,27 +74,46 @@ def mean_log_distance(distance: np.ndarray) -> tuple[np.ndarray, int]:
 def saturation_epoch(y: np.ndarray, *, min_window: int = 3) -> int:
     """tau: the knee of the best continuous line-then-plateau fit ``a + b * min(t, tau)`` to y(t).
 
-    Every tau in ``min_window .. T`` is tried (closed-form least squares for each); ties go to the smallest tau.
+    Every tau in ``min_window .. T`` is tried (closed-form least squares for each, from prefix sums, so O(T) in
+    all); ties go to the smallest tau.
     """
     y = np.asarray(y, dtype=float)
-    t = np.arange(y.size, dtype=float)
-    taus = np.arange(min(min_window, y.size - 1), y.size)
-    x = np.minimum(t[None, :], taus[:, None])  # one hinge regressor per candidate tau
-    xm = x.mean(axis=1, keepdims=True)
-    ym = y.mean()
-    sxx = ((x - xm) ** 2).sum(axis=1)
-    sxy = ((x - xm) * (y - ym)).sum(axis=1)
-    sse = ((y - ym) ** 2).sum() - np.where(sxx > 0, sxy ** 2 / np.where(sxx > 0, sxx, 1), 0)
-    return int(taus[np.argmin(np.round(sse, 12))])
+    n = y.size
+    taus = np.arange(min(min_window, n - 1), n)
+    t = np.arange(n, dtype=float)
+    # Sums over t of x = min(t, tau), x^2 and x*y, as prefix sums up to tau plus the constant tail tau, ..., tau.
+    tail = (n - 1 - taus).astype(float)
+    sum_x = np.cumsum(t)[taus] + tail * taus
+    sum_xx = np.cumsum(t * t)[taus] + tail * taus ** 2
+    cy = np.cumsum(y)
+    sum_xy = np.cumsum(t * y)[taus] + taus * (cy[-1] - cy[taus])
+    sxx = sum_xx - sum_x ** 2 / n
+    sxy = sum_xy - sum_x * cy[-1] / n
+    syy = ((y - y.mean()) ** 2).sum()
+    explained = np.where(sxx > 0, sxy ** 2 / np.where(sxx > 0, sxx, 1), 0)
+    # Relative rounding, so that candidates equal up to roundoff tie and the smallest tau wins.
+    sse = np.round((syy - explained) / max(syy, 1e-300), 10)
+    return int(taus[np.argmin(sse)])
 
 
-def settled_epoch(y: np.ndarray, plateau: int, *, start: int = 0, min_window: int = 3) -> int | None:
-    """First epoch t >= start at which the knee found on y[0..t] lies ``plateau`` epochs or more behind t.
+def is_quiet(y: np.ndarray, plateau: int, quiet_rise: float | None = QUIET_RISE) -> bool:
+    """True when y has at least ``plateau + 1`` epochs and stayed below y(0) + quiet_rise over epochs 0 .. plateau."""
+    y = np.asarray(y, dtype=float)
+    return quiet_rise is not None and y.size > plateau and bool(np.max(y[:plateau + 1] - y[0]) < quiet_rise)
 
-    From then on the fit of the causal rule no longer depends on later epochs, so the perturbed copies can stop
-    (``engine.run(stop_copies_after=plateau)``). None if that never happens within y.
+
+def settled_epoch(y: np.ndarray, plateau: int, *, start: int = 0, min_window: int = 3,
+                  quiet_rise: float | None = QUIET_RISE) -> int | None:
+    """First epoch t >= start at which the fit of the causal rule no longer depends on later epochs: ``plateau``
+    if y is quiet (``is_quiet``), else the first t at which the knee found on y[0..t] lies ``plateau`` epochs or more
+    behind t.
+
+    From then on the perturbed copies can stop (``engine.run(stop_copies_after=plateau)``). None if that never
+    happens within y.
     """
     y = np.asarray(y, dtype=float)
+    if is_quiet(y, plateau, quiet_rise):
+        return max(start, plateau)
     for t in range(max(start, plateau + min_window), y.size):
         if t - saturation_epoch(y[:t + 1], min_window=min_window) >= plateau:
             return t
@@ -114,13 +138,14 @@ def fit_line(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
 
 def local_exponent(distance: np.ndarray, *, window: tuple[int, int] | None = None, r2_min: float = R2_MIN,
                    lambda_min: float = LAMBDA_MIN, plateau: int | None = PLATEAU,
-                   stopped_at: int | None = None) -> LocalExponent:
+                   stopped_at: int | None = None, quiet_rise: float | None = QUIET_RISE) -> LocalExponent:
     """The local exponent lambda_Omega(0) of one initial condition from its copies' distances (shape (M, T + 1)).
 
     ``window=(start, stop)`` fixes the fitted epochs (inclusive). By default the window is ``(0, tau)`` with tau the
     knee (``saturation_epoch``) of y over epochs ``0 .. t_s``, where ``t_s = settled_epoch(y, plateau)`` is the first
-    epoch by which a plateau of ``plateau`` epochs follows the knee (all of y if there is none, or if plateau is
-    None). Because tau never depends on epochs after t_s, copies stopped there give the same exponent.
+    epoch by which a plateau of ``plateau`` epochs follows the knee, or ``plateau`` itself if y rose by less than
+    ``quiet_rise`` over its first ``plateau`` epochs (all of y if neither happens, or if plateau is None). Because tau
+    never depends on epochs after t_s, copies stopped there give the same exponent.
     ``stopped_at``: the copies were stopped after this epoch (later entries are NaN and ignored).
     """
     d = np.asarray(distance, dtype=float)
@@ -130,7 +155,7 @@ def local_exponent(distance: np.ndarray, *, window: tuple[int, int] | None = Non
     if n_copies == 0 or y.size < 3:
         return LocalExponent(np.nan, np.nan, np.nan, np.nan, 0, y.size - 1, n_copies, False, y)
     if window is None:
-        settled = settled_epoch(y, plateau) if plateau else None
+        settled = settled_epoch(y, plateau, quiet_rise=quiet_rise) if plateau else None
         start, stop = 0, saturation_epoch(y if settled is None else y[:settled + 1])
     else:
         start, stop = int(window[0]), int(window[1])
@@ -177,7 +202,8 @@ class NetworkExponent:
 
 def network_exponent(distance: np.ndarray, *, window=None, r2_min: float = R2_MIN, lambda_min: float = LAMBDA_MIN,
                      plateau: int | None = PLATEAU, stopped_at=None, confidence: float = 0.95,
-                     n_bootstrap: int = 2000, seed: int = 0) -> NetworkExponent:
+                     n_bootstrap: int = 2000, seed: int = 0,
+                     quiet_rise: float | None = QUIET_RISE) -> NetworkExponent:
     """lambda_NMLE = <lambda_Omega(0)> over S, with its spread, a bootstrap CI and p (percentage positive).
 
     ``distance`` has shape (S, M, T + 1), as ``Records.distance`` of the groups of one learning rate, and
@@ -186,7 +212,7 @@ def network_exponent(distance: np.ndarray, *, window=None, r2_min: float = R2_MI
     distance = np.asarray(distance, dtype=float)
     stops = np.full(distance.shape[0], -1) if stopped_at is None else np.asarray(stopped_at)
     fits = tuple(local_exponent(d, window=window, r2_min=r2_min, lambda_min=lambda_min, plateau=plateau,
-                                stopped_at=int(s)) for d, s in zip(distance, stops))
+                                stopped_at=int(s), quiet_rise=quiet_rise) for d, s in zip(distance, stops))
     values = np.array([f.exponent for f in fits])
     ok = np.isfinite(values)
     n = int(ok.sum())

@@ -13,8 +13,8 @@ import numpy as np
 
 from chaosgd.config import Config
 from chaosgd.lyapunov import network_exponent
-from chaosgd.results import COLUMNS, loss_curves, summarize, write_csv
-from chaosgd.sweep import load_records, pending, tasks
+from chaosgd.results import COLUMNS, loss_curves, summarize, write_csv, write_parquet
+from chaosgd.sweep import load_records, load_sharpness, pending, tasks
 
 
 def _png(ax) -> str:
@@ -26,11 +26,12 @@ def _png(ax) -> str:
 
 
 def write_report(run_dir: str | Path, *, lyapunov_eta: float = 10.0) -> Path:
-    """Write ``run_dir/report.html`` and ``run_dir/results.csv`` from the stored records; return the report's path.
+    """Write ``run_dir/report.html`` and ``run_dir/results.csv`` (and ``results.parquet`` where pyarrow is
+    installed) from the stored records; return the report's path.
 
     Figures: 1 (training loss at three eta), 4 (lambda_NMLE), 5 (p and <tau>), 2 and 3 at the grid's learning
-    rate nearest ``lyapunov_eta``, and 6 and 7 when ``run_dir/toymap`` holds them (``chaosgd reproduce`` puts them
-    there).
+    rate nearest ``lyapunov_eta``, 14 when sharpness was tracked (``training.sharpness_every``), and 6 and 7 when
+    ``run_dir/toymap`` holds them (``chaosgd reproduce`` puts them there).
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -41,6 +42,7 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float = 10.0) -> Path:
     info = json.loads((run_dir / "run.json").read_text())
     rows = summarize(run_dir)
     write_csv(rows, run_dir / "results.csv")
+    write_parquet(rows, run_dir / "results.parquet")
     figures = []
     if rows:
         figures.append(("Figure 1: training loss", _png(plots.plot_training_loss(loss_curves(run_dir)))))
@@ -55,6 +57,10 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float = 10.0) -> Path:
                         _png(plots.plot_distance(rec.distance[0], net.local[0], eta=eta))))
         figures.append((f"Figure 3: local exponents, eta = {eta:g}", _png(plots.plot_network_exponent(net, eta=eta))))
 
+    tracks = load_sharpness(run_dir)
+    if tracks:
+        figures.append(("Figure 14: sharpness along training (initial condition 0) against 2/eta",
+                        _png(plots.plot_sharpness(tracks))))
     toy = run_dir / "toymap"
     for name, title in (("fig6_orbit_diagram.png", "Figure 6: orbit diagram of the toy map"),
                         ("fig7_lyapunov.png", "Figure 7: Lyapunov exponent of the toy map")):

@@ -69,6 +69,24 @@ def write_csv(rows: list[dict], path: str | Path) -> Path:
     return path
 
 
+def write_parquet(rows: list[dict], path: str | Path) -> Path | None:
+    """The table as Parquet (typed columns; ``pandas.read_parquet`` reads it), written atomically; None when
+    pyarrow is not installed (``pip install 'chaosgd[analysis]'``)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return None
+    path = Path(path)
+    integer = {"n_initial", "n_excluded", "tau_censored", "network_epochs", "naive_network_epochs"}
+    table = pa.table({c: pa.array([r[c] for r in rows], type=pa.int64() if c in integer else pa.float64())
+                      for c in COLUMNS})
+    tmp = path.with_name(path.name + ".partial")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return path
+
+
 def loss_curves(run_dir: str | Path, etas=(0.01, 7.5, 20.0), initial_condition: int = 0) -> dict[float, np.ndarray]:
     """Training loss of one reference network at the grid's learning rates nearest to ``etas`` (figure 1)."""
     run_dir = Path(run_dir)

@@ -16,6 +16,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -85,13 +86,54 @@ def run_task(config: Config, task: Task) -> Records:
                stop_copies_after=config.analysis.plateau if config.training.stop_copies else None)
 
 
+def task_sharpness(config: Config, task: Task):
+    """Sharpness along the reference trajectory of initial condition 0, for the task that holds it, when
+    ``training.sharpness_every`` > 0 (one track per learning rate: figure 14); else None."""
+    from chaosgd.ensemble import initial_conditions
+    from chaosgd.objective import classification
+    from chaosgd.sharpness import track_sharpness
+
+    t = config.training
+    if t.sharpness_every == 0 or task.first != 0:
+        return None
+    dataset = _dataset(config.data)
+    model = build_model(config, dataset)
+    params = _first(initial_conditions(model, 1, seed=config.ensemble.seed))
+    return track_sharpness(classification(model, l2=t.l2), params, task.eta, dataset.arrays(config.model.dtype),
+                           epochs=t.epochs, every=t.sharpness_every, hessian_examples=t.sharpness_examples,
+                           seed=config.ensemble.seed)
+
+
+def _first(stacked):
+    """The first network of a stacked pytree."""
+    import jax
+    return jax.tree_util.tree_map(lambda x: x[0], stacked)
+
+
+def load_sharpness(run_dir: str | Path) -> list:
+    """The sharpness tracks stored in a run folder (``training.sharpness_every`` > 0), by learning rate."""
+    from chaosgd.sharpness import SharpnessTrack
+
+    tracks = []
+    for path in sorted((Path(run_dir) / "tasks").glob("*.sharpness.npz")):
+        with np.load(path) as f:
+            tracks.append(SharpnessTrack(float(f["eta"]), f["epoch"], f["value"], f["residual"], f["loss"]))
+    return sorted(tracks, key=lambda tr: tr.eta)
+
+
 def run_and_store(config_toml: str, task: Task, run_dir: str) -> str:
     """Run one task and write its records atomically to ``run_dir/tasks/<name>.npz`` (what workers execute)."""
     config = Config.from_toml(config_toml)
     path = Path(run_dir) / "tasks" / f"{task.name}.npz"
     start = time.perf_counter()
     records = run_task(config, task)
+    track = task_sharpness(config, task)
     seconds = time.perf_counter() - start
+    if track is not None:  # written before the records, whose file marks the task finished
+        partial = path.with_name(f"{task.name}.sharpness.partial.npz")
+        np.savez(partial, eta=track.eta, epoch=track.epoch, value=track.value, residual=track.residual,
+                 loss=track.loss)
+        partial.replace(path.with_name(f"{task.name}.sharpness.npz"))
     # The timing goes first: the .npz, written last and atomically, is what marks the task finished.
     timing = path.with_suffix(".json.partial")
     timing.write_text(json.dumps({"seconds": seconds, "network_epochs": records.network_epochs,
@@ -179,17 +221,30 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
     return run_dir
 
 
-def _run_processes(toml, todo, run_dir, workers, retries, finished):
-    import multiprocessing
-
-    # Each worker runs single-threaded XLA and BLAS: n processes on n cores, not n x n threads.
+@contextmanager
+def single_threaded_workers():
+    """While open, processes started from here run single-threaded XLA and BLAS: n processes on n cores, not n x n
+    threads."""
     env = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
                          "intra_op_parallelism_threads=1").strip(),
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    attempts = {t.name: 0 for t in todo}
     try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_processes(toml, todo, run_dir, workers, retries, finished):
+    import multiprocessing
+
+    attempts = {t.name: 0 for t in todo}
+    with single_threaded_workers():
         remaining = list(todo)
         while remaining:
             with ProcessPoolExecutor(max_workers=min(workers, len(remaining)),
@@ -206,12 +261,6 @@ def _run_processes(toml, todo, run_dir, workers, retries, finished):
                 attempts[t.name] += 1
                 if attempts[t.name] > retries:
                     raise RuntimeError(f"task {t.name} failed {attempts[t.name]} times; its worker keeps dying")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _run_dask(toml, todo, run_dir, scheduler, workers, retries, finished):

@@ -7,6 +7,12 @@ on log eta: it brackets the onset (widening the range by factors of 10 if needed
 relative width is below ``rel_width``. Each evaluation only trains for the first epochs, which the exponential phase
 occupies. Learning rates whose reference networks mostly diverge are beyond the useful range: they bound the bracket
 from above but are never suggested.
+
+Confidence: every p comes with a Wilson interval at the evaluator's confidence level. A learning rate whose interval
+still contains p_high is undecided; with ``max_initial`` the search trains more initial conditions there (doubling,
+up to ``max_initial``) until the interval lies on one side, so that the final bracket holds at that confidence
+(``SweetSpot.confident``). With ``parallel = k`` the bracket is cut by k learning rates at once (multisection), whose
+evaluations run side by side (``Evaluator.many``; worker processes for a sweep configuration).
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ class Evaluation:
     def developed(self, p_high: float) -> bool:
         return self.p >= p_high
 
+    def decided(self, p_high: float) -> bool:
+        """The interval lies on one side of p_high (or the references diverge)."""
+        return self.diverges or self.ci_high < p_high or self.ci_low >= p_high
+
     @property
     def diverges(self) -> bool:
         return self.diverged_fraction > 0.5
@@ -50,6 +60,9 @@ class SweetSpot:
     high: float
     evaluations: tuple[Evaluation, ...] = field(default=())
     diverging_edge: bool = False  # p never reached p_high below the learning rates that diverge; eta is NaN
+    confident: bool = False  # both ends of the bracket are decided at the evaluations' confidence level
+    # (With max_initial the ends are always decided; the bracket may then stay wider than rel_width where p is
+    # too close to p_high to tell apart with that many initial conditions.)
 
     @property
     def network_epochs(self) -> int:
@@ -78,24 +91,47 @@ def evaluation_from_records(records, eta: float, *, confidence: float = 0.95, st
 
 def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, eta_max: float,
                     p_high: float = 95.0, rel_width: float = 0.1, max_evaluations: int = 30,
-                    known: dict[float, Evaluation] | None = None) -> SweetSpot:
+                    known: dict[float, Evaluation] | None = None, parallel: int = 1,
+                    max_initial: int | None = None) -> SweetSpot:
     """Bracket and bisect (on log eta) the smallest eta with p >= ``p_high`` and no divergence.
 
-    ``evaluate(eta)`` measures p; ``known`` holds evaluations already made (a sweep's store), used before computing
-    anything: the initial bracket is tightened to the known points around the onset.
+    ``evaluate(eta)`` measures p (an ``Evaluator``, or any function returning an ``Evaluation``); ``known`` holds
+    evaluations already made (a sweep's store), used before computing anything: the initial bracket is tightened to
+    the known points around the onset. ``parallel``: learning rates per round once the onset is bracketed (k cuts
+    shrink the bracket (k + 1)-fold; ``evaluate.many`` runs them side by side). ``max_initial``: train more initial
+    conditions where p's interval contains p_high, up to this many (needs an ``Evaluator``; stored points are kept
+    as they are).
     """
     if not 0 < eta_min < eta_max:
         raise ValueError(f"need 0 < eta_min < eta_max; got {eta_min}, {eta_max}")
     if not 0 < rel_width:
         raise ValueError(f"rel_width must be > 0; got {rel_width}")
+    if int(parallel) != parallel or parallel < 1:
+        raise ValueError(f"parallel must be an integer >= 1; got {parallel}")
+    if max_initial is not None and not hasattr(evaluate, "extend"):
+        raise ValueError("max_initial needs an Evaluator (config_evaluator, model_evaluator or a subclass), which can "
+                         "train more initial conditions at a learning rate")
     done: dict[float, Evaluation] = dict(known or {})
 
-    def at(eta):
-        if eta not in done:
-            if sum(not e.stored for e in done.values()) >= max_evaluations:
+    def firm(e: Evaluation) -> Evaluation:
+        """More initial conditions until p's interval is on one side of p_high, or max_initial is reached."""
+        while (max_initial is not None and not e.stored and not e.decided(p_high)
+               and evaluate.initial(e.eta) < max_initial):
+            e = evaluate.extend(e.eta, min(evaluate.initial(e.eta), max_initial - evaluate.initial(e.eta)))
+        return e
+
+    def at_all(etas):
+        new = [eta for eta in dict.fromkeys(etas) if eta not in done]
+        if new:
+            if sum(not e.stored for e in done.values()) + len(new) > max_evaluations:
                 raise RuntimeError(f"no bracket of relative width {rel_width} after {max_evaluations} evaluations")
-            done[eta] = evaluate(eta)
-        return done[eta]
+            results = evaluate.many(new) if len(new) > 1 and hasattr(evaluate, "many") else map(evaluate, new)
+            for eta, e in zip(new, results):
+                done[eta] = firm(e)
+        return [done[eta] for eta in etas]
+
+    def at(eta):
+        return at_all([eta])[0]
 
     def high_side(e: Evaluation) -> bool:
         return e.diverges or e.developed(p_high)
@@ -127,30 +163,128 @@ def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, 
         raise RuntimeError(f"p < {p_high}% up to eta = {high / 10:g}: no onset found below it (the highest p "
                            f"measured was {best.p:.0f}% at eta = {best.eta:g}; a lower p_high finds where it rises)")
     while high / low - 1 > rel_width:
-        mid = math.sqrt(low * high)
-        if high_side(at(mid)):
-            high = mid
-        else:
-            low = mid
+        # k cuts, evenly spaced on log eta; the new bracket is the first low-to-high step among them. With
+        # max_initial, only points decided at the confidence level may become an end: when no cut is, the onset is
+        # resolved as finely as max_initial initial conditions allow, and the search stops there.
+        cuts = [low * (high / low) ** (i / (parallel + 1)) for i in range(1, parallel + 1)]
+        inner = at_all(cuts)
+        if max_initial is not None:
+            inner = [e for e in inner if e.decided(p_high)]
+            if not inner:
+                break
+        points = [done[low]] + inner + [done[high]]
+        step = next(i for i in range(1, len(points)) if high_side(points[i]))
+        low, high = points[step - 1].eta, points[step].eta
     developed = [e for e in done.values() if low <= e.eta <= high and e.developed(p_high) and not e.diverges]
     evaluations = tuple(sorted(done.values(), key=lambda e: e.eta))
+    confident = done[low].decided(p_high) and done[high].decided(p_high)
     if not developed:  # the bracket closed on the start of divergence, not on developed chaos
-        return SweetSpot(math.nan, float(low), float(high), evaluations, diverging_edge=True)
-    return SweetSpot(float(min(e.eta for e in developed)), float(low), float(high), evaluations)
+        return SweetSpot(math.nan, float(low), float(high), evaluations, diverging_edge=True, confident=confident)
+    return SweetSpot(float(min(e.eta for e in developed)), float(low), float(high), evaluations,
+                     confident=confident)
 
 
-def config_evaluator(config, *, epochs: int = 60, confidence: float = 0.95) -> Callable[[float], Evaluation]:
+class Evaluator:
+    """Measures p at a learning rate from ``n_initial`` initial conditions, and can add more of them.
+
+    Subclasses say how a block of initial conditions is trained (``records``); the records of each learning rate are
+    kept, so ``extend`` trains only the new initial conditions. ``many`` evaluates several learning rates (one after
+    another here; side by side in subclasses that can).
+    """
+
+    def __init__(self, n_initial: int, *, confidence: float = 0.95, **fit):
+        if int(n_initial) != n_initial or n_initial < 1:
+            raise ValueError(f"n_initial must be an integer >= 1; got {n_initial}")
+        self.n_initial, self.confidence, self.fit = int(n_initial), confidence, fit
+        self._records: dict[float, object] = {}
+
+    def records(self, eta: float, first: int, count: int):
+        """Engine records of initial conditions ``first .. first + count - 1`` at ``eta``."""
+        raise NotImplementedError
+
+    def initial(self, eta: float) -> int:
+        """Initial conditions trained so far at ``eta``."""
+        records = self._records.get(float(eta))
+        return 0 if records is None else len(records.initial_condition)
+
+    def _add(self, eta: float, records) -> Evaluation:
+        from chaosgd.records import concatenate
+
+        eta = float(eta)
+        self._records[eta] = records if eta not in self._records else concatenate([self._records[eta], records])
+        return evaluation_from_records(self._records[eta], eta, confidence=self.confidence, **self.fit)
+
+    def __call__(self, eta: float) -> Evaluation:
+        if float(eta) in self._records:
+            return evaluation_from_records(self._records[float(eta)], eta, confidence=self.confidence, **self.fit)
+        return self._add(eta, self.records(float(eta), 0, self.n_initial))
+
+    def extend(self, eta: float, count: int) -> Evaluation:
+        """Train ``count`` more initial conditions at ``eta`` and evaluate all of them."""
+        return self._add(eta, self.records(float(eta), self.initial(eta), int(count)))
+
+    def many(self, etas) -> list[Evaluation]:
+        return [self(eta) for eta in etas]
+
+
+class ConfigEvaluator(Evaluator):
+    """A sweep configuration's model, data and ensemble, trained for the first ``epochs`` only; ``workers`` > 1
+    evaluates several learning rates at once in worker processes (CPU), like the sweep's processes executor."""
+
+    def __init__(self, config, *, epochs: int = 60, confidence: float = 0.95, workers: int = 1):
+        super().__init__(config.ensemble.initial, confidence=confidence, r2_min=config.analysis.r2_min,
+                         lambda_min=config.analysis.lambda_min, plateau=config.analysis.plateau)
+        self.config = config.with_values(**{"training.epochs": int(epochs), "training.stop_copies": False})
+        self.workers = int(workers)
+
+    def records(self, eta, first, count):
+        from chaosgd.sweep import Task, run_task
+        return run_task(self.config, Task(0, float(eta), first, count))
+
+    def many(self, etas) -> list[Evaluation]:
+        etas = [float(e) for e in etas]
+        fresh = [e for e in etas if e not in self._records]
+        if self.workers > 1 and len(fresh) > 1:
+            from concurrent.futures import ProcessPoolExecutor
+            import multiprocessing
+
+            from chaosgd.sweep import Task, run_task, single_threaded_workers
+
+            with single_threaded_workers(), ProcessPoolExecutor(
+                    max_workers=min(self.workers, len(fresh)), mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(run_task, self.config, Task(0, e, 0, self.n_initial)) for e in fresh]
+                for e, future in zip(fresh, futures):
+                    self._add(e, future.result())
+        return [self(e) for e in etas]
+
+
+class ModelEvaluator(Evaluator):
+    """Any model with ``init(key)`` and ``apply(params, x)`` (see ``models.FunctionModel``) on the user's arrays."""
+
+    def __init__(self, model, data, *, n_initial: int = 10, n_copies: int = 3, epsilon: float = 1e-8,
+                 epochs: int = 60, seed: int = 0, l2: float = 0.0, confidence: float = 0.95, **fit):
+        from chaosgd.objective import classification
+
+        super().__init__(n_initial, confidence=confidence, **fit)
+        self.model, self.data, self.n_copies, self.epsilon = model, data, n_copies, epsilon
+        self.epochs, self.seed = epochs, seed
+        self.objective = classification(model, l2=l2)
+
+    def records(self, eta, first, count):
+        import numpy as np
+
+        from chaosgd.engine import run
+        from chaosgd.ensemble import epsilon_ball, initial_conditions
+
+        centres = initial_conditions(self.model, count, seed=self.seed, first=first)
+        ball = epsilon_ball(centres, self.n_copies, epsilon=self.epsilon, seed=self.seed, first=first)
+        return run(self.objective, ball, eta, self.data, epochs=self.epochs,
+                   initial_condition=first + np.arange(count))
+
+
+def config_evaluator(config, *, epochs: int = 60, confidence: float = 0.95, workers: int = 1) -> ConfigEvaluator:
     """``evaluate(eta)`` for a sweep configuration: its model, data and ensemble, trained for ``epochs`` only."""
-    from chaosgd.sweep import Task, run_task
-
-    short = config.with_values(**{"training.epochs": int(epochs), "training.stop_copies": False})
-
-    def evaluate(eta: float) -> Evaluation:
-        records = run_task(short, Task(0, float(eta), 0, short.ensemble.initial))
-        return evaluation_from_records(records, eta, confidence=confidence, r2_min=config.analysis.r2_min,
-                                       lambda_min=config.analysis.lambda_min, plateau=config.analysis.plateau)
-
-    return evaluate
+    return ConfigEvaluator(config, epochs=epochs, confidence=confidence, workers=workers)
 
 
 def stored_evaluations(run_dir, *, confidence: float = 0.95) -> dict[float, Evaluation]:
@@ -171,18 +305,8 @@ def stored_evaluations(run_dir, *, confidence: float = 0.95) -> dict[float, Eval
 
 def model_evaluator(model, data, *, n_initial: int = 10, n_copies: int = 3, epsilon: float = 1e-8,
                     epochs: int = 60, seed: int = 0, l2: float = 0.0, confidence: float = 0.95,
-                    **fit) -> Callable[[float], Evaluation]:
+                    **fit) -> ModelEvaluator:
     """``evaluate(eta)`` for any model with ``init(key)`` and ``apply(params, x)`` (see ``models.FunctionModel``)
     and the user's own arrays ``data = {"x_train", "y_train", "x_test", "y_test"}``."""
-    from chaosgd.engine import run
-    from chaosgd.ensemble import epsilon_ball, initial_conditions
-    from chaosgd.objective import classification
-
-    ball = epsilon_ball(initial_conditions(model, n_initial, seed=seed), n_copies, epsilon=epsilon, seed=seed)
-    objective = classification(model, l2=l2)
-
-    def evaluate(eta: float) -> Evaluation:
-        records = run(objective, ball, eta, data, epochs=epochs)
-        return evaluation_from_records(records, eta, confidence=confidence, **fit)
-
-    return evaluate
+    return ModelEvaluator(model, data, n_initial=n_initial, n_copies=n_copies, epsilon=epsilon, epochs=epochs,
+                          seed=seed, l2=l2, confidence=confidence, **fit)

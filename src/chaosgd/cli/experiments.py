@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -149,10 +150,41 @@ def add_sweetspot(p: argparse.ArgumentParser) -> None:
     p.add_argument("--confidence", type=float, default=0.95, help="level of the Wilson intervals (default 0.95)")
     p.add_argument("--search-epochs", type=int, default=60,
                    help="epochs per evaluation: the exponential phase only (default 60)")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="learning rates evaluated per round once the onset is bracketed (default 1: bisection); on "
+                        "the CPU they run side by side in worker processes (--workers, default one per core)")
+    p.add_argument("--max-initial", type=int,
+                   help="where p's confidence interval still contains --p-high, train more initial conditions "
+                        "(doubling) up to this many, so that the bracket holds at --confidence")
     p.add_argument("--reuse", help="a sweep's run folder whose finished learning rates are reused")
     p.add_argument("--train", action="store_true",
                    help="then train the configuration's initial conditions at the suggested eta for its full epoch "
                         "budget and report the time to its target accuracy")
+
+
+class LoggedEvaluator:
+    """An evaluator that prints one line per evaluation (and per extension with more initial conditions)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    @staticmethod
+    def _log(e):
+        print(f"eta = {e.eta:.5g}: p = {e.p:.0f}% (CI {e.ci_low:.0f}..{e.ci_high:.0f}, {e.n} initial conditions), "
+              f"lambda_NMLE = {e.lambda_nmle:.3f}" + (", diverges" if e.diverges else ""), flush=True)
+        return e
+
+    def __call__(self, eta):
+        return self._log(self.inner(eta))
+
+    def extend(self, eta, count):
+        return self._log(self.inner.extend(eta, count))
+
+    def many(self, etas):
+        return [self._log(e) for e in self.inner.many(etas)]
 
 
 def cmd_sweetspot(args) -> int:
@@ -166,27 +198,25 @@ def cmd_sweetspot(args) -> int:
     out = Path(args.run_dir or Path("runs") / f"{config.name}-sweetspot")
     out.mkdir(parents=True, exist_ok=True)
     known = stored_evaluations(args.reuse, confidence=args.confidence) if args.reuse else None
-    evaluate = config_evaluator(config, epochs=args.search_epochs, confidence=args.confidence)
-
-    def logged(eta):
-        e = evaluate(eta)
-        print(f"eta = {eta:.5g}: p = {e.p:.0f}% (CI {e.ci_low:.0f}..{e.ci_high:.0f}), lambda_NMLE = "
-              f"{e.lambda_nmle:.3f}" + (", diverges" if e.diverges else ""), flush=True)
-        return e
-
-    spot = find_sweet_spot(logged, eta_min=args.eta_min, eta_max=args.eta_max, p_high=args.p_high,
-                           rel_width=args.rel_width, known=known)
+    workers = 1 if args.device == "gpu" else (args.workers or min(args.parallel, os.cpu_count() or 1))
+    evaluate = LoggedEvaluator(config_evaluator(config, epochs=args.search_epochs, confidence=args.confidence,
+                                                workers=workers))
+    spot = find_sweet_spot(evaluate, eta_min=args.eta_min, eta_max=args.eta_max, p_high=args.p_high,
+                           rel_width=args.rel_width, known=known, parallel=args.parallel,
+                           max_initial=args.max_initial)
     plots.save(plots.plot_sweet_spot(spot, p_high=args.p_high), out / "sweetspot.png")
     (out / "sweetspot.json").write_text(json.dumps({
         "eta": spot.eta, "bracket": [spot.low, spot.high], "diverging_edge": spot.diverging_edge,
-        "network_epochs": spot.network_epochs, "evaluations": [e.__dict__ for e in spot.evaluations]},
+        "network_epochs": spot.network_epochs, "confident": spot.confident, "confidence": args.confidence,
+        "evaluations": [e.__dict__ for e in spot.evaluations]},
         indent=2, default=float))
     if spot.diverging_edge:
         print(f"p never reached {args.p_high:g}% below the learning rates that diverge ({spot.low:.4g} .. "
               f"{spot.high:.4g}); no suggestion")
     else:
-        print(f"suggested eta = {spot.eta:.4g} (bracket {spot.low:.4g} .. {spot.high:.4g}), "
-              f"{spot.network_epochs:,} network-epochs; evidence in {out}")
+        print(f"suggested eta = {spot.eta:.4g} (bracket {spot.low:.4g} .. {spot.high:.4g}, "
+              + ("both ends decided" if spot.confident else "not both ends decided")
+              + f" at {args.confidence:.0%} confidence), {spot.network_epochs:,} network-epochs; evidence in {out}")
         if args.train:
             from chaosgd.sweep import Task, run_task
             from chaosgd.training_time import time_to_accuracy

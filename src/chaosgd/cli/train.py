@@ -19,6 +19,18 @@ def add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--etas", type=float, nargs="+", default=list(PAPER_ETAS), help="learning rates (paper's grid)")
     p.add_argument("--target", type=float, help="target test accuracy for the training time "
                                                 "(default 0.9; 0.8 CNN; 0.3 CIFAR-10, as in the paper)")
+    add_keep_copies(p)
+
+
+def add_keep_copies(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-copies", action="store_true",
+                   help="run the perturbed copies every epoch (default: stop them once their exponent's fit is "
+                        "settled, which changes no result)")
+
+
+def stop_copies_after(args) -> int | None:
+    from chaosgd.lyapunov import PLATEAU
+    return None if args.keep_copies or getattr(args, "window", None) else PLATEAU
 
 
 def cmd_run(args) -> int:
@@ -34,7 +46,8 @@ def cmd_run(args) -> int:
     params, eta, ic = over_learning_rates(ball, args.etas)
     start = time.perf_counter()
     records = run(classification(model, l2=args.l2), params, eta, dataset.arrays(args.dtype), epochs=args.epochs,
-                  initial_condition=ic, groups_per_chunk=args.groups_per_chunk, progress=not args.quiet)
+                  initial_condition=ic, groups_per_chunk=args.groups_per_chunk, progress=not args.quiet,
+                  stop_copies_after=stop_copies_after(args))
     seconds = time.perf_counter() - start
 
     rows = [summarize_records(records.select(records.eta[:, 0] == value), value, target=target)
@@ -51,7 +64,8 @@ def cmd_run(args) -> int:
         print(f"{r['eta']:>8g} {r['lambda_nmle']:>12.4f} {r['p_percent']:>4.0f}% {r['final_loss_mean']:>9.4f} "
               f"{r['final_test_accuracy_mean']:>11.3f} {r['diverged_fraction']:>8.0%}  "
               f"{r['tau_mean']:.1f} ({r['tau_censored']}/{r['n_initial']})")
-    print(f"{records.eta.size * records.epochs:,} network-epochs in {seconds:.1f} s; records in {out / 'records.npz'}")
+    print(f"{records.network_epochs:,} network-epochs (of {records.naive_network_epochs:,} for all networks every "
+          f"epoch) in {seconds:.1f} s; records in {out / 'records.npz'}")
     return 0
 
 
@@ -64,6 +78,7 @@ def add_lyapunov(p: argparse.ArgumentParser) -> None:
                    help="fit over these epochs instead of the automatic [0, tau]")
     p.add_argument("--r2-min", type=float, default=0.9, help="R^2 above which a local exponent can count positive")
     p.add_argument("--lambda-min", type=float, default=0.05, help="slope above which it counts positive")
+    add_keep_copies(p)
 
 
 def cmd_lyapunov(args) -> int:
@@ -99,9 +114,10 @@ def cmd_lyapunov(args) -> int:
               + ", ".join(f"{m:.4f}" for m in summary["mean"]))
     else:
         records = run(objective, ball, args.eta, data, epochs=args.epochs, groups_per_chunk=args.groups_per_chunk,
-                      progress=not args.quiet)
+                      progress=not args.quiet, stop_copies_after=stop_copies_after(args))
         records.save(out / "records.npz")
-        net = network_exponent(records.distance, window=args.window, r2_min=args.r2_min, lambda_min=args.lambda_min)
+        net = network_exponent(records.distance, window=args.window, r2_min=args.r2_min, lambda_min=args.lambda_min,
+                               stopped_at=records.copies_stopped_at)
         plots.save(plots.plot_distance(records.distance[0], net.local[0], eta=args.eta), out / "fig2_distance.png")
         plots.save(plots.plot_network_exponent(net, eta=args.eta), out / "fig3_local_exponents.png")
         summary = {"eta": args.eta, "estimator": "finite", "lambda_nmle": net.mean, "std": net.std,
