@@ -170,3 +170,30 @@ def test_multisection_cuts_the_bracket_k_ways_per_round():
     assert multi.eta == pytest.approx(bisect.eta, rel=0.05)
     with pytest.raises(ValueError, match="parallel"):
         find_sweet_spot(one, eta_min=0.5, eta_max=10.0, parallel=0)
+
+
+def test_an_equinox_model_trains_and_gets_a_sweet_spot(blobs):
+    import equinox as eqx
+
+    from chaosgd.models import count_parameters, from_equinox
+    from chaosgd.sweetspot import model_evaluator
+
+    model = from_equinox(lambda key: eqx.nn.MLP(6, 3, 16, 1, activation=jnp.tanh, key=key))
+    assert count_parameters(model) == 6 * 16 + 16 + 16 * 3 + 3
+    data = blobs.arrays()
+    # The engine's loss at t = 0 is the cross-entropy of the module itself, computed here with numpy.
+    params = model.init(jax.random.PRNGKey(0))
+    module = eqx.combine(params, eqx.partition(eqx.nn.MLP(6, 3, 16, 1, activation=jnp.tanh,
+                                                          key=jax.random.PRNGKey(0)), eqx.is_inexact_array)[1])
+    (w1, b1), (w2, b2) = [(np.asarray(layer.weight), np.asarray(layer.bias)) for layer in module.layers]
+    logits = np.tanh(np.asarray(data["x_train"]) @ w1.T + b1) @ w2.T + b2
+    logp = logits - logits.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    expected = -logp[np.arange(len(logp)), np.asarray(data["y_train"])].mean()
+    ball = jax.tree_util.tree_map(lambda x: x[None, None], params)
+    from chaosgd import classification
+    records = run(classification(model), ball, 0.1, data, epochs=1)
+    assert records.loss[0, 0, 0] == pytest.approx(expected, rel=1e-12)
+    spot = find_sweet_spot(model_evaluator(model, data, n_initial=6, n_copies=2, epochs=60), eta_min=0.1,
+                           eta_max=30.0, p_high=50, rel_width=0.2)
+    assert spot.low < spot.eta <= spot.high

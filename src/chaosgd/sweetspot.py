@@ -236,26 +236,41 @@ class ConfigEvaluator(Evaluator):
                          lambda_min=config.analysis.lambda_min, plateau=config.analysis.plateau)
         self.config = config.with_values(**{"training.epochs": int(epochs), "training.stop_copies": False})
         self.workers = int(workers)
+        self._pool = None
 
     def records(self, eta, first, count):
         from chaosgd.sweep import Task, run_task
         return run_task(self.config, Task(0, float(eta), first, count))
 
     def many(self, etas) -> list[Evaluation]:
+        from chaosgd.sweep import Task, run_task
+
         etas = [float(e) for e in etas]
         fresh = [e for e in etas if e not in self._records]
         if self.workers > 1 and len(fresh) > 1:
-            from concurrent.futures import ProcessPoolExecutor
-            import multiprocessing
+            from chaosgd.sweep import single_threaded_workers
 
-            from chaosgd.sweep import Task, run_task, single_threaded_workers
-
-            with single_threaded_workers(), ProcessPoolExecutor(
-                    max_workers=min(self.workers, len(fresh)), mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = [pool.submit(run_task, self.config, Task(0, e, 0, self.n_initial)) for e in fresh]
-                for e, future in zip(fresh, futures):
-                    self._add(e, future.result())
+            with single_threaded_workers():  # workers are started on demand, at a submit: in this environment
+                futures = [self._workers().submit(run_task, self.config, Task(0, e, 0, self.n_initial))
+                           for e in fresh]
+            for e, future in zip(fresh, futures):
+                self._add(e, future.result())
         return [self(e) for e in etas]
+
+    def _workers(self):
+        """The worker processes, started once and kept (each keeps its loaded data and compiled programs)."""
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 class ModelEvaluator(Evaluator):

@@ -201,9 +201,12 @@ def cmd_sweetspot(args) -> int:
     workers = 1 if args.device == "gpu" else (args.workers or min(args.parallel, os.cpu_count() or 1))
     evaluate = LoggedEvaluator(config_evaluator(config, epochs=args.search_epochs, confidence=args.confidence,
                                                 workers=workers))
-    spot = find_sweet_spot(evaluate, eta_min=args.eta_min, eta_max=args.eta_max, p_high=args.p_high,
-                           rel_width=args.rel_width, known=known, parallel=args.parallel,
-                           max_initial=args.max_initial)
+    try:
+        spot = find_sweet_spot(evaluate, eta_min=args.eta_min, eta_max=args.eta_max, p_high=args.p_high,
+                               rel_width=args.rel_width, known=known, parallel=args.parallel,
+                               max_initial=args.max_initial)
+    finally:
+        evaluate.close()
     plots.save(plots.plot_sweet_spot(spot, p_high=args.p_high), out / "sweetspot.png")
     (out / "sweetspot.json").write_text(json.dumps({
         "eta": spot.eta, "bracket": [spot.low, spot.high], "diverging_edge": spot.diverging_edge,

@@ -6,7 +6,7 @@ same way as the built-in ones.
 
 import math
 
-from chaosgd.models.base import FunctionModel, Model, count_parameters, weight_mask
+from chaosgd.models.base import FunctionModel, Model, count_parameters, from_equinox, weight_mask
 from chaosgd.models.cnn import CNN
 from chaosgd.models.mlp import MLP, ACTIVATIONS
 
@@ -31,4 +31,5 @@ def for_dataset(architecture: str, example_shape: tuple[int, ...], n_classes: in
     raise ValueError(f"unknown architecture {architecture!r}; choose one of {list(ARCHITECTURES)}")
 
 
-__all__ = ["Model", "FunctionModel", "MLP", "CNN", "ACTIVATIONS", "ARCHITECTURES", "count_parameters", "for_dataset", "weight_mask"]
+__all__ = ["Model", "FunctionModel", "MLP", "CNN", "ACTIVATIONS", "ARCHITECTURES", "count_parameters", "for_dataset",
+           "from_equinox", "weight_mask"]

@@ -30,6 +30,25 @@ class FunctionModel:
     apply: Callable[[Params, jax.Array], jax.Array]
 
 
+def from_equinox(make: Callable[[jax.Array], object]) -> FunctionModel:
+    """A model from an Equinox module factory ``make(key) -> module`` whose module maps one example to logits.
+
+    The module's floating-point arrays are the parameters (``eqx.partition``); everything else (activations, shapes)
+    is taken once from ``make(PRNGKey(0))``; ``apply`` maps the module over the batch.
+    """
+    import equinox as eqx
+
+    static = eqx.partition(make(jax.random.PRNGKey(0)), eqx.is_inexact_array)[1]
+
+    def init(key):
+        return eqx.partition(make(key), eqx.is_inexact_array)[0]
+
+    def apply(params, x):
+        return jax.vmap(eqx.combine(params, static))(x)
+
+    return FunctionModel(init, apply)
+
+
 def count_parameters(model: Model) -> int:
     """Number of trainable scalars of ``model``, computed from shapes only (nothing is allocated)."""
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
