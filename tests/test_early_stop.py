@@ -1,3 +1,4 @@
+import jax
 import numpy as np
 import pytest
 
@@ -51,3 +52,30 @@ def test_stopping_changes_no_exponent_and_no_reference_record(both_runs):
     # Later, roundoff differs (a stopped group's reference joins another batch); outside chaos it stays roundoff.
     calm = eta == 0.05
     np.testing.assert_allclose(early.loss[calm, 0], full.loss[calm, 0], rtol=1e-10)
+
+
+@pytest.mark.parametrize("copies", [3, 0])
+def test_references_stop_once_the_target_is_reached_without_changing_the_time_to_it(blobs, copies):
+    from chaosgd.training_time import time_to_accuracy
+
+    model = MLP((6, 16, 3))
+    centres = initial_conditions(model, 6)
+    ball = epsilon_ball(centres, copies) if copies else jax.tree_util.tree_map(lambda x: x[:, None], centres)
+    params, eta, ic = over_learning_rates(ball, [0.2, 0.5])  # calm rates at which the blobs are learnt
+    objective = classification(model)
+    full = run(objective, params, eta, blobs.arrays(), epochs=150, initial_condition=ic)
+    early = run(objective, params, eta, blobs.arrays(), epochs=150, initial_condition=ic, stop_copies_after=40,
+                stop_references_at=0.8)
+    reached = (full.test_accuracy >= 0.8).any(axis=1)
+    # A reference stops once it reached the target and its copies stopped (or it has none).
+    expected = reached & ((early.copies_stopped_at >= 0) | (copies == 0))
+    assert expected.any() and np.all((early.references_stopped_at >= 0) == expected)
+    a, b = time_to_accuracy(full.test_accuracy, 0.8), time_to_accuracy(early.test_accuracy, 0.8)
+    np.testing.assert_array_equal(a.epoch, b.epoch)  # the first epoch at the target is the same
+    for g in np.flatnonzero(expected):
+        stop = early.references_stopped_at[g]
+        assert np.all(np.isnan(early.loss[g, 0, stop + 1:])) and np.all(np.isfinite(early.loss[g, 0, :stop + 1]))
+        assert early.references_computed_epochs[g] >= stop + 1  # it may run on until half its batch is done
+    assert np.all(early.references_computed_epochs[~expected] == 150)
+    assert (early.references_computed_epochs[expected] < 150).any()
+    assert early.network_epochs < full.network_epochs

@@ -99,6 +99,7 @@ class Training:
     l2: float = 0.0
     target: float = 0.9  # test accuracy that defines the training time
     stop_copies: bool = True  # stop perturbed copies once their exponent's fit is settled (analysis.plateau)
+    stop_references: bool = False  # stop a reference once it reached the target and its copies stopped (see README)
     sharpness_every: int = 0  # > 0: track the top Hessian eigenvalue of initial condition 0 every this many epochs
     sharpness_examples: int | None = None  # Hessian on a fixed random subset of this many training examples
 
@@ -205,7 +206,8 @@ class Config:
         return Config.from_dict(values)
 
 
-_ADDED_LATER = {("training", "sharpness_every"): 0, ("training", "sharpness_examples"): None}
+_ADDED_LATER = {("training", "sharpness_every"): 0, ("training", "sharpness_examples"): None,
+                ("training", "stop_references"): False}
 
 
 def _build(cls, values: dict, prefix: str):

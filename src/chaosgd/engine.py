@@ -28,7 +28,7 @@ _MIN_SEGMENT = 10
 
 def run(objective: Objective, params, eta, data, *, epochs: int, initial_condition=None,
         groups_per_chunk: int | None = None, memory_budget: float | None = None, progress: bool = False,
-        stop_copies_after: int | None = None) -> Records:
+        stop_copies_after: int | None = None, stop_references_at: float | None = None) -> Records:
     """Train every member of an ensemble for ``epochs`` full-batch GD steps and record what DESIGN.md asks for.
 
     Args:
@@ -43,8 +43,12 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
         progress: show a progress bar over network-epochs.
         stop_copies_after: stop a group's perturbed copies once the causal fit of its exponent is settled, i.e. a
             plateau of this many epochs follows the knee of y(t) or y(t) stayed quiet over its first this many
-            epochs (``lyapunov.settled_epoch``), or once its reference diverged. Their later records are NaN and ``Records.copies_stopped_at`` says when. The references run to
-            the end in any case. None (default): copies run every epoch.
+            epochs (``lyapunov.settled_epoch``), or once its reference diverged. Their later records are NaN and
+            ``Records.copies_stopped_at`` says when. None (default): copies run every epoch.
+        stop_references_at: a target test accuracy: stop a reference once it has reached it (or diverged) and its
+            copies have stopped (or it has none); its later records are NaN and ``Records.references_stopped_at``
+            says when. The time to the target is unchanged; final losses then exist only for the references that
+            never reached it. None (default): references run to the end.
 
     A member whose loss or parameters stop being finite is frozen and recorded as NaN from that epoch on
     (``Records.diverged_at``); the others go on. Results do not depend on the chunking beyond roundoff in the last
@@ -86,17 +90,17 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
         stop = min(start + groups_per_chunk, n_groups)
         chunk = jax.tree_util.tree_map(lambda x: np.asarray(x[start:stop]), params)
         parts.append(_run_chunk(objective, chunk, eta[start:stop], ic[start:stop], data, epochs, stop_copies_after,
-                                bar))
+                                stop_references_at, bar))
     if bar is not None:
         bar.close()
     return concatenate(parts)
 
 
-def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, bar) -> Records:
+def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, stop_references_at, bar) -> Records:
     """One chunk, in compiled scans of at least _MIN_SEGMENT epochs over two flat batches of networks: "joint" holds
     the groups whose copies still run, each as its reference followed by its M copies (a reference and its copies
     always share a batch, so an unperturbed copy stays at distance exactly 0); "solo" holds the references of the
-    groups whose copies have stopped."""
+    groups whose copies have stopped. References that are done (``stop_references_at``) leave the batches."""
     n_groups, n_members = eta.shape
     n_copies = n_members - 1
     shape = (n_groups, n_members, epochs + 1)
@@ -107,13 +111,15 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, bar)
     stopped_at = np.full(n_groups, -1, dtype=np.int64)
     copy_steps = np.zeros(n_groups, dtype=np.int64)  # epochs each group's copies were actually advanced
     checked = np.zeros(n_groups, dtype=np.int64)
+    ref_stopped_at = np.full(n_groups, -1, dtype=np.int64)
+    ref_steps = np.zeros(n_groups, dtype=np.int64)
 
     joint = _Members.start(jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), params), eta.reshape(-1))
     solo = joint.take(np.array([], dtype=int))
     joint_groups, solo_groups = np.arange(n_groups), np.array([], dtype=int)
     seg = max(_MIN_SEGMENT, math.ceil(epochs / _SEGMENTS))
     t0 = 0
-    while True:
+    while joint_groups.size + solo_groups.size:
         final = t0 >= epochs  # the last call evaluates theta(T) without a step
         length = 1 if final else min(seg, epochs - t0)
         if t0 == 0 and stop_copies_after is not None:  # the first check at epoch `plateau`, where quiet curves settle
@@ -129,6 +135,8 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, bar)
         test_acc[solo_groups, window] = s_test
         if not final:
             copy_steps[joint_groups] += length
+            ref_steps[joint_groups] += length
+            ref_steps[solo_groups] += length
         if bar is not None and not final:  # copies that have stopped but not yet left the batch were counted already
             running = int((stopped_at[joint_groups] < 0).sum())
             bar.update((joint_groups.size + solo_groups.size + running * n_copies) * length)
@@ -153,16 +161,47 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, bar)
                 solo = solo.concatenate(joint.take(members[done, 0]))
                 joint = joint.take(members[~done].ravel())
                 solo_groups, joint_groups = np.concatenate([solo_groups, joint_groups[done]]), joint_groups[~done]
+        if stop_references_at is not None:
+            last = t0 + length - 1
+            # Only batches of references alone: the solo batch, and the joint one when there are no copies.
+            newly, solo, solo_groups = _retire(solo, solo_groups, test_acc, stop_references_at, last, ref_stopped_at,
+                                               diverged_at)
+            if n_copies == 0:
+                more, joint, joint_groups = _retire(joint, joint_groups, test_acc, stop_references_at, last,
+                                                    ref_stopped_at, diverged_at)
+                newly += more
+            if bar is not None:  # the work skipped counts as done
+                bar.update(newly * (epochs - last - 1))
         t0 += length
     diverged_at[joint_groups] = joint.diverged_host().reshape(-1, n_members)
     diverged_at[solo_groups, 0] = solo.diverged_host()
+    for g in np.flatnonzero(ref_stopped_at >= 0):  # nor what a reference computed after its stop
+        after = slice(ref_stopped_at[g] + 1, None)
+        loss[g, 0, after], train_acc[g, 0, after], test_acc[g, after] = np.nan, np.nan, np.nan
+        diverged_at[g, 0] = -1 if diverged_at[g, 0] > ref_stopped_at[g] else diverged_at[g, 0]
     for g in np.flatnonzero(stopped_at >= 0):  # what copies computed after their stop is not part of the record
         after = slice(stopped_at[g] + 1, None)
         loss[g, 1:, after], train_acc[g, 1:, after], dist[g, :, after] = np.nan, np.nan, np.nan
         diverged_at[g, 1:] = np.where(diverged_at[g, 1:] > stopped_at[g], -1, diverged_at[g, 1:])
     return Records(eta=eta, initial_condition=ic, loss=loss, train_accuracy=train_acc, test_accuracy=test_acc,
                    distance=dist, diverged_at=diverged_at, copies_stopped_at=stopped_at,
-                   copies_computed_epochs=copy_steps)
+                   copies_computed_epochs=copy_steps, references_stopped_at=ref_stopped_at,
+                   references_computed_epochs=ref_steps)
+
+
+def _retire(batch, groups, test_acc, target, last, ref_stopped_at, diverged_at):
+    """Mark the references of a batch of references alone that reached ``target`` (or died) as stopped at ``last``,
+    and take them out once they are at least half of the batch (as for copies: few recompilations). Returns how
+    many were newly stopped, the batch and its groups."""
+    if not groups.size:
+        return 0, batch, groups
+    done = ~batch.alive_host() | (test_acc[groups, :last + 1] >= target).any(axis=1)
+    fresh = done & (ref_stopped_at[groups] < 0)
+    ref_stopped_at[groups[fresh]] = last
+    if 2 * done.sum() >= done.size:
+        diverged_at[groups[done], 0] = batch.diverged_host()[done]
+        batch, groups = batch.take(np.flatnonzero(~done)), groups[~done]
+    return int(fresh.sum()), batch, groups
 
 
 class _Members:

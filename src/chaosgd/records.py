@@ -23,6 +23,8 @@ DIMS = {
     "diverged_at": ("group", "copy"),
     "copies_stopped_at": ("group",),
     "copies_computed_epochs": ("group",),
+    "references_stopped_at": ("group",),
+    "references_computed_epochs": ("group",),
 }
 
 
@@ -41,6 +43,9 @@ class Records:
             (``engine.run(stop_copies_after=...)``); -1 if they ran to the end.
         copies_computed_epochs: gradient steps each group's copies actually took (they may run a few epochs past
             their stop before the engine regroups its batches).
+        references_stopped_at: last epoch recorded for each reference stopped early (``engine.run(
+            stop_references_at=...)``); -1 if it ran to the end.
+        references_computed_epochs: gradient steps each reference actually took.
     """
 
     eta: np.ndarray
@@ -52,6 +57,8 @@ class Records:
     diverged_at: np.ndarray
     copies_stopped_at: np.ndarray
     copies_computed_epochs: np.ndarray
+    references_stopped_at: np.ndarray
+    references_computed_epochs: np.ndarray
 
     @property
     def epochs(self) -> int:
@@ -60,8 +67,8 @@ class Records:
 
     @property
     def network_epochs(self) -> int:
-        """Network-epochs computed: references to the end, copies as long as they actually ran."""
-        return int(self.loss.shape[0] * self.epochs + self.n_copies * self.copies_computed_epochs.sum())
+        """Network-epochs computed: references and copies as long as they actually ran."""
+        return int(self.references_computed_epochs.sum() + self.n_copies * self.copies_computed_epochs.sum())
 
     @property
     def naive_network_epochs(self) -> int:
@@ -93,6 +100,8 @@ class Records:
         n_groups, epochs = values["loss"].shape[0], values["loss"].shape[-1] - 1
         values.setdefault("copies_stopped_at", np.full(n_groups, -1))  # files written before these existed
         values.setdefault("copies_computed_epochs", np.full(n_groups, epochs))
+        values.setdefault("references_stopped_at", np.full(n_groups, -1))
+        values.setdefault("references_computed_epochs", np.full(n_groups, epochs))
         return cls(**values)
 
     def to_xarray(self):

@@ -23,7 +23,8 @@ def summarize(run_dir: str | Path) -> list[dict]:
     lambda: the network MLE and the spread of local exponents over S, with a 95 % bootstrap CI of the mean; p: the
     percentage of S with a positive local exponent; tau: epochs to the target test accuracy, mean and standard error
     over the initial conditions that reached it, and how many did not (censored); final loss and test accuracy of
-    the reference networks that did not diverge; the fraction of reference networks that diverged.
+    the reference networks that did not diverge (nor stop early: ``training.stop_references``); the fraction of
+    reference networks that diverged.
     """
     run_dir = Path(run_dir)
     config = Config.load(run_dir / "config.toml")

@@ -83,7 +83,8 @@ def run_task(config: Config, task: Task) -> Records:
     ball = epsilon_ball(centres, e.copies, epsilon=e.epsilon, perturb=e.perturb, seed=e.seed, first=task.first)
     return run(classification(model, l2=config.training.l2), ball, task.eta, dataset.arrays(config.model.dtype),
                epochs=config.training.epochs, initial_condition=task.first + np.arange(task.count),
-               stop_copies_after=config.analysis.plateau if config.training.stop_copies else None)
+               stop_copies_after=config.analysis.plateau if config.training.stop_copies else None,
+               stop_references_at=config.training.target if config.training.stop_references else None)
 
 
 def task_sharpness(config: Config, task: Task):
