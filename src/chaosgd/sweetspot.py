@@ -108,6 +108,8 @@ def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, 
         raise ValueError(f"rel_width must be > 0; got {rel_width}")
     if int(parallel) != parallel or parallel < 1:
         raise ValueError(f"parallel must be an integer >= 1; got {parallel}")
+    if max_initial is not None and (int(max_initial) != max_initial or max_initial < 1):
+        raise ValueError(f"max_initial must be an integer >= 1 or None; got {max_initial}")
     if max_initial is not None and not hasattr(evaluate, "extend"):
         raise ValueError("max_initial needs an Evaluator (config_evaluator, model_evaluator or a subclass), which can "
                          "train more initial conditions at a learning rate")
