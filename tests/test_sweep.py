@@ -138,3 +138,19 @@ def test_a_worker_killed_mid_task_does_not_lose_the_sweep(tmp_path, reference):
     killer.join()
     assert killed, "no worker was found to kill"
     assert_same(load_records(tmp_path), reference)
+
+
+def test_a_sweep_that_stops_references_keeps_its_times_to_target(tmp_path):
+    from chaosgd.training_time import time_to_accuracy
+
+    base = small_config(**{"training.epochs": 100, "training.target": 0.6})
+    runs = {}
+    for stop in (False, True):
+        run_dir = tmp_path / str(stop)
+        sweep(base.with_values(**{"training.stop_references": stop}), run_dir, executor="serial", progress=False,
+              log=lambda *a: None)
+        runs[stop] = load_records(run_dir)
+    assert (runs[True].references_stopped_at >= 0).any() and (runs[False].references_stopped_at == -1).all()
+    assert runs[True].network_epochs < runs[False].network_epochs
+    np.testing.assert_array_equal(time_to_accuracy(runs[True].test_accuracy, 0.6).epoch,
+                                  time_to_accuracy(runs[False].test_accuracy, 0.6).epoch)
