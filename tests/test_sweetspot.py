@@ -197,3 +197,22 @@ def test_an_equinox_model_trains_and_gets_a_sweet_spot(blobs):
     spot = find_sweet_spot(model_evaluator(model, data, n_initial=6, n_copies=2, epochs=60), eta_min=0.1,
                            eta_max=30.0, p_high=50, rel_width=0.2)
     assert spot.low < spot.eta <= spot.high
+
+
+def test_multisection_on_a_dask_local_cluster_gives_the_same_evaluations():
+    from chaosgd.config import Config, Data, Ensemble, Model, Training
+    from chaosgd.sweetspot import config_evaluator
+
+    config = Config(name="tiny", data=Data("iris"), model=Model(hidden=(6,)), ensemble=Ensemble(initial=6, copies=2),
+                    training=Training(etas=(1.0,), epochs=40))
+    here = config_evaluator(config, epochs=40)
+    dask = config_evaluator(config, epochs=40, workers=2, executor="dask")
+    used, workers = [], dask._workers
+    dask._workers = lambda: used.append(1) or workers()
+    try:
+        spot = find_sweet_spot(dask, eta_min=0.05, eta_max=5.0, p_high=50, rel_width=0.3, parallel=2)
+    finally:
+        dask.close()
+    assert used and dask._pool is None and spot.low < spot.eta <= spot.high
+    for e in spot.evaluations:  # each learning rate computed in a Dask worker equals the same computed here
+        assert here(e.eta) == e

@@ -230,29 +230,32 @@ class Evaluator:
 
 
 class ConfigEvaluator(Evaluator):
-    """A sweep configuration's model, data and ensemble, trained for the first ``epochs`` only; ``workers`` > 1
-    evaluates several learning rates at once in worker processes (CPU), like the sweep's processes executor."""
+    """A sweep configuration's model, data and ensemble, trained for the first ``epochs`` only. ``many`` evaluates
+    several learning rates at once when ``workers`` > 1: in local worker processes (``executor="processes"``, one
+    single-threaded process per worker, as in sweeps) or on Dask (``executor="dask"``: the scheduler at
+    ``scheduler``, or a LocalCluster of ``workers`` processes)."""
 
-    def __init__(self, config, *, epochs: int = 60, confidence: float = 0.95, workers: int = 1):
+    def __init__(self, config, *, epochs: int = 60, confidence: float = 0.95, workers: int = 1,
+                 executor: str = "processes", scheduler: str | None = None):
+        if executor not in ("processes", "dask"):
+            raise ValueError(f"unknown executor {executor!r} for evaluations; choose 'processes' or 'dask'")
         super().__init__(config.ensemble.initial, confidence=confidence, r2_min=config.analysis.r2_min,
                          lambda_min=config.analysis.lambda_min, plateau=config.analysis.plateau)
         self.config = config.with_values(**{"training.epochs": int(epochs), "training.stop_copies": False})
-        self.workers = int(workers)
-        self._pool = None
+        self.workers, self.executor, self.scheduler = int(workers), executor, scheduler
+        self._pool = self._cluster = None
 
     def records(self, eta, first, count):
         from chaosgd.sweep import Task, run_task
         return run_task(self.config, Task(0, float(eta), first, count))
 
     def many(self, etas) -> list[Evaluation]:
-        from chaosgd.sweep import Task, run_task
+        from chaosgd.sweep import Task, run_task, single_threaded_workers
 
         etas = [float(e) for e in etas]
         fresh = [e for e in etas if e not in self._records]
-        if self.workers > 1 and len(fresh) > 1:
-            from chaosgd.sweep import single_threaded_workers
-
-            with single_threaded_workers():  # workers are started on demand, at a submit: in this environment
+        if (self.workers > 1 or self.scheduler) and len(fresh) > 1:
+            with single_threaded_workers():  # local workers are started on demand: in this environment
                 futures = [self._workers().submit(run_task, self.config, Task(0, e, 0, self.n_initial))
                            for e in fresh]
             for e, future in zip(fresh, futures):
@@ -260,19 +263,43 @@ class ConfigEvaluator(Evaluator):
         return [self(e) for e in etas]
 
     def _workers(self):
-        """The worker processes, started once and kept (each keeps its loaded data and compiled programs)."""
-        if self._pool is None:
+        """Worker processes or a Dask client, started once and kept (workers keep their data and compiled code)."""
+        if self._pool is None and self.executor == "processes":
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        elif self._pool is None:
+            try:
+                from dask.distributed import Client, LocalCluster
+            except ImportError:
+                raise ValueError("the dask executor needs dask.distributed: pip install 'chaosgd[dask]'") from None
+            if self.scheduler is None:
+                self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True)
+            self._pool = _DaskPool(Client(self.scheduler or self._cluster))
         return self._pool
 
     def close(self) -> None:
-        """Stop the worker processes, if any were started."""
+        """Stop the worker processes (or the Dask client and its LocalCluster), if any were started."""
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+
+class _DaskPool:
+    """A Dask client seen as an executor: ``submit`` returns a future with ``result()``; every call is new work."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def submit(self, fn, *args):
+        return self.client.submit(fn, *args, pure=False)
+
+    def shutdown(self):
+        self.client.close()
 
 
 class ModelEvaluator(Evaluator):
@@ -299,9 +326,11 @@ class ModelEvaluator(Evaluator):
                    initial_condition=first + np.arange(count))
 
 
-def config_evaluator(config, *, epochs: int = 60, confidence: float = 0.95, workers: int = 1) -> ConfigEvaluator:
+def config_evaluator(config, *, epochs: int = 60, confidence: float = 0.95, workers: int = 1,
+                     executor: str = "processes", scheduler: str | None = None) -> ConfigEvaluator:
     """``evaluate(eta)`` for a sweep configuration: its model, data and ensemble, trained for ``epochs`` only."""
-    return ConfigEvaluator(config, epochs=epochs, confidence=confidence, workers=workers)
+    return ConfigEvaluator(config, epochs=epochs, confidence=confidence, workers=workers, executor=executor,
+                           scheduler=scheduler)
 
 
 def stored_evaluations(run_dir, *, confidence: float = 0.95) -> dict[float, Evaluation]:

@@ -151,8 +151,9 @@ def add_sweetspot(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-epochs", type=int, default=60,
                    help="epochs per evaluation: the exponential phase only (default 60)")
     p.add_argument("--parallel", type=int, default=1,
-                   help="learning rates evaluated per round once the onset is bracketed (default 1: bisection); on "
-                        "the CPU they run side by side in worker processes (--workers, default one per core)")
+                   help="learning rates evaluated per round once the onset is bracketed (default 1: bisection); they "
+                        "run side by side in worker processes (--workers, default one per core) or, with --executor "
+                        "dask, on a Dask cluster (--scheduler)")
     p.add_argument("--max-initial", type=int,
                    help="where p's confidence interval still contains --p-high, train more initial conditions "
                         "(doubling) up to this many, so that the bracket holds at --confidence")
@@ -198,9 +199,13 @@ def cmd_sweetspot(args) -> int:
     out = Path(args.run_dir or Path("runs") / f"{config.name}-sweetspot")
     out.mkdir(parents=True, exist_ok=True)
     known = stored_evaluations(args.reuse, confidence=args.confidence) if args.reuse else None
-    workers = 1 if args.device == "gpu" else (args.workers or min(args.parallel, os.cpu_count() or 1))
+    if args.executor not in (None, "processes", "dask"):
+        raise ValueError(f"sweetspot evaluates with the processes or dask executor; got {args.executor!r}")
+    executor = args.executor or "processes"
+    workers = 1 if args.device == "gpu" and executor == "processes" else (
+        args.workers or min(args.parallel, os.cpu_count() or 1))
     evaluate = LoggedEvaluator(config_evaluator(config, epochs=args.search_epochs, confidence=args.confidence,
-                                                workers=workers))
+                                                workers=workers, executor=executor, scheduler=args.scheduler))
     try:
         spot = find_sweet_spot(evaluate, eta_min=args.eta_min, eta_max=args.eta_max, p_high=args.p_high,
                                rel_width=args.rel_width, known=known, parallel=args.parallel,
