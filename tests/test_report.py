@@ -113,3 +113,17 @@ def test_sharpness_tracked_in_a_sweep_gives_figure_14(tmp_path):
     titles = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,", page)
     assert "Figure 14" in [t.split(":")[0] for t in titles]
     assert small_config().hash() != config.hash()
+
+
+def test_edge_of_chaos_sentence_names_the_onset_and_the_fastest_complete_learning_rate():
+    from chaosgd.report import edge_of_chaos
+
+    def row(eta, p, tau, censored, diverged=0.0):
+        return {"eta": eta, "p_percent": p, "tau_mean": tau, "tau_censored": censored, "diverged_fraction": diverged}
+
+    rows = [row(0.1, 0, np.nan, 5), row(1, 60, 30.0, 0), row(5, 100, 20.0, 0), row(10, 100, 10.0, 2),
+            row(20, 100, np.nan, 5, diverged=0.8)]
+    text = edge_of_chaos(rows, 0.9)
+    assert "first at eta = 5;" in text and "at eta = 5, 20.0 epochs" in text  # eta = 10 was faster but censored
+    assert "never reaches 95" in edge_of_chaos(rows[:2], 0.9)
+    assert "did every initial condition" in edge_of_chaos([row(1, 100, np.nan, 3)], 0.9)

@@ -83,6 +83,7 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float = 10.0) -> Path:
         f"tasks finished" + (f" (<b>{n_pending} pending</b>: rerun the sweep to complete it)" if n_pending else "")
         + f". Compute: {seconds:.1f} s over {net_epochs:,} network-epochs, against {naive:,} for running every "
         f"network every epoch ({net_epochs / max(naive, 1):.0%}).</p>",
+        f"<p><b>{e(edge_of_chaos(rows, config.training.target))}</b></p>",
         "<h2>Results by learning rate</h2>", _table(rows),
         "<p>lambda: network MLE and standard deviation of the local exponents, 95 % bootstrap CI of the mean; "
         f"p: percentage of initial conditions with R² &gt; {config.analysis.r2_min:g} and lambda &gt; "
@@ -98,6 +99,24 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float = 10.0) -> Path:
     tmp.write_text("\n".join(parts))
     tmp.replace(path)
     return path
+
+
+def edge_of_chaos(rows, target: float, p_high: float = 95.0) -> str:
+    """One sentence for practitioners: where sensitivity is fully developed on this grid, and where training to the
+    target was fastest (among learning rates where every initial condition reached it)."""
+    if not rows:
+        return "No learning rate is finished yet."
+    developed = [r["eta"] for r in rows if r["p_percent"] >= p_high and r["diverged_fraction"] <= 0.5]
+    text = (f"Edge of chaos on this grid: p >= {p_high:g} % first at eta = {developed[0]:g}" if developed else
+            f"p never reaches {p_high:g} % on this grid")
+    complete = [r for r in rows if r["tau_censored"] == 0 and np.isfinite(r["tau_mean"])]
+    if complete:
+        best = min(complete, key=lambda r: r["tau_mean"])
+        text += (f"; fastest training to {target:.0%} (every initial condition reaching it) at eta = {best['eta']:g}, "
+                 f"{best['tau_mean']:.1f} epochs on average.")
+    else:
+        text += f"; at no learning rate did every initial condition reach {target:.0%}."
+    return text
 
 
 def _table(rows) -> str:
