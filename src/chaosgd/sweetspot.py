@@ -199,6 +199,7 @@ class Evaluator:
             raise ValueError(f"n_initial must be an integer >= 1; got {n_initial}")
         self.n_initial, self.confidence, self.fit = int(n_initial), confidence, fit
         self._records: dict[float, object] = {}
+        self._evaluations: dict[float, Evaluation] = {}  # of the records above, computed once per addition
 
     def records(self, eta: float, first: int, count: int):
         """Engine records of initial conditions ``first .. first + count - 1`` at ``eta``."""
@@ -214,11 +215,13 @@ class Evaluator:
 
         eta = float(eta)
         self._records[eta] = records if eta not in self._records else concatenate([self._records[eta], records])
-        return evaluation_from_records(self._records[eta], eta, confidence=self.confidence, **self.fit)
+        self._evaluations[eta] = evaluation_from_records(self._records[eta], eta, confidence=self.confidence,
+                                                         **self.fit)
+        return self._evaluations[eta]
 
     def __call__(self, eta: float) -> Evaluation:
-        if float(eta) in self._records:
-            return evaluation_from_records(self._records[float(eta)], eta, confidence=self.confidence, **self.fit)
+        if float(eta) in self._evaluations:
+            return self._evaluations[float(eta)]
         return self._add(eta, self.records(float(eta), 0, self.n_initial))
 
     def extend(self, eta: float, count: int) -> Evaluation:
