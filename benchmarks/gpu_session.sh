@@ -19,7 +19,7 @@ echo "agreement exit $?"; grep -v '^ *[][0-9.e-]*,\?$' "$OUT/agreement.log" | ta
 left=$(( ${SWEEP_DEADLINE:-480} - ($(date +%s) - begin) ))
 echo "sweep: $left s left"
 start=$(date +%s)
-timeout "$left" python3 -m chaosgd.cli sweep mnist-tanh --device gpu --run-dir /tmp/mnist-tanh --quiet \
+timeout "$left" python3 -m chaosgd.cli sweep mnist-tanh --device gpu --out /tmp/mnist-tanh --quiet \
     > "$OUT/sweep.log" 2>&1
 echo "sweep exit $? after $(( $(date +%s) - start )) s"
 tail -25 "$OUT/sweep.log"

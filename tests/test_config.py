@@ -1,7 +1,7 @@
 import pytest
 
-from chaosgd.config import Config, ConfigError
-from chaosgd.presets import PRESETS, preset
+from chaosgd.experiments.config import Config, ConfigError
+from chaosgd.experiments.presets import PRESETS, preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -64,8 +64,92 @@ def test_hash_ignores_the_name_but_not_the_numbers():
 
 
 def test_fields_added_later_keep_the_hash_of_older_run_folders():
-    from chaosgd.presets import preset
+    from chaosgd.experiments.presets import preset
     # The hash a paper-scale mnist-tanh run folder got from chaosgd 0.1.0 (benchmarks/results/h200/): such folders
     # must keep resuming.
     assert preset("mnist-tanh").hash() == "9ffed4a6b2f82b06"
     assert preset("mnist-tanh").with_values(**{"training.sharpness_every": 5}).hash() != "9ffed4a6b2f82b06"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("training.stop_copies=False", False), ("training.stop_copies=false", False), ("training.stop_copies=0", False),
+    ("training.stop_copies=no", False), ("training.stop_copies=True", True), ("training.stop_copies=1", True),
+])
+def test_set_parses_booleans_by_the_fields_type(text, expected):
+    # A bare word used to become a string, and any non-empty string is true: "False" switched the option on.
+    assert preset("mnist-tanh").with_text([text]).training.stop_copies is expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("training.etas=[1, 10]", (1.0, 10.0)), ("training.etas=1,10", (1.0, 10.0)), ("training.etas=[2.5]", (2.5,)),
+    ("training.etas=5", (5.0,)), ("model.hidden=[32, 32]", (32, 32)), ("ensemble.initial=1e2", 100),
+    ("data.n_train=none", None), ("data.name=mnist", "mnist"), ('data.name="mnist"', "mnist"),
+    ("ensemble.epsilon=1e-6", 1e-6), ("training.epochs=10_000", 10_000),
+])
+def test_set_parses_numbers_lists_and_strings(text, expected):
+    key = text.split("=")[0]
+    section, name = key.split(".")
+    assert getattr(getattr(preset("iris").with_text([text]), section), name) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("nonsense.x=1", r"nonsense\.x: unknown section 'nonsense'; known: \["),
+    ("training.eta=1", r"training\.eta: unknown field; known: \["),
+    ("training=1", r"training: is a section"),
+    ("training.etas=[1, 2", r"training\.etas: malformed list '\[1, 2'"),
+    ("training.etas=[1,,2]", r"training\.etas: malformed list"),
+    ("training.etas=[1, x]", r"training\.etas\[1\]: must be a finite number; got 'x'"),
+    ("training.epochs=abc", r"training\.epochs: must be an integer; got 'abc'"),
+    ("ensemble.initial=2.5", r"ensemble\.initial: must be an integer; got 2\.5"),
+    ("ensemble.initial=true", r"ensemble\.initial: must be an integer; got 'true'"),
+    ("training.stop_copies=maybe", r"training\.stop_copies: must be true or false .*got 'maybe'"),
+    ("training.target=nan", r"training\.target: must be a finite number; got nan"),
+    ("analysis.lambda_min=inf", r"analysis\.lambda_min: must be a finite number"),
+    ("ensemble.seed=-1", r"ensemble\.seed: must be >= 0; got -1"),
+    ("data.seed=-3", r"data\.seed: must be >= 0"),
+    ("name=../../etc", r"name: '\.\./\.\./etc' is not allowed"),
+    ("name=/tmp/x", r"name: '/tmp/x' is not allowed"),
+    ("training.epochs", r"--set needs FIELD=VALUE"),
+])
+def test_set_refuses_what_it_cannot_read_and_names_the_field(text, message):
+    with pytest.raises(ConfigError, match=message):
+        preset("iris").with_text([text])
+
+
+def test_python_and_toml_values_are_checked_by_type_too():
+    from chaosgd.experiments.config import Ensemble, Training
+    with pytest.raises(ConfigError, match=r"ensemble\.initial: must be an integer; got True"):
+        Ensemble(initial=True)
+    with pytest.raises(ConfigError, match=r"training\.etas: must be a list of finite numbers"):
+        Training(etas="1,2")
+    with pytest.raises(ConfigError, match=r"x\.toml: training\.epochs: must be an integer; got '50' \(str\)"):
+        Config.from_toml('[training]\nepochs = "50"\n', source="x.toml")
+    with pytest.raises(ConfigError, match=r"model: expected a table"):
+        Config.from_toml("model = 3\n")
+    assert Config.from_toml("[training]\nepochs = 50.0\n").training.epochs == 50  # an integral float is a count
+
+
+def test_toml_files_that_cannot_be_read_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"is a folder, not a TOML configuration file"):
+        Config.load(tmp_path)
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('name = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.toml: not UTF-8 text"):
+        Config.load(latin1)
+    with pytest.raises(ConfigError, match=r"missing\.toml: no such configuration file"):
+        Config.load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[training\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
+        Config.load(bad)
+
+
+def test_bad_input_on_the_command_line_creates_no_folder(tmp_path, monkeypatch, capsys):
+    from chaosgd.cli import main
+    monkeypatch.chdir(tmp_path)
+    for args in (["--set", "training.etas=[1, 2"], ["--training.epochs", "2.5"], ["--set", "name=../escape"],
+                 ["--ensemble.seed", "-1"], ["--set", "bogus.field=1"]):
+        assert main(["sweep", "iris", "--quick", "--executor", "serial", "--quiet", *args]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("chaosgd: error: ") and "Traceback" not in error
+    assert list(tmp_path.iterdir()) == []

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from chaosgd.datasets import DataNotFoundError, IDXError, load, load_cifar10, load_iris, make_blobs
-from chaosgd.datasets.idx import read_idx
+from chaosgd.datasets.idx import read_bytes, read_idx
 from chaosgd.datasets.mnist import FILES
 
 
@@ -82,6 +82,62 @@ def test_wrong_magic_truncated_and_mismatched_files_are_refused(tmp_path):
         read_idx(tmp_path / "tiny", ndim=1)
 
 
+def truncate(gz: bytes) -> bytes:
+    return gz[: len(gz) // 2]
+
+
+def flip_payload_byte(gz: bytes) -> bytes:
+    # Byte 10 is the first byte of the deflate stream (after the 10-byte gzip header): its block header.
+    return gz[:10] + bytes([gz[10] ^ 0xFF]) + gz[11:]
+
+
+def corrupt_crc(gz: bytes) -> bytes:
+    # The gzip trailer is CRC-32 (4 bytes) then the uncompressed length (4 bytes).
+    return gz[:-8] + bytes([gz[-8] ^ 0x01]) + gz[-7:]
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (truncate, "gzip stream ends early, so the file is truncated"),
+    (lambda gz: idx_bytes(np.zeros(12)), "not a valid gzip file"),
+    (corrupt_crc, "gzip CRC check failed"),
+    (flip_payload_byte, "compressed data is corrupt"),
+])
+def test_damaged_gzip_names_the_file_and_how_to_replace_it(tmp_path, damage, problem):
+    write_mnist(tmp_path / "mnist")
+    path = tmp_path / "mnist" / (FILES["train_labels"] + ".gz")
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(IDXError) as caught:
+        load("mnist", path=tmp_path)
+    message = str(caught.value)
+    assert isinstance(caught.value, ValueError) and "\n" not in message
+    assert message.startswith(f"{path}: ") and problem in message
+    assert "Delete it and run `chaosgd data fetch mnist`, or put a good copy of train-labels-idx1-ubyte.gz there" \
+        in message
+
+
+def test_unreadable_and_misnamed_files_are_data_errors(tmp_path):
+    (tmp_path / "folder.gz").mkdir()
+    with pytest.raises(IDXError, match="folder.gz: is a folder, not a file"):
+        read_bytes(tmp_path / "folder.gz")
+    with pytest.raises(FileNotFoundError):
+        read_bytes(tmp_path / "absent.gz")
+    (tmp_path / "labels").write_bytes(gzip.compress(idx_bytes(np.zeros(3))))
+    with pytest.raises(IDXError, match="gzip-compressed but its name does not end in .gz"):
+        read_idx(tmp_path / "labels", ndim=1)
+    # A folder where a data file belongs is named instead of reported as simply missing.
+    write_mnist(tmp_path / "mnist")
+    (tmp_path / "mnist" / (FILES["test_images"] + ".gz")).unlink()
+    (tmp_path / "mnist" / (FILES["test_images"] + ".gz")).mkdir()
+    with pytest.raises(DataNotFoundError, match="t10k-images-idx3-ubyte.gz exists but is not a file"):
+        load("mnist", path=tmp_path)
+
+
+def test_train_and_test_images_must_have_one_size(tmp_path):
+    write_mnist(tmp_path / "mnist", test_images=idx_bytes(np.zeros((6, 32, 32))))
+    with pytest.raises(IDXError, match=r"training images are \(28, 28\) pixels but test images \(32, 32\)"):
+        load("mnist", path=tmp_path)
+
+
 def write_cifar(folder, per_batch=4):
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -122,7 +178,8 @@ def test_unknown_data_set_lists_the_valid_ones():
 
 def test_real_mnist_matches_published_checksums(mnist_dir):
     # The published MD5s of the uncompressed IDX files (see shared/data/README.md).
-    expected = {"train_images": "6bbc9ace898e44ae57da46a324031adb", "test_labels": "27ae3e4e09519cfbb04c329615203637"}
+    expected = {"train_images": "6bbc9ace898e44ae57da46a324031adb", "train_labels": "a25bea736e30d166cdddb491f175f624",
+                "test_images": "2646ac647ad5339dbf082846283269ea", "test_labels": "27ae3e4e09519cfbb04c329615203637"}
     for key, digest in expected.items():
         path = mnist_dir / "mnist" / (FILES[key] + ".gz")
         assert hashlib.md5(gzip.open(path).read()).hexdigest() == digest

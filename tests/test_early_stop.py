@@ -4,7 +4,7 @@ import pytest
 
 from chaosgd import MLP, classification, epsilon_ball, initial_conditions, run
 from chaosgd.ensemble import over_learning_rates
-from chaosgd.lyapunov import network_exponent
+from chaosgd.lyapunov import CopiesSettled, network_exponent
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,8 @@ def both_runs(blobs):
     params, eta, ic = over_learning_rates(ball, [0.05, 10.0])
     objective = classification(model)
     full = run(objective, params, eta, blobs.arrays(), epochs=150, initial_condition=ic)
-    early = run(objective, params, eta, blobs.arrays(), epochs=150, initial_condition=ic, stop_copies_after=40)
+    early = run(objective, params, eta, blobs.arrays(), epochs=150, initial_condition=ic,
+                stop_copies=CopiesSettled(40))
     return eta, full, early
 
 
@@ -64,8 +65,8 @@ def test_references_stop_once_the_target_is_reached_without_changing_the_time_to
     params, eta, ic = over_learning_rates(ball, [0.2, 0.5])  # calm rates at which the blobs are learnt
     objective = classification(model)
     full = run(objective, params, eta, blobs.arrays(), epochs=150, initial_condition=ic)
-    early = run(objective, params, eta, blobs.arrays(), epochs=150, initial_condition=ic, stop_copies_after=40,
-                stop_references_at=0.8)
+    early = run(objective, params, eta, blobs.arrays(), epochs=150, initial_condition=ic,
+                stop_copies=CopiesSettled(40), stop_references_at=0.8)
     reached = (full.test_accuracy >= 0.8).any(axis=1)
     # A reference stops once it reached the target and its copies stopped (or it has none).
     expected = reached & ((early.copies_stopped_at >= 0) | (copies == 0))
@@ -79,3 +80,34 @@ def test_references_stop_once_the_target_is_reached_without_changing_the_time_to
     assert np.all(early.references_computed_epochs[~expected] == 150)
     assert (early.references_computed_epochs[expected] < 150).any()
     assert early.network_epochs < full.network_epochs
+
+
+class EveryTenth:
+    """A stopping rule other than the paper's: copies may stop at every check from epoch 10 on."""
+
+    first_check = 10
+
+    def __call__(self, distance, checked):
+        return np.full(len(distance), distance.shape[-1] - 1 >= 10)
+
+
+def test_the_engine_takes_any_stopping_rule(blobs):
+    model = MLP((6, 8, 3))
+    params = epsilon_ball(initial_conditions(model, 3), 2)
+    rec = run(classification(model), params, 1.0, blobs.arrays(), epochs=60, stop_copies=EveryTenth())
+    np.testing.assert_array_equal(rec.copies_stopped_at, 10)  # the first scan runs to the rule's first check
+    assert np.all(np.isnan(rec.distance[:, :, 11:])) and np.all(np.isfinite(rec.distance[:, :, :11]))
+
+
+@pytest.mark.parametrize("rule", [40, "settled", CopiesSettled])
+def test_a_stopping_rule_that_is_not_one_is_refused(blobs, rule):
+    model = MLP((6, 8, 3))
+    with pytest.raises(ValueError, match="StopRule"):
+        run(classification(model), epsilon_ball(initial_conditions(model, 2), 1), 1.0, blobs.arrays(), epochs=5,
+            stop_copies=rule)
+
+
+@pytest.mark.parametrize("plateau", [0, -1, 2.5, True])
+def test_copies_settled_refuses_a_plateau_that_is_no_number_of_epochs(plateau):
+    with pytest.raises(ValueError, match="plateau"):
+        CopiesSettled(plateau)

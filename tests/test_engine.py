@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from chaosgd import MLP, classification, epsilon_ball, initial_conditions, run
+from chaosgd.engine import BudgetError
 from chaosgd.gd import gd_step
 from problems import quadratic_objective
 
@@ -114,8 +115,31 @@ def test_memory_budget_splits_into_chunks_with_same_results(blobs):
     params = build(model, 4, 1)
     objective = classification(model)
     whole = run(objective, params, 0.5, blobs.arrays(), epochs=10)
-    tiny = run(objective, params, 0.5, blobs.arrays(), epochs=10, memory_budget=1.0)  # forces 1 group a chunk
+    with pytest.raises(BudgetError) as error:
+        run(objective, params, 0.5, blobs.arrays(), epochs=10, memory_budget=1.0)
+    one_group = error.value.needed
+    tiny = run(objective, params, 0.5, blobs.arrays(), epochs=10, memory_budget=one_group)  # 1 group a chunk
     np.testing.assert_allclose(tiny.loss, whole.loss, rtol=1e-12)
+
+
+@pytest.mark.parametrize("from_env", [False, True])
+def test_a_group_larger_than_the_memory_budget_is_refused_with_what_to_change(blobs, monkeypatch, from_env):
+    model = MLP((6, 8, 3))
+    budget = 1000.0
+    if from_env:
+        monkeypatch.setenv("CHAOSGD_MEMORY_BUDGET", str(budget))
+    with pytest.raises(BudgetError) as error:
+        run(classification(model), build(model, 2, 5), 0.5, blobs.arrays(), epochs=3,
+            memory_budget=None if from_env else budget)
+    message = str(error.value)
+    assert isinstance(error.value, ValueError) and error.value.budget == budget and error.value.needed > budget
+    for words in (f"({error.value.needed} bytes)", "(1000 bytes", "5 copies", "ensemble.copies", "float32",
+                  "model.dtype", "epsilon", "data.n_train", "CHAOSGD_MEMORY_BUDGET"):
+        assert words in message, words
+    assert ("from CHAOSGD_MEMORY_BUDGET" in message) == from_env
+    # An explicit chunk size asks for no budget.
+    run(classification(model), build(model, 2, 5), 0.5, blobs.arrays(), epochs=3, memory_budget=budget,
+        groups_per_chunk=1)
 
 
 def test_divergence_is_recorded_and_contained(blobs):

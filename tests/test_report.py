@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 
 from chaosgd.cli import main
-from chaosgd.report import write_report
-from chaosgd.results import summarize
-from chaosgd.sweep import sweep
-from test_sweep import small_config
+from chaosgd.experiments.report import write_report
+from chaosgd.experiments.results import summarize
+from chaosgd.experiments.sweep import sweep
+from test_sweep import load_records, small_config
 
 
 def test_results_table_and_report_with_every_figure(tmp_path):
-    config = small_config(name="<script>alert(1)</script>")
+    config = small_config(**{"data.path": "<script>alert(1)</script>"})  # any text a user gives is escaped
     sweep(config, tmp_path, executor="serial", progress=False, log=lambda *a: None)
-    rows = summarize(tmp_path)
+    rows = summarize(tmp_path).rows
     assert [r["eta"] for r in rows] == [0.1, 2.5, 10.0]
     assert all(0 <= r["p_percent"] <= 100 and r["n_initial"] == 5 for r in rows)
     assert all(r["tau_censored"] + (0 if np.isnan(r["tau_mean"]) else 1) >= 1 for r in rows)
@@ -33,22 +33,23 @@ def test_report_of_an_unfinished_run_says_so(tmp_path):
     for path in (tmp_path / "tasks").glob("eta002_*.npz"):
         path.unlink()
     page = write_report(tmp_path).read_text()
-    assert "3 pending" in page and len(summarize(tmp_path)) == 2
+    assert "3 pending" in page and len(summarize(tmp_path).rows) == 2
 
 
 def test_cli_sweep_report_and_reproduce(tmp_path, capsys):
     config = tmp_path / "tiny.toml"
     config.write_text(small_config().to_toml())
     run_dir = tmp_path / "run"
-    assert main(["sweep", str(config), "--run-dir", str(run_dir), "--executor", "serial", "--quiet",
+    assert main(["sweep", str(config), "--out", str(run_dir), "--executor", "serial", "--quiet",
                  "--set", "training.epochs=12", "--set", "training.etas=[0.5, 5.0]"]) == 0
     assert len(list((run_dir / "tasks").glob("*.npz"))) == 6
+    assert capsys.readouterr().out.strip().endswith("report.html")  # the sweep's last line names its report
     assert main(["report", str(run_dir)]) == 0
     assert capsys.readouterr().out.strip().endswith("report.html")
     # The same folder with another configuration is refused with a message, not a traceback.
-    assert main(["sweep", str(config), "--run-dir", str(run_dir), "--executor", "serial", "--quiet"]) == 2
+    assert main(["sweep", str(config), "--out", str(run_dir), "--executor", "serial", "--quiet"]) == 2
     assert "another configuration" in capsys.readouterr().err
-    assert main(["reproduce", "iris", "--quick", "--run-dir", str(tmp_path / "iris"), "--executor", "serial",
+    assert main(["reproduce", "iris", "--quick", "--out", str(tmp_path / "iris"), "--executor", "serial",
                  "--quiet", "--set", "training.epochs=15", "--set", "training.etas=[0.1, 10.0]",
                  "--set", "ensemble.initial=4"]) == 0
     out = capsys.readouterr().out
@@ -60,8 +61,6 @@ def test_cli_sweep_report_and_reproduce(tmp_path, capsys):
 
 def test_records_and_results_load_into_xarray_and_pandas(tmp_path):
     import pandas as pd
-    from chaosgd.sweep import load_records
-
     sweep(small_config(), tmp_path, executor="serial", progress=False, log=lambda *a: None)
     data = load_records(tmp_path).to_xarray()
     assert dict(data["distance"].sizes) == {"group": 15, "perturbed": 2, "epoch": 31}
@@ -84,7 +83,7 @@ def test_asking_for_a_gpu_where_there_is_none_is_an_error_message(tmp_path, caps
     if any(d.platform == "gpu" for d in jax.devices()):
         pytest.skip("this machine has a GPU: there is nothing to refuse")
     result = subprocess.run([sys.executable, "-m", "chaosgd.cli", "sweep", "iris", "--quick", "--device", "gpu",
-                             "--run-dir", str(tmp_path)], capture_output=True, text=True)
+                             "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and "jax[cuda12]" in result.stderr
 
 
@@ -94,20 +93,21 @@ def test_sharpness_tracked_in_a_sweep_gives_figure_14(tmp_path):
 
     from chaosgd.ensemble import initial_conditions
     from chaosgd.objective import classification
-    from chaosgd.sweep import _dataset, build_model, load_sharpness
+    from chaosgd.experiments.problem import build_model, dataset
 
     config = small_config(**{"training.sharpness_every": 10, "ensemble.initial": 3, "block": 3})
     sweep(config, tmp_path, executor="serial", progress=False, log=lambda *a: None)
-    tracks = load_sharpness(tmp_path)
+    results = summarize(tmp_path).results.values()
+    tracks = sorted((r.sharpness for r in results if r.sharpness is not None), key=lambda t: t.eta)
     assert [t.eta for t in tracks] == [0.1, 2.5, 10.0]  # one per learning rate, from initial condition 0
     assert all(list(t.epoch) == [0, 10, 20, 30] for t in tracks)
     # Independent check at epoch 0: the largest eigenvalue of the dense Hessian of initial condition 0.
-    dataset = _dataset(config.data)
-    model = build_model(config, dataset)
+    data = dataset(config.data)
+    model = build_model(config.model, data)
     params = jax.tree_util.tree_map(lambda x: x[0], initial_conditions(model, 1, seed=config.ensemble.seed))
     flat, unravel = jax.flatten_util.ravel_pytree(params)
     loss = classification(model).loss
-    hessian = jax.hessian(lambda v: loss(unravel(v), dataset.arrays())[0])(flat)
+    hessian = jax.hessian(lambda v: loss(unravel(v), data.arrays())[0])(flat)
     assert tracks[0].value[0] == pytest.approx(np.linalg.eigvalsh(np.asarray(hessian)).max(), rel=1e-6)
     page = write_report(tmp_path).read_text()
     titles = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,", page)
@@ -116,7 +116,7 @@ def test_sharpness_tracked_in_a_sweep_gives_figure_14(tmp_path):
 
 
 def test_edge_of_chaos_sentence_names_the_onset_and_the_fastest_complete_learning_rate():
-    from chaosgd.report import edge_of_chaos
+    from chaosgd.experiments.report import edge_of_chaos
 
     def row(eta, p, tau, censored, diverged=0.0):
         return {"eta": eta, "p_percent": p, "tau_mean": tau, "tau_censored": censored, "diverged_fraction": diverged}

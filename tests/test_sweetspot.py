@@ -73,7 +73,7 @@ def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
 
     from chaosgd.cli import main
     from chaosgd.models import FunctionModel, count_parameters
-    from chaosgd.sweetspot import model_evaluator
+    from chaosgd.experiments.search import model_evaluator
 
     def init(key):  # a plain-JAX two-layer network, as a user would write it
         k1, k2 = jax.random.split(key)
@@ -89,7 +89,7 @@ def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
     spot = find_sweet_spot(evaluate, eta_min=0.1, eta_max=30.0, p_high=50, rel_width=0.2)
     assert spot.low < spot.eta <= spot.high and evaluate(spot.eta).p >= 50
 
-    assert main(["sweetspot", "iris", "--quick", "--p-high", "50", "--rel-width", "0.3", "--run-dir",
+    assert main(["sweetspot", "iris", "--quick", "--p-high", "50", "--rel-width", "0.3", "--out",
                  str(tmp_path), "--set", "ensemble.initial=8", "--search-epochs", "40", "--train",
                  "--parallel", "2", "--max-initial", "16"]) == 0
     out = capsys.readouterr().out
@@ -97,8 +97,17 @@ def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
     assert re.search(r"\(CI \d+\.\.\d+, 16 initial conditions\)", out)  # an undecided point was extended
     trained = out.split("trained at")[1]
     assert "epochs to 90%" in trained or "never reached 90%" in trained
-    assert (tmp_path / "trained_at_suggestion.npz").is_file()
+    assert len(list((tmp_path / "trained" / "tasks").glob("*.npz"))) == 1
     assert (tmp_path / "sweetspot.png").is_file() and (tmp_path / "sweetspot.json").is_file()
+    # Every evaluation is stored: the same search again computes nothing and suggests the same learning rate.
+    stored = len(list((tmp_path / "evaluations" / "tasks").glob("*.npz")))
+    assert stored >= 4
+    assert main(["sweetspot", "iris", "--quick", "--p-high", "50", "--rel-width", "0.3", "--out",
+                 str(tmp_path), "--set", "ensemble.initial=8", "--search-epochs", "40", "--parallel", "2",
+                 "--max-initial", "16"]) == 0
+    again = capsys.readouterr().out
+    assert len(list((tmp_path / "evaluations" / "tasks").glob("*.npz"))) == stored
+    assert again.split("suggested eta = ")[1].split()[0] == out.split("suggested eta = ")[1].split()[0]
 
 
 class SpreadCurvature(Evaluator):
@@ -176,7 +185,7 @@ def test_an_equinox_model_trains_and_gets_a_sweet_spot(blobs):
     import equinox as eqx
 
     from chaosgd.models import count_parameters, from_equinox
-    from chaosgd.sweetspot import model_evaluator
+    from chaosgd.experiments.search import model_evaluator
 
     model = from_equinox(lambda key: eqx.nn.MLP(6, 3, 16, 1, activation=jnp.tanh, key=key))
     assert count_parameters(model) == 6 * 16 + 16 + 16 * 3 + 3
@@ -200,19 +209,23 @@ def test_an_equinox_model_trains_and_gets_a_sweet_spot(blobs):
 
 
 def test_multisection_on_a_dask_local_cluster_gives_the_same_evaluations():
-    from chaosgd.config import Config, Data, Ensemble, Model, Training
-    from chaosgd.sweetspot import config_evaluator
+    from chaosgd.experiments.config import Config, Data, Ensemble, Model, Training
+    from chaosgd.experiments.search import config_evaluator
 
     config = Config(name="tiny", data=Data("iris"), model=Model(hidden=(6,)), ensemble=Ensemble(initial=6, copies=2),
                     training=Training(etas=(1.0,), epochs=40))
     here = config_evaluator(config, epochs=40)
     dask = config_evaluator(config, epochs=40, workers=2, executor="dask")
-    used, workers = [], dask._workers
-    dask._workers = lambda: used.append(1) or workers()
     try:
         spot = find_sweet_spot(dask, eta_min=0.05, eta_max=5.0, p_high=50, rel_width=0.3, parallel=2)
+        assert type(dask._pool).__name__ == "DaskExecutor"
     finally:
         dask.close()
-    assert used and dask._pool is None and spot.low < spot.eta <= spot.high
-    for e in spot.evaluations:  # each learning rate computed in a Dask worker equals the same computed here
-        assert here(e.eta) == e
+        here_store = here.store
+    assert dask._pool is None and spot.low < spot.eta <= spot.high
+    try:
+        for e in spot.evaluations:  # each learning rate computed in a Dask worker equals the same computed here
+            assert here(e.eta) == e
+    finally:
+        here.close()
+    assert not here_store.root.exists()  # the temporary store is removed

@@ -7,9 +7,11 @@ XLA sees one wide matrix product per layer instead of K narrow ones; ``lax.scan`
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from functools import partial
+from typing import Callable, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -25,10 +27,48 @@ from chaosgd.records import Records, concatenate
 _SEGMENTS = 20
 _MIN_SEGMENT = 10
 
+# Progress reporters of the runs in flight, by key: the compiled scan passes a run's key to its host callback, so the
+# program does not depend on the reporter and is not recompiled for each run (and concurrent runs stay apart).
+_REPORTERS: dict[int, Callable[[int], None]] = {}
+_KEYS = itertools.count()
+
+
+class StopRule(Protocol):
+    """When a group's perturbed copies may stop (``run(stop_copies=...)``); ``lyapunov.CopiesSettled`` is the
+    paper's rule. The engine owns no estimator: it only calls the rule on the records so far.
+
+    Attributes:
+        first_check: epoch of the first check; the first compiled scan runs to it (at least), so the rule is asked
+            there and after each later scan. Copies that stop at a check are recorded up to that epoch.
+
+    ``rule(distance, checked)`` gets, for the groups whose copies still run and whose reference is alive, their
+    copies' distances ``(G, M, t + 1)`` up to the current epoch t and ``checked`` ``(G,)``, the last epoch each group
+    was already checked at (0 before the first check); it returns a bool array ``(G,)``: True where the copies may
+    stop now. (Groups whose reference died stop without asking the rule.)
+    """
+
+    @property
+    def first_check(self) -> int: ...
+
+    def __call__(self, distance: np.ndarray, checked: np.ndarray) -> np.ndarray: ...
+
+
+class BudgetError(ValueError):
+    """Not even one group (a reference and its M copies) fits in the memory budget of ``run``.
+
+    Attributes:
+        needed: bytes one group needs (an upper estimate); budget: the budget in bytes.
+    """
+
+    def __init__(self, message: str, needed: int, budget: float):
+        super().__init__(message)
+        self.needed, self.budget = needed, budget
+
 
 def run(objective: Objective, params, eta, data, *, epochs: int, initial_condition=None,
-        groups_per_chunk: int | None = None, memory_budget: float | None = None, progress: bool = False,
-        stop_copies_after: int | None = None, stop_references_at: float | None = None) -> Records:
+        groups_per_chunk: int | None = None, memory_budget: float | None = None,
+        progress: bool | Callable[[int], None] = False, stop_copies: StopRule | None = None,
+        stop_references_at: float | None = None) -> Records:
     """Train every member of an ensemble for ``epochs`` full-batch GD steps and record what DESIGN.md asks for.
 
     Args:
@@ -40,11 +80,14 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
         initial_condition: index of each group's initial condition, stored in the records (default 0 .. G-1).
         groups_per_chunk: run at most this many groups at once; default: as many as ``memory_budget`` allows.
         memory_budget: bytes a chunk may use; default half of the machine's memory (``CHAOSGD_MEMORY_BUDGET``).
-        progress: show a progress bar over network-epochs.
-        stop_copies_after: stop a group's perturbed copies once the causal fit of its exponent is settled, i.e. a
-            plateau of this many epochs follows the knee of y(t) or y(t) stayed quiet over its first this many
-            epochs (``lyapunov.settled_epoch``), or once its reference diverged. Their later records are NaN and
-            ``Records.copies_stopped_at`` says when. None (default): copies run every epoch.
+            ``BudgetError`` if not even one group fits.
+        progress: False (default): silent. True: a progress bar over network-epochs. A callable: called with
+            increments of network-epochs done (e.g. to add up in another process). Updated every epoch; the
+            increments sum to ``G * (1 + M) * epochs``, work skipped by stopping counting as done when it is skipped.
+        stop_copies: a ``StopRule`` saying when a group's perturbed copies may stop, e.g.
+            ``lyapunov.CopiesSettled(plateau)``: once the causal fit of its exponent is settled. Copies also stop
+            once their reference diverged. Their later records are NaN and ``Records.copies_stopped_at`` says when.
+            None (default): copies run every epoch.
         stop_references_at: a target test accuracy: stop a reference once it has reached it (or diverged) and its
             copies have stopped (or it has none); its later records are NaN and ``Records.references_stopped_at``
             says when. The time to the target is unchanged; final losses then exist only for the references that
@@ -76,31 +119,45 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
     if ic.shape != (n_groups,):
         raise ValueError(f"initial_condition must have one entry per group ({n_groups}); got shape {ic.shape}")
 
-    if stop_copies_after is not None and (int(stop_copies_after) != stop_copies_after or stop_copies_after < 1):
-        raise ValueError(f"stop_copies_after must be a number of epochs >= 1 or None; got {stop_copies_after}")
+    if stop_copies is not None:
+        first = getattr(stop_copies, "first_check", None)
+        is_epoch = isinstance(first, (int, np.integer)) and not isinstance(first, bool) and first >= 0
+        if not callable(stop_copies) or not is_epoch:
+            raise ValueError("stop_copies must be None or a StopRule (e.g. lyapunov.CopiesSettled(plateau)): a "
+                             f"callable with an integer first_check >= 0; got {stop_copies!r}")
 
     data = jax.tree_util.tree_map(jnp.asarray, data)
     if groups_per_chunk is None:
         groups_per_chunk = _groups_that_fit(objective, params, data, n_members, memory_budget)
     groups_per_chunk = max(1, min(int(groups_per_chunk), n_groups))
 
-    bar = _progress_bar(n_groups * n_members * epochs, progress)
-    parts = []
-    for start in range(0, n_groups, groups_per_chunk):
-        stop = min(start + groups_per_chunk, n_groups)
-        chunk = jax.tree_util.tree_map(lambda x: np.asarray(x[start:stop]), params)
-        parts.append(_run_chunk(objective, chunk, eta[start:stop], ic[start:stop], data, epochs, stop_copies_after,
-                                stop_references_at, bar))
-    if bar is not None:
-        bar.close()
+    bar = None if callable(progress) else _progress_bar(n_groups * n_members * epochs, progress)
+    report = progress if callable(progress) else bar.update if bar is not None else None
+    key = next(_KEYS)
+    if report is not None:
+        _REPORTERS[key] = report
+    try:
+        parts = []
+        for start in range(0, n_groups, groups_per_chunk):
+            stop = min(start + groups_per_chunk, n_groups)
+            chunk = jax.tree_util.tree_map(lambda x: np.asarray(x[start:stop]), params)
+            parts.append(_run_chunk(objective, chunk, eta[start:stop], ic[start:stop], data, epochs, stop_copies,
+                                    stop_references_at, report, key))
+    finally:
+        if report is not None:
+            jax.effects_barrier()  # every epoch's callback has reported before the bar closes
+            del _REPORTERS[key]
+        if bar is not None:
+            bar.close()
     return concatenate(parts)
 
 
-def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, stop_references_at, bar) -> Records:
+def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies, stop_references_at, report, key) -> Records:
     """One chunk, in compiled scans of at least _MIN_SEGMENT epochs over two flat batches of networks: "joint" holds
     the groups whose copies still run, each as its reference followed by its M copies (a reference and its copies
     always share a batch, so an unperturbed copy stays at distance exactly 0); "solo" holds the references of the
-    groups whose copies have stopped. References that are done (``stop_references_at``) leave the batches."""
+    groups whose copies have stopped. References that are done (``stop_references_at``) leave the batches.
+    ``report(n)`` (or None) gets the network-epochs done: each epoch's from inside the scan, skipped work at once."""
     n_groups, n_members = eta.shape
     n_copies = n_members - 1
     shape = (n_groups, n_members, epochs + 1)
@@ -122,10 +179,14 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, stop
     while joint_groups.size + solo_groups.size:
         final = t0 >= epochs  # the last call evaluates theta(T) without a step
         length = 1 if final else min(seg, epochs - t0)
-        if t0 == 0 and stop_copies_after is not None:  # the first check at epoch `plateau`, where quiet curves settle
-            length = min(max(seg, stop_copies_after + 1), epochs)
+        if t0 == 0 and stop_copies is not None:  # the first check at the rule's first_check (quiet curves settle)
+            length = min(max(seg, stop_copies.first_check + 1), epochs)
+        # Stopped copies and references that have not yet left their batch were counted when they stopped.
+        advanced = (int((ref_stopped_at[joint_groups] < 0).sum() + (ref_stopped_at[solo_groups] < 0).sum())
+                    + int((stopped_at[joint_groups] < 0).sum()) * n_copies)
         joint.state, solo.state, recs = _segment(objective, joint.state, solo.state, data, jnp.int32(t0), length,
-                                                 n_members, final)
+                                                 n_members, final, report is not None,
+                                                 (jnp.int32(key), jnp.int32(advanced)))
         j_loss, j_acc, j_test, j_dist, s_loss, s_acc, s_test = (np.moveaxis(r, 0, -1) for r in jax.device_get(recs))
         window = slice(t0, t0 + length)
         loss[joint_groups, :, window] = j_loss.reshape(-1, n_members, length)
@@ -137,22 +198,20 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, stop
             copy_steps[joint_groups] += length
             ref_steps[joint_groups] += length
             ref_steps[solo_groups] += length
-        if bar is not None and not final:  # copies that have stopped but not yet left the batch were counted already
-            running = int((stopped_at[joint_groups] < 0).sum())
-            bar.update((joint_groups.size + solo_groups.size + running * n_copies) * length)
         if final:
             break
-        if stop_copies_after is not None and n_copies and joint_groups.size:
+        if stop_copies is not None and n_copies and joint_groups.size:
             last = t0 + length - 1  # records run to epoch `last`
             reference_alive = joint.alive_host().reshape(-1, n_members)[:, 0]
             fresh = stopped_at[joint_groups] < 0
             done = ~fresh
-            done[fresh] = _settled(dist[joint_groups[fresh], :, :last + 1], reference_alive[fresh],
-                                   stop_copies_after, checked[joint_groups[fresh]])
+            done[fresh] = ~reference_alive[fresh]
+            ask = fresh & reference_alive
+            done[ask] = stop_copies(dist[joint_groups[ask], :, :last + 1], checked[joint_groups[ask]])
             checked[joint_groups] = last
             stopped_at[joint_groups[done & fresh]] = last
-            if bar is not None:  # the work skipped counts as done, so the bar's ETA stays right
-                bar.update(int((done & fresh).sum()) * n_copies * (epochs - last - 1))
+            if report is not None:  # the work skipped counts as done, so the bar's ETA stays right
+                _report(report, int((done & fresh).sum()) * n_copies * (epochs - last - 1))
             # Moving networks between batches recompiles for the new shapes, so stopped groups leave the joint
             # batch only once they are at least half of it: at most log2(G) moves (their extra epochs are dropped).
             if 2 * done.sum() >= done.size:
@@ -170,8 +229,8 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies_after, stop
                 more, joint, joint_groups = _retire(joint, joint_groups, test_acc, stop_references_at, last,
                                                     ref_stopped_at, diverged_at)
                 newly += more
-            if bar is not None:  # the work skipped counts as done
-                bar.update(newly * (epochs - last - 1))
+            if report is not None:  # the work skipped counts as done
+                _report(report, newly * (epochs - last - 1))
         t0 += length
     diverged_at[joint_groups] = joint.diverged_host().reshape(-1, n_members)
     diverged_at[solo_groups, 0] = solo.diverged_host()
@@ -230,16 +289,16 @@ class _Members:
         return np.asarray(self.state[3])
 
 
-def _settled(distance, reference_alive, plateau, checked):
-    """Groups whose copies may stop: the causal fit is settled (``lyapunov.settled_epoch``) or the reference died."""
-    from chaosgd.lyapunov import mean_log_distance, settled_epoch
+def _report(report, n):
+    if n:
+        report(n)
 
-    done = ~reference_alive
-    for i, d in enumerate(distance):
-        if not done[i]:
-            y, used = mean_log_distance(d)
-            done[i] = used > 0 and settled_epoch(y, plateau, start=int(checked[i]) + 1) is not None
-    return done
+
+def _tick(key, n):
+    """Host side of the per-epoch progress callback: ``n`` networks advanced one epoch in run ``key``."""
+    report = _REPORTERS.get(int(key))
+    if report is not None:
+        _report(report, int(n))
 
 
 def _advance(step, members, t, data):
@@ -265,9 +324,12 @@ def _observe(objective, members, t, data):
     return (params, eta, valid, diverged_at), jnp.where(valid, loss, jnp.nan), jnp.where(valid, acc, jnp.nan), valid
 
 
-@partial(jax.jit, static_argnums=(0, 5, 6, 7))
-def _segment(objective, joint, solo, data, t0, length, n_members, final):
-    """``length`` epochs of both batches; with ``final``, one evaluation of theta(t0) and no step."""
+@partial(jax.jit, static_argnums=(0, 5, 6, 7, 8))
+def _segment(objective, joint, solo, data, t0, length, n_members, final, progress, tick):
+    """``length`` epochs of both batches; with ``final``, one evaluation of theta(t0) and no step.
+
+    With ``progress``, each epoch calls back ``_tick(*tick)``, ``tick`` being (run key, networks advanced per
+    epoch); without it the program holds no callback (a host round trip per epoch is not free)."""
     step = ensemble_step(objective)
     test = jax.vmap(objective.test_accuracy, in_axes=(0, None))
 
@@ -285,6 +347,8 @@ def _segment(objective, joint, solo, data, t0, length, n_members, final):
         else:
             joint, j_loss, j_acc, j_valid = _advance(step, joint, t, data)
             solo, s_loss, s_acc, s_valid = _advance(step, solo, t, data)
+            if progress:
+                jax.debug.callback(_tick, *tick)
         valid = j_valid.reshape(n_joint, n_members)
         if dist is None:
             dist = jnp.zeros((valid.shape[0], 0), dtype=j_loss.dtype)
@@ -303,14 +367,31 @@ def _groups_that_fit(objective, params, data, n_members, memory_budget) -> int:
     Summing every intermediate of the traced program over-counts what XLA keeps alive at once, so this errs on the
     safe side.
     """
+    source = "memory_budget"
     if memory_budget is None:
-        memory_budget = float(os.environ.get("CHAOSGD_MEMORY_BUDGET", 0)) or 0.5 * _machine_memory()
+        source = ("CHAOSGD_MEMORY_BUDGET" if float(os.environ.get("CHAOSGD_MEMORY_BUDGET", 0))
+                  else "half the machine's memory")
+        memory_budget = default_memory_budget()
     one = jax.tree_util.tree_map(lambda x: x[0, 0], params)
     jaxpr = jax.make_jaxpr(jax.value_and_grad(objective.loss, has_aux=True))(one, data)
     per_member = sum(np.prod(v.aval.shape) * v.aval.dtype.itemsize
                      for eqn in jaxpr.jaxpr.eqns for v in eqn.outvars if hasattr(v.aval, "shape"))
     per_member += 4 * sum(x.nbytes for x in jax.tree_util.tree_leaves(one))
-    return max(1, int(memory_budget // (per_member * n_members)))
+    needed = int(per_member * n_members)
+    if needed > memory_budget:
+        raise BudgetError(
+            f"one group (a reference and its {n_members - 1} copies) needs about {needed / 2**30:.3g} GiB "
+            f"({needed} bytes), more than the memory budget of {memory_budget / 2**30:.3g} GiB "
+            f"({int(memory_budget)} bytes, from {source}). Use fewer copies (ensemble.copies), float32 (model.dtype, "
+            f"with a larger ensemble.epsilon), a smaller training subset (data.n_train), or a larger budget "
+            f"(CHAOSGD_MEMORY_BUDGET=<bytes>, or run(memory_budget=...)).", needed, memory_budget)
+    return int(memory_budget // needed)
+
+
+def default_memory_budget() -> float:
+    """Bytes a run may use when not told: ``$CHAOSGD_MEMORY_BUDGET``, else half of the device's memory (the
+    executors give each worker process its share through that variable)."""
+    return float(os.environ.get("CHAOSGD_MEMORY_BUDGET", 0)) or 0.5 * _machine_memory()
 
 
 def _machine_memory() -> float:

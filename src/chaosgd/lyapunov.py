@@ -10,12 +10,12 @@ and the local exponent ``lambda_Omega(0)`` is the least-squares slope of y over 
 a deterministic rule that puts tau at the knee of an exponential-then-plateau curve, and that for a curve without a
 plateau (pure growth, pure shrinking) lets the window run to the end. The knee is searched over the epochs up to the
 first one by which a plateau of ``plateau`` epochs follows it, so later epochs never change the fit and the copies
-can stop there (``engine.run(stop_copies_after=...)``). A curve that has not risen by ``QUIET_RISE`` above y(0) in
-its first ``plateau`` epochs (its distance grew by less than 10 %) has no exponential phase to fit: its fit is
-settled at epoch ``plateau`` too. (A phase at the paper's lambda_min = 0.05 starting at t = 0 would have risen by
-2 in 40 epochs; on the full paper-scale MNIST tanh sweep, no initial condition that the fit over all 201 epochs
-calls positive is quiet over its first 40 -- see the README.) A local exponent counts as positive when the
-fit has R^2 > 0.9 and lambda > 0.05 (the paper's thresholds, configurable).
+can stop there (``engine.run(stop_copies=CopiesSettled(plateau))``). A curve that has not risen by ``QUIET_RISE``
+above y(0) in its first ``plateau`` epochs (its distance grew by less than 10 %) has no exponential phase to fit: its
+fit is settled at epoch ``plateau`` too. (A phase at the paper's lambda_min = 0.05 starting at t = 0 would have risen
+by 2 in 40 epochs; on the full paper-scale MNIST tanh sweep, no initial condition that the fit over all 201 epochs
+calls positive is quiet over its first 40 -- see the README.) A local exponent counts as positive when the fit has
+R^2 > 0.9 and lambda > 0.05 (the paper's thresholds, configurable).
 """
 
 from __future__ import annotations
@@ -108,8 +108,8 @@ def settled_epoch(y: np.ndarray, plateau: int, *, start: int = 0, min_window: in
     if y is quiet (``is_quiet``), else the first t at which the knee found on y[0..t] lies ``plateau`` epochs or more
     behind t.
 
-    From then on the perturbed copies can stop (``engine.run(stop_copies_after=plateau)``). None if that never
-    happens within y.
+    From then on the perturbed copies can stop (``engine.run(stop_copies=CopiesSettled(plateau))``). None if that
+    never happens within y.
     """
     y = np.asarray(y, dtype=float)
     if is_quiet(y, plateau, quiet_rise):
@@ -118,6 +118,44 @@ def settled_epoch(y: np.ndarray, plateau: int, *, start: int = 0, min_window: in
         if t - saturation_epoch(y[:t + 1], min_window=min_window) >= plateau:
             return t
     return None
+
+
+@dataclass(frozen=True)
+class CopiesSettled:
+    """The paper's stopping rule for perturbed copies, for ``engine.run(stop_copies=CopiesSettled(plateau))``: a
+    group's copies may stop once the causal fit of its exponent is settled (``settled_epoch``), so that
+    ``local_exponent(..., plateau=plateau, quiet_rise=quiet_rise)`` on the stopped records gives the same exponent.
+
+    Attributes:
+        plateau: epochs of plateau after the knee that settle the fit (default ``PLATEAU`` = 40); also the epoch of
+            the first check (``first_check``), where a quiet curve settles.
+        quiet_rise: rise of y(t) below which a curve counts as quiet (default ``QUIET_RISE``; None: never quiet).
+    """
+
+    plateau: int = PLATEAU
+    quiet_rise: float | None = QUIET_RISE
+
+    def __post_init__(self):
+        if isinstance(self.plateau, bool) or int(self.plateau) != self.plateau or self.plateau < 1:
+            raise ValueError(f"plateau must be a number of epochs >= 1; got {self.plateau}")
+
+    @property
+    def first_check(self) -> int:
+        return int(self.plateau)
+
+    def __call__(self, distance: np.ndarray, checked: np.ndarray) -> np.ndarray:
+        """For each group, whether its copies may stop now.
+
+        ``distance`` (G, M, t + 1): each group's copies' distances up to the current epoch t; ``checked`` (G,): the
+        last epoch already checked for each group (0 before the first check), so only later epochs are searched.
+        A group without a usable copy (all diverged or at distance 0) never settles here.
+        """
+        done = np.zeros(len(distance), dtype=bool)
+        for i, d in enumerate(distance):
+            y, used = mean_log_distance(d)
+            done[i] = used > 0 and settled_epoch(y, int(self.plateau), start=int(checked[i]) + 1,
+                                                 quiet_rise=self.quiet_rise) is not None
+        return done
 
 
 def fit_line(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:

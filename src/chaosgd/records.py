@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from chaosgd.atomic import atomic_write
+
 DIMS = {
     "eta": ("group", "copy"),
     "initial_condition": ("group",),
@@ -40,7 +42,7 @@ class Records:
         distance: L1 distance ``d_j(t) = sum_k |w_k(t) - w_k^(j)(t)|`` of perturbed copy j to its reference.
         diverged_at: first epoch at which a member's loss or parameters were not finite; -1 if never.
         copies_stopped_at: last epoch recorded for each group's perturbed copies when they were stopped early
-            (``engine.run(stop_copies_after=...)``); -1 if they ran to the end.
+            (``engine.run(stop_copies=...)``); -1 if they ran to the end.
         copies_computed_epochs: gradient steps each group's copies actually took (they may run a few epochs past
             their stop before the engine regroups its batches).
         references_stopped_at: last epoch recorded for each reference stopped early (``engine.run(
@@ -85,18 +87,21 @@ class Records:
 
     def save(self, path: str | Path) -> Path:
         """Write all arrays to one ``.npz`` file (numpy's open format), with their axis names, atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        with open(tmp, "wb") as f:
-            np.savez(f, dims=json.dumps(DIMS), **{f.name: getattr(self, f.name) for f in fields(self)})
-        tmp.replace(path)
-        return path
+        return atomic_write(path, lambda f: np.savez(f, **self.arrays()))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array by field name, plus ``dims`` (the axis names as JSON): what ``save`` writes."""
+        return {"dims": np.array(json.dumps(DIMS)), **{f.name: getattr(self, f.name) for f in fields(self)}}
 
     @classmethod
     def load(cls, path: str | Path) -> "Records":
         with np.load(path) as z:
-            values = {f.name: z[f.name] for f in fields(cls) if f.name in z}
+            return cls.from_arrays(z)
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "Records":
+        """Records from a mapping of arrays by field name (``arrays()``, or an open ``.npz``)."""
+        values = {f.name: np.asarray(arrays[f.name]) for f in fields(cls) if f.name in arrays}
         n_groups, epochs = values["loss"].shape[0], values["loss"].shape[-1] - 1
         values.setdefault("copies_stopped_at", np.full(n_groups, -1))  # files written before these existed
         values.setdefault("copies_computed_epochs", np.full(n_groups, epochs))

@@ -1,43 +1,66 @@
-"""The ``chaosgd`` command line."""
+"""The ``chaosgd`` command line: chaos in the training of neural networks, measured."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
-from chaosgd.cli.experiments import (add_report, add_sweep, add_sweetspot, add_toymap, cmd_report,
-                                     cmd_reproduce, cmd_sweep, cmd_sweetspot, cmd_toymap)
-from chaosgd.cli.train import add_lyapunov, add_run, add_sharpness, cmd_lyapunov, cmd_run, cmd_sharpness
+from chaosgd.cli.experiments import (add_report, add_sweep, add_sweetspot, cmd_report, cmd_reproduce, cmd_run,
+                                     cmd_sweep, cmd_sweetspot)
+from chaosgd.cli.measure import add_lyapunov, add_sharpness, add_toymap, cmd_lyapunov, cmd_sharpness, cmd_toymap
+
+COMMANDS = (
+    ("sweep", add_sweep, cmd_sweep, "run (or resume) a preset's or a TOML file's learning-rate sweep, and report it"),
+    ("run", add_sweep, cmd_run, "a sweep, then its whole per-learning-rate table"),
+    ("reproduce", add_sweep, cmd_reproduce, "a sweep, the toy map, and the report: a figure set of the paper"),
+    ("report", add_report, cmd_report, "write the HTML report and results.csv of a run folder"),
+    ("sweetspot", add_sweetspot, cmd_sweetspot, "find the learning rate where chaos becomes fully developed"),
+    ("lyapunov", add_lyapunov, cmd_lyapunov, "local and network Lyapunov exponents at one learning rate (figures 2, 3)"),
+    ("sharpness", add_sharpness, cmd_sharpness, "top Hessian eigenvalue along training against 2/eta (figure 14)"),
+    ("toymap", add_toymap, cmd_toymap, "the toy double-well map: orbit diagram and exponent (figures 6, 7)"),
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    from chaosgd import __version__
+
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    top = argparse.ArgumentParser(prog="chaosgd", description=__doc__, formatter_class=formatter)
+    top.add_argument("--version", action="version", version=f"chaosgd {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, add, handler, help_text in COMMANDS:
+        sub = commands.add_parser(name, help=help_text, description=help_text, formatter_class=formatter)
+        add(sub)
+        sub.set_defaults(handler=handler)
+    data = commands.add_parser("data", help="data sets", formatter_class=formatter)
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    fetch = data_commands.add_parser("fetch", help="download a data set's standard files (needs internet)",
+                                     formatter_class=formatter)
+    fetch.add_argument("name", choices=["mnist", "fashion-mnist", "cifar10"], help="the data set")
+    fetch.add_argument("--data-dir", help="folder that will hold <name>/ (default: $CHAOSGD_DATA, then "
+                                          "~/.chaosgd/data)")
+    fetch.set_defaults(handler=cmd_fetch)
+    return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="chaosgd", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, add, handler, help_text in (
-            ("run", add_run, cmd_run, "train an ensemble over learning rates and record it"),
-            ("lyapunov", add_lyapunov, cmd_lyapunov, "local and network Lyapunov exponents at one learning rate "
-                                                   "(figures 2 and 3)"),
-            ("sharpness", add_sharpness, cmd_sharpness, "top Hessian eigenvalue along training against 2/eta "
-                                                      "(figure 14)"),
-            ("toymap", add_toymap, cmd_toymap, "the toy double-well map: orbit diagram and exponent (figures 6, 7)"),
-            ("sweep", add_sweep, cmd_sweep, "run (or resume) a preset's or a TOML file's learning-rate sweep"),
-            ("report", add_report, cmd_report, "write the HTML report and results.csv of a run folder"),
-            ("reproduce", add_sweep, cmd_reproduce, "sweep a preset, add the toy map, and write the report"),
-            ("sweetspot", add_sweetspot, cmd_sweetspot, "find the learning rate where chaos becomes fully developed")):
-        sub = commands.add_parser(name, help=help_text)
-        add(sub)
-        sub.set_defaults(handler=handler)
-    data = commands.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
-    fetch = data.add_parser("fetch", help="download a data set's standard files (needs internet)")
-    fetch.add_argument("name", choices=["mnist", "fashion-mnist", "cifar10"])
-    fetch.add_argument("--data-dir", help="folder that will hold <name>/ (default: $CHAOSGD_DATA or ~/.chaosgd/data)")
-    fetch.set_defaults(handler=cmd_fetch)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminated)  # SIGTERM (a scheduler's stop) is handled as Ctrl-C
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except KeyboardInterrupt as stop:
+        print(f"chaosgd: {stop}" if str(stop) else "chaosgd: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as error:
         print(f"chaosgd: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
 
 
 def cmd_fetch(args) -> int:

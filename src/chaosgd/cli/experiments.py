@@ -1,121 +1,62 @@
-"""``chaosgd toymap``, ``sweep``, ``report`` and ``reproduce``: the paper's experiments and their reports."""
+"""``chaosgd sweep``, ``run``, ``reproduce``, ``report`` and ``sweetspot``: experiments over learning rates."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import time
-from pathlib import Path
-
-import numpy as np
-
-from chaosgd.cli.common import pyplot_free_plots
-
-
-def add_toymap(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--eta-min", type=float, default=0.01)
-    p.add_argument("--eta-max", type=float, default=2.2)
-    p.add_argument("--n", type=int, default=2000, help="number of learning rates (default 2000)")
-    p.add_argument("--transient", type=int, default=3000, help="steps discarded before recording (default 3000)")
-    p.add_argument("--keep", type=int, default=200, help="orbit points kept per learning rate (default 200)")
-    p.add_argument("--steps", type=int, default=5000, help="steps averaged for the exponent (default 5000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/toymap", help="output folder (default runs/toymap)")
-
-
-def cmd_toymap(args) -> int:
-    from chaosgd.toymap import orbit_diagram, toy_lyapunov
-
-    if not 0 < args.eta_min < args.eta_max or args.n < 2:
-        raise ValueError("need 0 < --eta-min < --eta-max and --n >= 2")
-    plots = pyplot_free_plots()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    etas = np.linspace(args.eta_min, args.eta_max, args.n)
-    start = time.perf_counter()
-    diagram = orbit_diagram(etas, n_transient=args.transient, n_keep=args.keep, seed=args.seed)
-    lam, escaped = toy_lyapunov(etas, n_transient=args.transient, n_steps=args.steps, seed=args.seed)
-    seconds = time.perf_counter() - start
-    np.savez(out / "toymap.npz", eta=etas, orbit=diagram.points, lyapunov=lam, escaped=escaped)
-    plots.save(plots.plot_orbit_diagram(diagram), out / "fig6_orbit_diagram.png")
-    plots.save(plots.plot_toy_lyapunov(etas, lam, escaped), out / "fig7_lyapunov.png")
-    chaotic = etas[np.nan_to_num(lam, nan=-1) > 0]
-    print(f"toy map over {args.n} learning rates in {seconds:.2f} s: "
-          + (f"lambda > 0 first at eta = {chaotic.min():.4f}, " if chaotic.size else "no chaos, ")
-          + (f"orbits escape from eta = {etas[escaped].min():.4f}" if escaped.any() else "no escape")
-          + f"; results and figures in {out}")
-    return 0
+from chaosgd.cli.options import (RUNS, add_execution, add_experiment, add_out, executor_of, experiment, out_folder,
+                                 pyplot_free_plots, use_device)
 
 
 def add_sweep(p: argparse.ArgumentParser) -> None:
-    from chaosgd.presets import PRESETS
-    p.add_argument("experiment", help=f"a preset ({', '.join(sorted(PRESETS))}) or a TOML configuration file")
-    p.add_argument("--quick", action="store_true", help="the preset's quick scale (minutes on a laptop)")
-    p.add_argument("--run-dir", help="run folder (default runs/<configuration name>)")
-    p.add_argument("--executor", help="serial | processes (default on CPU) | dask")
-    p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
-    p.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a LocalCluster)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a field, e.g. --set training.epochs=50 --set 'training.etas=[1, 10]' (TOML values)")
-    p.add_argument("--data-dir", help="folder holding the data set (sets data.path)")
-    p.add_argument("--device", choices=["cpu", "gpu"],
-                   help="where JAX computes (default: JAX's choice, a GPU when jax[cuda] is installed); with gpu the "
-                        "default executor is serial: one process per GPU")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_experiment(p)
+    add_out(p, "runs/<name>")
+    add_execution(p)
 
 
-def use_device(device: str | None) -> None:
-    """Pin JAX (and the worker processes, through the environment) to the CPU or a GPU, or say why not."""
-    if device is None:
-        return
-    import os
+def run_sweep(args, config=None, folder=None):
+    """Configuration -> run folder -> executor: the sweep every experiment command runs."""
+    from chaosgd.experiments.sweep import sweep
 
-    import jax
-    os.environ["JAX_PLATFORMS"] = {"cpu": "cpu", "gpu": "cuda"}[device]
-    jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
-    try:
-        jax.devices()
-    except Exception:  # jax raises RuntimeError or, for a platform it lacks entirely, AssertionError
-        raise RuntimeError(f"--device {device}: JAX cannot use it here; for a GPU install a CUDA build of JAX "
-                           "(pip install 'jax[cuda12]') on a machine with an NVIDIA GPU, or use --device cpu") from None
-
-
-def experiment(args):
-    import tomllib
-
-    from chaosgd.config import Config, ConfigError
-    from chaosgd.presets import preset
-
-    path = Path(args.experiment)
-    config = Config.load(path) if path.suffix == ".toml" or path.is_file() else preset(args.experiment,
-                                                                                       quick=args.quick)
-    changes = {}
-    for item in args.set:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set needs FIELD=VALUE; got {item!r}")
-        try:
-            changes[key.strip()] = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            changes[key.strip()] = text  # a bare word: a string
-    if args.data_dir:
-        changes["data.path"] = args.data_dir
-    return config.with_values(**changes) if changes else config
-
-
-def run_sweep(args) -> Path:
-    from chaosgd.sweep import sweep
-
-    config = experiment(args)
+    config = config or experiment(args)
     use_device(args.device)
-    executor = args.executor or ("serial" if args.device == "gpu" else "processes")
-    run_dir = Path(args.run_dir or Path("runs") / config.name)
-    return sweep(config, run_dir, executor=executor, workers=args.workers, scheduler=args.scheduler,
-                 progress=not args.quiet)
+    return sweep(config, folder or out_folder(args, RUNS / config.name), executor=executor_of(args),
+                 workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+
+
+def report(store, **options) -> None:
+    from chaosgd.experiments.report import write_report
+    pyplot_free_plots()
+    print(f"report: {write_report(store, **options)}")
 
 
 def cmd_sweep(args) -> int:
-    print(f"records in {run_sweep(args)}; `chaosgd report` writes its report")
+    report(run_sweep(args))
+    return 0
+
+
+def cmd_run(args) -> int:
+    """A sweep, then the whole per-learning-rate table."""
+    from chaosgd.experiments.results import summarize
+
+    store = run_sweep(args)
+    summary = summarize(store)
+    target = summary.config.training.target
+    print(f"{'eta':>8} {'lambda_NMLE':>12} {'p':>5} {'loss(T)':>9} {'test acc(T)':>11} {'diverged':>8}  "
+          f"epochs to {target:.0%} (censored)")
+    for r in summary.rows:
+        print(f"{r['eta']:>8g} {r['lambda_nmle']:>12.4f} {r['p_percent']:>4.0f}% {r['final_loss_mean']:>9.4f} "
+              f"{r['final_test_accuracy_mean']:>11.3f} {r['diverged_fraction']:>8.0%}  "
+              f"{r['tau_mean']:.1f} ({r['tau_censored']}/{r['n_initial']})")
+    report(store)
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from chaosgd.cli.measure import toymap
+
+    store = run_sweep(args)
+    toymap(store.toymap_dir)
+    report(store)
     return 0
 
 
@@ -125,42 +66,89 @@ def add_report(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_report(args) -> int:
-    from chaosgd.report import write_report
-
-    print(write_report(args.run_dir, lyapunov_eta=args.eta))
-    return 0
-
-
-def cmd_reproduce(args) -> int:
-    from chaosgd.report import write_report
-
-    run_dir = run_sweep(args)
-    cmd_toymap(argparse.Namespace(eta_min=0.01, eta_max=2.2, n=2000, transient=3000, keep=200, steps=5000, seed=0,
-                               out=str(run_dir / "toymap")))
-    print(write_report(run_dir))
+    report(args.run_dir, lyapunov_eta=args.eta)
     return 0
 
 
 def add_sweetspot(p: argparse.ArgumentParser) -> None:
-    add_sweep(p)
-    p.add_argument("--eta-min", type=float, default=0.01, help="low end of the initial range (default 0.01)")
-    p.add_argument("--eta-max", type=float, default=20.0, help="high end of the initial range (default 20)")
-    p.add_argument("--rel-width", type=float, default=0.1, help="stop when high/low - 1 is below this (default 0.1)")
-    p.add_argument("--p-high", type=float, default=95.0, help="p (%%) that counts as fully developed (default 95)")
-    p.add_argument("--confidence", type=float, default=0.95, help="level of the Wilson intervals (default 0.95)")
-    p.add_argument("--search-epochs", type=int, default=60,
-                   help="epochs per evaluation: the exponential phase only (default 60)")
-    p.add_argument("--parallel", type=int, default=1,
-                   help="learning rates evaluated per round once the onset is bracketed (default 1: bisection); they "
-                        "run side by side in worker processes (--workers, default one per core) or, with --executor "
-                        "dask, on a Dask cluster (--scheduler)")
+    import inspect
+
+    from chaosgd.experiments.search import ConfigEvaluator
+    from chaosgd.sweetspot import find_sweet_spot
+
+    # The search's own defaults, so that they live in one place.
+    search = {k: v.default for k, v in inspect.signature(find_sweet_spot).parameters.items()}
+    evaluator = {k: v.default for k, v in inspect.signature(ConfigEvaluator).parameters.items()}
+    add_experiment(p)
+    add_out(p, "runs/<name>-sweetspot")
+    add_execution(p)
+    p.add_argument("--eta-min", type=float, default=0.01, help="low end of the initial range")
+    p.add_argument("--eta-max", type=float, default=20.0, help="high end of the initial range")
+    p.add_argument("--rel-width", type=float, default=search["rel_width"],
+                   help="stop when high/low - 1 is below this")
+    p.add_argument("--p-high", type=float, default=search["p_high"], help="p (%%) that counts as fully developed")
+    p.add_argument("--confidence", type=float, default=evaluator["confidence"],
+                   help="level of the Wilson intervals")
+    p.add_argument("--search-epochs", type=int, default=evaluator["epochs"],
+                   help="epochs per evaluation: the exponential phase only")
+    p.add_argument("--parallel", type=int, default=search["parallel"],
+                   help="learning rates evaluated per round once the onset is bracketed (1: bisection); they run "
+                        "side by side on the executor (processes, or dask with --scheduler)")
     p.add_argument("--max-initial", type=int,
                    help="where p's confidence interval still contains --p-high, train more initial conditions "
-                        "(doubling) up to this many, so that the bracket holds at --confidence")
-    p.add_argument("--reuse", help="a sweep's run folder whose finished learning rates are reused")
+                        "(doubling) up to this many, so that the bracket holds at --confidence (default: no more)")
+    p.add_argument("--reuse", metavar="RUN", help="a sweep's run folder whose finished learning rates are reused")
     p.add_argument("--train", action="store_true",
                    help="then train the configuration's initial conditions at the suggested eta for its full epoch "
                         "budget and report the time to its target accuracy")
+
+
+def cmd_sweetspot(args) -> int:
+    import json
+
+    from chaosgd.atomic import atomic_write
+    from chaosgd.experiments.search import config_evaluator, stored_evaluations
+    from chaosgd.experiments.sweep import Interrupted
+    from chaosgd.sweetspot import find_sweet_spot
+
+    config = experiment(args)
+    use_device(args.device)
+    plots = pyplot_free_plots()
+    out = out_folder(args, RUNS / f"{config.name}-sweetspot")
+    known = stored_evaluations(args.reuse, confidence=args.confidence) if args.reuse else None
+    executor = args.executor or ("processes" if args.parallel > 1 and args.device != "gpu" else "serial")
+    evaluate = LoggedEvaluator(config_evaluator(config, epochs=args.search_epochs, confidence=args.confidence,
+                                                store=out / "evaluations", executor=executor,
+                                                workers=args.workers or args.parallel, scheduler=args.scheduler))
+    try:
+        spot = find_sweet_spot(evaluate, eta_min=args.eta_min, eta_max=args.eta_max, p_high=args.p_high,
+                               rel_width=args.rel_width, known=known, parallel=args.parallel,
+                               max_initial=args.max_initial)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: the evaluations finished so far are kept in {out / 'evaluations'}; run "
+                          "the same command again to resume") from None
+    finally:
+        evaluate.close()
+    plots.save(plots.plot_sweet_spot(spot, p_high=args.p_high), out / "sweetspot.png")
+    atomic_write(out / "sweetspot.json", json.dumps({
+        "eta": spot.eta, "bracket": [spot.low, spot.high], "diverging_edge": spot.diverging_edge,
+        "network_epochs": spot.network_epochs, "confident": spot.confident, "confidence": args.confidence,
+        "evaluations": [e.__dict__ for e in spot.evaluations]}, indent=2, default=float))
+    if spot.diverging_edge:
+        print(f"p never reached {args.p_high:g}% below the learning rates that diverge ({spot.low:.4g} .. "
+              f"{spot.high:.4g}); no suggestion; evidence in {out}")
+        return 0
+    print(f"suggested eta = {spot.eta:.4g} (bracket {spot.low:.4g} .. {spot.high:.4g}, "
+          + ("both ends decided" if spot.confident else "not both ends decided")
+          + f" at {args.confidence:.0%} confidence), {spot.network_epochs:,} network-epochs; evidence in {out}")
+    if args.train:
+        from chaosgd.experiments.results import summarize
+
+        trained = run_sweep(args, config.with_values(**{"training.etas": (spot.eta,)}), out / "trained")
+        row = summarize(trained).rows[0]
+        print(f"trained at eta = {spot.eta:.4g}: {row['tau_mean']:.1f} epochs to {config.training.target:.0%} "
+              f"({row['tau_censored']}/{row['n_initial']} censored); records in {trained}")
+    return 0
 
 
 class LoggedEvaluator:
@@ -186,51 +174,3 @@ class LoggedEvaluator:
 
     def many(self, etas):
         return [self._log(e) for e in self.inner.many(etas)]
-
-
-def cmd_sweetspot(args) -> int:
-    import json
-
-    from chaosgd.sweetspot import config_evaluator, find_sweet_spot, stored_evaluations
-
-    config = experiment(args)
-    use_device(args.device)
-    plots = pyplot_free_plots()
-    out = Path(args.run_dir or Path("runs") / f"{config.name}-sweetspot")
-    out.mkdir(parents=True, exist_ok=True)
-    known = stored_evaluations(args.reuse, confidence=args.confidence) if args.reuse else None
-    if args.executor not in (None, "processes", "dask"):
-        raise ValueError(f"sweetspot evaluates with the processes or dask executor; got {args.executor!r}")
-    executor = args.executor or "processes"
-    workers = 1 if args.device == "gpu" and executor == "processes" else (
-        args.workers or min(args.parallel, os.cpu_count() or 1))
-    evaluate = LoggedEvaluator(config_evaluator(config, epochs=args.search_epochs, confidence=args.confidence,
-                                                workers=workers, executor=executor, scheduler=args.scheduler))
-    try:
-        spot = find_sweet_spot(evaluate, eta_min=args.eta_min, eta_max=args.eta_max, p_high=args.p_high,
-                               rel_width=args.rel_width, known=known, parallel=args.parallel,
-                               max_initial=args.max_initial)
-    finally:
-        evaluate.close()
-    plots.save(plots.plot_sweet_spot(spot, p_high=args.p_high), out / "sweetspot.png")
-    (out / "sweetspot.json").write_text(json.dumps({
-        "eta": spot.eta, "bracket": [spot.low, spot.high], "diverging_edge": spot.diverging_edge,
-        "network_epochs": spot.network_epochs, "confident": spot.confident, "confidence": args.confidence,
-        "evaluations": [e.__dict__ for e in spot.evaluations]},
-        indent=2, default=float))
-    if spot.diverging_edge:
-        print(f"p never reached {args.p_high:g}% below the learning rates that diverge ({spot.low:.4g} .. "
-              f"{spot.high:.4g}); no suggestion")
-    else:
-        print(f"suggested eta = {spot.eta:.4g} (bracket {spot.low:.4g} .. {spot.high:.4g}, "
-              + ("both ends decided" if spot.confident else "not both ends decided")
-              + f" at {args.confidence:.0%} confidence), {spot.network_epochs:,} network-epochs; evidence in {out}")
-        if args.train:
-            from chaosgd.sweep import Task, run_task
-            from chaosgd.training_time import time_to_accuracy
-
-            records = run_task(config, Task(0, spot.eta, 0, config.ensemble.initial))
-            records.save(out / "trained_at_suggestion.npz")
-            print(f"trained at eta = {spot.eta:.4g}: "
-                  f"{time_to_accuracy(records.test_accuracy, config.training.target).describe()}")
-    return 0

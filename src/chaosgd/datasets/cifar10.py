@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from chaosgd.datasets.base import DataNotFoundError, Dataset, data_dir
-from chaosgd.datasets.idx import IDXError
+from chaosgd.datasets.idx import IDXError, file_error, read_bytes
 
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 TEST_FILES = ("test_batch.bin",)
@@ -18,15 +18,16 @@ RECORD = 1 + 3 * 32 * 32
 def _read_batches(folder, names):
     chunks = []
     for name in names:
-        raw = (folder / name).read_bytes()
+        raw = read_bytes(folder / name, dataset="cifar10")
         if len(raw) % RECORD:
-            raise IDXError(f"{folder / name}: size {len(raw)} is not a multiple of the {RECORD}-byte CIFAR-10 "
-                           f"record; the file is truncated or not the binary version")
+            raise file_error(folder / name, f"size {len(raw)} is not a multiple of the {RECORD}-byte CIFAR-10 "
+                                            f"record; the file is truncated or not the binary version", "cifar10")
         chunks.append(np.frombuffer(raw, dtype=np.uint8).reshape(-1, RECORD))
     records = np.concatenate(chunks)
     labels = records[:, 0].astype(np.int64)
     if labels.size and labels.max() > 9:
-        raise IDXError(f"{folder}: CIFAR-10 labels must be 0..9; found {labels.max()}")
+        raise IDXError(f"{folder}: CIFAR-10 labels must be 0..9; found {labels.max()}; replace the files with "
+                       f"`chaosgd data fetch cifar10` or good copies")
     images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return images.astype(np.float64) / 255.0, labels
 

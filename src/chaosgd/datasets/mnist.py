@@ -19,13 +19,15 @@ IDX_DATASETS = ("mnist", "fashion-mnist")
 
 
 def find_file(folders: list[Path], stem: str, dataset: str) -> Path:
-    for folder in folders:
-        for name in (stem, stem + ".gz"):
-            if (folder / name).is_file():
-                return folder / name
+    candidates = [folder / name for folder in folders for name in (stem, stem + ".gz")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
     looked = ", ".join(str(f) for f in folders)
+    # A folder (or other non-file) under the file's name is the likeliest reason a user who "has the files" sees this.
+    blocked = "".join(f" {c} exists but is not a file." for c in candidates if c.exists())
     raise DataNotFoundError(
-        f"{dataset}: file {stem}[.gz] not found (looked in {looked}). Put the data set's files there, point "
+        f"{dataset}: file {stem}[.gz] not found (looked in {looked}).{blocked} Put the data set's files there, point "
         f"--data-dir or $CHAOSGD_DATA at the folder that holds '{dataset}/', or download them with "
         f"`chaosgd data fetch {dataset}`.")
 
@@ -39,14 +41,21 @@ def load_idx_dataset(name: str = "mnist", path=None) -> Dataset:
         raise ValueError(f"unknown IDX data set {name!r}; choose one of {list(IDX_DATASETS)}")
     root = data_dir(path)
     folders = [root / name, root]
-    arrays = {key: read_idx(find_file(folders, stem, name), ndim=3 if key.endswith("images") else 1)
-              for key, stem in FILES.items()}
+    paths = {key: find_file(folders, stem, name) for key, stem in FILES.items()}
+    arrays = {key: read_idx(file, ndim=3 if key.endswith("images") else 1, dataset=name)
+              for key, file in paths.items()}
+    remedy = f"replace the files with `chaosgd data fetch {name}` or good copies"
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if len(images) != len(labels):
-            raise IDXError(f"{name}: {split} set has {len(images)} images but {len(labels)} labels")
+            raise IDXError(f"{name}: {split} set has {len(images)} images but {len(labels)} labels "
+                           f"({paths[f'{split}_images']}, {paths[f'{split}_labels']}); {remedy}")
         if labels.size and labels.max() > 9:
-            raise IDXError(f"{name}: {split} labels must be 0..9; found {labels.max()}")
+            raise IDXError(f"{paths[f'{split}_labels']}: {name} {split} labels must be 0..9; found {labels.max()}; "
+                           f"{remedy}")
+    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
+        raise IDXError(f"{name}: training images are {arrays['train_images'].shape[1:]} pixels but test images "
+                       f"{arrays['test_images'].shape[1:]}; {remedy}")
 
     def scale(images):
         return (images.astype(np.float64) / 255.0)[..., None]

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from chaosgd.config import Config
-from chaosgd.lyapunov import network_exponent
-from chaosgd.results import COLUMNS, loss_curves, summarize, write_csv, write_parquet
-from chaosgd.sweep import load_records, load_sharpness, pending, tasks
+from chaosgd.atomic import atomic_write
+from chaosgd.experiments.results import COLUMNS, fit, loss_curves, summarize, write_csv, write_parquet
+from chaosgd.experiments.store import RunDir
 
 
 def _png(ax) -> str:
@@ -33,44 +32,41 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float = 10.0) -> Path:
     rate nearest ``lyapunov_eta``, 14 when sharpness was tracked (``training.sharpness_every``), and 6 and 7 when
     ``run_dir/toymap`` holds them (``chaosgd reproduce`` puts them there).
     """
-    import matplotlib
-    matplotlib.use("Agg")
     from chaosgd import plots
 
-    run_dir = Path(run_dir)
-    config = Config.load(run_dir / "config.toml")
-    info = json.loads((run_dir / "run.json").read_text())
-    rows = summarize(run_dir)
-    write_csv(rows, run_dir / "results.csv")
-    write_parquet(rows, run_dir / "results.parquet")
+    store = RunDir(run_dir)
+    summary = summarize(store)
+    config, rows = summary.config, summary.rows
+    info = store.info()
+    write_csv(rows, store.csv_path)
+    write_parquet(rows, store.parquet_path)
     figures = []
     if rows:
-        figures.append(("Figure 1: training loss", _png(plots.plot_training_loss(loss_curves(run_dir)))))
+        figures.append(("Figure 1: training loss", _png(plots.plot_training_loss(loss_curves(summary)))))
         figures.append(("Figure 4: network maximum Lyapunov exponent", _png(plots.plot_lambda_vs_eta(rows))))
         figures.append(("Figure 5: p and training time", _png(plots.plot_p_and_tau(rows))))
         done = [r["eta"] for r in rows]
         eta = done[int(np.argmin(np.abs(np.log(done) - np.log(lyapunov_eta))))]
-        rec = load_records(run_dir, config.training.etas.index(eta))
-        net = network_exponent(rec.distance, r2_min=config.analysis.r2_min, lambda_min=config.analysis.lambda_min,
-                               plateau=config.analysis.plateau, stopped_at=rec.copies_stopped_at)
+        rec = summary.records(config.training.etas.index(eta))
+        net = fit(rec, config)[1]
         figures.append((f"Figure 2: distances around one initial condition, eta = {eta:g}",
                         _png(plots.plot_distance(rec.distance[0], net.local[0], eta=eta))))
         figures.append((f"Figure 3: local exponents, eta = {eta:g}", _png(plots.plot_network_exponent(net, eta=eta))))
 
-    tracks = load_sharpness(run_dir)
+    tracks = sorted((r.sharpness for r in summary.results.values() if r.sharpness is not None), key=lambda t: t.eta)
     if tracks:
         figures.append(("Figure 14: sharpness along training (initial condition 0) against 2/eta",
                         _png(plots.plot_sharpness(tracks))))
-    toy = run_dir / "toymap"
+    toy = store.toymap_dir
     for name, title in (("fig6_orbit_diagram.png", "Figure 6: orbit diagram of the toy map"),
                         ("fig7_lyapunov.png", "Figure 7: Lyapunov exponent of the toy map")):
         if (toy / name).is_file():
             figures.append((title, base64.b64encode((toy / name).read_bytes()).decode()))
-    timing = [json.loads(p.read_text()) for p in sorted((run_dir / "tasks").glob("*.json"))]
-    seconds = sum(t["seconds"] for t in timing)
-    net_epochs = sum(t["network_epochs"] for t in timing)
-    naive = sum(t.get("naive_network_epochs", t["network_epochs"]) for t in timing)
-    n_pending = len(pending(config, run_dir))
+    finished = summary.results.values()
+    seconds = sum(r.seconds for r in finished)
+    net_epochs = sum(r.records.network_epochs for r in finished)
+    naive = sum(r.records.naive_network_epochs for r in finished)
+    n_pending, n_tasks = summary.n_pending, summary.n_tasks
     e = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -79,11 +75,12 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float = 10.0) -> Path:
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
         "pre{background:#f6f6f6;padding:1em;overflow:auto}img{max-width:100%}</style></head><body>",
         f"<h1>chaosgd report: {e(config.name)}</h1>",
-        f"<p>Configuration hash {e(info['config_hash'])}; {len(tasks(config)) - n_pending} of {len(tasks(config))} "
+        f"<p>Configuration hash {e(config.hash())}; {n_tasks - n_pending} of {n_tasks} "
         f"tasks finished" + (f" (<b>{n_pending} pending</b>: rerun the sweep to complete it)" if n_pending else "")
         + f". Compute: {seconds:.1f} s over {net_epochs:,} network-epochs, against {naive:,} for running every "
         f"network every epoch ({net_epochs / max(naive, 1):.0%}).</p>",
         f"<p><b>{e(edge_of_chaos(rows, config.training.target))}</b></p>",
+        _problems(summary.problems),
         "<h2>Results by learning rate</h2>", _table(rows),
         "<p>lambda: network MLE and standard deviation of the local exponents, 95 % bootstrap CI of the mean; "
         f"p: percentage of initial conditions with R² &gt; {config.analysis.r2_min:g} and lambda &gt; "
@@ -94,11 +91,16 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float = 10.0) -> Path:
         parts += [f"<h2>{e(title)}</h2>", f"<img alt='{e(title)}' src='data:image/png;base64,{data}'>"]
     parts += ["<h2>Configuration</h2>", f"<pre>{e(config.to_toml())}</pre>",
               "<h2>Environment</h2>", f"<pre>{e(json.dumps(info, indent=2))}</pre>", "</body></html>"]
-    path = run_dir / "report.html"
-    tmp = path.with_name("report.html.partial")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)
-    return path
+    return atomic_write(store.report_path, "\n".join(parts))
+
+
+def _problems(problems: dict[str, str]) -> str:
+    """The task files that could not be trusted, named, so nobody mistakes their learning rates for finished."""
+    if not problems:
+        return ""
+    items = "".join(f"<li>{html.escape(why)}</li>" for why in problems.values())
+    return (f"<p><b>{len(problems)} task file(s) could not be trusted</b> and were left out (their learning rates "
+            f"count as unfinished; rerun the sweep to recompute them):</p><ul>{items}</ul>")
 
 
 def edge_of_chaos(rows, target: float, p_high: float = 95.0) -> str:

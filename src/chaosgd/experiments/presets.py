@@ -8,7 +8,7 @@ growing eta, and where training is fastest — shows in minutes.
 
 from __future__ import annotations
 
-from chaosgd.config import PAPER_ETAS, Config, ConfigError, Data, Ensemble, Model, Training
+from chaosgd.experiments.config import PAPER_ETAS, Config, ConfigError, Data, Ensemble, Model, Training
 
 _SIGMOID_ETAS = PAPER_ETAS + (25.0, 30.0, 35.0, 40.0)  # the paper: the sigmoid's rise comes only past eta ~ 30
 

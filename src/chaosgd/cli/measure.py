@@ -1,0 +1,183 @@
+"""``chaosgd lyapunov``, ``sharpness`` and ``toymap``: one quantity, measured and drawn."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from chaosgd.atomic import atomic_write
+from chaosgd.cli.options import RUNS, add_execution, add_experiment, add_out, experiment, out_folder, pyplot_free_plots
+
+
+def add_lyapunov(p: argparse.ArgumentParser) -> None:
+    add_experiment(p)
+    add_out(p, "runs/<name>-lyapunov-eta<eta>")
+    add_execution(p)
+    p.add_argument("--eta", type=float, default=10.0, help="learning rate (sets training.etas; the paper's figure 2)")
+    p.add_argument("--estimator", choices=["finite", "tangent"], default="finite",
+                   help="finite: the paper's epsilon-ball; tangent: Benettin's QR method on the linearised map")
+    p.add_argument("--k", type=int, default=1, help="tangent estimator: number of top exponents")
+    p.add_argument("--window", type=int, nargs=2, metavar=("START", "STOP"),
+                   help="fit over these epochs instead of the automatic [0, tau] (copies then run every epoch)")
+
+
+def cmd_lyapunov(args) -> int:
+    from chaosgd.cli.experiments import run_sweep
+
+    overrides = {"training.etas": (args.eta,)}
+    if args.window:
+        overrides["training.stop_copies"] = False  # a fixed window needs every epoch
+    config = experiment(args, **overrides)
+    out = out_folder(args, RUNS / f"{config.name}-lyapunov-eta{args.eta:g}")
+    plots = pyplot_free_plots()
+    if args.estimator == "tangent":
+        summary = _tangent(config, args, out, plots)
+    else:
+        from chaosgd.experiments.results import summarize
+        from chaosgd.lyapunov import network_exponent
+
+        summary_of_run = summarize(run_sweep(args, config, out))
+        records = summary_of_run.records(0)
+        net = network_exponent(records.distance, window=args.window, stopped_at=records.copies_stopped_at,
+                               **config.analysis.fit)
+        plots.save(plots.plot_distance(records.distance[0], net.local[0], eta=args.eta), out / "fig2_distance.png")
+        plots.save(plots.plot_network_exponent(net, eta=args.eta), out / "fig3_local_exponents.png")
+        summary = {"eta": args.eta, "estimator": "finite", "lambda_nmle": net.mean, "std": net.std,
+                   "ci": [net.ci_low, net.ci_high], "confidence": net.confidence, "p_percent": net.p,
+                   "n_fitted": net.n_fitted, "n_excluded": net.n_excluded,
+                   "local": [{"exponent": f.exponent, "r2": f.r2, "stderr": f.stderr, "window": [f.start, f.stop],
+                              "positive": f.positive, "copies": f.n_copies} for f in net.local]}
+        print(f"eta = {args.eta:g}: lambda_NMLE = {net.mean:.4f} ± {net.std:.4f} (95% CI {net.ci_low:.4f} .. "
+              f"{net.ci_high:.4f}), p = {net.p:.0f}% of {net.n_fitted} initial conditions"
+              + (f", {net.n_excluded} left out (diverged)" if net.n_excluded else ""))
+    atomic_write(out / "lyapunov.json", json.dumps(summary, indent=2, default=float))
+    print(f"results and figures in {out}")
+    return 0
+
+
+def _tangent(config, args, out: Path, plots) -> dict:
+    import jax
+    from tqdm.auto import tqdm
+
+    from chaosgd.ensemble import initial_conditions
+    from chaosgd.experiments.problem import build
+    from chaosgd.tangent import tangent_exponents
+
+    problem = build(config)
+    n, epochs = config.ensemble.initial, config.training.epochs
+    centres = initial_conditions(problem.model, n, seed=config.ensemble.seed)
+    finite_time, exponents = [], []
+    for i in tqdm(range(n), desc="tangent", disable=args.quiet):
+        centre = jax.tree_util.tree_map(lambda x: x[i], centres)
+        result = tangent_exponents(problem.objective, centre, args.eta, problem.arrays, epochs=epochs, k=args.k,
+                                   seed=i)
+        start, stop = args.window if args.window else (0, epochs)
+        finite_time.append(result.finite_time)
+        exponents.append(result.over(start, stop))
+    exponents = np.array(exponents)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "tangent.npz", lambda f: np.savez(f, finite_time=np.array(finite_time), exponents=exponents,
+                                                          eta=args.eta))
+    plots.save(plots.plot_finite_time_exponents(finite_time[0], eta=args.eta), out / "finite_time.png")
+    summary = {"eta": args.eta, "estimator": "tangent", "k": args.k,
+               "mean": np.nanmean(exponents, axis=0).tolist(), "std": np.nanstd(exponents, axis=0).tolist()}
+    print(f"eta = {args.eta:g}: tangent exponents (mean over {n} initial conditions): "
+          + ", ".join(f"{m:.4f}" for m in summary["mean"]))
+    return summary
+
+
+def add_sharpness(p: argparse.ArgumentParser) -> None:
+    from chaosgd.sharpness import METHODS
+
+    add_experiment(p)
+    add_out(p, "runs/<name>-sharpness")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--every", type=int, default=5, help="epochs between estimates")
+    p.add_argument("--method", choices=list(METHODS), default="lanczos",
+                   help="lanczos (largest algebraic) | power (the paper's)")
+    p.add_argument("--iterations", type=int, default=20, help="Hessian-vector products per estimate")
+    p.add_argument("--hessian-examples", type=int,
+                   help="Hessian of the loss on this many fixed random training examples (default: all)")
+    p.add_argument("--initial-condition", type=int, default=0, help="which initial condition of ensemble.seed")
+
+
+def cmd_sharpness(args) -> int:
+    """The top Hessian eigenvalue along training at each of the configuration's learning rates (figure 14)."""
+    import jax
+    from tqdm.auto import tqdm
+
+    from chaosgd.ensemble import initial_conditions
+    from chaosgd.experiments.problem import build
+    from chaosgd.sharpness import track_sharpness
+
+    config = experiment(args)
+    if args.every < 1 or args.iterations < 1 or args.initial_condition < 0:
+        raise ValueError("need --every >= 1, --iterations >= 1 and --initial-condition >= 0")
+    out = out_folder(args, RUNS / f"{config.name}-sharpness")
+    plots = pyplot_free_plots()
+    problem = build(config)
+    seed = config.ensemble.seed
+    params = jax.tree_util.tree_map(lambda x: x[0], initial_conditions(problem.model, 1, seed=seed,
+                                                                      first=args.initial_condition))
+    tracks = [track_sharpness(problem.objective, params, eta, problem.arrays, epochs=config.training.epochs,
+                              every=args.every, method=args.method, iterations=args.iterations,
+                              hessian_examples=args.hessian_examples, seed=seed)
+              for eta in tqdm(config.training.etas, desc="sharpness", disable=args.quiet)]
+    out.mkdir(parents=True, exist_ok=True)
+    # One set of arrays per learning rate: a diverged run stops early, so lengths differ.
+    arrays = {f"{name}_eta_{t.eta:g}": getattr(t, name) for t in tracks for name in ("epoch", "value", "loss")}
+    atomic_write(out / "sharpness.npz", lambda f: np.savez(f, eta=np.array(config.training.etas), **arrays))
+    plots.save(plots.plot_sharpness(tracks), out / "fig14_sharpness.png")
+    for t in tracks:
+        last = t.value[np.isfinite(t.value)]
+        print(f"eta = {t.eta:g}: sharpness {last[0]:.4g} at t = 0 -> {last[-1]:.4g} at t = {t.epoch[len(last) - 1]}"
+              f" (2/eta = {t.edge_of_stability:.4g})" if last.size else f"eta = {t.eta:g}: diverged at t = 0")
+    print(f"results and figure 14 in {out}")
+    return 0
+
+
+def add_toymap(p: argparse.ArgumentParser) -> None:
+    add_out(p, "runs/toymap")
+    p.add_argument("--eta-min", type=float, default=0.01, help="smallest learning rate")
+    p.add_argument("--eta-max", type=float, default=2.2, help="largest learning rate")
+    p.add_argument("--n", type=int, default=2000, help="number of learning rates")
+    p.add_argument("--transient", type=int, default=3000, help="steps discarded before recording")
+    p.add_argument("--keep", type=int, default=200, help="orbit points kept per learning rate")
+    p.add_argument("--steps", type=int, default=5000, help="steps averaged for the exponent")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial points")
+
+
+def cmd_toymap(args) -> int:
+    if not 0 < args.eta_min < args.eta_max or args.n < 2 or min(args.transient, args.keep, args.steps) < 1:
+        raise ValueError("need 0 < --eta-min < --eta-max, --n >= 2, and --transient, --keep, --steps >= 1")
+    toymap(out_folder(args, RUNS / "toymap"), eta_min=args.eta_min, eta_max=args.eta_max, n=args.n,
+           transient=args.transient, keep=args.keep, steps=args.steps, seed=args.seed)
+    return 0
+
+
+def toymap(out: Path, *, eta_min: float = 0.01, eta_max: float = 2.2, n: int = 2000, transient: int = 3000,
+           keep: int = 200, steps: int = 5000, seed: int = 0) -> None:
+    """The toy map's orbit diagram and exponent (figures 6 and 7) into ``out``."""
+    from chaosgd.toymap import orbit_diagram, toy_lyapunov
+
+    plots = pyplot_free_plots()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    etas = np.linspace(eta_min, eta_max, n)
+    start = time.perf_counter()
+    diagram = orbit_diagram(etas, n_transient=transient, n_keep=keep, seed=seed)
+    lam, escaped = toy_lyapunov(etas, n_transient=transient, n_steps=steps, seed=seed)
+    seconds = time.perf_counter() - start
+    atomic_write(out / "toymap.npz", lambda f: np.savez(f, eta=etas, orbit=diagram.points, lyapunov=lam,
+                                                         escaped=escaped))
+    plots.save(plots.plot_orbit_diagram(diagram), out / "fig6_orbit_diagram.png")
+    plots.save(plots.plot_toy_lyapunov(etas, lam, escaped), out / "fig7_lyapunov.png")
+    chaotic = etas[np.nan_to_num(lam, nan=-1) > 0]
+    print(f"toy map over {n} learning rates in {seconds:.2f} s: "
+          + (f"lambda > 0 first at eta = {chaotic.min():.4f}, " if chaotic.size else "no chaos, ")
+          + (f"orbits escape from eta = {etas[escaped].min():.4f}" if escaped.any() else "no escape")
+          + f"; results and figures in {out}")

@@ -1,0 +1,101 @@
+"""The options every experiment command shares, and the configuration they build.
+
+One grammar: ``COMMAND [EXPERIMENT] [--quick] [--SECTION.FIELD VALUE ...] [--set SECTION.FIELD=VALUE ...]
+[--out DIR]``. EXPERIMENT is a preset or a TOML file; every configuration field is an option of its own, parsed by
+the field's declared type, and the whole configuration is checked before any folder is created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+from chaosgd.experiments.config import Config, field_names, parse_assignment, parse_text
+from chaosgd.experiments.executors import EXECUTORS
+
+RUNS = Path("runs")  # default parent of run folders
+
+
+def add_experiment(p: argparse.ArgumentParser) -> None:
+    from chaosgd.experiments.presets import PRESETS
+
+    p.add_argument("experiment", nargs="?", default="iris",
+                   help=f"a preset ({', '.join(sorted(PRESETS))}) or a TOML configuration file")
+    p.add_argument("--quick", action="store_true", help="the preset's quick scale (minutes on a laptop)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="set a configuration field, e.g. --set training.epochs=50 --set training.etas=[1,10] "
+                        "(repeatable; the same as --FIELD VALUE)")
+    p.add_argument("--data-dir", help="folder holding the data set (sets data.path; default: $CHAOSGD_DATA, then "
+                                      "~/.chaosgd/data)")
+    fields = p.add_argument_group("configuration fields (defaults: the experiment's; shown: chaosgd's own)")
+    for key, f in field_names().items():
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = list(default) if isinstance(default, tuple) else default
+        fields.add_argument(f"--{key}", dest=f"field:{key}", metavar="VALUE",
+                            help=f"{f.metadata.get('help', '')} (default {shown})".replace("%", "%%"))
+
+
+def add_out(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--out", metavar="DIR", help=f"output folder (default {default})")
+
+
+def add_execution(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=list(EXECUTORS),
+                   help="where tasks run (default: processes on a CPU, serial with --device gpu)")
+    p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a LocalCluster)")
+    p.add_argument("--device", choices=["cpu", "gpu"],
+                   help="where JAX computes (default: JAX's choice, a GPU when jax[cuda] is installed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def experiment(args, **overrides) -> Config:
+    """The configuration the options name: the experiment, then --data-dir, the field options and --set in the
+    order given, then ``overrides`` (the command's own); checked as a whole."""
+    from chaosgd.experiments.presets import preset
+
+    path = Path(args.experiment)
+    config = Config.load(path) if path.suffix == ".toml" or path.exists() else preset(args.experiment,
+                                                                                       quick=args.quick)
+    changes = {}
+    if args.data_dir:
+        changes["data.path"] = args.data_dir
+    for key in field_names():
+        text = getattr(args, f"field:{key}", None)
+        if text is not None:
+            changes[key] = parse_text(key, text)
+    changes.update(parse_assignment(item) for item in args.set)
+    changes.update(overrides)
+    return config.with_values(**changes) if changes else config
+
+
+def out_folder(args, default: Path) -> Path:
+    return Path(args.out) if args.out else default
+
+
+def executor_of(args) -> str:
+    return args.executor or ("serial" if args.device == "gpu" else "processes")
+
+
+def use_device(device: str | None) -> None:
+    """Pin JAX (and the worker processes, through the environment) to the CPU or a GPU, or say why not."""
+    if device is None:
+        return
+    import jax
+    os.environ["JAX_PLATFORMS"] = {"cpu": "cpu", "gpu": "cuda"}[device]
+    jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
+    try:
+        jax.devices()
+    except Exception:  # jax raises RuntimeError or, for a platform it lacks entirely, AssertionError
+        raise RuntimeError(f"--device {device}: JAX cannot use it here; for a GPU install a CUDA build of JAX "
+                           "(pip install 'jax[cuda12]') on a machine with an NVIDIA GPU, or use --device cpu") from None
+
+
+def pyplot_free_plots():
+    """The plots module with a non-interactive backend (works without a display): set here, at the edge."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from chaosgd import plots
+    return plots

@@ -1,0 +1,439 @@
+"""Experiment configuration: frozen dataclasses that map one-to-one onto TOML tables and command-line options.
+
+Every default lives here, with its help text; the command line is these fields. A configuration is checked once, when
+it is built, by each field's declared type and range, whether it comes from Python, a TOML file or ``--set`` text:
+every error names the field (``training.etas``), what was given and what is allowed. ``Config.hash()`` identifies a
+configuration, so a run folder refuses to resume with another one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from chaosgd.datasets import DATASETS
+from chaosgd.ensemble import PERTURB_MODES
+from chaosgd.lyapunov import LAMBDA_MIN, PLATEAU, R2_MIN
+from chaosgd.models import ACTIVATIONS, ARCHITECTURES
+from chaosgd.models.base import DTYPES
+
+# The paper's learning-rate grid (DESIGN.md).
+PAPER_ETAS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0)
+# A name becomes a folder under the runs folder: no separators, no leading dot, nothing that escapes it.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class ConfigError(ValueError):
+    """A configuration value that is not allowed; the message names the field."""
+
+
+def _require(condition: bool, where: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{where}: {message}")
+
+
+def _field(default, help: str, **kwargs):
+    """A field with its default and the help text the command line shows."""
+    if isinstance(default, (tuple, list)) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: default, metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+class _Section:
+    """Checks every field against its declared type before the section's own range checks (``_check``)."""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            if f.name in _SECTIONS:
+                continue
+            value = _typed(getattr(self, f.name), hints[f.name], self._where(f.name))
+            object.__setattr__(self, f.name, value)
+        self._check()
+
+    def _where(self, name: str) -> str:
+        section = _SECTION_NAMES.get(type(self))
+        return f"{section}.{name}" if section else name
+
+    def _check(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Data(_Section):
+    """Which data set, and how it is prepared."""
+
+    name: str = _field("iris", f"data set: one of {', '.join(DATASETS)}")
+    path: str | None = _field(None, "folder holding <name>/ (default: $CHAOSGD_DATA, then ~/.chaosgd/data)")
+    standardize: bool = _field(False, "standardise each feature by training-set statistics (the paper does not)")
+    n_train: int | None = _field(None, "keep only the first n training examples (default: all)")
+    seed: int = _field(0, "seed of Iris's train/test split and of the synthetic blobs")
+
+    def _check(self):
+        _require(self.name in DATASETS, "data.name", f"unknown data set {self.name!r}; choose one of {list(DATASETS)}")
+        _require(self.n_train is None or self.n_train >= 1, "data.n_train", f"must be >= 1; got {self.n_train}")
+        _require(self.seed >= 0, "data.seed", f"must be >= 0; got {self.seed}")
+
+
+@dataclass(frozen=True)
+class Model(_Section):
+    """The network: an MLP (the paper's) or its small CNN."""
+
+    architecture: str = _field("mlp", f"one of {', '.join(ARCHITECTURES)}")
+    hidden: tuple[int, ...] = _field((64,), "hidden widths of the MLP, e.g. [32, 32]")
+    activation: str = _field("tanh", f"one of {', '.join(sorted(ACTIVATIONS))}")
+    sigma: float | None = _field(None, "weights ~ N(0, sigma^2) (default: 1 for MLPs, 0.01 for the CNN)")
+    dtype: str = _field("float64", f"one of {', '.join(DTYPES)} (epsilon = 1e-8 needs float64)")
+
+    def _check(self):
+        _require(self.architecture in ARCHITECTURES, "model.architecture",
+                 f"unknown architecture {self.architecture!r}; choose one of {list(ARCHITECTURES)}")
+        _require(len(self.hidden) > 0 and all(h >= 1 for h in self.hidden), "model.hidden",
+                 f"must be a non-empty list of integers >= 1; got {list(self.hidden)}")
+        _require(self.activation in ACTIVATIONS, "model.activation",
+                 f"unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        _require(self.sigma is None or self.sigma > 0, "model.sigma", f"must be > 0; got {self.sigma}")
+        _require(self.dtype in DTYPES, "model.dtype", f"unknown dtype {self.dtype!r}; choose one of {list(DTYPES)}")
+
+    @property
+    def weight_scale(self) -> float:
+        return self.sigma if self.sigma is not None else (0.01 if self.architecture == "cnn" else 1.0)
+
+
+@dataclass(frozen=True)
+class Ensemble(_Section):
+    """Initial conditions S and the epsilon-ball of perturbed copies around each."""
+
+    initial: int = _field(50, "initial conditions |S|")
+    copies: int = _field(5, "perturbed copies M per initial condition")
+    epsilon: float = _field(1e-8, "radius of the epsilon-ball (uniform noise in [-epsilon, epsilon])")
+    perturb: str = _field("all", f"parameters the ball perturbs: {' | '.join(PERTURB_MODES)} (the paper's text: all; "
+                                 "its code: weights)")
+    seed: int = _field(0, "seed of the initial conditions and their perturbations")
+
+    def _check(self):
+        _require(self.initial >= 1, "ensemble.initial", f"must be an integer >= 1; got {self.initial}")
+        _require(self.copies >= 1, "ensemble.copies", f"M must be an integer >= 1; got {self.copies}")
+        _require(self.epsilon > 0, "ensemble.epsilon", f"must be a finite number > 0; got {self.epsilon}")
+        _require(self.perturb in PERTURB_MODES, "ensemble.perturb",
+                 f"unknown mode {self.perturb!r}; choose one of {list(PERTURB_MODES)}")
+        _require(self.seed >= 0, "ensemble.seed", f"must be >= 0; got {self.seed}")
+
+
+@dataclass(frozen=True)
+class Training(_Section):
+    """Full-batch gradient descent over a grid of learning rates."""
+
+    etas: tuple[float, ...] = _field(PAPER_ETAS, "learning rates, e.g. [0.1, 1, 10] (default: the paper's grid)")
+    epochs: int = _field(201, "gradient-descent steps T")
+    l2: float = _field(0.0, "L2 coefficient lambda in L + lambda/2 |W|^2")
+    target: float = _field(0.9, "test accuracy that defines the training time, a fraction in (0, 1]")
+    stop_copies: bool = _field(True, "stop perturbed copies once their exponent's fit is settled (changes no "
+                                     "result; analysis.plateau)")
+    stop_references: bool = _field(False, "stop a reference once it reached the target and its copies stopped")
+    sharpness_every: int = _field(0, "track the top Hessian eigenvalue of initial condition 0 every this many "
+                                     "epochs (0: not tracked)")
+    sharpness_examples: int | None = _field(None, "Hessian on a fixed random subset of this many training examples "
+                                                  "(default: all)")
+
+    def _check(self):
+        _require(len(self.etas) > 0, "training.etas", "the learning-rate grid is empty")
+        _require(all(e > 0 for e in self.etas), "training.etas",
+                 f"every learning rate must be finite and > 0; got {list(self.etas)}")
+        _require(len(set(self.etas)) == len(self.etas), "training.etas",
+                 f"learning rates must not repeat; got {list(self.etas)}")
+        _require(self.epochs >= 1, "training.epochs", f"must be an integer >= 1; got {self.epochs}")
+        _require(self.l2 >= 0, "training.l2", f"must be >= 0; got {self.l2}")
+        _require(0 < self.target <= 1, "training.target", f"must be a fraction in (0, 1]; got {self.target}")
+        _require(self.sharpness_every >= 0, "training.sharpness_every",
+                 f"must be an integer >= 0 (0: not tracked); got {self.sharpness_every}")
+        _require(self.sharpness_examples is None or self.sharpness_examples >= 1, "training.sharpness_examples",
+                 f"must be an integer >= 1 or absent; got {self.sharpness_examples}")
+
+
+@dataclass(frozen=True)
+class Analysis(_Section):
+    """When a local exponent counts as positive, and when its fit is settled."""
+
+    r2_min: float = _field(R2_MIN, "R^2 above which a local exponent can count as positive")
+    lambda_min: float = _field(LAMBDA_MIN, "slope (per epoch) above which a local exponent counts as positive")
+    plateau: int = _field(PLATEAU, "epochs of plateau after the knee of y(t) that settle the fit")
+
+    def _check(self):
+        _require(0 <= self.r2_min <= 1, "analysis.r2_min", f"must be in [0, 1]; got {self.r2_min}")
+        _require(self.plateau >= 1, "analysis.plateau", f"must be an integer >= 1; got {self.plateau}")
+
+    @property
+    def fit(self) -> dict:
+        """The keyword arguments of ``lyapunov.network_exponent`` that these fields set."""
+        return {"r2_min": self.r2_min, "lambda_min": self.lambda_min, "plateau": self.plateau}
+
+
+_SECTIONS = {"data": Data, "model": Model, "ensemble": Ensemble, "training": Training, "analysis": Analysis}
+_SECTION_NAMES = {cls: name for name, cls in _SECTIONS.items()}
+
+
+@dataclass(frozen=True)
+class Config(_Section):
+    """A whole experiment: a grid of learning rates times |S| initial conditions times (1 + M) copies."""
+
+    name: str = _field("custom", "name of the experiment; its run folder is <runs folder>/<name>")
+    data: Data = field(default_factory=Data)
+    model: Model = field(default_factory=Model)
+    ensemble: Ensemble = field(default_factory=Ensemble)
+    training: Training = field(default_factory=Training)
+    analysis: Analysis = field(default_factory=Analysis)
+    block: int = _field(10, "initial conditions per sweep task")
+
+    def _check(self):
+        for name, cls in _SECTIONS.items():
+            _require(isinstance(getattr(self, name), cls), name, f"expected a {cls.__name__} section")
+        _require(NAME_PATTERN.fullmatch(self.name) is not None, "name",
+                 f"{self.name!r} is not allowed: it names the run folder, so use 1-100 letters, digits, '.', '_' or "
+                 "'-', starting with a letter or digit (no '/', no '..')")
+        _require(self.block >= 1, "block", f"must be an integer >= 1; got {self.block}")
+        resolution = self.model.weight_scale * float(np.finfo(self.model.dtype).eps)
+        _require(self.ensemble.epsilon > resolution, "ensemble.epsilon",
+                 f"{self.ensemble.epsilon:g} is at or below the resolution of {self.model.dtype} for weights of "
+                 f"size {self.model.weight_scale:g} (about {resolution:.2g}); use model.dtype = \"float64\" or a "
+                 f"larger epsilon")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        """Build from nested plain values (as TOML gives them); unknown keys are errors that list the known ones."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"config: expected a table, got {values!r}")
+        _require_known(values, cls, "config")
+        kwargs = dict(values)
+        for name, section in _SECTIONS.items():
+            if name in values:
+                sub = values[name]
+                _require(isinstance(sub, dict), name, f"expected a table [{name}], got {sub!r}")
+                _require_known(sub, section, name)
+                kwargs[name] = section(**sub)
+        return cls(**kwargs)
+
+    def to_toml(self) -> str:
+        lines = [f"name = {_toml_value(self.name)}", f"block = {self.block}"]
+        for name in _SECTIONS:
+            lines += ["", f"[{name}]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in dataclasses.asdict(getattr(self, name)).items()
+                      if v is not None]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = "configuration") -> "Config":
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{source}: not valid TOML: {error}") from None
+        try:
+            return cls.from_dict(values)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        """Read a TOML file; a missing file, a folder, or text that is not UTF-8 is refused with the path named."""
+        path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder, not a TOML configuration file")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); save the configuration as UTF-8 "
+                              "TOML") from None
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
+        return cls.from_toml(text, source=str(path))
+
+    def hash(self) -> str:
+        """SHA-256 of the canonical JSON of every field but the name and the data folder, which change no result.
+
+        Fields added after version 0.1.0 enter only when they differ from their default, so run folders made before
+        keep their hash (and resume)."""
+        values = self.to_dict()
+        values.pop("name")
+        values["data"].pop("path")
+        for (section, name), default in _ADDED_LATER.items():
+            if values[section][name] == default:
+                values[section].pop(name)
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+    def with_values(self, **dotted) -> "Config":
+        """A copy with fields replaced by dotted names, e.g. ``with_values(**{"training.epochs": 50})``."""
+        values = self.to_dict()
+        for key, value in dotted.items():
+            section, name = _split(key)
+            (values[section] if section else values)[name] = value
+        return Config.from_dict(values)
+
+    def with_text(self, assignments: list[str]) -> "Config":
+        """A copy with ``FIELD=VALUE`` assignments (``--set``) applied, each VALUE parsed by the field's type."""
+        return self.with_values(**dict(parse_assignment(item) for item in assignments))
+
+
+# Fields added after 0.1.0 enter the hash only when set, so older run folders keep resuming.
+_ADDED_LATER = {("training", "sharpness_every"): 0, ("training", "sharpness_examples"): None,
+                ("training", "stop_references"): False}
+
+
+def field_names() -> dict[str, dataclasses.Field]:
+    """Every settable field by dotted name (``training.epochs``), in declaration order."""
+    names = {}
+    for f in fields(Config):
+        if f.name in _SECTIONS:
+            names.update({f"{f.name}.{g.name}": g for g in fields(_SECTIONS[f.name])})
+        else:
+            names[f.name] = f
+    return names
+
+
+def field_type(key: str):
+    section, name = _split(key)
+    return typing.get_type_hints(_SECTIONS[section] if section else Config)[name]
+
+
+def parse_assignment(item: str) -> tuple[str, object]:
+    """``("training.epochs", 50)`` from ``"training.epochs=50"`` (``--set``), parsed by the field's type."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set needs FIELD=VALUE, e.g. training.epochs=50; got {item!r}")
+    return key, parse_text(key, text)
+
+
+def parse_text(key: str, text: str):
+    """The value of field ``key`` written as command-line text, parsed by the field's declared type.
+
+    Booleans: true/false/yes/no/on/off/1/0 in any case; numbers as Python or TOML write them; lists as
+    ``[1, 10]`` or ``1,10``; ``none`` for an optional field; strings as they are (quotes optional)."""
+    return _from_text(text.strip(), field_type(key), key)
+
+
+def _split(key: str) -> tuple[str, str]:
+    section, _, name = key.rpartition(".")
+    if section:
+        _require(section in _SECTIONS, key, f"unknown section {section!r}; known: {sorted(_SECTIONS)}")
+        known = [f.name for f in fields(_SECTIONS[section])]
+    else:
+        known = [f.name for f in fields(Config) if f.name not in _SECTIONS]
+        _require(name not in _SECTIONS, key, f"is a section; set one of its fields, e.g. {name}.<field>")
+    _require(name in known, key, f"unknown field; known: {sorted(known)}")
+    return section, name
+
+
+def _require_known(values: dict, cls, where: str) -> None:
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    _require(not unknown, where, f"unknown field(s) {unknown}; known: {sorted(f.name for f in fields(cls))}")
+
+
+def _optional(hint):
+    """(inner type, True) for ``X | None``; (hint, False) otherwise."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0], True
+    return hint, False
+
+
+def _describe(hint) -> str:
+    inner, optional = _optional(hint)
+    if typing.get_origin(inner) is tuple:
+        text = "a list of " + {int: "integers", float: "finite numbers"}[typing.get_args(inner)[0]]
+    else:
+        text = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}[inner]
+    return text + (" (or none)" if optional else "")
+
+
+def _typed(value, hint, where: str):
+    """``value`` as the declared type ``hint``, or a ConfigError saying what was given and what is allowed."""
+    inner, optional = _optional(hint)
+    if value is None:
+        _require(optional, where, f"must be {_describe(hint)}; got nothing")
+        return None
+    given = f"got {value!r} ({type(value).__name__})"
+    if typing.get_origin(inner) is tuple:
+        _require(isinstance(value, (list, tuple)), where, f"must be {_describe(hint)}; {given}")
+        item = typing.get_args(inner)[0]
+        return tuple(_typed(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if inner is bool:
+        _require(isinstance(value, (bool, np.bool_)), where, f"must be true or false; {given}")
+        return bool(value)
+    if inner is int:
+        integral = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+        if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+            integral, value = True, int(value)  # 50.0 is the count 50; 2.5 is no count
+        _require(integral, where, f"must be an integer; {given}")
+        return int(value)
+    if inner is float:
+        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+        _require(number, where, f"must be a number; {given}")
+        _require(math.isfinite(value), where, f"must be a finite number; got {value!r}")
+        return float(value)
+    _require(isinstance(value, str), where, f"must be a string; {given}")
+    return value
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def _from_text(text: str, hint, where: str):
+    inner, optional = _optional(hint)
+    if optional and text.lower() in ("none", "null", ""):
+        return None
+    if typing.get_origin(inner) is tuple:
+        body = text
+        if text.startswith("[") or text.endswith("]"):
+            _require(text.startswith("[") and text.endswith("]"), where,
+                     f"malformed list {text!r}; write it as [1, 10] or 1,10")
+            body = text[1:-1]
+        items = [t.strip() for t in body.split(",")]
+        if items == [""]:
+            return ()
+        _require(all(items), where, f"malformed list {text!r} (an empty item); write it as [1, 10] or 1,10")
+        return tuple(_from_text(t, typing.get_args(inner)[0], f"{where}[{i}]") for i, t in enumerate(items))
+    if inner is bool:
+        lowered = text.lower()
+        _require(lowered in _TRUE | _FALSE, where, f"must be true or false (also yes/no, on/off, 1/0); got {text!r}")
+        return lowered in _TRUE
+    if inner in (int, float):
+        try:
+            number = tomllib.loads(f"v = {text}")["v"]  # TOML numbers: 1e-8, 10_000, nan, inf
+        except tomllib.TOMLDecodeError:
+            try:
+                number = float(text)  # Python spellings TOML lacks: 1., .5, 1E3
+            except ValueError:
+                raise ConfigError(f"{where}: must be {_describe(inner)}; got {text!r}") from None
+        _require(isinstance(number, (int, float)) and not isinstance(number, bool), where,
+                 f"must be {_describe(inner)}; got {text!r}")
+        return _typed(number, inner, where)
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)

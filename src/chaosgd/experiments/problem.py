@@ -1,0 +1,133 @@
+"""From a configuration to numbers: the problem it defines (data, model, objective), its tasks, and the one path
+that trains a block of initial conditions with their epsilon-balls.
+
+A task is one learning rate times a block of initial conditions. ``run_task`` is a pure function of the
+configuration and the task: every task draws its initial conditions from the seed and its own indices only, so
+tasks can run in any order, in any process, on any machine, and any single one can be re-run alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from chaosgd.experiments.config import Config, Data, Ensemble, Model
+
+
+@dataclass(frozen=True)
+class Task:
+    """Initial conditions ``first .. first + count - 1`` at learning rate ``eta``.
+
+    ``eta_index`` is the learning rate's place in a sweep's grid; None for a learning rate chosen on the fly (the
+    sweet-spot search), whose files are then named by the learning rate itself.
+    """
+
+    eta_index: int | None
+    eta: float
+    first: int
+    count: int
+
+    @property
+    def name(self) -> str:
+        where = f"eta{self.eta_index:03d}" if self.eta_index is not None else f"eta{self.eta!r}"
+        return f"{where}_ic{self.first:05d}" + ("" if self.eta_index is not None else f"_n{self.count}")
+
+    def identity(self) -> dict:
+        return {"eta_index": self.eta_index, "eta": self.eta, "first": self.first, "count": self.count}
+
+
+def tasks(config: Config) -> list[Task]:
+    """All tasks of a sweep, learning-rate major."""
+    s, block = config.ensemble.initial, config.block
+    return [Task(k, eta, first, min(block, s - first))
+            for k, eta in enumerate(config.training.etas) for first in range(0, s, block)]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a configuration trains: its data set, model, objective and the data pytree the objective reads."""
+
+    dataset: object
+    model: object
+    objective: object
+    arrays: dict
+
+    def describe(self) -> str:
+        from chaosgd.models import count_parameters
+        d = self.dataset
+        return (f"{d.name}: {len(d.y_train)} train / {len(d.y_test)} test; {self.model} with "
+                f"{count_parameters(self.model):,} parameters")
+
+
+@lru_cache(maxsize=2)
+def dataset(data: Data):
+    """The data set a ``Data`` section names (kept for the process: workers load it once for all their tasks)."""
+    from chaosgd.datasets import Dataset, load
+    loaded = load(data.name, path=data.path, standardize=data.standardize, seed=data.seed)
+    if data.n_train is not None:
+        n = data.n_train
+        loaded = Dataset(loaded.name, loaded.x_train[:n], loaded.y_train[:n], loaded.x_test, loaded.y_test,
+                         loaded.n_classes)
+    return loaded
+
+
+def build_model(model: Model, data_set):
+    from chaosgd.models import for_dataset
+    return for_dataset(model.architecture, data_set.example_shape, data_set.n_classes, hidden=model.hidden,
+                       activation=model.activation, sigma=model.sigma, dtype=model.dtype)
+
+
+def build(config: Config) -> Problem:
+    """The problem a configuration defines."""
+    from chaosgd.objective import classification
+    data_set = dataset(config.data)
+    model = build_model(config.model, data_set)
+    return Problem(data_set, model, classification(model, l2=config.training.l2), data_set.arrays(config.model.dtype))
+
+
+def train(objective, model, arrays, eta: float, ensemble: Ensemble, *, first: int, count: int, epochs: int,
+          plateau: int | None = None, stop_references_at: float | None = None, progress=False):
+    """Records of initial conditions ``first .. first + count - 1`` of ``model`` and their epsilon-balls, trained
+    at ``eta`` for ``epochs``: the one path from a model to records, for configurations and users' models alike.
+
+    ``plateau``: stop the copies once their exponent's fit is settled (``lyapunov.CopiesSettled``); None runs them
+    every epoch. ``stop_references_at`` and ``progress``: see ``engine.run``.
+    """
+    from chaosgd.engine import run
+    from chaosgd.ensemble import epsilon_ball, initial_conditions
+    from chaosgd.lyapunov import CopiesSettled
+
+    centres = initial_conditions(model, count, seed=ensemble.seed, first=first)
+    ball = epsilon_ball(centres, ensemble.copies, epsilon=ensemble.epsilon, perturb=ensemble.perturb,
+                        seed=ensemble.seed, first=first)
+    return run(objective, ball, eta, arrays, epochs=epochs, initial_condition=first + np.arange(count),
+               stop_copies=CopiesSettled(plateau) if plateau is not None else None,
+               stop_references_at=stop_references_at, progress=progress)
+
+
+def run_task(config: Config, task: Task, *, progress=False):
+    """The records of one task: a pure function of (configuration, learning rate, initial conditions)."""
+    problem = build(config)
+    t = config.training
+    return train(problem.objective, problem.model, problem.arrays, task.eta, config.ensemble, first=task.first,
+                 count=task.count, epochs=t.epochs, plateau=config.analysis.plateau if t.stop_copies else None,
+                 stop_references_at=t.target if t.stop_references else None, progress=progress)
+
+
+def task_sharpness(config: Config, task: Task):
+    """Sharpness along the reference trajectory of initial condition 0, for the task that holds it, when
+    ``training.sharpness_every`` > 0 (one track per learning rate: figure 14); else None."""
+    import jax
+
+    from chaosgd.ensemble import initial_conditions
+    from chaosgd.sharpness import track_sharpness
+
+    t = config.training
+    if t.sharpness_every == 0 or task.first != 0:
+        return None
+    problem = build(config)
+    params = jax.tree_util.tree_map(lambda x: x[0], initial_conditions(problem.model, 1, seed=config.ensemble.seed))
+    return track_sharpness(problem.objective, params, task.eta, problem.arrays, epochs=t.epochs,
+                           every=t.sharpness_every, hessian_examples=t.sharpness_examples, seed=config.ensemble.seed)

@@ -1,0 +1,133 @@
+"""Per-learning-rate results of a sweep, from its checked task files: the table behind figures 4 and 5.
+
+``fit`` is the one place where records become lambda_NMLE, p and the time to target, with the configuration's
+analysis settings; the summary lines, the table, the report and the sweet spot all use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from chaosgd.atomic import atomic_write
+from chaosgd.experiments.config import Config
+from chaosgd.experiments.problem import tasks
+from chaosgd.experiments.store import RunDir, TaskResult
+from chaosgd.lyapunov import network_exponent
+from chaosgd.records import concatenate
+from chaosgd.training_time import time_to_accuracy
+
+COLUMNS = ("eta", "lambda_nmle", "lambda_std", "lambda_ci_low", "lambda_ci_high", "p_percent", "n_initial",
+           "n_excluded", "tau_mean", "tau_stderr", "tau_censored", "final_loss_mean", "final_test_accuracy_mean",
+           "diverged_fraction", "network_epochs", "naive_network_epochs")
+
+
+def fit(records, config: Config) -> tuple[dict, object, object]:
+    """The row of ``COLUMNS`` for the records of one learning rate, the network exponent and the training time.
+
+    lambda: the network MLE and the spread of local exponents over S, with a 95 % bootstrap CI of the mean; p: the
+    percentage of S with a positive local exponent (``config.analysis``); tau: epochs to ``training.target`` test
+    accuracy, mean and standard error over the initial conditions that reached it, and how many did not
+    (censored); final loss and test accuracy of the reference networks that did not diverge (nor stop early:
+    ``training.stop_references``); the fraction of reference networks that diverged.
+    """
+    net = network_exponent(records.distance, stopped_at=records.copies_stopped_at, **config.analysis.fit)
+    tt = time_to_accuracy(records.test_accuracy, config.training.target)
+    final_loss = records.loss[:, 0, -1]
+    final_acc = records.test_accuracy[:, -1]
+    row = {
+        "eta": float(records.eta[0, 0]), "lambda_nmle": net.mean, "lambda_std": net.std, "lambda_ci_low": net.ci_low,
+        "lambda_ci_high": net.ci_high, "p_percent": net.p, "n_initial": records.loss.shape[0],
+        "n_excluded": net.n_excluded, "tau_mean": tt.mean(), "tau_stderr": tt.standard_error(),
+        "tau_censored": tt.n_censored,
+        "final_loss_mean": float(np.nanmean(final_loss)) if np.isfinite(final_loss).any() else float("nan"),
+        "final_test_accuracy_mean": float(np.nanmean(final_acc)) if np.isfinite(final_acc).any() else float("nan"),
+        "diverged_fraction": float((records.diverged_at[:, 0] >= 0).mean()),
+        "network_epochs": records.network_epochs, "naive_network_epochs": records.naive_network_epochs,
+    }
+    return row, net, tt
+
+
+def summary_line(config: Config, results: list[TaskResult]) -> str:
+    """One line for a finished learning rate: lambda_NMLE, p, the time to target, divergence."""
+    row, net, tt = fit(concatenate([r.records for r in results]), config)
+    diverged = round(row["diverged_fraction"] * row["n_initial"])
+    return (f"eta = {row['eta']:g}: lambda_NMLE = {net.mean:.3f} ± {net.std:.3f}, p = {net.p:.0f}%, "
+            f"{tt.describe()}" + (f", {diverged} diverged" if diverged else ""))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a run folder holds: its configuration, one row per finished learning rate, the checked task results by
+    name, and the task files that could not be trusted (name -> why)."""
+
+    config: Config
+    rows: list[dict]
+    results: dict[str, TaskResult]
+    problems: dict[str, str]
+    n_tasks: int
+
+    @property
+    def n_pending(self) -> int:
+        return self.n_tasks - len(self.results)
+
+    def records(self, eta_index: int | None = None):
+        """The records of one finished learning rate (None: of every finished task, in task order)."""
+        return concatenate([self.results[t.name].records for t in tasks(self.config)
+                            if (eta_index is None or t.eta_index == eta_index) and t.name in self.results])
+
+
+def summarize(run_dir: str | Path) -> Summary:
+    """Check every task file of a run folder and fit every learning rate whose tasks are all finished; files that
+    cannot be trusted are named in ``Summary.problems`` (their learning rates count as unfinished), never fitted."""
+    store = RunDir(run_dir)
+    config = store.config()
+    every = tasks(config)
+    results, problems = store.scan(config, every)
+    rows = []
+    for k, _ in enumerate(config.training.etas):
+        mine = [t for t in every if t.eta_index == k]
+        if all(t.name in results for t in mine):
+            rows.append(fit(concatenate([results[t.name].records for t in mine]), config)[0])
+    return Summary(config, rows, results, problems, len(every))
+
+
+def write_csv(rows: list[dict], path: str | Path) -> Path:
+    """The table as CSV (``pandas.read_csv`` reads it in one call); written atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write(path, text.getvalue())
+
+
+def write_parquet(rows: list[dict], path: str | Path) -> Path | None:
+    """The table as Parquet (typed columns; ``pandas.read_parquet`` reads it), written atomically; None when
+    pyarrow is not installed (``pip install 'chaosgd[analysis]'``)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return None
+    integer = {"n_initial", "n_excluded", "tau_censored", "network_epochs", "naive_network_epochs"}
+    table = pa.table({c: pa.array([r[c] for r in rows], type=pa.int64() if c in integer else pa.float64())
+                      for c in COLUMNS})
+    return atomic_write(path, lambda f: pq.write_table(table, f))
+
+
+def loss_curves(summary: Summary, etas=(0.01, 7.5, 20.0), initial_condition: int = 0) -> dict[float, np.ndarray]:
+    """Training loss of one reference network at the finished learning rates nearest to ``etas`` (figure 1)."""
+    grid = np.array(summary.config.training.etas)
+    finished = {row["eta"] for row in summary.rows}
+    curves = {}
+    for wanted in etas:
+        k = int(np.argmin(np.abs(np.log(grid) - np.log(wanted))))
+        if float(grid[k]) in finished and float(grid[k]) not in curves:
+            rec = summary.records(k)
+            row = np.flatnonzero(rec.initial_condition == initial_condition)
+            curves[float(grid[k])] = rec.loss[row[0] if row.size else 0, 0]
+    return curves

@@ -1,0 +1,122 @@
+"""Evaluators for the sweet-spot search (``chaosgd.sweetspot.find_sweet_spot``): p at a learning rate, measured for
+a configuration (through the same executors and run store as sweeps, so an interrupted search resumes) or for a
+user's own model and arrays.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+from chaosgd.experiments.config import Config, Ensemble
+from chaosgd.experiments.executors import open_executor
+from chaosgd.experiments.problem import Task, train
+from chaosgd.experiments.results import summarize
+from chaosgd.experiments.store import RunDir, TaskFileError
+from chaosgd.sweetspot import Evaluation, Evaluator, evaluation_from_records
+
+
+class ConfigEvaluator(Evaluator):
+    """A configuration's model, data and ensemble, trained for the first ``epochs`` only (copies run every epoch).
+
+    Every evaluation is a task (at a learning rate off any grid) written to the run folder ``store`` (a temporary
+    folder if None), and read back from it when it is already there, so a search that was stopped resumes where it
+    was. Tasks run on ``executor`` (serial, processes or dask; see ``executors``); ``many`` runs several learning
+    rates side by side on it.
+    """
+
+    def __init__(self, config: Config, *, epochs: int = 60, confidence: float = 0.95, store=None,
+                 executor: str = "serial", workers: int | None = None, scheduler: str | None = None, log=None):
+        super().__init__(config.ensemble.initial, confidence=confidence, **config.analysis.fit)
+        self.config = config.with_values(**{"training.epochs": int(epochs), "training.stop_copies": False})
+        self._temporary = None
+        if store is None:
+            store = self._temporary = tempfile.mkdtemp(prefix="chaosgd-search-")
+        self.store = RunDir(store).prepare(self.config, log or (lambda *a: None))
+        self.executor, self.workers, self.scheduler = executor, workers, scheduler
+        self._pool = None
+
+    def records(self, eta, first, count):
+        return self._run([Task(None, float(eta), int(first), int(count))])[0]
+
+    def many(self, etas) -> list[Evaluation]:
+        etas = [float(e) for e in etas]
+        fresh = [e for e in dict.fromkeys(etas) if e not in self._records]
+        if len(fresh) > 1:
+            for e, records in zip(fresh, self._run([Task(None, e, 0, self.n_initial) for e in fresh])):
+                self._add(e, records)
+        return [self(e) for e in etas]
+
+    def _run(self, wanted: list[Task]):
+        """Records of these tasks: from the store where it holds them, else computed on the executor."""
+        from chaosgd.experiments.sweep import execute
+
+        config_hash, found = self.config.hash(), {}
+        for task in wanted:
+            try:
+                found[task.name] = self.store.load_task(task, config_hash).records
+            except TaskFileError:
+                pass
+        todo = iter([t for t in wanted if t.name not in found])
+        toml, root = self.config.to_toml(), str(self.store.root)
+
+        def source():
+            task = next(todo, None)
+            return None if task is None else (task.name, (toml, task, root))
+
+        def on_result(name, _):
+            task = next(t for t in wanted if t.name == name)
+            found[name] = self.store.load_task(task, config_hash).records
+
+        if self._pool is None:
+            self._pool = open_executor(self.executor, workers=self.workers, scheduler=self.scheduler)
+        self._pool.map(execute, source, on_result)
+        return [found[t.name] for t in wanted]
+
+    def close(self) -> None:
+        """Stop the executor's workers, and remove the temporary store if one was made."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if self._temporary is not None:
+            shutil.rmtree(self._temporary, ignore_errors=True)
+            self._temporary = None
+
+
+def config_evaluator(config: Config, **options) -> ConfigEvaluator:
+    """``evaluate(eta)`` for a sweep configuration (see ``ConfigEvaluator`` for the options)."""
+    return ConfigEvaluator(config, **options)
+
+
+def stored_evaluations(run_dir, *, confidence: float = 0.95) -> dict[float, Evaluation]:
+    """Evaluations of every finished learning rate of a sweep's run folder, marked as stored."""
+    summary = summarize(run_dir)
+    config = summary.config
+    finished = {row["eta"] for row in summary.rows}
+    return {eta: evaluation_from_records(summary.records(k), eta, confidence=confidence, stored=True,
+                                         **config.analysis.fit)
+            for k, eta in enumerate(config.training.etas) if eta in finished}
+
+
+class ModelEvaluator(Evaluator):
+    """Any model with ``init(key)`` and ``apply(params, x)`` (see ``models.FunctionModel``) on the user's arrays
+    ``data = {"x_train", "y_train", "x_test", "y_test"}``, trained in this process."""
+
+    def __init__(self, model, data, *, n_initial: int = 10, n_copies: int = 3, epsilon: float = 1e-8,
+                 epochs: int = 60, seed: int = 0, l2: float = 0.0, confidence: float = 0.95, **fit):
+        from chaosgd.objective import classification
+
+        super().__init__(n_initial, confidence=confidence, **fit)
+        self.model, self.data, self.epochs = model, data, epochs
+        self.ensemble = Ensemble(initial=n_initial, copies=n_copies, epsilon=epsilon, seed=seed)
+        self.objective = classification(model, l2=l2)
+
+    def records(self, eta, first, count):
+        return train(self.objective, self.model, self.data, eta, self.ensemble, first=first, count=count,
+                     epochs=self.epochs)
+
+
+def model_evaluator(model, data, **options) -> ModelEvaluator:
+    """``evaluate(eta)`` for any model with ``init(key)`` and ``apply(params, x)`` and the user's own arrays (see
+    ``ModelEvaluator`` for the options)."""
+    return ModelEvaluator(model, data, **options)

@@ -1,0 +1,167 @@
+"""Learning-rate sweeps: a configuration expands into tasks (``problem.tasks``), which run on an executor into a run
+folder (``store.RunDir``).
+
+Running a sweep again checks every task file and runs only what is missing or cannot be trusted, so an interrupted
+sweep (Ctrl-C, SIGTERM, ``kill -9``) resumes without losing or redoing work, with the results of an uninterrupted
+run. Several sweeps of one configuration may share a run folder at once (a SLURM array, two terminals): each task is
+claimed before it runs, so it is computed once, and every job finishes when all tasks are done.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from chaosgd.experiments.config import Config
+from chaosgd.experiments.executors import open_executor
+from chaosgd.experiments.problem import Task, run_task, task_sharpness, tasks
+from chaosgd.experiments.store import RunDir, TaskFileError
+
+
+class Interrupted(KeyboardInterrupt):
+    """A sweep stopped by Ctrl-C or SIGTERM; its message says what was kept and how to resume."""
+
+
+def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", workers: int | None = None,
+          scheduler: str | None = None, retries: int = 2, progress: bool = True, log=print,
+          claim_timeout: float = 120.0, wait_poll: float = 2.0) -> RunDir:
+    """Run every unfinished task of ``config`` into ``run_dir`` and return the run folder.
+
+    Args:
+        executor: ``"serial"`` (this process), ``"processes"`` (local workers, one single-threaded process per core;
+            default) or ``"dask"`` (``scheduler``: a running scheduler's address; None starts a LocalCluster).
+        workers: worker processes (default: one per core).
+        retries: times a task whose worker died is run again.
+        progress: a progress bar over network-epochs, with an ETA.
+        log: where lines go (one per finished learning rate, with lambda_NMLE, p and the time to target).
+        claim_timeout: seconds after which a claim that was not refreshed is taken over (its job died).
+        wait_poll: seconds between looks at tasks that other jobs are computing.
+
+    Raises ``Interrupted`` on Ctrl-C or SIGTERM (finished tasks are kept) and ``executors.TaskFailed`` when a
+    task raises (at once; finished tasks are kept).
+    """
+    from chaosgd.experiments.results import summary_line
+
+    store = RunDir(run_dir).prepare(config, log)
+    every = tasks(config)
+    by_name = {t.name: t for t in every}
+    done, problems = store.scan(config, every)
+    for name, why in problems.items():
+        log(f"recomputing {why}")
+    log(f"{config.name}: {len(done)} of {len(every)} tasks already done in {store}; running the rest with the "
+        f"{executor} executor")
+    bar = _bar(config, [t for t in every if t.name not in done], progress)
+    say = bar.write if bar is not None and log is print else log
+    summarized: set[int] = set()
+    computed = []
+
+    def summarize_finished():
+        for k in sorted({t.eta_index for t in every} - summarized):
+            if all(t.name in done for t in every if t.eta_index == k):
+                summarized.add(k)
+                say(summary_line(config, [done[t.name] for t in every if t.eta_index == k]))
+
+    summarize_finished()  # what earlier calls finished
+    toml = config.to_toml()
+    waiting_said = False
+    def finished_elsewhere(task):
+        done[task.name] = store.load_task(task, config.hash())
+        if bar is not None:
+            bar.finish(task.name)
+
+    with store.claims(timeout=claim_timeout) as claims:
+        def source():
+            for task in every:
+                if task.name in done or task.name in claims.held or claims.taken_by_others(task.name):
+                    continue
+                if not claims.claim(task.name):
+                    continue
+                try:  # another job may have finished it since we looked
+                    finished_elsewhere(task)
+                    claims.release(task.name)
+                    continue
+                except TaskFileError:
+                    return task.name, (toml, task, str(store.root))
+            return None
+
+        def on_result(name, _):
+            computed.append(name)
+            claims.release(name)
+            done[name] = store.load_task(by_name[name], config.hash())
+            if bar is not None:
+                bar.finish(name)
+            summarize_finished()
+
+        try:
+            with open_executor(executor, workers=workers, scheduler=scheduler, retries=retries) as pool:
+                while len(done) < len(every):
+                    pool.map(execute, source, on_result, bar.advance if bar is not None else None)
+                    for task in every:  # finished by other jobs meanwhile
+                        if task.name not in done and not claims.taken_by_others(task.name):
+                            try:
+                                finished_elsewhere(task)
+                            except TaskFileError:
+                                pass
+                    summarize_finished()
+                    if len(done) < len(every):
+                        if not waiting_said:
+                            log(f"waiting for {len(every) - len(done)} task(s) that other jobs are computing")
+                            waiting_said = True
+                        time.sleep(wait_poll)
+        except KeyboardInterrupt:
+            if bar is not None:
+                bar.close()
+            raise Interrupted(f"interrupted: {len(done)} of {len(every)} tasks are finished and kept in {store}; "
+                              "run the same command again to resume") from None
+    if bar is not None:
+        bar.close()
+    log(f"{config.name}: all {len(every)} tasks are done in {store}; this call computed {len(computed)}")
+    return store
+
+
+@lru_cache(maxsize=4)
+def _config(toml: str) -> Config:
+    return Config.from_toml(toml)
+
+
+def execute(config_toml: str, task: Task, run_dir: str, progress=None) -> str:
+    """Run one task and write its file (what workers execute); returns the task's name."""
+    config = _config(config_toml)
+    start = time.perf_counter()
+    records = run_task(config, task, progress=progress or False)
+    track = task_sharpness(config, task)
+    RunDir(run_dir).write_task(config, task, records, seconds=time.perf_counter() - start, sharpness=track)
+    return task.name
+
+
+class _Bar:
+    """A progress bar over the naive network-epochs of the pending tasks: within a task it moves as the task
+    reports (the engine's per-epoch progress), and a finished task counts in full."""
+
+    def __init__(self, config: Config, todo: list[Task]):
+        from tqdm.auto import tqdm
+
+        per_network = config.training.epochs
+        self.size = {t.name: t.count * (1 + config.ensemble.copies) * per_network for t in todo}
+        self.seen = dict.fromkeys(self.size, 0)
+        self.bar = tqdm(total=sum(self.size.values()), unit="net-epoch", unit_scale=True, desc=config.name,
+                        smoothing=0.05)
+
+    def advance(self, name: str, n: int) -> None:
+        n = min(n, self.size[name] - self.seen[name])
+        self.seen[name] += n
+        self.bar.update(n)
+
+    def finish(self, name: str) -> None:
+        self.advance(name, self.size[name])
+
+    def write(self, line: str) -> None:
+        self.bar.write(line)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _bar(config, todo, enabled):
+    return _Bar(config, todo) if enabled and todo else None

@@ -1,0 +1,139 @@
+"""The run store trusts nothing it did not check: damaged, foreign or old task files are recomputed with the reason
+said; a folder cannot be taken over by another configuration; a deleted config.toml is restored."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from chaosgd.cli import main
+from chaosgd.experiments.config import ConfigError
+from chaosgd.experiments.problem import tasks
+from chaosgd.experiments.report import write_report
+from chaosgd.experiments.results import summarize
+from chaosgd.experiments.store import RunDir, TaskFileError
+from chaosgd.experiments.sweep import sweep
+from test_sweep import assert_same, load_records, small_config
+
+
+def quiet_sweep(config, folder, lines=None):
+    return sweep(config, folder, executor="serial", progress=False,
+                 log=lines.append if lines is not None else (lambda *a: None))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished run folder, copied by each test that damages it."""
+    folder = tmp_path_factory.mktemp("finished")
+    quiet_sweep(small_config(), folder)
+    return folder
+
+
+@pytest.fixture
+def run(finished, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(finished, folder)
+    return folder
+
+
+def damage(path, how):
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    elif how == "flipped":  # one bit inside the stored arrays: the zip's CRC or our digest catches it
+        data[len(data) // 3] ^= 0x01
+        path.write_bytes(bytes(data))
+    elif how == "empty":
+        path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("how, reason", [("truncated", "unreadable, truncated or corrupted"),
+                                         ("flipped", "corrupted"), ("empty", "unreadable, truncated or corrupted")])
+def test_a_damaged_task_file_is_named_recomputed_and_the_results_equal_the_original(run, finished, how, reason):
+    target = run / "tasks" / "eta001_ic00002.npz"
+    damage(target, how)
+    summary = summarize(run)
+    assert list(summary.problems) == ["eta001_ic00002"] and reason in summary.problems["eta001_ic00002"]
+    assert [r["eta"] for r in summary.rows] == [0.1, 10.0]  # the damaged learning rate counts as unfinished
+    page = write_report(run).read_text()
+    assert "could not be trusted" in page and "eta001_ic00002.npz" in page
+    lines = []
+    quiet_sweep(small_config(), run, lines)
+    assert any(line.startswith("recomputing eta001_ic00002.npz") and reason in line for line in lines)
+    assert "this call computed 1" in lines[-1]
+    assert_same(load_records(run), load_records(finished))
+
+
+def test_arrays_changed_under_an_intact_zip_fail_the_digest(run):
+    path = run / "tasks" / "eta000_ic00000.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["loss"] = arrays["loss"] + 1e-12  # a plausible-looking, silently wrong number
+    np.savez(path, **arrays)
+    with pytest.raises(TaskFileError, match="do not match its SHA-256 digest"):
+        RunDir(run).load_task(tasks(small_config())[0], small_config().hash())
+
+
+def test_a_file_of_another_task_or_another_configuration_is_not_taken(run, tmp_path):
+    shutil.copy(run / "tasks" / "eta000_ic00000.npz", run / "tasks" / "eta000_ic00002.npz")
+    other = small_config(**{"training.epochs": 31})
+    quiet_sweep(other.with_values(**{"training.etas": (0.1,), "ensemble.initial": 2}), tmp_path / "other")
+    shutil.copy(tmp_path / "other" / "tasks" / "eta000_ic00000.npz", run / "tasks" / "eta002_ic00000.npz")
+    problems = summarize(run).problems
+    assert "holds another task" in problems["eta000_ic00002"]
+    assert "belongs to another configuration" in problems["eta002_ic00000"]
+
+
+def test_a_file_from_before_task_headers_is_recomputed(run):
+    from chaosgd.records import Records
+    path = run / "tasks" / "eta000_ic00000.npz"
+    Records.from_arrays(np.load(path)).save(path)  # records alone, as chaosgd 0.1 wrote them
+    assert "older chaosgd" in summarize(run).problems["eta000_ic00000"]
+
+
+def test_another_configuration_cannot_take_a_folder_over_even_without_run_json(run):
+    other = small_config(**{"training.epochs": 31})
+    (run / "run.json").unlink()
+    with pytest.raises(ConfigError, match="another configuration"):
+        quiet_sweep(other, run)
+    (run / "config.toml").unlink()  # the task files alone still name their configuration
+    with pytest.raises(ConfigError, match="another configuration"):
+        quiet_sweep(other, run)
+    assert not (run / "config.toml").exists() and not (run / "run.json").exists()  # refused before writing
+
+
+def test_a_deleted_config_toml_is_restored_from_the_tasks_or_from_the_same_configuration(run, capsys):
+    (run / "config.toml").unlink()
+    assert summarize(run).config == small_config()  # restored from the hash-checked task files
+    assert (run / "config.toml").read_text() == small_config().to_toml()
+    (run / "config.toml").unlink()
+    lines = []
+    quiet_sweep(small_config(), run, lines)
+    assert "was missing: written again" in lines[0] and "this call computed 0" in lines[-1]
+    (run / "config.toml").write_text(small_config(**{"training.epochs": 31}).to_toml())  # edited by hand
+    assert main(["report", str(run)]) == 2
+    assert "does not match the run" in capsys.readouterr().err
+
+
+def test_report_of_a_folder_that_is_no_run_says_so(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no config.toml" in capsys.readouterr().err
+
+
+def test_a_resumed_sweep_prints_every_finished_learning_rate(run):
+    lines = []
+    quiet_sweep(small_config(), run, lines)
+    assert [line.split(":")[0] for line in lines[1:4]] == ["eta = 0.1", "eta = 2.5", "eta = 10"]
+
+
+def test_task_files_carry_what_identifies_them(finished):
+    with np.load(finished / "tasks" / "eta002_ic00004.npz") as z:
+        header = json.loads(str(z["header"]))
+    assert header["config_hash"] == small_config().hash()
+    assert header["task"] == {"eta_index": 2, "eta": 10.0, "first": 4, "count": 1}
+    assert header["seconds"] > 0 and len(str(np.load(finished / "tasks" / "eta002_ic00004.npz")["digest"])) == 64
+    assert not list(finished.glob("**/*.tmp"))  # no temporary file is left behind
