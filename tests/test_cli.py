@@ -54,3 +54,27 @@ def test_version_and_help_show_every_default(capsys):
     for option in ("--out", "--training.epochs", "--ensemble.initial", "--analysis.plateau", "--set", "--executor"):
         assert option in text
     assert "(default 201)" in text and "(default 40)" in text
+
+
+def test_command_options_are_checked_before_anything_is_computed_or_made(tmp_path, capsys):
+    import pytest
+
+    cases = [
+        (["sweetspot", "iris", "--eta-min", "5", "--eta-max", "1"], "eta_min and eta_max"),
+        (["sweetspot", "iris", "--p-high", "150"], "p_high"),
+        (["sweetspot", "iris", "--confidence", "1"], "confidence"),
+        (["sweetspot", "iris", "--max-initial", "1"], "max_initial (1) is below"),
+        (["lyapunov", "iris", "--window", "5", "3"], "--window START STOP"),
+        (["lyapunov", "iris", "--training.etas", "1,2"], "give it with --eta"),
+        (["toymap", "--seed", "-1"], "--seed must be >= 0"),
+        (["sharpness", "iris", "--every", "0"], "--every must be >= 1"),
+    ]
+    for args, message in cases:
+        assert main([*args, "--out", str(tmp_path / "out")]) == 2, args
+        assert message in capsys.readouterr().err, args
+        assert not (tmp_path / "out").exists(), args
+    (tmp_path / "afile").write_text("")
+    assert main(["toymap", "--out", str(tmp_path / "afile")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["sweep", "--workers", "x"])

@@ -153,3 +153,20 @@ def test_bad_input_on_the_command_line_creates_no_folder(tmp_path, monkeypatch, 
         error = capsys.readouterr().err
         assert error.startswith("chaosgd: error: ") and "Traceback" not in error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_number_too_large_for_a_float_is_a_message():
+    with pytest.raises(ConfigError, match=r"training\.l2: must be a finite number; got an integer of 401 digits"):
+        preset("iris").with_text(["training.l2=1" + "0" * 400])
+
+
+def test_quick_is_for_presets_and_a_folder_does_not_hide_one(tmp_path, monkeypatch, capsys):
+    from chaosgd.cli import main
+    path = tmp_path / "c.toml"
+    path.write_text(preset("iris").to_toml())
+    assert main(["sweep", str(path), "--quick"]) == 2
+    assert "--quick scales a preset down" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "iris").mkdir()  # a folder that happens to carry a preset's name
+    assert main(["sweep", "iris", "--training.epochs", "2.5"]) == 2
+    assert "training.epochs: must be an integer" in capsys.readouterr().err

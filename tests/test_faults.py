@@ -94,7 +94,7 @@ def test_ctrl_c_and_sigterm_stop_a_sweep_within_10_s_with_one_line_on_resuming(t
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     text = log.read_text()
-    assert proc.returncode == 130, text
+    assert proc.returncode == 128 + signum, text
     assert took < 10 and "Traceback" not in text, text
     assert "run the same command again to resume" in text.splitlines()[-1]
     assert wait_for(lambda: not any(alive(p) for p in children), timeout=10), "workers outlived the sweep"
@@ -197,3 +197,36 @@ def test_a_group_too_large_for_the_memory_budget_says_what_to_change(tmp_path, m
                  "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "ensemble.copies" in err and "float32" in err and "Traceback" not in err
+
+
+def test_a_stop_request_is_seen_even_if_its_keyboard_interrupt_was_lost(tmp_path):
+    from chaosgd.experiments.executors import clear_stop, request_stop
+    from chaosgd.experiments.sweep import Interrupted
+
+    request_stop()  # what the command line's signal handler does besides raising KeyboardInterrupt
+    try:
+        with pytest.raises(Interrupted, match="run the same command again to resume"):
+            sweep(small_config(), tmp_path / "run", executor="serial", progress=False, log=lambda *a: None)
+    finally:
+        clear_stop()
+    assert not list((tmp_path / "run" / "claims").glob("*.claim"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data.name", "mnist", "--data.path", "/nonexistent"], "chaosgd data fetch mnist"),
+    (["--model.architecture", "cnn"], "CNN"),
+])
+def test_a_configuration_that_cannot_run_is_refused_before_its_folder_exists(tmp_path, capsys, args, message):
+    from chaosgd.cli import main
+    assert main(["sweep", "iris", "--quick", "--out", str(tmp_path / "run"), "--executor", "serial", "--quiet",
+                 *args]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_claims_must_outlive_their_heartbeat(tmp_path):
+    from chaosgd.experiments.claims import Claims
+    with pytest.raises(ValueError, match="timeout > 2 x heartbeat"):
+        Claims(tmp_path, timeout=15, heartbeat=10)
+    with pytest.raises(ValueError, match="claim_timeout must exceed 20"):
+        sweep(small_config(), tmp_path / "run", executor="serial", claim_timeout=5)
+    assert not (tmp_path / "run").exists()

@@ -60,7 +60,7 @@ def test_fetch_refuses_a_corrupt_file_and_keeps_nothing_of_it(tmp_path, server):
         fetch("mnist", path=tmp_path / "data", base_url=url, sources={"mnist": Source("x", bad)},
               log=lambda *a: None)
     left = sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir())
-    assert "train-labels-idx1-ubyte.gz" not in left and not any(n.endswith(".partial") for n in left)
+    assert "train-labels-idx1-ubyte.gz" not in left and not any(n.endswith((".partial", ".tmp")) for n in left)
 
 
 def test_fetch_unpacks_cifar10_binary_archive(tmp_path, server):
@@ -210,7 +210,7 @@ def test_fetch_checks_structure_where_no_content_digest_is_known(tmp_path, serve
     plant(root, raw, [NAMES[1]], mtime=0)
     with pytest.raises(ChecksumError, match="does not match"):
         fetch("mnist", path=tmp_path / "data", base_url=url, sources={"mnist": source}, log=quiet)
-    assert not any(p.name.endswith(".partial") for p in folder.iterdir())
+    assert not any(p.name.endswith((".partial", ".tmp")) for p in folder.iterdir())
 
 
 def test_fetch_refuses_folders_in_the_way(tmp_path):

@@ -127,3 +127,13 @@ def test_edge_of_chaos_sentence_names_the_onset_and_the_fastest_complete_learnin
     assert "first at eta = 5;" in text and "at eta = 5, 20.0 epochs" in text  # eta = 10 was faster but censored
     assert "never reaches 95" in edge_of_chaos(rows[:2], 0.9)
     assert "did every initial condition" in edge_of_chaos([row(1, 100, np.nan, 3)], 0.9)
+
+
+def test_rows_go_up_in_eta_whatever_the_order_of_the_grid(tmp_path):
+    from chaosgd.experiments.report import edge_of_chaos
+    config = small_config(**{"training.etas": (10.0, 0.1), "ensemble.initial": 2, "training.epochs": 40})
+    sweep(config, tmp_path, executor="serial", progress=False, log=lambda *a: None)
+    rows = summarize(tmp_path).rows
+    assert [r["eta"] for r in rows] == [0.1, 10.0]
+    assert edge_of_chaos(rows, 0.9).startswith(("Edge of chaos on this grid: p >= 95 % first at eta = 10",
+                                                "p never reaches"))

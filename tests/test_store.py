@@ -137,3 +137,76 @@ def test_task_files_carry_what_identifies_them(finished):
     assert header["task"] == {"eta_index": 2, "eta": 10.0, "first": 4, "count": 1}
     assert header["seconds"] > 0 and len(str(np.load(finished / "tasks" / "eta002_ic00004.npz")["digest"])) == 64
     assert not list(finished.glob("**/*.tmp"))  # no temporary file is left behind
+
+
+def test_of_two_configurations_started_at_once_on_a_new_folder_one_is_refused(tmp_path, monkeypatch):
+    a, b = small_config(), small_config(**{"training.epochs": 31})
+    store = RunDir(tmp_path / "run")
+    # Job b looked before job a created run.json (both saw a new folder); a's run.json is then in place.
+    monkeypatch.setattr(RunDir, "_recorded_hash", lambda self: None)
+    store.prepare(a)
+    with pytest.raises(ConfigError, match="another configuration"):
+        store.prepare(b)
+    assert RunDir(tmp_path / "run").info()["config_hash"] == a.hash()
+
+
+def test_an_edited_config_toml_is_written_again_by_the_runs_own_configuration(run):
+    (run / "config.toml").write_text(small_config(**{"training.epochs": 31}).to_toml())
+    lines = []
+    quiet_sweep(small_config(), run, lines)
+    assert "did not match the run (edited?)" in lines[0] and "this call computed 0" in lines[-1]
+    assert (run / "config.toml").read_text() == small_config().to_toml()
+
+
+def test_a_run_json_that_is_not_chaosgds_is_a_message(run, capsys):
+    (run / "run.json").write_text("[]")
+    assert main(["report", str(run)]) == 2
+    assert "not a run.json written by chaosgd" in capsys.readouterr().err
+
+
+def test_report_names_untrusted_files_on_the_terminal_and_refuses_a_bad_eta(run, capsys):
+    damage(run / "tasks" / "eta001_ic00002.npz", "truncated")
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "left out, cannot be trusted: eta001_ic00002.npz" in out and out.strip().endswith("report.html")
+    for bad in ("nan", "-1"):
+        assert main(["report", str(run), "--eta", bad]) == 2
+        assert "must be finite and > 0" in capsys.readouterr().err
+
+
+def _rewrite(path, **changes):
+    """Rewrite a task file with some arrays changed and a digest that matches them (a forger's file)."""
+    from chaosgd.experiments.store import _digest
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k != "digest"}
+    arrays.update(changes)
+    arrays["digest"] = np.array(_digest(arrays))
+    np.savez(path, **arrays)
+
+
+def test_the_digest_does_not_depend_on_how_numpy_prints(finished):
+    task = tasks(small_config())[0]
+    try:
+        np.set_printoptions(formatter={"str_kind": lambda s: "x"}, threshold=3)
+        RunDir(finished).load_task(task, small_config().hash())
+    finally:
+        np.set_printoptions(formatter=None, threshold=1000)
+
+
+@pytest.mark.parametrize("header", ["not json", "[1, 2]", '{"format": 3}'])
+def test_a_header_that_chaosgd_did_not_write_is_refused_not_a_crash(run, header, capsys):
+    _rewrite(run / "tasks" / "eta000_ic00000.npz", header=np.array(header))
+    assert "header is not one chaosgd writes" in summarize(run).problems["eta000_ic00000"]
+    assert main(["report", str(run)]) == 0 and "left out" in capsys.readouterr().out
+
+
+def test_a_foreign_task_file_cannot_restore_its_configuration_into_a_run(run, tmp_path):
+    other = small_config(**{"training.epochs": 7, "training.etas": (0.1,), "ensemble.initial": 2})
+    quiet_sweep(other, tmp_path / "other")
+    shutil.copy(tmp_path / "other" / "tasks" / "eta000_ic00000.npz", run / "tasks" / "aaa.npz")  # sorts first
+    (run / "config.toml").unlink()
+    assert summarize(run).config == small_config()  # restored from the files that match run.json
+    (run / "config.toml").unlink()
+    (run / "run.json").unlink()
+    with pytest.raises(ConfigError, match="belong to different configurations"):
+        summarize(run)

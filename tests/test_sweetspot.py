@@ -229,3 +229,16 @@ def test_multisection_on_a_dask_local_cluster_gives_the_same_evaluations():
     finally:
         here.close()
     assert not here_store.root.exists()  # the temporary store is removed
+
+
+def test_reusing_a_run_of_another_problem_is_refused_with_the_fields_named(tmp_path, capsys):
+    from chaosgd.cli import main
+    from chaosgd.experiments.sweep import sweep
+    from test_sweep import small_config
+
+    other = small_config(**{"model.hidden": (12,), "training.etas": (0.1,), "ensemble.initial": 2})
+    sweep(other, tmp_path / "other", executor="serial", progress=False, log=lambda *a: None)
+    assert main(["sweetspot", "iris", "--quick", "--reuse", str(tmp_path / "other"), "--out",
+                 str(tmp_path / "search")]) == 2
+    err = capsys.readouterr().err
+    assert "another problem" in err and "model.hidden" in err

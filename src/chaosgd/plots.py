@@ -138,10 +138,17 @@ def plot_lambda_vs_eta(rows: list[dict], *, ax=None):
     eta = np.array([r["eta"] for r in rows])
     ax.errorbar(eta, [r["lambda_nmle"] for r in rows], yerr=[r["lambda_std"] for r in rows], fmt="o-", capsize=3)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel(r"learning rate $\eta$")
+    _log_eta_axis(ax, eta)
     ax.set_ylabel(r"$\lambda_{NMLE}$")
     return ax
+
+
+def _log_eta_axis(ax, eta) -> None:
+    """A logarithmic learning-rate axis; with a single learning rate, a decade around it (not a zero-width one)."""
+    ax.set_xscale("log")
+    ax.set_xlabel(r"learning rate $\eta$")
+    if np.unique(eta).size == 1:
+        ax.set_xlim(eta[0] / 3, eta[0] * 3)
 
 
 def plot_p_and_tau(rows: list[dict], *, ax=None):
@@ -150,8 +157,7 @@ def plot_p_and_tau(rows: list[dict], *, ax=None):
     ax = _axes(ax)
     eta = np.array([r["eta"] for r in rows])
     ax.plot(eta, [r["p_percent"] for r in rows], "D-", color="tab:blue", label="p")
-    ax.set_xscale("log")
-    ax.set_xlabel(r"learning rate $\eta$")
+    _log_eta_axis(ax, eta)
     ax.set_ylabel("p (%)", color="tab:blue")
     ax.set_ylim(-5, 105)
     twin = ax.twinx()

@@ -90,6 +90,26 @@ def evaluation_from_records(records, eta: float, *, confidence: float = 0.95, st
                       float((records.diverged_at[:, 0] >= 0).mean()), records.network_epochs, stored)
 
 
+def check_search(*, eta_min: float, eta_max: float, p_high: float = 95.0, rel_width: float = 0.1, parallel: int = 1,
+                 max_initial: int | None = None, n_initial: int | None = None, confidence: float = 0.95) -> None:
+    """Refuse search settings that cannot work, before anything is computed; each message names the setting."""
+    if not (math.isfinite(eta_min) and math.isfinite(eta_max) and 0 < eta_min < eta_max):
+        raise ValueError(f"eta_min and eta_max: need 0 < eta_min < eta_max, both finite; got {eta_min}, {eta_max}")
+    if not 0 < p_high < 100:
+        raise ValueError(f"p_high: the p (%) that counts as developed must be in (0, 100); got {p_high}")
+    if not (math.isfinite(rel_width) and rel_width > 0):
+        raise ValueError(f"rel_width must be a finite number > 0; got {rel_width}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: the level of the Wilson intervals must be in (0, 1); got {confidence}")
+    if int(parallel) != parallel or parallel < 1:
+        raise ValueError(f"parallel must be an integer >= 1; got {parallel}")
+    if max_initial is not None and (int(max_initial) != max_initial or max_initial < 1):
+        raise ValueError(f"max_initial must be an integer >= 1 or None; got {max_initial}")
+    if max_initial is not None and n_initial is not None and max_initial < n_initial:
+        raise ValueError(f"max_initial ({max_initial}) is below the initial conditions of one evaluation "
+                         f"({n_initial}): it could never add any")
+
+
 def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, eta_max: float,
                     p_high: float = 95.0, rel_width: float = 0.1, max_evaluations: int = 30,
                     known: dict[float, Evaluation] | None = None, parallel: int = 1,
@@ -103,14 +123,8 @@ def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, 
     conditions where p's interval contains p_high, up to this many (needs an ``Evaluator``; stored points are kept
     as they are).
     """
-    if not 0 < eta_min < eta_max:
-        raise ValueError(f"need 0 < eta_min < eta_max; got {eta_min}, {eta_max}")
-    if not 0 < rel_width:
-        raise ValueError(f"rel_width must be > 0; got {rel_width}")
-    if int(parallel) != parallel or parallel < 1:
-        raise ValueError(f"parallel must be an integer >= 1; got {parallel}")
-    if max_initial is not None and (int(max_initial) != max_initial or max_initial < 1):
-        raise ValueError(f"max_initial must be an integer >= 1 or None; got {max_initial}")
+    check_search(eta_min=eta_min, eta_max=eta_max, p_high=p_high, rel_width=rel_width, parallel=parallel,
+                 max_initial=max_initial, n_initial=getattr(evaluate, "n_initial", None))
     if max_initial is not None and not hasattr(evaluate, "extend"):
         raise ValueError("max_initial needs an Evaluator (config_evaluator, model_evaluator or a subclass), which can "
                          "train more initial conditions at a learning rate")

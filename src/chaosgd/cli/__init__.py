@@ -22,10 +22,20 @@ COMMANDS = (
 )
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless its help already says it or there is none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def parser() -> argparse.ArgumentParser:
     from chaosgd import __version__
 
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = _Help
     top = argparse.ArgumentParser(prog="chaosgd", description=__doc__, formatter_class=formatter)
     top.add_argument("--version", action="version", version=f"chaosgd {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -45,22 +55,29 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from chaosgd.experiments.executors import clear_stop, request_stop
+
     args = parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _terminated)  # SIGTERM (a scheduler's stop) is handled as Ctrl-C
+    received = []
+
+    def stop(signum, frame):  # Ctrl-C, and SIGTERM (a batch scheduler's stop), end the command the same way
+        received.append(signum)
+        if request_stop():
+            raise KeyboardInterrupt
+
+    clear_stop()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         return args.handler(args)
-    except KeyboardInterrupt as stop:
-        print(f"chaosgd: {stop}" if str(stop) else "chaosgd: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupted:
+        print(f"chaosgd: {interrupted}" if str(interrupted) else "chaosgd: interrupted", file=sys.stderr)
+        return 128 + (received[0] if received else signal.SIGINT)  # the shell's convention: 130, 143
     except (ValueError, OSError, RuntimeError) as error:
         print(f"chaosgd: error: {error}", file=sys.stderr)
         return 2
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _terminated(signum, frame):
-    raise KeyboardInterrupt
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def cmd_fetch(args) -> int:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from chaosgd.cli.options import (RUNS, add_execution, add_experiment, add_out, executor_of, experiment, out_folder,
-                                 pyplot_free_plots, use_device)
+from chaosgd.cli.options import (RUNS, add_execution, add_experiment, add_out, experiment, out_folder,
+                                 pyplot_free_plots, run_sweep, use_device)
 
 
 def add_sweep(p: argparse.ArgumentParser) -> None:
@@ -13,20 +13,10 @@ def add_sweep(p: argparse.ArgumentParser) -> None:
     add_execution(p)
 
 
-def run_sweep(args, config=None, folder=None):
-    """Configuration -> run folder -> executor: the sweep every experiment command runs."""
-    from chaosgd.experiments.sweep import sweep
-
-    config = config or experiment(args)
-    use_device(args.device)
-    return sweep(config, folder or out_folder(args, RUNS / config.name), executor=executor_of(args),
-                 workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
-
-
 def report(store, **options) -> None:
     from chaosgd.experiments.report import write_report
     pyplot_free_plots()
-    print(f"report: {write_report(store, **options)}")
+    print(f"report: {write_report(store, log=print, **options)}")
 
 
 def cmd_sweep(args) -> int:
@@ -62,7 +52,9 @@ def cmd_reproduce(args) -> int:
 
 def add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a sweep's run folder")
-    p.add_argument("--eta", type=float, default=10.0, help="learning rate of figures 2 and 3 (nearest in the grid)")
+    from chaosgd.experiments.report import FIGURE_2_ETA
+    p.add_argument("--eta", type=float, default=FIGURE_2_ETA,
+                   help="learning rate of figures 2 and 3 (nearest in the grid)")
 
 
 def cmd_report(args) -> int:
@@ -109,13 +101,18 @@ def cmd_sweetspot(args) -> int:
     from chaosgd.atomic import atomic_write
     from chaosgd.experiments.search import config_evaluator, stored_evaluations
     from chaosgd.experiments.sweep import Interrupted
-    from chaosgd.sweetspot import find_sweet_spot
+    from chaosgd.sweetspot import check_search, find_sweet_spot
 
     config = experiment(args)
+    check_search(eta_min=args.eta_min, eta_max=args.eta_max, p_high=args.p_high, rel_width=args.rel_width,
+                 parallel=args.parallel, max_initial=args.max_initial, n_initial=config.ensemble.initial,
+                 confidence=args.confidence)
+    if args.search_epochs < 1:
+        raise ValueError(f"--search-epochs must be >= 1; got {args.search_epochs}")
     use_device(args.device)
     plots = pyplot_free_plots()
     out = out_folder(args, RUNS / f"{config.name}-sweetspot")
-    known = stored_evaluations(args.reuse, confidence=args.confidence) if args.reuse else None
+    known = stored_evaluations(args.reuse, confidence=args.confidence, like=config) if args.reuse else None
     executor = args.executor or ("processes" if args.parallel > 1 and args.device != "gpu" else "serial")
     evaluate = LoggedEvaluator(config_evaluator(config, epochs=args.search_epochs, confidence=args.confidence,
                                                 store=out / "evaluations", executor=executor,

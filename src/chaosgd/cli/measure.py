@@ -10,14 +10,17 @@ from pathlib import Path
 import numpy as np
 
 from chaosgd.atomic import atomic_write
-from chaosgd.cli.options import RUNS, add_execution, add_experiment, add_out, experiment, out_folder, pyplot_free_plots
+from chaosgd.experiments.report import FIGURE_2_ETA
+from chaosgd.cli.options import (RUNS, add_execution, add_experiment, add_out, experiment, out_folder,
+                                 pyplot_free_plots, run_sweep)
 
 
 def add_lyapunov(p: argparse.ArgumentParser) -> None:
     add_experiment(p)
-    add_out(p, "runs/<name>-lyapunov-eta<eta>")
+    add_out(p, "runs/<name>-lyapunov-eta<eta>[-window<start>-<stop>]")
     add_execution(p)
-    p.add_argument("--eta", type=float, default=10.0, help="learning rate (sets training.etas; the paper's figure 2)")
+    p.add_argument("--eta", type=float, default=FIGURE_2_ETA,
+                   help="learning rate (sets training.etas; the paper's figure 2)")
     p.add_argument("--estimator", choices=["finite", "tangent"], default="finite",
                    help="finite: the paper's epsilon-ball; tangent: Benettin's QR method on the linearised map")
     p.add_argument("--k", type=int, default=1, help="tangent estimator: number of top exponents")
@@ -26,24 +29,28 @@ def add_lyapunov(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_lyapunov(args) -> int:
-    from chaosgd.cli.experiments import run_sweep
-
+    if getattr(args, "field:training.etas") is not None or any(s.strip().startswith("training.etas")
+                                                                 for s in args.set):
+        raise ValueError("lyapunov measures at one learning rate: give it with --eta, not training.etas")
     overrides = {"training.etas": (args.eta,)}
     if args.window:
         overrides["training.stop_copies"] = False  # a fixed window needs every epoch
     config = experiment(args, **overrides)
-    out = out_folder(args, RUNS / f"{config.name}-lyapunov-eta{args.eta:g}")
+    if args.window and not 0 <= args.window[0] <= args.window[1] - 2 <= config.training.epochs - 2:
+        raise ValueError(f"--window START STOP: need 0 <= START, START + 2 <= STOP <= training.epochs = "
+                         f"{config.training.epochs}; got {args.window[0]} {args.window[1]}")
+    if args.k < 1:
+        raise ValueError(f"--k must be >= 1; got {args.k}")
+    window = f"-window{args.window[0]}-{args.window[1]}" if args.window else ""
+    out = out_folder(args, RUNS / f"{config.name}-lyapunov-eta{args.eta:g}{window}")
     plots = pyplot_free_plots()
     if args.estimator == "tangent":
         summary = _tangent(config, args, out, plots)
     else:
-        from chaosgd.experiments.results import summarize
-        from chaosgd.lyapunov import network_exponent
+        from chaosgd.experiments.results import fit, summarize
 
-        summary_of_run = summarize(run_sweep(args, config, out))
-        records = summary_of_run.records(0)
-        net = network_exponent(records.distance, window=args.window, stopped_at=records.copies_stopped_at,
-                               **config.analysis.fit)
+        records = summarize(run_sweep(args, config, out)).records(0)
+        net = fit(records, config, window=args.window)[1]
         plots.save(plots.plot_distance(records.distance[0], net.local[0], eta=args.eta), out / "fig2_distance.png")
         plots.save(plots.plot_network_exponent(net, eta=args.eta), out / "fig3_local_exponents.png")
         summary = {"eta": args.eta, "estimator": "finite", "lambda_nmle": net.mean, "std": net.std,
@@ -115,8 +122,11 @@ def cmd_sharpness(args) -> int:
     from chaosgd.sharpness import track_sharpness
 
     config = experiment(args)
-    if args.every < 1 or args.iterations < 1 or args.initial_condition < 0:
-        raise ValueError("need --every >= 1, --iterations >= 1 and --initial-condition >= 0")
+    for option, value, least in (("--every", args.every, 1), ("--iterations", args.iterations, 1),
+                                 ("--initial-condition", args.initial_condition, 0),
+                                 ("--hessian-examples", args.hessian_examples, 1)):
+        if value is not None and value < least:
+            raise ValueError(f"{option} must be >= {least}; got {value}")
     out = out_folder(args, RUNS / f"{config.name}-sharpness")
     plots = pyplot_free_plots()
     problem = build(config)
@@ -152,8 +162,12 @@ def add_toymap(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_toymap(args) -> int:
-    if not 0 < args.eta_min < args.eta_max or args.n < 2 or min(args.transient, args.keep, args.steps) < 1:
-        raise ValueError("need 0 < --eta-min < --eta-max, --n >= 2, and --transient, --keep, --steps >= 1")
+    if not (np.isfinite(args.eta_min) and np.isfinite(args.eta_max) and 0 < args.eta_min < args.eta_max):
+        raise ValueError(f"need 0 < --eta-min < --eta-max, both finite; got {args.eta_min}, {args.eta_max}")
+    for option, value, least in (("--n", args.n, 2), ("--transient", args.transient, 1), ("--keep", args.keep, 1),
+                                 ("--steps", args.steps, 1), ("--seed", args.seed, 0)):
+        if value < least:
+            raise ValueError(f"{option} must be >= {least}; got {value}")
     toymap(out_folder(args, RUNS / "toymap"), eta_min=args.eta_min, eta_max=args.eta_max, n=args.n,
            transient=args.transient, keep=args.keep, steps=args.steps, seed=args.seed)
     return 0

@@ -12,7 +12,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from chaosgd.experiments.config import Config, field_names, parse_assignment, parse_text
+from chaosgd.experiments.config import Config, field_names, field_type, parse_assignment, parse_text
 from chaosgd.experiments.executors import EXECUTORS
 
 RUNS = Path("runs")  # default parent of run folders
@@ -33,8 +33,17 @@ def add_experiment(p: argparse.ArgumentParser) -> None:
     for key, f in field_names().items():
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = list(default) if isinstance(default, tuple) else default
-        fields.add_argument(f"--{key}", dest=f"field:{key}", metavar="VALUE",
-                            help=f"{f.metadata.get('help', '')} (default {shown})".replace("%", "%%"))
+        fields.add_argument(f"--{key}", dest=f"field:{key}", metavar=_metavar(field_type(key)),
+                            help=(f"{help_}" if "default" in (help_ := f.metadata.get("help", ""))
+                                  else f"{help_} (default {shown})").replace("%", "%%"))
+
+
+def _metavar(hint) -> str:
+    text = str(hint)
+    for word, name in (("tuple", "LIST"), ("bool", "BOOL"), ("int", "INT"), ("float", "NUMBER"), ("str", "TEXT")):
+        if word in text:
+            return name
+    return "VALUE"
 
 
 def add_out(p: argparse.ArgumentParser, default: str) -> None:
@@ -57,8 +66,12 @@ def experiment(args, **overrides) -> Config:
     from chaosgd.experiments.presets import preset
 
     path = Path(args.experiment)
-    config = Config.load(path) if path.suffix == ".toml" or path.exists() else preset(args.experiment,
-                                                                                       quick=args.quick)
+    if path.suffix == ".toml" or path.is_file():
+        if args.quick:
+            raise ValueError(f"--quick scales a preset down; {path} is a configuration file: set its fields instead")
+        config = Config.load(path)
+    else:
+        config = preset(args.experiment, quick=args.quick)
     changes = {}
     if args.data_dir:
         changes["data.path"] = args.data_dir
@@ -72,11 +85,25 @@ def experiment(args, **overrides) -> Config:
 
 
 def out_folder(args, default: Path) -> Path:
-    return Path(args.out) if args.out else default
+    """--out, or the command's default; a path that exists and is not a folder is refused."""
+    out = Path(args.out) if args.out else default
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    return out
 
 
 def executor_of(args) -> str:
     return args.executor or ("serial" if args.device == "gpu" else "processes")
+
+
+def run_sweep(args, config=None, folder=None):
+    """Configuration -> run folder -> executor: the sweep every experiment command runs."""
+    from chaosgd.experiments.sweep import sweep
+
+    config = config or experiment(args)
+    use_device(args.device)
+    return sweep(config, folder or out_folder(args, RUNS / config.name), executor=executor_of(args),
+                 workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
 
 
 def use_device(device: str | None) -> None:

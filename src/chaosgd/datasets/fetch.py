@@ -2,8 +2,9 @@
 
 Only for users with internet access; nothing in chaosgd downloads at run time. A file already in place is kept when
 it verifies (see ``verify``): its MD5 is the published one, or its decompressed content is, so a copy that was only
-recompressed is not downloaded again. Every download is streamed to a ``.partial`` file, verified, and only then
-renamed into place, so an interrupted or corrupted download never leaves a file that looks complete. Without a
+recompressed is not downloaded again. Every download is streamed to a temporary file (``atomic.atomic_write``),
+verified, and only then renamed into place, so an interrupted or corrupted download never leaves a file that looks
+complete. Without a
 network, ``FetchError`` says which files to put into which folder by hand.
 """
 
@@ -19,6 +20,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chaosgd.atomic import atomic_write
 from chaosgd.datasets.base import data_dir
 from chaosgd.datasets.cifar10 import TEST_FILES, TRAIN_FILES
 from chaosgd.datasets.idx import IDXError, read_bytes, read_idx
@@ -189,29 +191,32 @@ def _make_folder(folder: Path) -> list[Path]:
 
 
 def _download(url: str, target: Path, source: Source, timeout: float, log, manual: str) -> None:
-    partial = target.with_name(target.name + ".partial")
     log(f"downloading {url}")
+
+    def stream(out):
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            shutil.copyfileobj(response, out, length=1 << 20)
+
+    def verified(downloaded: Path):
+        if not verify(downloaded, target.name, source, structural=False):
+            raise ChecksumError(f"{url}: MD5 {md5(downloaded)} does not match the published "
+                                f"{source.files[target.name]}; the download is corrupt or the mirror serves other "
+                                "files. Nothing was kept.")
+
     try:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
-                shutil.copyfileobj(response, out, length=1 << 20)
-        except urllib.error.HTTPError as error:
-            error.close()
-            raise FetchError(f"could not download {url} (HTTP {error.code} {error.reason}). {manual}") from error
-        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError,
-                ValueError) as error:
-            reason = getattr(error, "reason", None) or error
-            if isinstance(reason, TimeoutError):
-                reason = f"no answer within {timeout:g} s"
-            raise FetchError(f"could not download {url} ({reason}). {manual}") from error
-        except OSError as error:
-            raise FetchError(f"could not write {partial} ({error.strerror or error})") from error
-        if not verify(partial, target.name, source, structural=False):
-            raise ChecksumError(f"{url}: MD5 {md5(partial)} does not match the published {source.files[target.name]}"
-                                f"; the download is corrupt or the mirror serves other files. Nothing was kept.")
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
+        atomic_write(target, stream, check=verified)
+    except urllib.error.HTTPError as error:
+        error.close()
+        raise FetchError(f"could not download {url} (HTTP {error.code} {error.reason}). {manual}") from error
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError, ValueError) as error:
+        if isinstance(error, ChecksumError):
+            raise
+        reason = getattr(error, "reason", None) or error
+        if isinstance(reason, TimeoutError):
+            reason = f"no answer within {timeout:g} s"
+        raise FetchError(f"could not download {url} ({reason}). {manual}") from error
+    except OSError as error:
+        raise FetchError(f"could not write {target} ({error.strerror or error})") from error
 
 
 def _extract(archive: Path, folder: Path, members: tuple[str, ...]) -> None:
@@ -223,13 +228,8 @@ def _extract(archive: Path, folder: Path, members: tuple[str, ...]) -> None:
                 base = Path(member.name).name
                 if base not in wanted or not member.isfile():
                     continue
-                partial = folder / (base + ".partial")
-                try:
-                    with tar.extractfile(member) as src, open(partial, "wb") as out:
-                        shutil.copyfileobj(src, out)
-                    partial.replace(folder / base)
-                finally:
-                    partial.unlink(missing_ok=True)
+                with tar.extractfile(member) as src:
+                    atomic_write(folder / base, lambda out: shutil.copyfileobj(src, out))
                 wanted.discard(base)
     except (tarfile.TarError, EOFError, zlib.error) as error:
         raise ValueError(f"{archive}: cannot unpack it ({error}); delete it and run the fetch again") from error

@@ -11,10 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import re
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from chaosgd.datasets import DATASETS
+from chaosgd.experiments.fields import ConfigError, from_text, require, typed
 from chaosgd.ensemble import PERTURB_MODES
 from chaosgd.lyapunov import LAMBDA_MIN, PLATEAU, R2_MIN
 from chaosgd.models import ACTIVATIONS, ARCHITECTURES
@@ -33,13 +32,7 @@ PAPER_ETAS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 7.5, 10
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-class ConfigError(ValueError):
-    """A configuration value that is not allowed; the message names the field."""
-
-
-def _require(condition: bool, where: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(f"{where}: {message}")
+_require = require  # short local name for the many range checks below
 
 
 def _field(default, help: str, **kwargs):
@@ -57,7 +50,7 @@ class _Section:
         for f in fields(self):
             if f.name in _SECTIONS:
                 continue
-            value = _typed(getattr(self, f.name), hints[f.name], self._where(f.name))
+            value = typed(getattr(self, f.name), hints[f.name], self._where(f.name))
             object.__setattr__(self, f.name, value)
         self._check()
 
@@ -323,7 +316,7 @@ def parse_text(key: str, text: str):
 
     Booleans: true/false/yes/no/on/off/1/0 in any case; numbers as Python or TOML write them; lists as
     ``[1, 10]`` or ``1,10``; ``none`` for an optional field; strings as they are (quotes optional)."""
-    return _from_text(text.strip(), field_type(key), key)
+    return from_text(text.strip(), field_type(key), key)
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -334,6 +327,8 @@ def _split(key: str) -> tuple[str, str]:
     else:
         known = [f.name for f in fields(Config) if f.name not in _SECTIONS]
         _require(name not in _SECTIONS, key, f"is a section; set one of its fields, e.g. {name}.<field>")
+        _require(name in known, key, f"unknown field; known: {sorted(known)}, and the fields of the sections "
+                                     f"{sorted(_SECTIONS)} (e.g. training.epochs; chaosgd sweep --help lists them)")
     _require(name in known, key, f"unknown field; known: {sorted(known)}")
     return section, name
 
@@ -341,90 +336,6 @@ def _split(key: str) -> tuple[str, str]:
 def _require_known(values: dict, cls, where: str) -> None:
     unknown = sorted(set(values) - {f.name for f in fields(cls)})
     _require(not unknown, where, f"unknown field(s) {unknown}; known: {sorted(f.name for f in fields(cls))}")
-
-
-def _optional(hint):
-    """(inner type, True) for ``X | None``; (hint, False) otherwise."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return args[0], True
-    return hint, False
-
-
-def _describe(hint) -> str:
-    inner, optional = _optional(hint)
-    if typing.get_origin(inner) is tuple:
-        text = "a list of " + {int: "integers", float: "finite numbers"}[typing.get_args(inner)[0]]
-    else:
-        text = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}[inner]
-    return text + (" (or none)" if optional else "")
-
-
-def _typed(value, hint, where: str):
-    """``value`` as the declared type ``hint``, or a ConfigError saying what was given and what is allowed."""
-    inner, optional = _optional(hint)
-    if value is None:
-        _require(optional, where, f"must be {_describe(hint)}; got nothing")
-        return None
-    given = f"got {value!r} ({type(value).__name__})"
-    if typing.get_origin(inner) is tuple:
-        _require(isinstance(value, (list, tuple)), where, f"must be {_describe(hint)}; {given}")
-        item = typing.get_args(inner)[0]
-        return tuple(_typed(v, item, f"{where}[{i}]") for i, v in enumerate(value))
-    if inner is bool:
-        _require(isinstance(value, (bool, np.bool_)), where, f"must be true or false; {given}")
-        return bool(value)
-    if inner is int:
-        integral = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-        if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
-            integral, value = True, int(value)  # 50.0 is the count 50; 2.5 is no count
-        _require(integral, where, f"must be an integer; {given}")
-        return int(value)
-    if inner is float:
-        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-        _require(number, where, f"must be a number; {given}")
-        _require(math.isfinite(value), where, f"must be a finite number; got {value!r}")
-        return float(value)
-    _require(isinstance(value, str), where, f"must be a string; {given}")
-    return value
-
-
-_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
-
-
-def _from_text(text: str, hint, where: str):
-    inner, optional = _optional(hint)
-    if optional and text.lower() in ("none", "null", ""):
-        return None
-    if typing.get_origin(inner) is tuple:
-        body = text
-        if text.startswith("[") or text.endswith("]"):
-            _require(text.startswith("[") and text.endswith("]"), where,
-                     f"malformed list {text!r}; write it as [1, 10] or 1,10")
-            body = text[1:-1]
-        items = [t.strip() for t in body.split(",")]
-        if items == [""]:
-            return ()
-        _require(all(items), where, f"malformed list {text!r} (an empty item); write it as [1, 10] or 1,10")
-        return tuple(_from_text(t, typing.get_args(inner)[0], f"{where}[{i}]") for i, t in enumerate(items))
-    if inner is bool:
-        lowered = text.lower()
-        _require(lowered in _TRUE | _FALSE, where, f"must be true or false (also yes/no, on/off, 1/0); got {text!r}")
-        return lowered in _TRUE
-    if inner in (int, float):
-        try:
-            number = tomllib.loads(f"v = {text}")["v"]  # TOML numbers: 1e-8, 10_000, nan, inf
-        except tomllib.TOMLDecodeError:
-            try:
-                number = float(text)  # Python spellings TOML lacks: 1., .5, 1E3
-            except ValueError:
-                raise ConfigError(f"{where}: must be {_describe(inner)}; got {text!r}") from None
-        _require(isinstance(number, (int, float)) and not isinstance(number, bool), where,
-                 f"must be {_describe(inner)}; got {text!r}")
-        return _typed(number, inner, where)
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        return text[1:-1]
-    return text
 
 
 def _toml_value(value) -> str:

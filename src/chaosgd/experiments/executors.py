@@ -4,7 +4,8 @@
 ``map`` keeps at most ``capacity`` tasks in flight and asks its source for the next one only when a slot is free, so
 that tasks are claimed just before they run (several jobs can share a run folder) and an error or Ctrl-C leaves
 nothing queued. It waits in short slices, so Ctrl-C and SIGTERM are seen within a second: in-flight work is then
-abandoned (worker processes are killed, Dask futures cancelled) and the interruption propagates. A task that raises
+abandoned (worker processes are killed, Dask futures cancelled, a serial task stopped at its next epoch) and the
+interruption propagates. A task that raises
 stops the map at once with ``TaskFailed`` naming the task. Worker processes ignore Ctrl-C (their parent handles it),
 run single-threaded (n processes on n cores), share the machine's memory budget, and die with their parent, even
 after ``kill -9``.
@@ -12,6 +13,7 @@ after ``kill -9``.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import signal
@@ -23,6 +25,30 @@ from contextlib import contextmanager
 from typing import Callable
 
 _POLL = 0.25  # seconds between looks at the in-flight tasks, and at signals
+_STOP = threading.Event()  # set by the command line's signal handler: a Ctrl-C that Python lost is still seen
+
+
+_SOFT = []  # non-empty while a map runs code that a KeyboardInterrupt raised mid-call would leave broken (Dask)
+
+
+def request_stop() -> bool:
+    """Ask every running ``map`` to stop (from a signal handler): it raises KeyboardInterrupt at its next look.
+    Returns whether the handler should raise KeyboardInterrupt itself now (not inside Dask's client calls, whose
+    event loop a KeyboardInterrupt leaves logging errors; the map then stops at its next look, within _POLL).
+
+    Python can lose the KeyboardInterrupt that a handler raises (one raised inside a garbage-collection callback is
+    printed and dropped), so the handler sets this as well."""
+    _STOP.set()
+    return not _SOFT
+
+
+def clear_stop() -> None:
+    _STOP.clear()
+
+
+def check_stop() -> None:
+    if _STOP.is_set():
+        raise KeyboardInterrupt
 
 
 class TaskFailed(RuntimeError):
@@ -72,11 +98,14 @@ class SerialExecutor(Executor):
                     raise _Abandoned
                 reports.put((key, n))
 
-            def work(args=args, future=future, progress=progress):
+            def work(args=args, future=future, progress=progress, stop=stop):
                 try:
                     future.set_result(fn(*args, progress=progress))
                 except BaseException as error:  # handed to the waiting thread
                     future.set_exception(error)
+                finally:
+                    if stop.is_set():
+                        _JAX_LOG.removeFilter(_quiet_abandoned)
 
             thread = threading.Thread(target=work, name=f"chaosgd-{key}", daemon=True)
             thread.start()
@@ -84,10 +113,13 @@ class SerialExecutor(Executor):
                 while not future.done():
                     wait([future], timeout=_POLL)
                     _drain(reports, on_progress)
+                    check_stop()
             except BaseException:
+                # The task stops at its next progress report (within an epoch; compiling or loading data first
+                # can take longer, and then this returns before it has stopped).
+                _JAX_LOG.addFilter(_quiet_abandoned)
                 stop.set()
-                with _quiet_abandon():
-                    thread.join(timeout=5)
+                thread.join(timeout=5)
                 raise
             _drain(reports, on_progress)
             if future.exception() is not None:
@@ -99,20 +131,12 @@ class _Abandoned(Exception):
     """Raised in a task's progress report to stop it: its executor was interrupted."""
 
 
-@contextmanager
-def _quiet_abandon():
+def _quiet_abandoned(record) -> bool:
     """JAX logs every exception raised in a callback with its traceback; an abandoned task's is expected."""
-    import logging
+    return not (record.exc_info and isinstance(record.exc_info[1], _Abandoned))
 
-    def keep(record):
-        return not (record.exc_info and isinstance(record.exc_info[1], _Abandoned))
 
-    logger = logging.getLogger("jax._src.debugging")
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
+_JAX_LOG = logging.getLogger("jax._src.debugging")
 
 
 class ProcessExecutor(Executor):
@@ -131,14 +155,22 @@ class ProcessExecutor(Executor):
         from concurrent.futures import ProcessPoolExecutor
 
         context = multiprocessing.get_context("spawn")
-        self._reports = self._reports or context.Queue()
+        self._reports = context.Queue()  # new each time: a killed worker may have left the old one's lock held
         for attempt in range(self.retries + 1):
             with worker_environment(self.capacity):
                 self._pool = ProcessPoolExecutor(max_workers=self.capacity, mp_context=context,
                                                  initializer=_worker_init, initargs=(os.getpid(), self._reports))
                 # Start every worker now, from this thread: they are told to die with it (PR_SET_PDEATHSIG).
+                # They are started with Ctrl-C ignored, which they inherit: a terminal's Ctrl-C reaches the whole
+                # process group, and only this process should act on it (workers still importing would print
+                # tracebacks).
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
                 try:
-                    for f in [self._pool.submit(os.getpid) for _ in range(self.capacity)]:
+                    started = [self._pool.submit(os.getpid) for _ in range(self.capacity)]
+                finally:
+                    signal.signal(signal.SIGINT, previous)
+                try:
+                    for f in started:
                         f.result()
                     return
                 except BrokenProcessPool:  # a worker was killed while starting
@@ -159,6 +191,7 @@ class ProcessExecutor(Executor):
                     return
                 done, _ = wait(list(in_flight), timeout=_POLL, return_when=FIRST_COMPLETED)
                 _drain(self._reports, on_progress)
+                check_stop()
                 broken = False
                 for future in done:
                     key, args = in_flight.pop(future)
@@ -173,11 +206,12 @@ class ProcessExecutor(Executor):
                     on_result(key, result)
                 if broken:  # a worker died, and the pool with it: every task in flight is lost and run again
                     lost = list(in_flight.values())
-                    for key, _ in lost:
+                    for key, _ in lost:  # the pool cannot say whose worker it was: all that ran are charged
                         attempts[key] = attempts.get(key, 0) + 1
-                        if attempts[key] > self.retries:
-                            raise TaskFailed(key, f"its worker process died {attempts[key]} times (killed, or out "
-                                                  "of memory?)")
+                    if any(attempts[key] > self.retries for key, _ in lost):
+                        names = ", ".join(key for key, _ in lost)
+                        raise TaskFailed(names, f"a worker process died {max(attempts.values())} times while these "
+                                                "tasks were running (killed, or out of memory?)")
                     self._kill()
                     self._start()
                     in_flight = {self._pool.submit(_call, fn, *item): item for item in lost}
@@ -207,7 +241,9 @@ class ProcessExecutor(Executor):
 
 class DaskExecutor(Executor):
     """A Dask cluster: the scheduler at ``scheduler``, or a LocalCluster of ``workers`` single-threaded processes.
-    Tasks whose worker dies are retried by Dask (``retries``); progress within a task is not relayed."""
+    Tasks whose worker dies are rescheduled by Dask; progress within a task is not relayed. On Ctrl-C the futures
+    are cancelled, but a task already running on a remote worker may finish and write its file (harmless: it is the
+    same deterministic result)."""
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None, retries: int = 2):
         try:
@@ -219,7 +255,9 @@ class DaskExecutor(Executor):
         if scheduler is None:
             n = max(1, int(workers or os.cpu_count() or 1))
             with worker_environment(n):
-                self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True)
+                # Dask's workers log each cancelled task as a warning: noise when a sweep is stopped.
+                self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                             silence_logs=logging.ERROR)
         self.client = Client(scheduler or self._cluster)
 
     @property
@@ -230,20 +268,25 @@ class DaskExecutor(Executor):
         from dask.distributed import wait as dask_wait
 
         in_flight: dict = {}
+        _SOFT.append(self)
         try:
             while True:
                 capacity = self.capacity
                 while len(in_flight) < capacity and (item := source()) is not None:
                     key, args = item
+                    # No retries of a task that raised (the sweep stops at once); a task whose worker died is
+                    # rescheduled by Dask itself (its distributed.scheduler.allowed-failures setting).
                     future = self.client.submit(_call, fn, key, args, key=f"chaosgd-{key}-{time.time_ns()}",
-                                                retries=self.retries, pure=False)
+                                                retries=0, pure=False)
                     in_flight[future] = key
                 if not in_flight:
                     return
                 try:
                     dask_wait(list(in_flight), timeout=_POLL, return_when="FIRST_COMPLETED")
                 except TimeoutError:
+                    check_stop()
                     continue
+                check_stop()
                 for future in [f for f in in_flight if f.done()]:
                     key = in_flight.pop(future)
                     try:
@@ -254,6 +297,8 @@ class DaskExecutor(Executor):
         except BaseException:
             self.client.cancel(list(in_flight))
             raise
+        finally:
+            _SOFT.remove(self)
 
     def close(self):
         self.client.close()
@@ -267,15 +312,22 @@ EXECUTORS = {"serial": SerialExecutor, "processes": ProcessExecutor, "dask": Das
 def open_executor(name: str, *, workers: int | None = None, scheduler: str | None = None,
                   retries: int = 2) -> Executor:
     """The executor called ``name`` (one of ``EXECUTORS``)."""
-    if name not in EXECUTORS:
-        raise ValueError(f"unknown executor {name!r}; choose one of {list(EXECUTORS)}")
-    if scheduler is not None and name != "dask":
-        raise ValueError(f"a scheduler address is for the dask executor, not {name!r}")
+    check_executor(name, workers, scheduler)
     if name == "serial":
         return SerialExecutor()
     if name == "processes":
         return ProcessExecutor(workers, retries)
     return DaskExecutor(workers, scheduler, retries)
+
+
+def check_executor(name: str, workers: int | None = None, scheduler: str | None = None) -> None:
+    """Refuse an unknown executor, a worker count below 1, or a scheduler address for an executor other than Dask."""
+    if name not in EXECUTORS:
+        raise ValueError(f"unknown executor {name!r}; choose one of {list(EXECUTORS)}")
+    if workers is not None and (int(workers) != workers or workers < 1):
+        raise ValueError(f"workers must be an integer >= 1; got {workers}")
+    if scheduler is not None and name != "dask":
+        raise ValueError(f"a scheduler address is for the dask executor, not {name!r}")
 
 
 def _drain(reports, on_progress) -> None:

@@ -39,7 +39,6 @@ _QUICK = {
     "iris": {"ensemble.initial": 20},
     "mnist-sigmoid": {"training.etas": (0.1, 1.0, 5.0, 10.0, 20.0, 30.0, 40.0)},
     "mnist-cnn": {"training.epochs": 200},
-    "cifar10": {"data.n_train": 10_000},
 }
 
 

@@ -79,6 +79,12 @@ def build_model(model: Model, data_set):
                        activation=model.activation, sigma=model.sigma, dtype=model.dtype)
 
 
+def check(config: Config) -> None:
+    """Load the data and build the model, so that a configuration that cannot run (its data missing, a CNN on
+    tabular data) is refused before a run folder is made for it."""
+    build_model(config.model, dataset(config.data))
+
+
 def build(config: Config) -> Problem:
     """The problem a configuration defines."""
     from chaosgd.objective import classification

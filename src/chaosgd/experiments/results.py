@@ -26,16 +26,18 @@ COLUMNS = ("eta", "lambda_nmle", "lambda_std", "lambda_ci_low", "lambda_ci_high"
            "diverged_fraction", "network_epochs", "naive_network_epochs")
 
 
-def fit(records, config: Config) -> tuple[dict, object, object]:
+def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tuple[dict, object, object]:
     """The row of ``COLUMNS`` for the records of one learning rate, the network exponent and the training time.
 
     lambda: the network MLE and the spread of local exponents over S, with a 95 % bootstrap CI of the mean; p: the
     percentage of S with a positive local exponent (``config.analysis``); tau: epochs to ``training.target`` test
     accuracy, mean and standard error over the initial conditions that reached it, and how many did not
     (censored); final loss and test accuracy of the reference networks that did not diverge (nor stop early:
-    ``training.stop_references``); the fraction of reference networks that diverged.
+    ``training.stop_references``); the fraction of reference networks that diverged. ``window``: fit every
+    local exponent over these epochs instead of the automatic [0, tau].
     """
-    net = network_exponent(records.distance, stopped_at=records.copies_stopped_at, **config.analysis.fit)
+    net = network_exponent(records.distance, window=window, stopped_at=records.copies_stopped_at,
+                           **config.analysis.fit)
     tt = time_to_accuracy(records.test_accuracy, config.training.target)
     final_loss = records.loss[:, 0, -1]
     final_acc = records.test_accuracy[:, -1]
@@ -93,6 +95,7 @@ def summarize(run_dir: str | Path) -> Summary:
         mine = [t for t in every if t.eta_index == k]
         if all(t.name in results for t in mine):
             rows.append(fit(concatenate([results[t.name].records for t in mine]), config)[0])
+    rows.sort(key=lambda row: row["eta"])  # a grid may be written in any order; tables and figures go up in eta
     return Summary(config, rows, results, problems, len(every))
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 
-from chaosgd.experiments.config import Config, Ensemble
+from chaosgd.experiments.config import Config, ConfigError, Ensemble
 from chaosgd.experiments.executors import open_executor
-from chaosgd.experiments.problem import Task, train
+from chaosgd.experiments.problem import Task, check, train
 from chaosgd.experiments.results import summarize
 from chaosgd.experiments.store import RunDir, TaskFileError
 from chaosgd.sweetspot import Evaluation, Evaluator, evaluation_from_records
@@ -29,6 +29,7 @@ class ConfigEvaluator(Evaluator):
                  executor: str = "serial", workers: int | None = None, scheduler: str | None = None, log=None):
         super().__init__(config.ensemble.initial, confidence=confidence, **config.analysis.fit)
         self.config = config.with_values(**{"training.epochs": int(epochs), "training.stop_copies": False})
+        check(self.config)  # refused before its store is made
         self._temporary = None
         if store is None:
             store = self._temporary = tempfile.mkdtemp(prefix="chaosgd-search-")
@@ -88,14 +89,35 @@ def config_evaluator(config: Config, **options) -> ConfigEvaluator:
     return ConfigEvaluator(config, **options)
 
 
-def stored_evaluations(run_dir, *, confidence: float = 0.95) -> dict[float, Evaluation]:
-    """Evaluations of every finished learning rate of a sweep's run folder, marked as stored."""
+def stored_evaluations(run_dir, *, confidence: float = 0.95, like: Config | None = None) -> dict[float, Evaluation]:
+    """Evaluations of every finished learning rate of a sweep's run folder, marked as stored.
+
+    ``like``: the configuration of the search they are for; a run of another problem (data, model, epsilon-ball,
+    L2 term or analysis differ) is refused, naming the fields. Its number of initial conditions and its epoch
+    budget may differ: p's interval reflects the first, and the fit's causal window the second."""
     summary = summarize(run_dir)
     config = summary.config
+    if like is not None:
+        differ = [f"{k} ({a!r} there, {b!r} here)" for k, (a, b) in
+                  _problem_fields(config, like).items() if a != b]
+        if differ:
+            raise ConfigError(f"{run_dir} is a run of another problem than this search: {'; '.join(differ)}. "
+                              "--reuse needs the same data, model, epsilon-ball, L2 term and analysis")
     finished = {row["eta"] for row in summary.rows}
     return {eta: evaluation_from_records(summary.records(k), eta, confidence=confidence, stored=True,
                                          **config.analysis.fit)
             for k, eta in enumerate(config.training.etas) if eta in finished}
+
+
+def _problem_fields(a: Config, b: Config) -> dict[str, tuple]:
+    """The fields that define the trained problem, as (a's value, b's value) by dotted name."""
+    pairs = {}
+    for section in ("data", "model", "ensemble", "analysis"):
+        for name, value in getattr(a, section).__dict__.items():
+            if (section, name) not in (("data", "path"), ("ensemble", "initial")):
+                pairs[f"{section}.{name}"] = (value, getattr(getattr(b, section), name))
+    pairs["training.l2"] = (a.training.l2, b.training.l2)
+    return pairs
 
 
 class ModelEvaluator(Evaluator):

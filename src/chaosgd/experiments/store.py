@@ -7,9 +7,9 @@ Layout (``RunDir``)::
     RUN/run.json               configuration hash, versions, machine
     RUN/tasks/<task>.npz       one finished task: records, timing, sharpness, and a header naming its run and task
     RUN/claims/<task>.claim    a task some job is computing now (exclusive create; refreshed while it runs)
-    RUN/results.csv, results.parquet, report.html, toymap/, sweetspot/
+    RUN/results.csv, results.parquet, report.html, toymap/
 
-A task file is trusted only after it is checked: the format, the configuration hash, the task's identity (learning
+(Claims on tasks are kept by ``claims.Claims``.) A task file is trusted only after it is checked: the format, the configuration hash, the task's identity (learning
 rate and initial conditions) and a SHA-256 digest over its header and arrays; a missing, truncated, corrupted or
 foreign file is recomputed on resume, and the reason is said. Every file is written by ``atomic_write``.
 """
@@ -20,11 +20,8 @@ import hashlib
 import json
 import os
 import platform
-import socket
 import sys
-import threading
 import time
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +33,7 @@ from chaosgd.experiments.config import Config, ConfigError
 from chaosgd.experiments.problem import Task
 from chaosgd.records import Records
 
-FORMAT = 2  # of task files; files of other formats are recomputed
+FORMAT = 3  # of task files; files of other formats are recomputed
 _SHARPNESS = ("epoch", "value", "residual", "loss")
 
 
@@ -81,41 +78,64 @@ class RunDir:
     def prepare(self, config: Config, log=print) -> "RunDir":
         """Create the folder for ``config``, or check that an existing one belongs to it, before any compute.
 
-        Refused: a folder whose run.json, config.toml or task files name another configuration (task files carry
-        the hash, so deleting run.json does not let another configuration take the folder over). A deleted
-        config.toml or run.json is written again."""
+        Refused: a folder whose run.json or task files (or, without those, config.toml) name another configuration;
+        task files carry the hash, so deleting run.json does not let another configuration take the folder over.
+        run.json is created exclusively, so of two configurations started at once on a new folder one is refused.
+        A deleted or edited config.toml is written again from this configuration, whose hash run.json records
+        (``config()``, which has no configuration to write, refuses an edited one instead)."""
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} exists and is not a folder")
+        mine = config.hash()
         theirs = self._recorded_hash()
-        if theirs is not None and theirs != config.hash():
-            raise ConfigError(f"{self.root} holds a run of another configuration (hash {theirs}, this one is "
-                              f"{config.hash()}); resume it with its own config.toml or choose another folder")
+        self._refuse_other(theirs, mine)
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        if not self.info_path.is_file():
+            try:
+                atomic_write(self.info_path, json.dumps(_run_info(config), indent=2), exclusive=True)
+            except FileExistsError:  # another job created it just now
+                pass
+        self._refuse_other(self.info().get("config_hash"), mine)  # whoever created it, it must be ours
         if not self.config_path.is_file():
             if theirs is not None:
                 log(f"{self.config_path} was missing: written again from this configuration (same hash {theirs})")
             atomic_write(self.config_path, config.to_toml())
-        if not self.info_path.is_file():
-            atomic_write(self.info_path, json.dumps(_run_info(config), indent=2))
+        elif _hash_of(self.config_path) != mine:
+            log(f"{self.config_path} did not match the run (edited?): written again from this configuration, whose "
+                f"hash {mine} run.json records")
+            atomic_write(self.config_path, config.to_toml())
         return self
+
+    def _refuse_other(self, theirs: str | None, mine: str) -> None:
+        if theirs is not None and theirs != mine:
+            raise ConfigError(f"{self.root} holds a run of another configuration (hash {theirs}, this one is "
+                              f"{mine}); resume it with the configuration it was made with, or choose another "
+                              "folder")
 
     def config(self) -> Config:
         """The configuration of an existing run, checked against its hash; a deleted config.toml is restored from
         the task files (their headers hold it) when they agree with run.json."""
         if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root} is not a run folder (no such folder)")
+            raise FileNotFoundError(f"{self.root} is not a run folder (" + ("a file" if self.root.exists()
+                                                                           else "no such folder") + ")")
         recorded = self.info().get("config_hash")
         if self.config_path.is_file():
             config = Config.load(self.config_path)
             if recorded is not None and config.hash() != recorded:
                 raise ConfigError(f"{self.config_path} does not match the run (its hash is {config.hash()}, run.json "
-                                  f"says {recorded}): it was edited after the run started; restore it or start a new "
-                                  "run folder")
+                                  f"says {recorded}): it was edited after the run started. Delete it to restore the "
+                                  "run's own configuration from its task files, or start a new run folder with the "
+                                  "new one")
             return config
-        for path in sorted(self.tasks_dir.glob("*.npz")):
-            header = _header(path)
-            if header and (recorded is None or header.get("config_hash") == recorded):
-                config = Config.from_toml(header["config_toml"], source=str(path))
+        headers = list(_checked_headers(self.tasks_dir))
+        if recorded is None and len({h["config_hash"] for h in headers}) > 1:
+            raise ConfigError(f"{self.root} has no run.json nor config.toml, and its task files belong to "
+                              "different configurations; its configuration cannot be restored")
+        for header in headers:
+            if recorded is None or header["config_hash"] == recorded:
+                try:
+                    config = Config.from_toml(header["config_toml"])
+                except ConfigError:
+                    continue
                 if config.hash() == header["config_hash"]:
                     atomic_write(self.config_path, config.to_toml())
                     return config
@@ -123,26 +143,29 @@ class RunDir:
                                 "run folder, or its configuration is lost")
 
     def info(self) -> dict:
+        """run.json: the configuration hash, versions and machine; {} if there is none."""
         if not self.info_path.is_file():
             return {}
         try:
-            return json.loads(self.info_path.read_text())
+            info = json.loads(self.info_path.read_text())
         except (ValueError, UnicodeDecodeError):
-            raise ConfigError(f"{self.info_path} is not valid JSON; delete it and it will be written again from "
-                              "config.toml") from None
+            info = None
+        if not isinstance(info, dict) or not isinstance(info.get("config_hash", ""), str):
+            raise ConfigError(f"{self.info_path} is not a run.json written by chaosgd (a JSON object with a "
+                              "config_hash); delete it, and the next sweep of this run's configuration writes it "
+                              "again")
+        return info
 
     def _recorded_hash(self) -> str | None:
-        """The configuration hash this folder already belongs to: run.json's, else config.toml's, else that of
-        its task files; None for a new folder."""
+        """The configuration hash this folder already belongs to: run.json's, else that of its task files, else
+        config.toml's; None for a new folder."""
         recorded = self.info().get("config_hash")
         if recorded is not None:
             return recorded
+        for header in _checked_headers(self.tasks_dir):
+            return header["config_hash"]
         if self.config_path.is_file():
             return Config.load(self.config_path).hash()
-        for path in sorted(self.tasks_dir.glob("*.npz")) if self.tasks_dir.is_dir() else []:
-            header = _header(path)
-            if header and "config_hash" in header:
-                return header["config_hash"]
         return None
 
     # -- task files --------------------------------------------------------------------------------------------
@@ -156,28 +179,13 @@ class RunDir:
         if sharpness is not None:
             arrays.update({f"sharpness_{k}": np.asarray(getattr(sharpness, k)) for k in _SHARPNESS})
         arrays["header"] = np.array(json.dumps(header, sort_keys=True))
-        arrays["digest"] = np.array(_digest(arrays))
+        arrays["digest"] = np.array(_digest(arrays))  # over every array, the header included
         return atomic_write(self.task_path(task), lambda f: np.savez(f, **arrays))
 
     def load_task(self, task: Task, config_hash: str) -> TaskResult:
         """The checked contents of a task's file; ``TaskFileError`` says why a file cannot be trusted."""
         path = self.task_path(task)
-        if not path.is_file():
-            raise TaskFileError(f"{path.name}: missing")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
-            raise TaskFileError(f"{path.name}: unreadable, truncated or corrupted ({type(error).__name__}: "
-                                f"{error})") from None
-        if "header" not in arrays or "digest" not in arrays:
-            raise TaskFileError(f"{path.name}: written by an older chaosgd without a header; cannot be checked")
-        header = json.loads(str(arrays.pop("header")))
-        digest = str(arrays.pop("digest"))
-        if header.get("format") != FORMAT:
-            raise TaskFileError(f"{path.name}: file format {header.get('format')}, this chaosgd reads {FORMAT}")
-        if digest != _digest({**arrays, "header": np.array(json.dumps(header, sort_keys=True))}):
-            raise TaskFileError(f"{path.name}: corrupted (its contents do not match its SHA-256 digest)")
+        header, arrays = _read_checked(path)
         if header["config_hash"] != config_hash:
             raise TaskFileError(f"{path.name}: belongs to another configuration (hash {header['config_hash']}, "
                                 f"this run is {config_hash})")
@@ -209,25 +217,67 @@ class RunDir:
                     problems[task.name] = str(error)
         return done, problems
 
-    def claims(self, *, timeout: float = 120.0, heartbeat: float = 10.0) -> "Claims":
-        return Claims(self.claims_dir, timeout=timeout, heartbeat=heartbeat)
+    def claims(self, *, timeout: float = 120.0):
+        """The claims on this run's tasks (``claims.Claims``), held while open."""
+        from chaosgd.experiments.claims import Claims
+        return Claims(self.claims_dir, timeout=timeout)
 
 
-def _header(path: Path) -> dict | None:
-    """A task file's header, without checking the file; None if it has none or cannot be read."""
+def _hash_of(path: Path) -> str | None:
+    """The hash of the configuration in a TOML file; None if it cannot be read as one."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return json.loads(str(z["header"])) if "header" in z.files else None
-    except Exception:  # any unreadable file is simply not evidence
+        return Config.load(path).hash()
+    except ConfigError:
         return None
 
 
+_HEADER = {"format": int, "config_hash": str, "config_toml": str, "task": dict, "seconds": (int, float), "host": str}
+
+
+def _read_checked(path: Path) -> tuple[dict, dict]:
+    """A task file's header and arrays, once its digest matches and its header is what chaosgd writes;
+    ``TaskFileError`` otherwise. Nothing in a file is believed before this."""
+    if not path.is_file():
+        raise TaskFileError(f"{path.name}: missing")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        why = "not a task file" if "pickle" in str(error) else f"{type(error).__name__}: {error}"
+        raise TaskFileError(f"{path.name}: unreadable, truncated or corrupted ({why})") from None
+    if "header" not in arrays or "digest" not in arrays:
+        raise TaskFileError(f"{path.name}: written by an older chaosgd without a header; cannot be checked")
+    digest = str(arrays.pop("digest"))
+    if digest != _digest(arrays):
+        raise TaskFileError(f"{path.name}: corrupted (its contents do not match its SHA-256 digest)")
+    try:
+        header = json.loads(str(arrays.pop("header")))
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or not all(isinstance(header.get(k), t) for k, t in _HEADER.items()):
+        raise TaskFileError(f"{path.name}: its header is not one chaosgd writes")
+    if header["format"] != FORMAT:
+        raise TaskFileError(f"{path.name}: file format {header['format']}, this chaosgd reads {FORMAT}")
+    return header, arrays
+
+
+def _checked_headers(folder: Path):
+    """The headers of the task files in ``folder`` that pass their checks, in file-name order."""
+    for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+        try:
+            yield _read_checked(path)[0]
+        except TaskFileError:
+            continue
+
+
 def _digest(arrays: dict) -> str:
+    """SHA-256 over every array's name, dtype, shape and raw bytes (text arrays as their UCS-4 bytes): independent
+    of how numpy prints."""
     h = hashlib.sha256()
-    for name in sorted(k for k in arrays if k != "digest"):
-        a = np.ascontiguousarray(arrays[name])
+    for name in sorted(arrays):
+        a = np.asarray(arrays[name])
         h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
-        h.update(a.tobytes() if a.dtype.kind != "U" else str(a).encode())
+        h.update(a.tobytes())
     return h.hexdigest()
 
 
@@ -238,115 +288,3 @@ def _run_info(config: Config) -> dict:
                          "numpy": np.__version__, "python": sys.version.split()[0]},
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "cpus": os.cpu_count(), "jax_backend": jax.default_backend()}}
-
-
-class Claims:
-    """Claims on tasks, so that several jobs on one run folder compute each task once.
-
-    A claim is a file created exclusively (``O_CREAT | O_EXCL``: one job wins) that names its job; a thread
-    refreshes the claims this job holds every ``heartbeat`` seconds. A claim is stale, and may be taken over, when
-    it was not refreshed for ``timeout`` seconds (its job died or hangs: clocks of the machines sharing the folder
-    must agree to well within that), or at once when its job ran on this machine and its process is gone.
-    """
-
-    def __init__(self, folder: Path, *, timeout: float = 120.0, heartbeat: float = 10.0):
-        self.folder, self.timeout, self.heartbeat = Path(folder), float(timeout), float(heartbeat)
-        self.token = uuid.uuid4().hex
-        self.held: set[str] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = None
-
-    def __enter__(self) -> "Claims":
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._beat, name="chaosgd-claims", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for name in list(self.held):
-            self.release(name)
-
-    def _path(self, name: str) -> Path:
-        return self.folder / f"{name}.claim"
-
-    def claim(self, name: str) -> bool:
-        """Take the claim on task ``name``: True if this job now holds it."""
-        path = self._path(name)
-        if self._stale(path):
-            self._break(path)
-        me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
-                         "since": time.time()})
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        with self._lock:
-            self.held.add(name)
-        return True
-
-    def release(self, name: str) -> None:
-        with self._lock:
-            self.held.discard(name)
-        path = self._path(name)
-        if self._owner(path).get("token") == self.token:
-            path.unlink(missing_ok=True)
-
-    def taken_by_others(self, name: str) -> bool:
-        """Whether another live job holds the claim on ``name``."""
-        path = self._path(name)
-        return path.exists() and name not in self.held and not self._stale(path)
-
-    def _owner(self, path: Path) -> dict:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def _stale(self, path: Path) -> bool:
-        try:
-            age = time.time() - path.stat().st_mtime
-        except FileNotFoundError:
-            return False
-        owner = self._owner(path)
-        if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
-            if owner["pid"] != os.getpid() and not _alive(owner["pid"]):
-                return True
-        return age > self.timeout
-
-    def _break(self, path: Path) -> None:
-        """Remove a stale claim so that it can be taken; the rename lets one job alone do it."""
-        aside = path.with_name(f"{path.name}.stale-{self.token}")
-        try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            return
-        if not self._stale(aside):  # another job re-claimed it between our look and the rename: give it back
-            try:
-                os.link(aside, path)
-            except FileExistsError:
-                pass
-        aside.unlink(missing_ok=True)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat):
-            with self._lock:
-                names = list(self.held)
-            for name in names:
-                try:
-                    os.utime(self._path(name))
-                except FileNotFoundError:
-                    pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -9,13 +9,15 @@ claimed before it runs, so it is computed once, and every job finishes when all 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from functools import lru_cache
 from pathlib import Path
 
+from chaosgd.experiments.claims import HEARTBEAT
 from chaosgd.experiments.config import Config
-from chaosgd.experiments.executors import open_executor
-from chaosgd.experiments.problem import Task, run_task, task_sharpness, tasks
+from chaosgd.experiments.executors import check_executor, check_stop, open_executor
+from chaosgd.experiments.problem import Task, check, run_task, task_sharpness, tasks
 from chaosgd.experiments.store import RunDir, TaskFileError
 
 
@@ -43,6 +45,11 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
     """
     from chaosgd.experiments.results import summary_line
 
+    check_executor(executor, workers, scheduler)  # what cannot work is refused before the folder is made
+    if not claim_timeout > 2 * HEARTBEAT:
+        raise ValueError(f"claim_timeout must exceed {2 * HEARTBEAT:g} s, twice the claims' heartbeat (else live "
+                         f"claims would be taken over); got {claim_timeout}")
+    check(config)
     store = RunDir(run_dir).prepare(config, log)
     every = tasks(config)
     by_name = {t.name: t for t in every}
@@ -62,14 +69,14 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
                 summarized.add(k)
                 say(summary_line(config, [done[t.name] for t in every if t.eta_index == k]))
 
-    summarize_finished()  # what earlier calls finished
-    toml = config.to_toml()
-    waiting_said = False
     def finished_elsewhere(task):
         done[task.name] = store.load_task(task, config.hash())
         if bar is not None:
             bar.finish(task.name)
 
+    summarize_finished()  # what earlier calls finished
+    toml = config.to_toml()
+    waiting_said = False
     with store.claims(timeout=claim_timeout) as claims:
         def source():
             for task in every:
@@ -94,7 +101,10 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
             summarize_finished()
 
         try:
-            with open_executor(executor, workers=workers, scheduler=scheduler, retries=retries) as pool:
+            # No executor (no Dask cluster, no workers) when everything is done already.
+            pool = (open_executor(executor, workers=workers, scheduler=scheduler, retries=retries)
+                    if len(done) < len(every) else None)
+            with pool or contextlib.nullcontext():
                 while len(done) < len(every):
                     pool.map(execute, source, on_result, bar.advance if bar is not None else None)
                     for task in every:  # finished by other jobs meanwhile
@@ -109,6 +119,7 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
                             log(f"waiting for {len(every) - len(done)} task(s) that other jobs are computing")
                             waiting_said = True
                         time.sleep(wait_poll)
+                        check_stop()
         except KeyboardInterrupt:
             if bar is not None:
                 bar.close()
@@ -130,6 +141,8 @@ def execute(config_toml: str, task: Task, run_dir: str, progress=None) -> str:
     config = _config(config_toml)
     start = time.perf_counter()
     records = run_task(config, task, progress=progress or False)
+    if progress:
+        progress(0)  # where a stopped executor's report raises: a task that was abandoned ends here
     track = task_sharpness(config, task)
     RunDir(run_dir).write_task(config, task, records, seconds=time.perf_counter() - start, sharpness=track)
     return task.name
