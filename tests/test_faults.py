@@ -183,7 +183,7 @@ def test_a_bad_data_file_stops_a_process_sweep_with_the_file_named(tmp_path, cap
 
 
 def test_workers_share_the_memory_budget(monkeypatch):
-    from chaosgd.experiments.executors import worker_environment
+    from chaosgd.experiments.workers import environment as worker_environment
     monkeypatch.setenv("CHAOSGD_MEMORY_BUDGET", "8000000000")
     with worker_environment(4):
         assert os.environ["CHAOSGD_MEMORY_BUDGET"] == "2000000000"

@@ -8,7 +8,7 @@ abandoned (worker processes are killed, Dask futures cancelled, a serial task st
 interruption propagates. A task that raises
 stops the map at once with ``TaskFailed`` naming the task. Worker processes ignore Ctrl-C (their parent handles it),
 run single-threaded (n processes on n cores), share the machine's memory budget, and die with their parent, even
-after ``kill -9``.
+after ``kill -9`` (``workers``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from typing import Callable
+
+from chaosgd.experiments.workers import call as worker_call
+from chaosgd.experiments.workers import environment as worker_environment
+from chaosgd.experiments.workers import init as worker_init
 
 _POLL = 0.25  # seconds between looks at the in-flight tasks, and at signals
 _STOP = threading.Event()  # set by the command line's signal handler: a Ctrl-C that Python lost is still seen
@@ -159,7 +162,7 @@ class ProcessExecutor(Executor):
         for attempt in range(self.retries + 1):
             with worker_environment(self.capacity):
                 self._pool = ProcessPoolExecutor(max_workers=self.capacity, mp_context=context,
-                                                 initializer=_worker_init, initargs=(os.getpid(), self._reports))
+                                                 initializer=worker_init, initargs=(os.getpid(), self._reports))
                 # Start every worker now, from this thread: they are told to die with it (PR_SET_PDEATHSIG).
                 # They are started with Ctrl-C ignored, which they inherit: a terminal's Ctrl-C reaches the whole
                 # process group, and only this process should act on it (workers still importing would print
@@ -186,7 +189,7 @@ class ProcessExecutor(Executor):
         try:
             while True:
                 while len(in_flight) < self.capacity and (item := source()) is not None:
-                    in_flight[self._pool.submit(_call, fn, *item)] = item
+                    in_flight[self._pool.submit(worker_call, fn, *item)] = item
                 if not in_flight:
                     return
                 done, _ = wait(list(in_flight), timeout=_POLL, return_when=FIRST_COMPLETED)
@@ -214,7 +217,7 @@ class ProcessExecutor(Executor):
                                                 "tasks were running (killed, or out of memory?)")
                     self._kill()
                     self._start()
-                    in_flight = {self._pool.submit(_call, fn, *item): item for item in lost}
+                    in_flight = {self._pool.submit(worker_call, fn, *item): item for item in lost}
         except BaseException:
             self._kill()
             raise
@@ -276,7 +279,7 @@ class DaskExecutor(Executor):
                     key, args = item
                     # No retries of a task that raised (the sweep stops at once); a task whose worker died is
                     # rescheduled by Dask itself (its distributed.scheduler.allowed-failures setting).
-                    future = self.client.submit(_call, fn, key, args, key=f"chaosgd-{key}-{time.time_ns()}",
+                    future = self.client.submit(worker_call, fn, key, args, key=f"chaosgd-{key}-{time.time_ns()}",
                                                 retries=0, pure=False)
                     in_flight[future] = key
                 if not in_flight:
@@ -340,66 +343,3 @@ def _drain(reports, on_progress) -> None:
             return
         if on_progress is not None:
             on_progress(key, n)
-
-
-def _call(fn, key, args):
-    """What a worker runs: ``fn`` with a progress function that sends increments to the parent, at most every
-    half second."""
-    last, pending = [time.monotonic()], [0]
-
-    def progress(n):
-        pending[0] += n
-        if _reports is not None and time.monotonic() - last[0] > 0.5:
-            _reports.put((key, pending[0]))
-            last[0], pending[0] = time.monotonic(), 0
-
-    try:
-        return fn(*args, progress=progress)
-    finally:
-        if _reports is not None and pending[0]:
-            _reports.put((key, pending[0]))
-
-
-_reports = None  # in a worker process: the queue to the parent
-
-
-def _worker_init(parent: int, reports) -> None:
-    """In each worker: leave Ctrl-C to the parent, and die with it."""
-    global _reports
-    _reports = reports
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: Linux only
-    except (OSError, AttributeError):
-        pass
-
-    def watch():  # elsewhere (and as a second guard): notice that the parent is gone
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="chaosgd-parent-watch", daemon=True).start()
-
-
-@contextmanager
-def worker_environment(workers: int):
-    """While open, processes started from here run single-threaded XLA and BLAS (n processes on n cores, not n x n
-    threads) and share this machine's memory budget (``engine.default_memory_budget()``) equally."""
-    from chaosgd.engine import default_memory_budget
-
-    env = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                         "intra_op_parallelism_threads=1").strip(),
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "CHAOSGD_MEMORY_BUDGET": str(int(default_memory_budget() / max(1, workers)))}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
