@@ -102,9 +102,12 @@ def test_ctrl_c_and_sigterm_stop_a_sweep_within_10_s_with_one_line_on_resuming(t
 
 
 @faults
-def test_kill_9_of_the_sweep_leaves_no_worker_behind(tmp_path, slow_toml):
+@pytest.mark.parametrize("executor", ["processes", "dask"])
+def test_kill_9_of_the_sweep_leaves_no_worker_behind(tmp_path, slow_toml, executor):
+    if executor == "dask":
+        pytest.importorskip("dask.distributed")
     run = tmp_path / "run"
-    proc, log = start(["sweep", str(slow_toml), "--out", str(run), "--executor", "processes", "--workers", "2",
+    proc, log = start(["sweep", str(slow_toml), "--out", str(run), "--executor", executor, "--workers", "2",
                        "--quiet"], tmp_path)
     try:
         assert wait_for(lambda: running(run)), log.read_text()

@@ -54,11 +54,14 @@ def test_plot_functions_draw_on_given_axes():
 
 
 def test_sharpness_command_writes_tracks_and_figure_14(tmp_path, capsys):
-    assert main(["sharpness", "iris", "--training.etas", "[0.1, 0.5]", "--training.epochs", "20", "--every", "10",
-                 "--out", str(tmp_path), "--quiet"]) == 0
+    args = ["sharpness", "iris", "--training.etas", "[0.1, 0.5]", "--training.epochs", "20", "--every", "10",
+            "--executor", "serial", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0
     with np.load(tmp_path / "sharpness.npz") as z:
         assert z["epoch_eta_0.5"].tolist() == [0, 10, 20] and np.all(z["value_eta_0.1"] > 0)
     assert (tmp_path / "fig14_sharpness.png").stat().st_size > 10_000
     assert "2/eta = 4" in capsys.readouterr().out
+    assert len(list((tmp_path / "tasks").glob("*.npz"))) == 2  # a run folder: one task per learning rate
+    assert main(args) == 0 and "this call computed 0" in capsys.readouterr().out  # and it resumes
     with pytest.raises(SystemExit):
         main(["sharpness", "--method", "qr", "--out", str(tmp_path)])

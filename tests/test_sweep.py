@@ -89,7 +89,8 @@ def test_kill_9_mid_sweep_then_resume_equals_uninterrupted(tmp_path, reference):
     config_path = tmp_path / "tiny.toml"
     config_path.write_text(small_config().to_toml())
     run_dir = tmp_path / "run"
-    script = ("import sys, chaosgd; from chaosgd.experiments.config import Config; from chaosgd.experiments.sweep import sweep; "
+    script = ("import sys, chaosgd; from chaosgd.experiments.config import Config; "
+              "from chaosgd.experiments.sweep import sweep; "
               "sweep(Config.load(sys.argv[1]), sys.argv[2], executor='serial', progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", script, str(config_path), str(run_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

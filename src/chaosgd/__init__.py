@@ -21,6 +21,7 @@ from chaosgd.experiments import PRESETS, Config, RunDir, preset, summarize, swee
 
 __version__ = "0.2.0"
 
-__all__ = ["Config", "preset", "PRESETS", "sweep", "summarize", "RunDir", "find_sweet_spot", "run", "initial_conditions", "epsilon_ball", "check_epsilon", "MLP", "CNN", "count_parameters",
+__all__ = ["Config", "preset", "PRESETS", "sweep", "summarize", "RunDir", "find_sweet_spot",
+           "run", "initial_conditions", "epsilon_ball", "check_epsilon", "MLP", "CNN", "count_parameters",
            "Objective", "classification", "Records", "local_exponent", "network_exponent", "tangent_exponents",
            "top_eigenvalue", "top_eigenvalues", "track_sharpness", "time_to_accuracy"]

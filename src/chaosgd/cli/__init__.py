@@ -16,7 +16,8 @@ COMMANDS = (
     ("reproduce", add_sweep, cmd_reproduce, "a sweep, the toy map, and the report: a figure set of the paper"),
     ("report", add_report, cmd_report, "write the HTML report and results.csv of a run folder"),
     ("sweetspot", add_sweetspot, cmd_sweetspot, "find the learning rate where chaos becomes fully developed"),
-    ("lyapunov", add_lyapunov, cmd_lyapunov, "local and network Lyapunov exponents at one learning rate (figures 2, 3)"),
+    ("lyapunov", add_lyapunov, cmd_lyapunov,
+     "local and network Lyapunov exponents at one learning rate (figures 2, 3)"),
     ("sharpness", add_sharpness, cmd_sharpness, "top Hessian eigenvalue along training against 2/eta (figure 14)"),
     ("toymap", add_toymap, cmd_toymap, "the toy double-well map: orbit diagram and exponent (figures 6, 7)"),
 )

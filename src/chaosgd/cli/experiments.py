@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+
 from chaosgd.cli.options import (RUNS, add_execution, add_experiment, add_out, experiment, out_folder,
                                  pyplot_free_plots, run_sweep, use_device)
 

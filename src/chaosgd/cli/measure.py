@@ -102,45 +102,38 @@ def add_sharpness(p: argparse.ArgumentParser) -> None:
 
     add_experiment(p)
     add_out(p, "runs/<name>-sharpness")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--every", type=int, default=5, help="epochs between estimates")
+    add_execution(p)
+    p.add_argument("--every", type=int, default=5, help="epochs between estimates (sets training.sharpness_every)")
     p.add_argument("--method", choices=list(METHODS), default="lanczos",
-                   help="lanczos (largest algebraic) | power (the paper's)")
-    p.add_argument("--iterations", type=int, default=20, help="Hessian-vector products per estimate")
+                   help="lanczos (largest algebraic) | power (the paper's) (sets training.sharpness_method)")
+    p.add_argument("--iterations", type=int, default=20,
+                   help="Hessian-vector products per estimate (sets training.sharpness_iterations)")
     p.add_argument("--hessian-examples", type=int,
-                   help="Hessian of the loss on this many fixed random training examples (default: all)")
-    p.add_argument("--initial-condition", type=int, default=0, help="which initial condition of ensemble.seed")
+                   help="Hessian of the loss on this many fixed random training examples (sets "
+                        "training.sharpness_examples; default: all)")
 
 
 def cmd_sharpness(args) -> int:
-    """The top Hessian eigenvalue along training at each of the configuration's learning rates (figure 14)."""
-    import jax
-    from tqdm.auto import tqdm
+    """The top Hessian eigenvalue along training of initial condition 0 (of ensemble.seed) at each of the
+    configuration's learning rates (figure 14): a sweep of that one network, as tasks in a run folder."""
+    from chaosgd.experiments.results import summarize
 
-    from chaosgd.ensemble import initial_conditions
-    from chaosgd.experiments.problem import build
-    from chaosgd.sharpness import track_sharpness
-
-    config = experiment(args)
-    for option, value, least in (("--every", args.every, 1), ("--iterations", args.iterations, 1),
-                                 ("--initial-condition", args.initial_condition, 0),
-                                 ("--hessian-examples", args.hessian_examples, 1)):
-        if value is not None and value < least:
-            raise ValueError(f"{option} must be >= {least}; got {value}")
+    for option, value in (("--every", args.every), ("--iterations", args.iterations),
+                          ("--hessian-examples", args.hessian_examples)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be >= 1; got {value}")
+    # One initial condition with one copy (the least an ensemble has) per learning rate: the sharpness is the work.
+    config = experiment(args, **{"training.sharpness_every": args.every, "training.sharpness_method": args.method,
+                                 "training.sharpness_iterations": args.iterations,
+                                 "training.sharpness_examples": args.hessian_examples,
+                                 "ensemble.initial": 1, "ensemble.copies": 1, "block": 1})
     out = out_folder(args, RUNS / f"{config.name}-sharpness")
     plots = pyplot_free_plots()
-    problem = build(config)
-    seed = config.ensemble.seed
-    params = jax.tree_util.tree_map(lambda x: x[0], initial_conditions(problem.model, 1, seed=seed,
-                                                                      first=args.initial_condition))
-    tracks = [track_sharpness(problem.objective, params, eta, problem.arrays, epochs=config.training.epochs,
-                              every=args.every, method=args.method, iterations=args.iterations,
-                              hessian_examples=args.hessian_examples, seed=seed)
-              for eta in tqdm(config.training.etas, desc="sharpness", disable=args.quiet)]
-    out.mkdir(parents=True, exist_ok=True)
+    results = summarize(run_sweep(args, config, out)).results.values()
+    tracks = sorted((r.sharpness for r in results if r.sharpness is not None), key=lambda t: t.eta)
     # One set of arrays per learning rate: a diverged run stops early, so lengths differ.
     arrays = {f"{name}_eta_{t.eta:g}": getattr(t, name) for t in tracks for name in ("epoch", "value", "loss")}
-    atomic_write(out / "sharpness.npz", lambda f: np.savez(f, eta=np.array(config.training.etas), **arrays))
+    atomic_write(out / "sharpness.npz", lambda f: np.savez(f, eta=np.array([t.eta for t in tracks]), **arrays))
     plots.save(plots.plot_sharpness(tracks), out / "fig14_sharpness.png")
     for t in tracks:
         last = t.value[np.isfinite(t.value)]

@@ -33,9 +33,11 @@ def add_experiment(p: argparse.ArgumentParser) -> None:
     for key, f in field_names().items():
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = list(default) if isinstance(default, tuple) else default
+        text = f.metadata.get("help", "")
+        if "default" not in text:
+            text += f" (default {shown})"
         fields.add_argument(f"--{key}", dest=f"field:{key}", metavar=_metavar(field_type(key)),
-                            help=(f"{help_}" if "default" in (help_ := f.metadata.get("help", ""))
-                                  else f"{help_} (default {shown})").replace("%", "%%"))
+                            help=text.replace("%", "%%"))
 
 
 def _metavar(hint) -> str:

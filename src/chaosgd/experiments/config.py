@@ -25,6 +25,7 @@ from chaosgd.ensemble import PERTURB_MODES
 from chaosgd.lyapunov import LAMBDA_MIN, PLATEAU, R2_MIN
 from chaosgd.models import ACTIVATIONS, ARCHITECTURES
 from chaosgd.models.base import DTYPES
+from chaosgd.sharpness import METHODS as SHARPNESS_METHODS
 
 # The paper's learning-rate grid (DESIGN.md).
 PAPER_ETAS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0)
@@ -138,6 +139,9 @@ class Training(_Section):
                                      "epochs (0: not tracked)")
     sharpness_examples: int | None = _field(None, "Hessian on a fixed random subset of this many training examples "
                                                   "(default: all)")
+    sharpness_method: str = _field("lanczos", f"eigenvalue method: {' | '.join(SHARPNESS_METHODS)} (lanczos: the "
+                                              "largest algebraic; power: the paper's, the largest magnitude)")
+    sharpness_iterations: int = _field(20, "Hessian-vector products per sharpness estimate")
 
     def _check(self):
         _require(len(self.etas) > 0, "training.etas", "the learning-rate grid is empty")
@@ -152,6 +156,10 @@ class Training(_Section):
                  f"must be an integer >= 0 (0: not tracked); got {self.sharpness_every}")
         _require(self.sharpness_examples is None or self.sharpness_examples >= 1, "training.sharpness_examples",
                  f"must be an integer >= 1 or absent; got {self.sharpness_examples}")
+        _require(self.sharpness_method in SHARPNESS_METHODS, "training.sharpness_method",
+                 f"unknown method {self.sharpness_method!r}; choose one of {list(SHARPNESS_METHODS)}")
+        _require(self.sharpness_iterations >= 1, "training.sharpness_iterations",
+                 f"must be an integer >= 1; got {self.sharpness_iterations}")
 
 
 @dataclass(frozen=True)
@@ -283,7 +291,8 @@ class Config(_Section):
 
 # Fields added after 0.1.0 enter the hash only when set, so older run folders keep resuming.
 _ADDED_LATER = {("training", "sharpness_every"): 0, ("training", "sharpness_examples"): None,
-                ("training", "stop_references"): False}
+                ("training", "stop_references"): False, ("training", "sharpness_method"): "lanczos",
+                ("training", "sharpness_iterations"): 20}
 
 
 def field_names() -> dict[str, dataclasses.Field]:

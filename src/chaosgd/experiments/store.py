@@ -9,9 +9,10 @@ Layout (``RunDir``)::
     RUN/claims/<task>.claim    a task some job is computing now (exclusive create; refreshed while it runs)
     RUN/results.csv, results.parquet, report.html, toymap/
 
-(Claims on tasks are kept by ``claims.Claims``.) A task file is trusted only after it is checked: the format, the configuration hash, the task's identity (learning
-rate and initial conditions) and a SHA-256 digest over its header and arrays; a missing, truncated, corrupted or
-foreign file is recomputed on resume, and the reason is said. Every file is written by ``atomic_write``.
+Claims on tasks are kept by ``claims.Claims``. A task file is trusted only after it is checked: the format, the
+configuration hash, the task's identity (learning rate and initial conditions) and a SHA-256 digest over its header
+and arrays; a missing, truncated, corrupted or foreign file is recomputed on resume, and the reason is said. Every
+file is written by ``atomic_write``.
 """
 
 from __future__ import annotations
