@@ -242,3 +242,16 @@ def test_reusing_a_run_of_another_problem_is_refused_with_the_fields_named(tmp_p
                  str(tmp_path / "search")]) == 2
     err = capsys.readouterr().err
     assert "another problem" in err and "model.hidden" in err
+
+
+def test_the_search_store_keeps_only_what_shapes_p(tmp_path):
+    from chaosgd.experiments.search import ConfigEvaluator
+    from test_sweep import small_config
+
+    a = ConfigEvaluator(small_config(**{"training.sharpness_every": 5}), epochs=20, store=tmp_path / "a")
+    b = ConfigEvaluator(small_config(**{"training.etas": (3.0,), "training.target": 0.5}), epochs=20,
+                        store=tmp_path / "b")
+    assert a.config.hash() == b.config.hash()  # another grid or target: the stored evaluations still apply
+    assert a.config.training.sharpness_every == 0 and a.config.training.epochs == 20
+    c = ConfigEvaluator(small_config(**{"training.l2": 1e-3}), epochs=20, store=tmp_path / "c")
+    assert c.config.hash() != a.config.hash()

@@ -59,7 +59,8 @@ class TaskFailed(RuntimeError):
 
     def __init__(self, key, error: BaseException | str):
         detail = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        super().__init__(f"task {key} failed: {detail}")
+        notes = [] if isinstance(error, str) else getattr(error, "__notes__", [])
+        super().__init__(f"task {key} failed: {detail}" + "".join(f" ({note})" for note in notes))
         self.key = key
 
 

@@ -5,10 +5,11 @@ user's own model and arrays.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 
-from chaosgd.experiments.config import Config, ConfigError, Ensemble
+from chaosgd.experiments.config import Config, ConfigError, Ensemble, Training
 from chaosgd.experiments.executors import open_executor
 from chaosgd.experiments.problem import Task, check, train
 from chaosgd.experiments.results import summarize
@@ -28,7 +29,10 @@ class ConfigEvaluator(Evaluator):
     def __init__(self, config: Config, *, epochs: int = 60, confidence: float = 0.95, store=None,
                  executor: str = "serial", workers: int | None = None, scheduler: str | None = None, log=None):
         super().__init__(config.ensemble.initial, confidence=confidence, **config.analysis.fit)
-        self.config = config.with_values(**{"training.epochs": int(epochs), "training.stop_copies": False})
+        # Only what shapes p enters the search's store and its hash: not the sweep's grid (the search picks its own
+        # learning rates; (1.0,) stands in), its target or sharpness tracking. Copies run every epoch.
+        self.config = dataclasses.replace(config, training=Training(etas=(1.0,), epochs=int(epochs),
+                                                                    l2=config.training.l2, stop_copies=False))
         check(self.config)  # refused before its store is made
         self._temporary = None
         if store is None:

@@ -6,6 +6,7 @@ Layout (``RunDir``)::
     RUN/config.toml            the configuration (restored from the task files if deleted)
     RUN/run.json               configuration hash, versions, machine
     RUN/tasks/<task>.npz       one finished task: records, timing, sharpness, and a header naming its run and task
+    RUN/tasks/<task>.error.txt the traceback of a task that failed (removed once it succeeds)
     RUN/claims/<task>.claim    a task some job is computing now (exclusive create; refreshed while it runs)
     RUN/results.csv, results.parquet, report.html, toymap/
 
@@ -70,6 +71,10 @@ class RunDir:
 
     def task_path(self, task: Task) -> Path:
         return self.tasks_dir / f"{task.name}.npz"
+
+    def error_path(self, task: Task) -> Path:
+        """Where the traceback of a task that failed is kept."""
+        return self.tasks_dir / f"{task.name}.error.txt"
 
     def __str__(self) -> str:
         return str(self.root)

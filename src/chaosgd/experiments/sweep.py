@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import time
+import traceback
 from functools import lru_cache
 from pathlib import Path
 
+from chaosgd.atomic import atomic_write
 from chaosgd.experiments.claims import HEARTBEAT
 from chaosgd.experiments.config import Config
 from chaosgd.experiments.executors import check_executor, check_stop, open_executor
@@ -137,14 +139,25 @@ def _config(toml: str) -> Config:
 
 
 def execute(config_toml: str, task: Task, run_dir: str, progress=None) -> str:
-    """Run one task and write its file (what workers execute); returns the task's name."""
-    config = _config(config_toml)
-    start = time.perf_counter()
-    records = run_task(config, task, progress=progress or False)
-    if progress:
-        progress(0)  # where a stopped executor's report raises: a task that was abandoned ends here
-    track = task_sharpness(config, task)
-    RunDir(run_dir).write_task(config, task, records, seconds=time.perf_counter() - start, sharpness=track)
+    """Run one task and write its file (what workers execute); returns the task's name. If the task raises, its
+    traceback is written to ``tasks/<task>.error.txt`` and the error carries that path as a note."""
+    store = RunDir(run_dir)
+    try:
+        config = _config(config_toml)
+        start = time.perf_counter()
+        records = run_task(config, task, progress=progress or False)
+        if progress:
+            progress(0)  # where a stopped executor's report raises: a task that was abandoned ends here
+        track = task_sharpness(config, task)
+        store.write_task(config, task, records, seconds=time.perf_counter() - start, sharpness=track)
+    except Exception as error:
+        if type(error).__name__ != "_Abandoned":
+            try:
+                error.add_note(f"traceback in {atomic_write(store.error_path(task), traceback.format_exc())}")
+            except OSError:  # the folder cannot be written (full, read-only): the error itself says enough
+                pass
+        raise
+    store.error_path(task).unlink(missing_ok=True)  # an earlier failure of this task is history now
     return task.name
 
 
