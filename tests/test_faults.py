@@ -241,3 +241,24 @@ def test_claims_must_outlive_their_heartbeat(tmp_path):
     with pytest.raises(ValueError, match="claim_timeout must exceed 20"):
         sweep(small_config(), tmp_path / "run", executor="serial", claim_timeout=5)
     assert not (tmp_path / "run").exists()
+
+
+def _square(x, progress=None):
+    return x * x
+
+
+def test_a_worker_that_died_before_it_got_a_task_costs_nothing_but_a_restart():
+    from chaosgd.experiments.executors import ProcessExecutor
+
+    executor = ProcessExecutor(2)
+    executor._start()
+    victim = next(iter(executor._pool._processes.values()))
+    victim.kill()
+    victim.join()
+    items = iter([(f"t{i}", (i,)) for i in range(6)])
+    results = {}
+    try:
+        executor.map(_square, lambda: next(items, None), lambda key, value: results.__setitem__(key, value))
+    finally:
+        executor.close()
+    assert results == {f"t{i}": i * i for i in range(6)}

@@ -187,29 +187,34 @@ class ProcessExecutor(Executor):
             self._start()
         attempts: dict = {}
         in_flight: dict = {}
+        retry: list = []  # tasks lost with a broken pool, run again before any new one
         try:
             while True:
-                while len(in_flight) < self.capacity and (item := source()) is not None:
-                    in_flight[self._pool.submit(worker_call, fn, *item)] = item
-                if not in_flight:
-                    return
-                done, _ = wait(list(in_flight), timeout=_POLL, return_when=FIRST_COMPLETED)
-                _drain(self._reports, on_progress)
-                check_stop()
-                broken = False
-                for future in done:
-                    key, args = in_flight.pop(future)
+                while len(in_flight) < self.capacity and (item := retry.pop(0) if retry else source()) is not None:
                     try:
-                        result = future.result()
-                    except BrokenProcessPool:
-                        broken = True
-                        in_flight[future] = (key, args)
-                        continue
-                    except Exception as error:
-                        raise TaskFailed(key, error) from None
-                    on_result(key, result)
+                        in_flight[self._pool.submit(worker_call, fn, *item)] = item
+                    except BrokenProcessPool:  # a worker died before this task was handed out
+                        retry.insert(0, item)
+                        break
+                if not in_flight and not retry:
+                    return
+                broken = bool(retry)
+                if in_flight:
+                    done, _ = wait(list(in_flight), timeout=_POLL, return_when=FIRST_COMPLETED)
+                    _drain(self._reports, on_progress)
+                    check_stop()
+                    for future in done:
+                        try:
+                            result = future.result()
+                        except BrokenProcessPool:
+                            broken = True  # the task stays in flight, to be run again below
+                            continue
+                        except Exception as error:
+                            raise TaskFailed(in_flight[future][0], error) from None
+                        key, _ = in_flight.pop(future)
+                        on_result(key, result)
                 if broken:  # a worker died, and the pool with it: every task in flight is lost and run again
-                    lost = list(in_flight.values())
+                    lost = list(in_flight.values()) + retry
                     for key, _ in lost:  # the pool cannot say whose worker it was: all that ran are charged
                         attempts[key] = attempts.get(key, 0) + 1
                     if any(attempts[key] > self.retries for key, _ in lost):
@@ -218,7 +223,7 @@ class ProcessExecutor(Executor):
                                                 "tasks were running (killed, or out of memory?)")
                     self._kill()
                     self._start()
-                    in_flight = {self._pool.submit(worker_call, fn, *item): item for item in lost}
+                    in_flight, retry = {}, lost
         except BaseException:
             self._kill()
             raise
