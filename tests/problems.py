@@ -1,4 +1,7 @@
-"""Test problems with closed forms, shared by the test modules."""
+"""Test problems with closed forms, and helpers, shared by the test modules."""
+
+import os
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -19,3 +22,17 @@ def quadratic_problem(eigenvalues, seed=0):
     q, _ = np.linalg.qr(rng.standard_normal((n, n)))
     A = q @ np.diag(eigenvalues) @ q.T
     return quadratic_objective(), {"A": A}, {"theta": rng.standard_normal(n)}
+
+
+def descendants(pid):
+    """Processes whose parent is ``pid``, with their own descendants."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found += [int(entry)] + descendants(int(entry))
+    return found

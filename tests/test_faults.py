@@ -12,6 +12,7 @@ import pytest
 from chaosgd.experiments.executors import TaskFailed
 from chaosgd.experiments.results import summarize
 from chaosgd.experiments.sweep import sweep
+from problems import descendants
 from test_sweep import assert_same, load_records, small_config
 
 faults = pytest.mark.faults  # subprocess tests of a few seconds each: `pytest -m faults` (.ci/run runs them)
@@ -39,20 +40,6 @@ def wait_for(condition, timeout=120.0):
 def running(folder):
     """A task is in flight: its claim exists."""
     return any((folder / "claims").glob("*.claim")) if (folder / "claims").is_dir() else False
-
-
-def descendants(pid):
-    """Processes whose parent is ``pid``, with their own descendants."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found += [int(entry)] + descendants(int(entry))
-    return found
 
 
 def alive(pid):

@@ -12,6 +12,7 @@ from chaosgd.experiments.problem import tasks
 from chaosgd.experiments.results import summarize
 from chaosgd.experiments.store import RunDir
 from chaosgd.experiments.sweep import sweep
+from problems import descendants
 
 FIELDS = ("loss", "train_accuracy", "test_accuracy", "distance", "diverged_at", "eta", "initial_condition")
 
@@ -115,19 +116,6 @@ def test_unknown_executor_is_refused_before_the_folder_is_made(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def _children(pid):
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(entry))
-    return kids
-
-
 def test_a_worker_killed_mid_task_does_not_lose_the_sweep(tmp_path, reference):
     import threading
 
@@ -136,7 +124,7 @@ def test_a_worker_killed_mid_task_does_not_lose_the_sweep(tmp_path, reference):
     def kill_one_worker():
         deadline = time.time() + 60
         while time.time() < deadline and not killed:
-            for child in _children(os.getpid()):
+            for child in descendants(os.getpid()):
                 cmdline = open(f"/proc/{child}/cmdline", "rb").read()
                 if b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
                     time.sleep(0.5)  # let it start a task
