@@ -50,6 +50,19 @@ def alive(pid):
     return state != "Z"  # a zombie has exited; only its parent has not read its status
 
 
+def running_sweep(tmp_path, toml, executor):
+    """A sweep of ``toml`` started in its own process group, once a task of it is in flight."""
+    if executor == "dask":
+        pytest.importorskip("dask.distributed")
+    run = tmp_path / "run"
+    proc, log = start(["sweep", str(toml), "--out", str(run), "--executor", executor, "--workers", "2", "--quiet"],
+                      tmp_path)
+    if not wait_for(lambda: running(run)):
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(log.read_text())
+    return proc, log, run
+
+
 @pytest.fixture
 def slow_toml(tmp_path):
     path = tmp_path / "slow.toml"
@@ -62,15 +75,10 @@ def slow_toml(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_and_sigterm_stop_a_sweep_within_10_s_with_one_line_on_resuming(tmp_path, slow_toml, executor,
                                                                                signum):
-    if executor == "dask":
-        pytest.importorskip("dask.distributed")
     if executor != "processes" and signum == signal.SIGTERM:
         pytest.skip("SIGTERM takes the same path as SIGINT; checked once, on the processes executor")
-    run = tmp_path / "run"
-    proc, log = start(["sweep", str(slow_toml), "--out", str(run), "--executor", executor, "--workers", "2",
-                       "--quiet"], tmp_path)
+    proc, log, run = running_sweep(tmp_path, slow_toml, executor)
     try:
-        assert wait_for(lambda: running(run)), log.read_text()
         time.sleep(1.0)  # inside a task's compiled scan
         children = descendants(proc.pid)
         sent = time.time()
@@ -91,13 +99,8 @@ def test_ctrl_c_and_sigterm_stop_a_sweep_within_10_s_with_one_line_on_resuming(t
 @faults
 @pytest.mark.parametrize("executor", ["processes", "dask"])
 def test_kill_9_of_the_sweep_leaves_no_worker_behind(tmp_path, slow_toml, executor):
-    if executor == "dask":
-        pytest.importorskip("dask.distributed")
-    run = tmp_path / "run"
-    proc, log = start(["sweep", str(slow_toml), "--out", str(run), "--executor", executor, "--workers", "2",
-                       "--quiet"], tmp_path)
+    proc, log, run = running_sweep(tmp_path, slow_toml, executor)
     try:
-        assert wait_for(lambda: running(run)), log.read_text()
         workers = descendants(proc.pid)
         assert len(workers) >= 2
         os.kill(proc.pid, signal.SIGKILL)  # the main process alone, as an out-of-memory killer would

@@ -38,7 +38,7 @@ def cmd_run(args) -> int:
         print(f"{r['eta']:>8g} {r['lambda_nmle']:>12.4f} {r['p_percent']:>4.0f}% {r['final_loss_mean']:>9.4f} "
               f"{r['final_test_accuracy_mean']:>11.3f} {r['diverged_fraction']:>8.0%}  "
               f"{r['tau_mean']:.1f} ({r['tau_censored']}/{r['n_initial']})")
-    report(store)
+    report(store, summary=summary)
     return 0
 
 

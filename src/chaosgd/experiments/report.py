@@ -27,21 +27,22 @@ def _png(ax) -> str:
 FIGURE_2_ETA = 10.0  # the paper's figures 2 and 3 show eta = 10
 
 
-def write_report(run_dir: str | Path, *, lyapunov_eta: float = FIGURE_2_ETA, log=None) -> Path:
+def write_report(run_dir: str | Path, *, lyapunov_eta: float = FIGURE_2_ETA, log=None, summary=None) -> Path:
     """Write ``run_dir/report.html`` and ``run_dir/results.csv`` (and ``results.parquet`` where pyarrow is
     installed) from the stored records; return the report's path.
 
     Figures: 1 (training loss at three eta), 4 (lambda_NMLE), 5 (p and <tau>), 2 and 3 at the grid's learning
     rate nearest ``lyapunov_eta``, 14 when sharpness was tracked (``training.sharpness_every``), and 6 and 7 when
     ``run_dir/toymap`` holds them (``chaosgd reproduce`` puts them there). Task files that cannot be trusted are
-    left out, named in the report and, through ``log``, one line each.
+    left out, named in the report and, through ``log``, one line each. ``summary``: the run's ``summarize()``, when
+    the caller has it already (it is not computed twice).
     """
     from chaosgd import plots
 
     if not (np.isfinite(lyapunov_eta) and lyapunov_eta > 0):
         raise ValueError(f"the learning rate of figures 2 and 3 must be finite and > 0; got {lyapunov_eta}")
     store = RunDir(run_dir)
-    summary = summarize(store)
+    summary = summary or summarize(store)  # a caller that summarized the run already passes it
     for why in summary.problems.values():
         if log is not None:
             log(f"left out, cannot be trusted: {why}")
