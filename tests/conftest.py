@@ -6,8 +6,6 @@ import pytest
 import chaosgd  # noqa: F401  (enables float64 before any test builds arrays)
 from chaosgd.datasets import make_blobs
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 
 @pytest.fixture(scope="session")
 def blobs():
@@ -16,8 +14,8 @@ def blobs():
 
 @pytest.fixture(scope="session")
 def mnist_dir():
-    """Folder holding ``mnist/``: $CHAOSGD_DATA, else the shared development copy; skip if neither has it."""
-    for candidate in (os.environ.get("CHAOSGD_DATA"), SHARED_DATA):
-        if candidate and (Path(candidate) / "mnist").is_dir():
-            return Path(candidate)
+    """Folder holding ``mnist/``: $CHAOSGD_DATA; skip without it."""
+    candidate = os.environ.get("CHAOSGD_DATA")
+    if candidate and (Path(candidate) / "mnist").is_dir():
+        return Path(candidate)
     pytest.skip("real MNIST not found: set CHAOSGD_DATA to a folder holding mnist/ (IDX files)")

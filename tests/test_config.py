@@ -41,6 +41,10 @@ def test_quick_scale_is_smaller_and_named():
     ({"training.target": 0.0}, r"training\.target"),
     ({"model.dtype": "float32"}, r"ensemble\.epsilon: 1e-08 is at or below the resolution of float32"),
     ({"training.epochs": 0}, r"training\.epochs"),
+    ({"training.target_hold": 0}, r"training\.target_hold: must be an integer in \[1, epochs \+ 1"),
+    ({"training.target_hold": 3, "training.stop_references": True},
+     r"training\.target_hold: stop_references stops a reference at its first passage"),
+    ({"analysis.chance_margin": 1.0}, r"analysis\.chance_margin: must be in \[0, 1\)"),
 ])
 def test_invalid_values_name_the_field_and_what_is_allowed(change, message):
     with pytest.raises(ConfigError, match=message):
@@ -69,6 +73,7 @@ def test_fields_added_later_keep_the_hash_of_older_run_folders():
     # must keep resuming.
     assert preset("mnist-tanh").hash() == "9ffed4a6b2f82b06"
     assert preset("mnist-tanh").with_values(**{"training.sharpness_every": 5}).hash() != "9ffed4a6b2f82b06"
+    assert preset("mnist-tanh").with_values(**{"training.target_hold": 3}).hash() != "9ffed4a6b2f82b06"
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -177,7 +177,7 @@ def test_unknown_data_set_lists_the_valid_ones():
 
 
 def test_real_mnist_matches_published_checksums(mnist_dir):
-    # The published MD5s of the uncompressed IDX files (see shared/data/README.md).
+    # The MD5s published for the uncompressed IDX files.
     expected = {"train_images": "6bbc9ace898e44ae57da46a324031adb", "train_labels": "a25bea736e30d166cdddb491f175f624",
                 "test_images": "2646ac647ad5339dbf082846283269ea", "test_labels": "27ae3e4e09519cfbb04c329615203637"}
     for key, digest in expected.items():

@@ -33,6 +33,11 @@ def test_lyapunov_command_finite_and_tangent(tmp_path, capsys):
     assert main(base + ["--estimator", "tangent", "--k", "2", "--out", str(tmp_path / "tangent")]) == 0
     summary = json.loads((tmp_path / "tangent" / "lyapunov.json").read_text())
     assert len(summary["mean"]) == 2 and summary["mean"][0] >= summary["mean"][1] - 1e-9
+    # Iris's 83-parameter network is tracked every epoch by default: period-2 orbits show as they are.
+    assert main(["sharpness", "iris", "--training.etas", "[1.0]", "--training.epochs", "6", "--executor", "serial",
+                 "--out", str(tmp_path / "every"), "--quiet"]) == 0
+    with np.load(tmp_path / "every" / "sharpness.npz") as z:
+        assert z["epoch_eta_1"].tolist() == list(range(7))
     with pytest.raises(SystemExit):  # argparse refuses an unknown estimator and lists the choices
         main(base + ["--estimator", "adjoint", "--out", str(tmp_path)])
     assert "finite" in capsys.readouterr().err

@@ -17,10 +17,19 @@ def test_results_table_and_report_with_every_figure(tmp_path):
     rows = summarize(tmp_path).rows
     assert [r["eta"] for r in rows] == [0.1, 2.5, 10.0]
     assert all(0 <= r["p_percent"] <= 100 and r["n_initial"] == 5 for r in rows)
-    assert all(r["tau_censored"] + (0 if np.isnan(r["tau_mean"]) else 1) >= 1 for r in rows)
+    assert all(r["tau_censored"] + (0 if np.isnan(r["tau_mean_reached"]) else 1) >= 1 for r in rows)
+    assert all(r["tau_rmst_ci_low"] <= r["tau_rmst"] <= r["tau_rmst_ci_high"] <= r["tau_horizon"] for r in rows)
     page = write_report(tmp_path).read_text()
     titles = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,", page)
-    assert [t.split(":")[0] for t in titles] == ["Figure 1", "Figure 4", "Figure 5", "Figure 2", "Figure 3"]
+    assert [t.split(":")[0] for t in titles] == ["Figure 1", "Figure 2", "Figure 3", "Figure 4", "Figure 5"]
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    assert len(captions) == 5 and all(len(c) > 80 for c in captions)  # every figure says what it draws
+    assert "initial condition 0" in captions[1] and "red: its local exponent counts as positive" in captions[2]
+    assert "one standard deviation" in captions[3] and "Censored, at eta" in captions[4]
+    eta = float(re.search(r"Figure 2: distances around one initial condition, eta = ([\d.]+)", page).group(1))
+    with_p = [r for r in rows if r["p_percent"] >= 50]
+    assert eta == (with_p[0]["eta"] if with_p else max(rows, key=lambda r: r["p_percent"])["eta"])
+    assert "restricted mean tau [CI]" in page and "results.csv" in page
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing to fetch
     with open(tmp_path / "results.csv") as f:
@@ -115,18 +124,48 @@ def test_sharpness_tracked_in_a_sweep_gives_figure_14(tmp_path):
     assert small_config().hash() != config.hash()
 
 
-def test_edge_of_chaos_sentence_names_the_onset_and_the_fastest_complete_learning_rate():
+def test_edge_of_chaos_sentence_uses_the_restricted_mean_and_flags_stuck_networks():
     from chaosgd.experiments.report import edge_of_chaos
 
-    def row(eta, p, tau, censored, diverged=0.0):
-        return {"eta": eta, "p_percent": p, "tau_mean": tau, "tau_censored": censored, "diverged_fraction": diverged}
+    def row(eta, p, rmst, reached, diverged=0.0, stuck=0, median=np.inf):
+        return {"eta": eta, "p_percent": p, "tau_rmst": rmst, "tau_rmst_ci_low": rmst - 2, "tau_rmst_ci_high": rmst + 2,
+                "tau_median": median, "tau_horizon": 60, "reached_percent": reached, "diverged_fraction": diverged,
+                "stuck_at_chance": stuck, "n_initial": 10}
 
-    rows = [row(0.1, 0, np.nan, 5), row(1, 60, 30.0, 0), row(5, 100, 20.0, 0), row(10, 100, 10.0, 2),
-            row(20, 100, np.nan, 5, diverged=0.8)]
+    # eta = 1: one network reached the target in 2 epochs, nine never did: the paper's <tau> would call it fastest.
+    rows = [row(0.1, 0, 60, 0), row(1, 60, 56.2, 10), row(5, 100, 20.0, 100, median=19),
+            row(10, 100, 50.0, 30, stuck=7), row(20, 100, 60, 0, diverged=0.8)]
     text = edge_of_chaos(rows, 0.9)
-    assert "first at eta = 5;" in text and "at eta = 5, 20.0 epochs" in text  # eta = 10 was faster but censored
+    assert "first at eta = 5." in text and "eta = 5, restricted mean 20 epochs [95 % CI 18, 22]" in text
+    assert "median 19; 100 % of networks reached" in text
+    assert "At eta = 10 most networks end stuck at chance accuracy" in text
     assert "never reaches 95" in edge_of_chaos(rows[:2], 0.9)
-    assert "did every initial condition" in edge_of_chaos([row(1, 100, np.nan, 3)], 0.9)
+    assert "No network reached 90%" in edge_of_chaos([row(1, 100, 60, 0, stuck=10)], 0.9)
+    onset_stuck = edge_of_chaos([row(1, 100, 60, 0, stuck=10)], 0.9)
+    assert "where 10 of 10 networks end stuck at chance accuracy" in onset_stuck
+
+
+def test_networks_stuck_at_chance_and_censored_times_in_a_row():
+    from chaosgd.experiments.config import Config, Data
+    from chaosgd.experiments.results import fit
+    from chaosgd.records import Records
+
+    s, m, t = 4, 1, 10
+    acc = np.full((s, t + 1), 1 / 3)               # Iris: three classes, chance 1/3
+    acc[1, -1] = 0.38                                # within the margin of 0.05: stuck
+    acc[2, -1] = 0.40                                # beyond it: not stuck
+    acc[3, 5:] = 0.95                                # reaches 90 % at epoch 5
+    distance = 1e-8 * np.exp(0.3 * np.arange(t + 1)) * np.ones((s, m, 1))
+    records = Records.from_arrays({
+        "eta": np.ones((s, 1 + m)), "initial_condition": np.arange(s), "loss": np.ones((s, 1 + m, t + 1)),
+        "train_accuracy": np.ones((s, 1 + m, t + 1)), "test_accuracy": acc, "distance": distance,
+        "diverged_at": np.full((s, 1 + m), -1)})
+    row = fit(records, Config(data=Data("iris")))[0]
+    assert row["stuck_at_chance"] == 2 and row["tau_censored"] == 3 and row["reached_percent"] == 25
+    assert np.isinf(row["tau_median"]) and row["tau_mean_reached"] == 5  # the paper's <tau> sees one network
+    assert row["tau_rmst"] == pytest.approx((5 + 3 * 10) / 4) and row["tau_horizon"] == 10
+    held = fit(records, Config(data=Data("iris")).with_values(**{"training.target_hold": 7}))[0]
+    assert held["tau_censored"] == 4 and held["tau_horizon"] == 4  # 7 epochs at 95 % do not fit after epoch 5
 
 
 def test_rows_go_up_in_eta_whatever_the_order_of_the_grid(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from chaosgd import Objective, run
-from chaosgd.sweetspot import Evaluation, Evaluator, evaluation_from_records, find_sweet_spot, wilson_interval
+from chaosgd.sweetspot import Evaluation, Evaluator, evaluation_from_records, find_sweet_spot
 
 A = 2.0  # L = a/2 |theta|^2: the GD map multiplies every deviation by (1 - eta a), exactly
 ONSET = (1 + math.exp(0.05)) / A  # ln|1 - eta a| > 0.05 (the positive-exponent threshold) exactly above this
@@ -62,10 +62,23 @@ def test_stored_points_are_reused_not_recomputed():
     assert spot.network_epochs == sum(e.network_epochs for e in spot.evaluations if not e.stored)
 
 
-def test_wilson_interval():
-    low, high = wilson_interval(0, 10)
-    assert low == pytest.approx(0, abs=1e-9) and 25 < high < 35          # the known 95 % Wilson upper bound for 0/10 is 27.8 %
-    assert wilson_interval(10, 10)[1] == 100 and wilson_interval(5, 10)[0] == pytest.approx(23.7, abs=0.1)
+def test_p_comes_with_its_wilson_interval():
+    e = planted_evaluator([])(2.0)  # |1 - 2 a| = 3: every one of the 6 initial conditions is positive
+    z2 = 1.959964 ** 2
+    assert e.p == 100 and e.n == 6 and e.ci_high == 100
+    assert e.ci_low == pytest.approx(100 * 6 / (6 + z2), rel=1e-6)  # Wilson's lower bound for n of n: n / (n + z^2)
+    calm = planted_evaluator([])(0.2)
+    assert calm.p == 0 and calm.ci_low == 0 and calm.ci_high == pytest.approx(100 * z2 / (6 + z2), rel=1e-6)
+
+
+def test_when_p_never_reaches_p_high_the_answer_is_the_highest_p():
+    # p rises to 70 % at eta = 1 and falls again; nothing diverges: the search answers eta = 1 and says so.
+    def fake(eta):
+        p = 70.0 if 0.5 < eta < 2 else 20.0
+        return Evaluation(eta, p, p - 10, p + 10, 20, 0.1, 0.0, 10)
+    spot = find_sweet_spot(fake, eta_min=0.01, eta_max=20, p_high=95)
+    assert not spot.p_high_reached and spot.eta == 1.0 and spot.low < 1 < spot.high
+    assert max(e.eta for e in spot.evaluations) == 20 * 10 ** 2  # widened two decades, not six
 
 
 def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
@@ -96,7 +109,8 @@ def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
     assert "suggested eta" in out and "trained at eta" in out and "decided at 95% confidence" in out
     assert re.search(r"\(CI \d+\.\.\d+, 16 initial conditions\)", out)  # an undecided point was extended
     trained = out.split("trained at")[1]
-    assert "epochs to 90%" in trained or "never reached 90%" in trained
+    assert re.search(r"\d+/8 reached 90%, restricted mean [\d.]+ epochs \[95 % CI [\d.]+, [\d.]+\] over a budget of 60",
+                     trained)
     assert len(list((tmp_path / "trained" / "tasks").glob("*.npz"))) == 1
     assert (tmp_path / "sweetspot.png").is_file() and (tmp_path / "sweetspot.json").is_file()
     # Every evaluation is stored: the same search again computes nothing and suggests the same learning rate.
@@ -255,3 +269,40 @@ def test_the_search_store_keeps_only_what_shapes_p(tmp_path):
     assert a.config.training.sharpness_every == 0 and a.config.training.epochs == 20
     c = ConfigEvaluator(small_config(**{"training.l2": 1e-3}), epochs=20, store=tmp_path / "c")
     assert c.config.hash() != a.config.hash()
+
+
+def test_sweetspot_on_iris_with_defaults_answers_with_the_highest_p_and_saves_every_evaluation(tmp_path, capsys):
+    import json
+
+    from chaosgd.cli import main
+
+    out = tmp_path / "search"
+    assert main(["sweetspot", "iris", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    saved = json.loads((out / "sweetspot.json").read_text())
+    assert "p never reached 95%" in text and not saved["p_high_reached"]
+    best = max(saved["evaluations"], key=lambda e: e["p"])
+    assert saved["eta"] == best["eta"] and f"suggested eta = {best['eta']:.4g}" in text
+    assert 50 < best["p"] < 95 and len(saved["evaluations"]) >= 5
+    assert len(list((out / "evaluations" / "tasks").glob("*.npz"))) == len(saved["evaluations"])
+    assert (out / "sweetspot.png").is_file()
+
+
+def test_a_search_reusing_a_sweep_and_a_fresh_search_agree(tmp_path, capsys):
+    import json
+
+    from chaosgd.cli import main
+
+    common = ["iris", "--quick", "--quiet", "--executor", "serial"]
+    assert main(["sweep", *common, "--set", "training.etas=[0.01, 0.1, 0.5, 1, 2.5]", "--out",
+                 str(tmp_path / "grid")]) == 0
+    spots = {}
+    for name, extra in (("fresh", []), ("reused", ["--reuse", str(tmp_path / "grid")])):
+        assert main(["sweetspot", "iris", "--quick", "--p-high", "20", "--out", str(tmp_path / name), *extra]) == 0
+        spots[name] = json.loads((tmp_path / name / "sweetspot.json").read_text())
+    capsys.readouterr()
+    fresh, reused = spots["fresh"], spots["reused"]
+    assert fresh["p_high_reached"] and reused["p_high_reached"]
+    assert any(e["stored"] for e in reused["evaluations"]) and not any(e["stored"] for e in fresh["evaluations"])
+    # The two brackets overlap: both searches place the onset in the same place.
+    assert max(fresh["bracket"][0], reused["bracket"][0]) <= min(fresh["bracket"][1], reused["bracket"][1])

@@ -232,6 +232,21 @@ class NetworkExponent:
     def exponents(self) -> np.ndarray:
         return np.array([f.exponent for f in self.local])
 
+    @property
+    def n_positive(self) -> int:
+        return sum(f.positive for f in self.local)
+
+    def p_interval(self, confidence: float | None = None) -> tuple[float, float]:
+        """Wilson interval of p in percent (scipy.stats.binomtest), at ``confidence`` (default: this fit's);
+        (0, 100) when nothing could be fitted."""
+        from scipy import stats
+
+        if self.n_fitted == 0:
+            return 0.0, 100.0
+        ci = stats.binomtest(self.n_positive, self.n_fitted).proportion_ci(confidence or self.confidence,
+                                                                           method="wilson")
+        return 100 * float(ci.low), 100 * float(ci.high)
+
     def histogram(self, bins=20) -> tuple[np.ndarray, np.ndarray]:
         """Counts and bin edges of the fitted local exponents."""
         values = self.exponents[np.isfinite(self.exponents)]
@@ -257,9 +272,19 @@ def network_exponent(distance: np.ndarray, *, window=None, r2_min: float = R2_MI
     if n == 0:
         return NetworkExponent(np.nan, np.nan, np.nan, np.nan, confidence, np.nan, 0, len(fits), fits)
     v = values[ok]
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, n, size=(n_bootstrap, n))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    lo, hi = _mean_interval(v, confidence, n_bootstrap, seed)
     positive = np.array([f.positive for f, k in zip(fits, ok) if k])
     return NetworkExponent(float(v.mean()), float(v.std(ddof=1)) if n > 1 else 0.0, float(lo), float(hi),
                            confidence, float(100 * positive.mean()), n, len(fits) - n, fits)
+
+
+def _mean_interval(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:
+    """BCa bootstrap interval of the mean (scipy.stats.bootstrap); a point where the values do not vary (or there
+    is one), since no resample could then differ."""
+    from scipy import stats
+
+    if values.size < 2 or np.ptp(values) == 0:
+        return float(values.mean()), float(values.mean())
+    result = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
+                             method="BCa", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)

@@ -27,7 +27,7 @@ def plot_distance(distance: np.ndarray, fit: LocalExponent, *, eta: float | None
         window = np.arange(fit.start, fit.stop + 1)
         ax.semilogy(window, np.exp(fit.line(window)), "k--", lw=2,
                     label=rf"fit: $\lambda$ = {fit.exponent:.3f}, $R^2$ = {fit.r2:.3f}")
-        ax.axvspan(fit.start, fit.stop, color="0.9", zorder=0, label=rf"exponential phase [0, $\tau$={fit.stop}]")
+        ax.axvspan(fit.start, fit.stop, color="0.9", zorder=0, label=f"fit window [{fit.start}, {fit.stop}]")
     ax.set_xlabel("epoch t")
     ax.set_ylabel("distance d(t) (L1)")
     if eta is not None:
@@ -36,24 +36,35 @@ def plot_distance(distance: np.ndarray, fit: LocalExponent, *, eta: float | None
     return ax
 
 
-def plot_network_exponent(net: NetworkExponent, *, eta: float | None = None, ax=None, bins: int = 20):
-    """The paper's figure 3: mean log-distance y(t) = <ln d_j(t)> of every initial condition, with the histogram of
-    local exponents as an inset and lambda_NMLE marked."""
-    ax = _axes(ax)
+def plot_network_exponent(net: NetworkExponent, *, eta: float | None = None, ax=None, hist_ax=None,
+                          bins: int = 20):
+    """The paper's figure 3: mean log-distance y(t) = <ln d_j(t)> of every initial condition (red: its local exponent
+    counts as positive; blue: it does not), and the histogram of local exponents with lambda_NMLE marked.
+
+    The histogram goes on ``hist_ax``; without ``ax`` a figure with both panels side by side is made (the paper's
+    inset would cover curves). Returns the curves' axes."""
+    if ax is None:
+        import matplotlib.pyplot as plt
+        _, (ax, hist_ax) = plt.subplots(1, 2, figsize=(9.6, 4.4), width_ratios=(2.2, 1), constrained_layout=True)
     for fit in net.local:
         ax.plot(np.arange(fit.log_distance.size), fit.log_distance, lw=0.8, alpha=0.5,
                 color="tab:red" if fit.positive else "tab:blue")
+    ax.plot([], [], color="tab:red", label="counted positive")
+    ax.plot([], [], color="tab:blue", label="not positive")
+    ax.legend(fontsize=8, loc="upper left")
     ax.set_xlabel("epoch t")
     ax.set_ylabel(r"$y(t) = \langle \ln d_j(t) \rangle_j$")
     title = rf"$\lambda_{{NMLE}}$ = {net.mean:.3f} ± {net.std:.3f}, p = {net.p:.0f}%"
     ax.set_title((rf"$\eta$ = {eta:g}: " if eta is not None else "") + title, fontsize=10)
-    inset = ax.inset_axes([0.58, 0.1, 0.38, 0.35])
-    counts, edges = net.histogram(bins=bins)
-    inset.stairs(counts, edges, fill=True, color="0.6")
-    if np.isfinite(net.mean):
-        inset.axvline(net.mean, color="k", ls="--", lw=1.5)
-    inset.set_xlabel(r"$\lambda_{\Omega(0)}$", fontsize=8)
-    inset.tick_params(labelsize=7)
+    if hist_ax is not None:
+        counts, edges = net.histogram(bins=bins)
+        hist_ax.stairs(counts, edges, fill=True, color="0.6")
+        if np.isfinite(net.mean):
+            hist_ax.axvline(net.mean, color="k", ls="--", lw=1.5, label=r"$\lambda_{NMLE}$")
+            hist_ax.legend(fontsize=8)
+        hist_ax.set_xlabel(r"local exponent $\lambda_{\Omega(0)}$")
+        hist_ax.set_ylabel("initial conditions")
+        hist_ax.yaxis.get_major_locator().set_params(integer=True)
     return ax
 
 
@@ -152,23 +163,40 @@ def _log_eta_axis(ax, eta) -> None:
 
 
 def plot_p_and_tau(rows: list[dict], *, ax=None):
-    """The paper's figure 5: p (percentage of positive local exponents) and the mean training time <tau> against
-    eta, on twin axes; learning rates where every initial condition was censored have no tau point."""
+    """The paper's figure 5 with intervals: p (percentage of positive local exponents, Wilson 95 % CI) and the time to
+    target as censored data — the restricted mean up to the budget (95 % CI) and the Kaplan-Meier median (open
+    marks; none where fewer than half reached the target) — against eta, on twin axes. Learning rates where networks
+    end stuck at chance accuracy are marked under the p curve with their count."""
     ax = _axes(ax)
     eta = np.array([r["eta"] for r in rows])
-    ax.plot(eta, [r["p_percent"] for r in rows], "D-", color="tab:blue", label="p")
+    p = np.array([r["p_percent"] for r in rows], dtype=float)
+    p_err = [p - np.array([r["p_ci_low"] for r in rows]), np.array([r["p_ci_high"] for r in rows]) - p]
+    ax.errorbar(eta, p, yerr=np.nan_to_num(p_err), fmt="D-", color="tab:blue", capsize=3, label="p (Wilson CI)")
+    for x, r in zip(eta, rows):
+        if r["stuck_at_chance"]:
+            ax.annotate(f"{r['stuck_at_chance']}/{r['n_initial']} stuck", (x, 0), fontsize=6, color="0.3",
+                        xytext=(0, -12), textcoords="offset points", ha="center", rotation=90, va="top")
     _log_eta_axis(ax, eta)
     ax.set_ylabel("p (%)", color="tab:blue")
-    ax.set_ylim(-5, 105)
+    ax.set_ylim(-25, 105)
     twin = ax.twinx()
-    tau = np.array([r["tau_mean"] for r in rows], dtype=float)
-    err = np.array([r["tau_stderr"] for r in rows], dtype=float)
-    twin.errorbar(eta, tau, yerr=np.nan_to_num(err), fmt="o-", color="tab:red", capsize=3)
-    for x, y, c, n in zip(eta, tau, [r["tau_censored"] for r in rows], [r["n_initial"] for r in rows]):
-        if c and np.isfinite(y):
-            twin.annotate(f"{c}/{n} censored", (x, y), fontsize=6, color="tab:red", xytext=(3, 3),
-                          textcoords="offset points")
-    twin.set_ylabel(r"$\langle\tau\rangle$ (epochs to target)", color="tab:red")
+    rmst = np.array([r["tau_rmst"] for r in rows], dtype=float)
+    err = [rmst - np.array([r["tau_rmst_ci_low"] for r in rows]),
+           np.array([r["tau_rmst_ci_high"] for r in rows]) - rmst]
+    twin.errorbar(eta, rmst, yerr=np.nan_to_num(err), fmt="o-", color="tab:red", capsize=3,
+                  label="restricted mean time to target (95 % CI)")
+    median = np.array([r["tau_median"] for r in rows], dtype=float)
+    shown = np.isfinite(median)
+    twin.plot(eta[shown], median[shown], "o", mfc="none", color="tab:red", label="median time to target")
+    horizon = max(r["tau_horizon"] for r in rows)
+    twin.axhline(horizon, color="tab:red", ls=":", lw=1, label="budget (never reached)")
+    twin.set_ylim(0, horizon * 1.05)
+    twin.set_ylabel("epochs to target", color="tab:red")
+    handles = [h for a in (ax, twin) for h in a.get_legend_handles_labels()[0]]
+    if ax.figure.get_layout_engine() is not None:  # below the axes, where it covers nothing
+        ax.figure.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=2, frameon=False)
+    else:
+        ax.legend(handles=handles, fontsize=7)
     return ax
 
 

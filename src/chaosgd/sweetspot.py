@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Callable
 
 from chaosgd.lyapunov import network_exponent
@@ -61,6 +60,7 @@ class SweetSpot:
     high: float
     evaluations: tuple[Evaluation, ...] = field(default=())
     diverging_edge: bool = False  # p never reached p_high below the learning rates that diverge; eta is NaN
+    p_high_reached: bool = True  # False: p stayed below p_high; eta is then the learning rate of the highest p
     confident: bool = False  # both ends of the bracket are decided at the evaluations' confidence level
     # (With max_initial the ends are always decided; the bracket may then stay wider than rel_width where p is
     # too close to p_high to tell apart with that many initial conditions.)
@@ -70,22 +70,11 @@ class SweetSpot:
         return sum(e.network_epochs for e in self.evaluations if not e.stored)
 
 
-def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k/n, in percent."""
-    if n == 0:
-        return 0.0, 100.0
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    phat = k / n
-    centre = (phat + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
-
-
 def evaluation_from_records(records, eta: float, *, confidence: float = 0.95, stored: bool = False,
                             **fit) -> Evaluation:
     """An ``Evaluation`` from engine records of one learning rate (``fit``: r2_min, lambda_min, plateau)."""
     net = network_exponent(records.distance, stopped_at=records.copies_stopped_at, **fit)
-    low, high = wilson_interval(sum(f.positive for f in net.local), net.n_fitted, confidence)
+    low, high = net.p_interval(confidence)
     return Evaluation(float(eta), float(net.p) if net.n_fitted else 0.0, low, high, net.n_fitted, net.mean,
                       float((records.diverged_at[:, 0] >= 0).mean()), records.network_epochs, stored)
 
@@ -110,11 +99,29 @@ def check_search(*, eta_min: float, eta_max: float, p_high: float = 95.0, rel_wi
                          f"({n_initial}): it could never add any")
 
 
+WIDEN_UP = 2  # decades above eta_max tried before answering with the highest p instead of an onset
+
+
+def _highest_p(done: dict[float, "Evaluation"]) -> SweetSpot:
+    """The answer when p never reaches p_high: the smallest learning rate of the highest p among those that do not
+    diverge, bracketed by its evaluated neighbours."""
+    evaluations = tuple(sorted(done.values(), key=lambda e: e.eta))
+    calm = [e for e in evaluations if not e.diverges]
+    best = max(calm, key=lambda e: e.p) if calm else evaluations[0]
+    k = evaluations.index(best)
+    low, high = evaluations[max(k - 1, 0)].eta, evaluations[min(k + 1, len(evaluations) - 1)].eta
+    return SweetSpot(best.eta if calm else math.nan, low, high, evaluations, diverging_edge=not calm,
+                     p_high_reached=False)
+
+
 def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, eta_max: float,
                     p_high: float = 95.0, rel_width: float = 0.1, max_evaluations: int = 30,
                     known: dict[float, Evaluation] | None = None, parallel: int = 1,
                     max_initial: int | None = None) -> SweetSpot:
     """Bracket and bisect (on log eta) the smallest eta with p >= ``p_high`` and no divergence.
+
+    When p stays below ``p_high`` up to ``WIDEN_UP`` decades above ``eta_max``, the answer is the learning rate of
+    the highest p measured (``SweetSpot.p_high_reached`` is False): where sensitivity is most developed.
 
     ``evaluate(eta)`` measures p (an ``Evaluator``, or any function returning an ``Evaluation``); ``known`` holds
     evaluations already made (a sweep's store), used before computing anything: the initial bracket is tightened to
@@ -171,14 +178,12 @@ def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, 
             low, decade = decade, decade * 10
         if decade < high:
             high = decade
-    for _ in range(6):  # widen upwards until the high end is developed (or diverging)
+    for _ in range(WIDEN_UP + 1):  # widen upwards until the high end is developed (or diverging)
         if high_side(at(high)):
             break
         low, high = high, high * 10
     else:
-        best = max(done.values(), key=lambda e: e.p)
-        raise RuntimeError(f"p < {p_high}% up to eta = {high / 10:g}: no onset found below it (the highest p "
-                           f"measured was {best.p:.0f}% at eta = {best.eta:g}; a lower p_high finds where it rises)")
+        return _highest_p(done)
     while high / low - 1 > rel_width:
         # k cuts, evenly spaced on log eta; the new bracket is the first low-to-high step among them. With
         # max_initial, only points decided at the confidence level may become an end: when no cut is, the onset is

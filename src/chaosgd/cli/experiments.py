@@ -32,12 +32,14 @@ def cmd_run(args) -> int:
     store = run_sweep(args)
     summary = summarize(store)
     target = summary.config.training.target
-    print(f"{'eta':>8} {'lambda_NMLE':>12} {'p':>5} {'loss(T)':>9} {'test acc(T)':>11} {'diverged':>8}  "
-          f"epochs to {target:.0%} (censored)")
+    print(f"{'eta':>8} {'lambda_NMLE':>12} {'p':>5} {'loss(T)':>9} {'test acc(T)':>11} {'diverged':>8} {'stuck':>6}  "
+          f"reached {target:.0%}, median and restricted mean epochs to it [95 % CI]")
     for r in summary.rows:
+        median = f"> {r['tau_horizon']}" if r["tau_median"] == float("inf") else f"{r['tau_median']:g}"
         print(f"{r['eta']:>8g} {r['lambda_nmle']:>12.4f} {r['p_percent']:>4.0f}% {r['final_loss_mean']:>9.4f} "
-              f"{r['final_test_accuracy_mean']:>11.3f} {r['diverged_fraction']:>8.0%}  "
-              f"{r['tau_mean']:.1f} ({r['tau_censored']}/{r['n_initial']})")
+              f"{r['final_test_accuracy_mean']:>11.3f} {r['diverged_fraction']:>8.0%} {r['stuck_at_chance']:>6}  "
+              f"{r['n_initial'] - r['tau_censored']}/{r['n_initial']}, median {median}, "
+              f"{r['tau_rmst']:.1f} [{r['tau_rmst_ci_low']:.1f}, {r['tau_rmst_ci_high']:.1f}]")
     report(store, summary=summary)
     return 0
 
@@ -53,9 +55,9 @@ def cmd_reproduce(args) -> int:
 
 def add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a sweep's run folder")
-    from chaosgd.experiments.report import FIGURE_2_ETA
-    p.add_argument("--eta", type=float, default=FIGURE_2_ETA,
-                   help="learning rate of figures 2 and 3 (nearest in the grid)")
+    p.add_argument("--eta", type=float,
+                   help="learning rate of figures 2 and 3, the nearest in the grid (default: the first with p >= 50 "
+                        "%%, where sensitivity sets in)")
 
 
 def cmd_report(args) -> int:
@@ -131,21 +133,32 @@ def cmd_sweetspot(args) -> int:
     atomic_write(out / "sweetspot.json", json.dumps({
         "eta": spot.eta, "bracket": [spot.low, spot.high], "diverging_edge": spot.diverging_edge,
         "network_epochs": spot.network_epochs, "confident": spot.confident, "confidence": args.confidence,
+        "p_high": args.p_high, "p_high_reached": spot.p_high_reached,
         "evaluations": [e.__dict__ for e in spot.evaluations]}, indent=2, default=float))
     if spot.diverging_edge:
         print(f"p never reached {args.p_high:g}% below the learning rates that diverge ({spot.low:.4g} .. "
               f"{spot.high:.4g}); no suggestion; evidence in {out}")
         return 0
-    print(f"suggested eta = {spot.eta:.4g} (bracket {spot.low:.4g} .. {spot.high:.4g}, "
-          + ("both ends decided" if spot.confident else "not both ends decided")
-          + f" at {args.confidence:.0%} confidence), {spot.network_epochs:,} network-epochs; evidence in {out}")
+    if not spot.p_high_reached:
+        best = next(e for e in spot.evaluations if e.eta == spot.eta)
+        print(f"p never reached {args.p_high:g}% (up to eta = {spot.evaluations[-1].eta:.4g}); the highest p is "
+              f"{best.p:.0f}% (Wilson CI {best.ci_low:.0f}..{best.ci_high:.0f}, {best.n} initial conditions) at "
+              f"eta = {spot.eta:.4g}: suggested eta = {spot.eta:.4g} (neighbours evaluated: {spot.low:.4g} .. "
+              f"{spot.high:.4g}), {spot.network_epochs:,} network-epochs; evidence in {out}. A lower --p-high "
+              "locates where p rises.")
+    else:
+        print(f"suggested eta = {spot.eta:.4g} (bracket {spot.low:.4g} .. {spot.high:.4g}, "
+              + ("both ends decided" if spot.confident else "not both ends decided")
+              + f" at {args.confidence:.0%} confidence), {spot.network_epochs:,} network-epochs; evidence in {out}")
     if args.train:
         from chaosgd.experiments.results import summarize
 
         trained = run_sweep(args, config.with_values(**{"training.etas": (spot.eta,)}), out / "trained")
         row = summarize(trained).rows[0]
-        print(f"trained at eta = {spot.eta:.4g}: {row['tau_mean']:.1f} epochs to {config.training.target:.0%} "
-              f"({row['tau_censored']}/{row['n_initial']} censored); records in {trained}")
+        print(f"trained at eta = {spot.eta:.4g}: {row['n_initial'] - row['tau_censored']}/{row['n_initial']} reached "
+              f"{config.training.target:.0%}, restricted mean {row['tau_rmst']:.1f} epochs [95 % CI "
+              f"{row['tau_rmst_ci_low']:.1f}, {row['tau_rmst_ci_high']:.1f}] over a budget of {row['tau_horizon']}; "
+              f"records in {trained}")
     return 0
 
 

@@ -97,13 +97,20 @@ def _tangent(config, args, out: Path, plots) -> dict:
     return summary
 
 
+SMALL_NETWORK = 10_000  # parameters up to which sharpness is tracked every epoch by default
+SPARSE_EVERY = 5  # epochs between sharpness estimates of larger networks by default
+
+
 def add_sharpness(p: argparse.ArgumentParser) -> None:
     from chaosgd.sharpness import METHODS
 
     add_experiment(p)
     add_out(p, "runs/<name>-sharpness")
     add_execution(p)
-    p.add_argument("--every", type=int, default=5, help="epochs between estimates (sets training.sharpness_every)")
+    p.add_argument("--every", type=int,
+                   help="epochs between estimates (sets training.sharpness_every; default: every epoch for networks "
+                        f"of up to {SMALL_NETWORK:,} parameters, whose period-2 orbits sparser sampling would alias, "
+                        f"else {SPARSE_EVERY})")
     p.add_argument("--method", choices=list(METHODS), default="lanczos",
                    help="lanczos (largest algebraic) | power (the paper's) (sets training.sharpness_method)")
     p.add_argument("--iterations", type=int, default=20,
@@ -118,6 +125,12 @@ def cmd_sharpness(args) -> int:
     configuration's learning rates (figure 14): a sweep of that one network, as tasks in a run folder."""
     from chaosgd.experiments.results import summarize
 
+    if args.every is None:
+        from chaosgd.experiments.problem import build_model, dataset
+        from chaosgd.models import count_parameters
+        base = experiment(args)
+        small = count_parameters(build_model(base.model, dataset(base.data))) <= SMALL_NETWORK
+        args.every = 1 if small else SPARSE_EVERY
     for option, value in (("--every", args.every), ("--iterations", args.iterations),
                           ("--hessian-examples", args.hessian_examples)):
         if value is not None and value < 1:

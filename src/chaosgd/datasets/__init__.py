@@ -10,6 +10,8 @@ from chaosgd.datasets.mnist import load_idx_dataset
 from chaosgd.datasets.synthetic import make_blobs
 
 DATASETS = ("iris", "mnist", "fashion-mnist", "cifar10", "blobs")
+# Classes of each data set, known without loading it (chance accuracy is 1 / classes).
+CLASSES = {"iris": 3, "mnist": 10, "fashion-mnist": 10, "cifar10": 10, "blobs": 3}
 
 
 def load(name: str, *, path=None, standardize: bool = False, seed: int = 0) -> Dataset:
@@ -30,5 +32,6 @@ def load(name: str, *, path=None, standardize: bool = False, seed: int = 0) -> D
     return data.standardized() if standardize else data
 
 
-__all__ = ["Dataset", "DATASETS", "DATA_ENV", "DataNotFoundError", "IDXError", "data_dir", "load", "load_iris",
+__all__ = ["Dataset", "DATASETS", "CLASSES", "DATA_ENV", "DataNotFoundError", "IDXError", "data_dir", "load",
+           "load_iris",
            "load_idx_dataset", "load_cifar10", "make_blobs"]

@@ -28,6 +28,8 @@ from chaosgd.models.base import DTYPES
 from chaosgd.sharpness import METHODS as SHARPNESS_METHODS
 
 # The paper's learning-rate grid (DESIGN.md).
+# Within this of chance accuracy a network has learnt nothing (Iris at eta >= 2.5 ends at exactly 1/3).
+CHANCE_MARGIN = 0.05
 PAPER_ETAS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0)
 # A name becomes a folder under the runs folder: no separators, no leading dot, nothing that escapes it.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -132,6 +134,8 @@ class Training(_Section):
     epochs: int = _field(201, "gradient-descent steps T")
     l2: float = _field(0.0, "L2 coefficient lambda in L + lambda/2 |W|^2")
     target: float = _field(0.9, "test accuracy that defines the training time, a fraction in (0, 1]")
+    target_hold: int = _field(1, "epochs the test accuracy must stay at or above the target (1: first passage, "
+                                 "the paper's)")
     stop_copies: bool = _field(True, "stop perturbed copies once their exponent's fit is settled (changes no "
                                      "result; analysis.plateau)")
     stop_references: bool = _field(False, "stop a reference once it reached the target and its copies stopped")
@@ -152,6 +156,11 @@ class Training(_Section):
         _require(self.epochs >= 1, "training.epochs", f"must be an integer >= 1; got {self.epochs}")
         _require(self.l2 >= 0, "training.l2", f"must be >= 0; got {self.l2}")
         _require(0 < self.target <= 1, "training.target", f"must be a fraction in (0, 1]; got {self.target}")
+        _require(1 <= self.target_hold <= self.epochs + 1, "training.target_hold",
+                 f"must be an integer in [1, epochs + 1 = {self.epochs + 1}]; got {self.target_hold}")
+        _require(self.target_hold == 1 or not self.stop_references, "training.target_hold",
+                 "stop_references stops a reference at its first passage, before a held target could be seen; "
+                 "set training.stop_references = false to use target_hold > 1")
         _require(self.sharpness_every >= 0, "training.sharpness_every",
                  f"must be an integer >= 0 (0: not tracked); got {self.sharpness_every}")
         _require(self.sharpness_examples is None or self.sharpness_examples >= 1, "training.sharpness_examples",
@@ -169,9 +178,13 @@ class Analysis(_Section):
     r2_min: float = _field(R2_MIN, "R^2 above which a local exponent can count as positive")
     lambda_min: float = _field(LAMBDA_MIN, "slope (per epoch) above which a local exponent counts as positive")
     plateau: int = _field(PLATEAU, "epochs of plateau after the knee of y(t) that settle the fit")
+    chance_margin: float = _field(CHANCE_MARGIN, "a network whose final test accuracy is at most chance (1/classes) "
+                                                 "plus this counts as stuck at chance")
 
     def _check(self):
         _require(0 <= self.r2_min <= 1, "analysis.r2_min", f"must be in [0, 1]; got {self.r2_min}")
+        _require(0 <= self.chance_margin < 1, "analysis.chance_margin",
+                 f"must be in [0, 1); got {self.chance_margin}")
         _require(self.plateau >= 1, "analysis.plateau", f"must be an integer >= 1; got {self.plateau}")
 
     @property
@@ -292,7 +305,8 @@ class Config(_Section):
 # Fields added after 0.1.0 enter the hash only when set, so older run folders keep resuming.
 _ADDED_LATER = {("training", "sharpness_every"): 0, ("training", "sharpness_examples"): None,
                 ("training", "stop_references"): False, ("training", "sharpness_method"): "lanczos",
-                ("training", "sharpness_iterations"): 20}
+                ("training", "sharpness_iterations"): 20, ("training", "target_hold"): 1,
+                ("analysis", "chance_margin"): CHANCE_MARGIN}
 
 
 def field_names() -> dict[str, dataclasses.Field]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from chaosgd.atomic import atomic_write
-from chaosgd.experiments.results import COLUMNS, fit, loss_curves, summarize, write_csv, write_parquet
+from chaosgd.experiments.results import fit, loss_curves, summarize, write_csv, write_parquet
 from chaosgd.experiments.store import RunDir
 
 
@@ -24,22 +24,40 @@ def _png(ax) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-FIGURE_2_ETA = 10.0  # the paper's figures 2 and 3 show eta = 10
+FIGURE_2_ETA = 10.0  # the paper's figures 2 and 3 show eta = 10 (``chaosgd lyapunov``'s default)
+REPRESENTATIVE_P = 50.0  # by default figures 2 and 3 show the first learning rate with p at or above this
 
 
-def write_report(run_dir: str | Path, *, lyapunov_eta: float = FIGURE_2_ETA, log=None, summary=None) -> Path:
+def representative_eta(rows: list[dict], wanted: float | None = None) -> tuple[float, str]:
+    """The learning rate of figures 2 and 3 and why: the finished one nearest ``wanted``; by default the first with
+    p >= 50 % whose references mostly do not diverge (where sensitivity sets in), else the one of the highest p."""
+    done = np.array([r["eta"] for r in rows])
+    if wanted is not None:
+        if not (np.isfinite(wanted) and wanted > 0):
+            raise ValueError(f"the learning rate of figures 2 and 3 must be finite and > 0; got {wanted}")
+        return float(done[np.argmin(np.abs(np.log(done) - np.log(wanted)))]), f"the grid's nearest to {wanted:g}"
+    calm = [r for r in rows if r["diverged_fraction"] <= 0.5 and np.isfinite(r["p_percent"])] or rows
+    onset = [r for r in calm if r["p_percent"] >= REPRESENTATIVE_P]
+    if onset:
+        return onset[0]["eta"], f"the first with p >= {REPRESENTATIVE_P:g} %"
+    best = max(calm, key=lambda r: np.nan_to_num(r["p_percent"], nan=-1))
+    return best["eta"], f"the highest p; none reaches {REPRESENTATIVE_P:g} %"
+
+
+def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=None, summary=None) -> Path:
     """Write ``run_dir/report.html`` and ``run_dir/results.csv`` (and ``results.parquet`` where pyarrow is
     installed) from the stored records; return the report's path.
 
-    Figures: 1 (training loss at three eta), 4 (lambda_NMLE), 5 (p and <tau>), 2 and 3 at the grid's learning
-    rate nearest ``lyapunov_eta``, 14 when sharpness was tracked (``training.sharpness_every``), and 6 and 7 when
+    Figures in the paper's order, each with a caption: 1 (training loss at three eta), 2 and 3 (at
+    ``representative_eta``: ``lyapunov_eta``'s nearest, by default chosen from the data), 4 (lambda_NMLE), 5 (p and the
+    time to target as censored data), 14 when sharpness was tracked (``training.sharpness_every``), and 6 and 7 when
     ``run_dir/toymap`` holds them (``chaosgd reproduce`` puts them there). Task files that cannot be trusted are
     left out, named in the report and, through ``log``, one line each. ``summary``: the run's ``summarize()``, when
     the caller has it already (it is not computed twice).
     """
     from chaosgd import plots
 
-    if not (np.isfinite(lyapunov_eta) and lyapunov_eta > 0):
+    if lyapunov_eta is not None and not (np.isfinite(lyapunov_eta) and lyapunov_eta > 0):
         raise ValueError(f"the learning rate of figures 2 and 3 must be finite and > 0; got {lyapunov_eta}")
     store = RunDir(run_dir)
     summary = summary or summarize(store)  # a caller that summarized the run already passes it
@@ -50,28 +68,26 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float = FIGURE_2_ETA, log
     info = store.info()
     write_csv(rows, store.csv_path)
     write_parquet(rows, store.parquet_path)
-    figures = []
-    if rows:
-        figures.append(("Figure 1: training loss", _png(plots.plot_training_loss(loss_curves(summary)))))
-        figures.append(("Figure 4: network maximum Lyapunov exponent", _png(plots.plot_lambda_vs_eta(rows))))
-        figures.append(("Figure 5: p and training time", _png(plots.plot_p_and_tau(rows))))
-        done = [r["eta"] for r in rows]
-        eta = done[int(np.argmin(np.abs(np.log(done) - np.log(lyapunov_eta))))]
-        rec = summary.records(config.training.etas.index(eta))
-        net = fit(rec, config)[1]
-        figures.append((f"Figure 2: distances around one initial condition, eta = {eta:g}",
-                        _png(plots.plot_distance(rec.distance[0], net.local[0], eta=eta))))
-        figures.append((f"Figure 3: local exponents, eta = {eta:g}", _png(plots.plot_network_exponent(net, eta=eta))))
-
+    figures = _figures(summary, lyapunov_eta, plots) if rows else []
     tracks = sorted((r.sharpness for r in summary.results.values() if r.sharpness is not None), key=lambda t: t.eta)
     if tracks:
-        figures.append(("Figure 14: sharpness along training (initial condition 0) against 2/eta",
-                        _png(plots.plot_sharpness(tracks))))
+        t = config.training
+        figures.append(("Figure 14: sharpness along training", _png(plots.plot_sharpness(tracks)),
+                        f"Top eigenvalue of the Hessian of the training loss ({t.sharpness_method}, "
+                        f"{t.sharpness_iterations} Hessian-vector products) along the reference trajectory of "
+                        f"initial condition 0, every {t.sharpness_every} epoch(s), at each learning rate; dashed: "
+                        "2/eta, the stability limit of gradient descent on a quadratic."
+                        + (" Sampled less often than every epoch, a period-2 orbit shows as a smooth curve."
+                           if t.sharpness_every > 1 else "")))
     toy = store.toymap_dir
-    for name, title in (("fig6_orbit_diagram.png", "Figure 6: orbit diagram of the toy map"),
-                        ("fig7_lyapunov.png", "Figure 7: Lyapunov exponent of the toy map")):
+    for name, title, caption in (
+            ("fig6_orbit_diagram.png", "Figure 6: orbit diagram of the toy map",
+             "Points of the toy map's orbit after its transient, against eta; shaded: learning rates whose orbits "
+             "escape."),
+            ("fig7_lyapunov.png", "Figure 7: Lyapunov exponent of the toy map",
+             "Lyapunov exponent of the toy map against eta (zero line drawn); shaded: orbits escape.")):
         if (toy / name).is_file():
-            figures.append((title, base64.b64encode((toy / name).read_bytes()).decode()))
+            figures.append((title, base64.b64encode((toy / name).read_bytes()).decode(), caption))
     finished = summary.results.values()
     seconds = sum(r.seconds for r in finished)
     net_epochs = sum(r.records.network_epochs for r in finished)
@@ -83,6 +99,7 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float = FIGURE_2_ETA, log
         f"<title>chaosgd report: {e(config.name)}</title>",
         "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        "th{background:#f0f0f0}figcaption{font-size:14px;color:#333;margin-top:.3em}figure{margin:1.5em 0}"
         "pre{background:#f6f6f6;padding:1em;overflow:auto}img{max-width:100%}</style></head><body>",
         f"<h1>chaosgd report: {e(config.name)}</h1>",
         f"<p>Configuration hash {e(config.hash())}; {n_tasks - n_pending} of {n_tasks} "
@@ -92,16 +109,79 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float = FIGURE_2_ETA, log
         f"<p><b>{e(edge_of_chaos(rows, config.training.target))}</b></p>",
         _problems(summary.problems),
         "<h2>Results by learning rate</h2>", _table(rows),
-        "<p>lambda: network MLE and standard deviation of the local exponents, 95 % bootstrap CI of the mean; "
-        f"p: percentage of initial conditions with R² &gt; {config.analysis.r2_min:g} and lambda &gt; "
-        f"{config.analysis.lambda_min:g}; tau: epochs to {config.training.target:.0%} test accuracy over the initial "
-        "conditions that reached it, with the number censored (not reached within the budget).</p>",
+        f"<p>{e(_table_note(config))}</p>",
     ]
-    for title, data in figures:
-        parts += [f"<h2>{e(title)}</h2>", f"<img alt='{e(title)}' src='data:image/png;base64,{data}'>"]
+    for title, data, caption in figures:
+        parts += [f"<figure><h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>",
+                  f"<figcaption>{e(caption)}</figcaption></figure>"]
     parts += ["<h2>Configuration</h2>", f"<pre>{e(config.to_toml())}</pre>",
               "<h2>Environment</h2>", f"<pre>{e(json.dumps(info, indent=2))}</pre>", "</body></html>"]
     return atomic_write(store.report_path, "\n".join(parts))
+
+
+def _passage(config) -> str:
+    t = config.training
+    held = f", held {t.target_hold} consecutive epochs" if t.target_hold > 1 else " (first passage)"
+    return f"{t.target:.0%} test accuracy{held}"
+
+
+def _table_note(config) -> str:
+    a = config.analysis
+    return (f"All intervals 95 %. lambda: the network MLE ± the standard deviation of the local exponents over the "
+            f"initial conditions, and the BCa bootstrap CI of the mean. p: initial conditions with R² > {a.r2_min:g} "
+            f"and slope > {a.lambda_min:g} per epoch (Wilson CI). Time to {_passage(config)}, as censored survival "
+            "data (networks that never reach it within the budget are censored): the percentage reached (Wilson "
+            "CI), the Kaplan-Meier median ('>' the budget where fewer than half reached it) and the restricted mean "
+            "time up to the budget, both with CIs; <tau> is the paper's mean over the networks that reached the "
+            "target only (biased where any are censored). Stuck: networks whose final test accuracy is within "
+            f"{a.chance_margin:g} of chance or below. Every column, unrounded: results.csv.")
+
+
+def _figures(summary, lyapunov_eta, plots) -> list[tuple[str, str, str]]:
+    """Figures 1 to 5 (title, PNG as base64, caption), in the paper's order."""
+    config, rows = summary.config, summary.rows
+    ens, target = config.ensemble, config.training.target
+    curves = loss_curves(summary)
+    figures = [("Figure 1: training loss", _png(plots.plot_training_loss(curves)),
+                "Full-batch training loss of the reference network of initial condition 0 at "
+                + ", ".join(f"eta = {eta:g}" for eta in curves)
+                + " (the finished learning rates nearest the paper's 0.01, 7.5 and 20).")]
+    eta, why = representative_eta(rows, lyapunov_eta)
+    rec = summary.records(config.training.etas.index(eta))
+    net = fit(rec, config)[1]
+    ic = int(rec.initial_condition[0])
+    local = net.local[0]
+    figures.append((f"Figure 2: distances around one initial condition, eta = {eta:g}",
+                    _png(plots.plot_distance(rec.distance[0], local, eta=eta)),
+                    f"L1 distance d_j(t) between the reference network of initial condition {ic} and each of its "
+                    f"{rec.n_copies} copies perturbed in an epsilon-ball of radius {ens.epsilon:g}, at eta = {eta:g} "
+                    f"({why}). Dashed: the exponential exp(a + lambda t) fitted to the mean log-distance over the "
+                    f"shaded window; its slope is this initial condition's local exponent"
+                    + (f" ({local.exponent:.3f} per epoch, R² = {local.r2:.3f})." if np.isfinite(local.exponent)
+                       else " (none could be fitted).")))
+    figures.append((f"Figure 3: local exponents, eta = {eta:g}", _png(plots.plot_network_exponent(net, eta=eta)),
+                    f"Left: mean log-distance y(t) of each of the {len(net.local)} initial conditions at eta = "
+                    f"{eta:g}; red: its local exponent counts as positive ({net.n_positive}), blue: it does not. "
+                    "Right: histogram of the local exponents; dashed: their mean, lambda_NMLE."
+                    + (f" {net.n_excluded} initial condition(s) could not be fitted (every copy diverged or sat at "
+                       "distance 0) and are left out." if net.n_excluded else "")))
+    excluded = sum(r["n_excluded"] for r in rows)
+    figures.append(("Figure 4: network maximum Lyapunov exponent", _png(plots.plot_lambda_vs_eta(rows)),
+                    "lambda_NMLE, the mean of the local exponents, against eta; error bars: one standard deviation of "
+                    f"the local exponents over the {rows[0]['n_initial']} initial conditions (the paper's; the CI of "
+                    "the mean is in the table)."
+                    + (f" {excluded} initial condition(s) could not be fitted and are left out." if excluded else "")))
+    censored = [f"{r['eta']:g} ({r['tau_censored']}/{r['n_initial']})" for r in rows if r["tau_censored"]]
+    stuck = [f"{r['eta']:g} ({r['stuck_at_chance']}/{r['n_initial']})" for r in rows if r["stuck_at_chance"]]
+    figures.append(("Figure 5: p and the time to target", _png(plots.plot_p_and_tau(rows)),
+                    "Left axis: p, the percentage of initial conditions with a positive local exponent (95 % Wilson "
+                    f"intervals). Right axis: epochs to {_passage(config)} as censored data: the restricted mean up to "
+                    f"the budget of {rows[0]['tau_horizon']} epochs (95 % CI; a network that never reaches the target "
+                    "counts the whole budget) and the Kaplan-Meier median (open marks; absent where fewer than half "
+                    "reached the target). Censored, at eta (never reached / all): "
+                    + (", ".join(censored) if censored else "none") + ". Stuck at chance accuracy: "
+                    + (", ".join(stuck) if stuck else "none") + f". Target {target:.0%}."))
+    return figures
 
 
 def _problems(problems: dict[str, str]) -> str:
@@ -114,32 +194,69 @@ def _problems(problems: dict[str, str]) -> str:
 
 
 def edge_of_chaos(rows, target: float, p_high: float = 95.0) -> str:
-    """One sentence for practitioners: where sensitivity is fully developed on this grid, and where training to the
-    target was fastest (among learning rates where every initial condition reached it)."""
+    """Sentences for practitioners: where sensitivity is fully developed on this grid, where training to the target
+    was fastest by the restricted mean time (censoring-aware), and where networks end stuck at chance accuracy."""
     if not rows:
         return "No learning rate is finished yet."
-    developed = [r["eta"] for r in rows if r["p_percent"] >= p_high and r["diverged_fraction"] <= 0.5]
-    text = (f"Edge of chaos on this grid: p >= {p_high:g} % first at eta = {developed[0]:g}" if developed else
-            f"p never reaches {p_high:g} % on this grid")
-    complete = [r for r in rows if r["tau_censored"] == 0 and np.isfinite(r["tau_mean"])]
-    if complete:
-        best = min(complete, key=lambda r: r["tau_mean"])
-        text += (f"; fastest training to {target:.0%} (every initial condition reaching it) at eta = {best['eta']:g}, "
-                 f"{best['tau_mean']:.1f} epochs on average.")
+    developed = [r for r in rows if r["p_percent"] >= p_high and r["diverged_fraction"] <= 0.5]
+    if developed:
+        first = developed[0]
+        text = f"Edge of chaos on this grid: p >= {p_high:g} % first at eta = {first['eta']:g}"
+        if first["stuck_at_chance"]:
+            text += (f", where {first['stuck_at_chance']} of {first['n_initial']} networks end stuck at chance "
+                     "accuracy (sensitivity without learning)")
     else:
-        text += f"; at no learning rate did every initial condition reach {target:.0%}."
+        text = f"p never reaches {p_high:g} % on this grid"
+    reached = [r for r in rows if r["reached_percent"] > 0]
+    if reached:
+        best = min(reached, key=lambda r: r["tau_rmst"])
+        median = (f"median > {best['tau_horizon']}" if np.isinf(best["tau_median"])
+                  else f"median {best['tau_median']:.3g}")
+        text += (f". Fastest training to {target:.0%}: eta = {best['eta']:g}, restricted mean "
+                 f"{best['tau_rmst']:.3g} epochs [95 % CI {best['tau_rmst_ci_low']:.3g}, "
+                 f"{best['tau_rmst_ci_high']:.3g}] over a budget of {best['tau_horizon']} ({median}; "
+                 f"{best['reached_percent']:.0f} % of networks reached the target).")
+    else:
+        text += f". No network reached {target:.0%} at any learning rate."
+    stuck = [r for r in rows if r["stuck_at_chance"] * 2 > r["n_initial"] and r["p_percent"] > 0]
+    if stuck:
+        text += (" At eta = " + ", ".join(f"{r['eta']:g}" for r in stuck) + " most networks end stuck at chance "
+                 "accuracy while some exponents are positive: sensitivity there is not training.")
     return text
+
+
+HEADERS = ("eta", "lambda_NMLE ± std", "lambda 95 % CI", "p % [CI]", "reached % [CI]", "median tau [CI]",
+           "restricted mean tau [CI]", "<tau> reached only (paper)", "at chance (T)", "diverged", "test accuracy (T)")
 
 
 def _table(rows) -> str:
     if not rows:
         return "<p>No learning rate is finished yet.</p>"
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(r[c])}</td>" for c in COLUMNS) + "</tr>" for r in rows)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in HEADERS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cells(r: dict) -> list[str]:
+    """One table row: three significant figures, intervals in brackets."""
+    horizon = r["tau_horizon"]
+
+    def tau(v):
+        return f"> {horizon}" if np.isinf(v) else _cell(v)
+
+    n = r["n_initial"]
+    return [_cell(r["eta"]), f"{_cell(r['lambda_nmle'])} ± {_cell(r['lambda_std'])}",
+            f"[{_cell(r['lambda_ci_low'])}, {_cell(r['lambda_ci_high'])}]",
+            (f"{r['p_percent']:.0f} [{r['p_ci_low']:.0f}, {r['p_ci_high']:.0f}]" if np.isfinite(r["p_percent"])
+             else "–"),
+            f"{r['reached_percent']:.0f} [{r['reached_ci_low']:.0f}, {r['reached_ci_high']:.0f}]",
+            f"{tau(r['tau_median'])} [{tau(r['tau_median_ci_low'])}, {tau(r['tau_median_ci_high'])}]",
+            f"{_cell(r['tau_rmst'])} [{_cell(r['tau_rmst_ci_low'])}, {_cell(r['tau_rmst_ci_high'])}]",
+            _cell(r["tau_mean_reached"]) + (f" ({n - r['tau_censored']} of {n})" if r["tau_censored"] else ""),
+            f"{r['stuck_at_chance']}/{n}", f"{r['diverged_fraction']:.0%}", _cell(r["final_test_accuracy_mean"])]
 
 
 def _cell(value) -> str:
     if isinstance(value, float):
-        return "–" if not np.isfinite(value) else f"{value:.4g}"
-    return html.escape(str(value))
+        return "–" if not np.isfinite(value) else f"{value:.3g}"
+    return str(value)

@@ -21,31 +21,50 @@ from chaosgd.lyapunov import network_exponent
 from chaosgd.records import concatenate
 from chaosgd.training_time import time_to_accuracy
 
-COLUMNS = ("eta", "lambda_nmle", "lambda_std", "lambda_ci_low", "lambda_ci_high", "p_percent", "n_initial",
-           "n_excluded", "tau_mean", "tau_stderr", "tau_censored", "final_loss_mean", "final_test_accuracy_mean",
-           "diverged_fraction", "network_epochs", "naive_network_epochs")
+COLUMNS = ("eta", "lambda_nmle", "lambda_std", "lambda_ci_low", "lambda_ci_high", "p_percent", "p_ci_low",
+           "p_ci_high", "n_initial", "n_excluded", "reached_percent", "reached_ci_low", "reached_ci_high",
+           "tau_median", "tau_median_ci_low", "tau_median_ci_high", "tau_rmst", "tau_rmst_ci_low", "tau_rmst_ci_high",
+           "tau_horizon", "tau_mean_reached", "tau_stderr_reached", "tau_censored", "stuck_at_chance",
+           "final_loss_mean", "final_test_accuracy_mean", "diverged_fraction", "network_epochs",
+           "naive_network_epochs")
+INTEGER_COLUMNS = frozenset({"n_initial", "n_excluded", "tau_horizon", "tau_censored", "stuck_at_chance",
+                             "network_epochs", "naive_network_epochs"})
+CONFIDENCE = 0.95  # of every interval in the table
 
 
 def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tuple[dict, object, object]:
     """The row of ``COLUMNS`` for the records of one learning rate, the network exponent and the training time.
 
-    lambda: the network MLE and the spread of local exponents over S, with a 95 % bootstrap CI of the mean; p: the
-    percentage of S with a positive local exponent (``config.analysis``); tau: epochs to ``training.target`` test
-    accuracy, mean and standard error over the initial conditions that reached it, and how many did not
-    (censored); final loss and test accuracy of the reference networks that did not diverge (nor stop early:
-    ``training.stop_references``); the fraction of reference networks that diverged. ``window``: fit every
-    local exponent over these epochs instead of the automatic [0, tau].
+    lambda: the network MLE and the spread of local exponents over S, with a 95 % BCa bootstrap CI of the mean; p:
+    the percentage of S with a positive local exponent (``config.analysis``) and its Wilson interval; tau: epochs to
+    ``training.target`` test accuracy (held ``training.target_hold`` epochs) as censored survival data: the
+    percentage that reached it (Wilson), the Kaplan-Meier median and the restricted mean up to ``tau_horizon`` with
+    95 % intervals (a median that is not reached is ``inf``), and the paper's <tau> over those that reached it with
+    the number censored; networks stuck at chance (final test accuracy <= 1/classes + ``analysis.chance_margin``);
+    final loss and test accuracy of the reference networks that did not diverge (nor stop early:
+    ``training.stop_references``); the fraction of reference networks that diverged. ``window``: fit every local
+    exponent over these epochs instead of the automatic [0, tau].
     """
+    from chaosgd.datasets import CLASSES
+
     net = network_exponent(records.distance, window=window, stopped_at=records.copies_stopped_at,
-                           **config.analysis.fit)
-    tt = time_to_accuracy(records.test_accuracy, config.training.target)
+                           confidence=CONFIDENCE, **config.analysis.fit)
+    tt = time_to_accuracy(records.test_accuracy, config.training.target, hold=config.training.target_hold)
+    surv = tt.survival(CONFIDENCE)
     final_loss = records.loss[:, 0, -1]
     final_acc = records.test_accuracy[:, -1]
+    chance = 1 / CLASSES[config.data.name]
+    p_low, p_high = net.p_interval()
     row = {
         "eta": float(records.eta[0, 0]), "lambda_nmle": net.mean, "lambda_std": net.std, "lambda_ci_low": net.ci_low,
-        "lambda_ci_high": net.ci_high, "p_percent": net.p, "n_initial": records.loss.shape[0],
-        "n_excluded": net.n_excluded, "tau_mean": tt.mean(), "tau_stderr": tt.standard_error(),
-        "tau_censored": tt.n_censored,
+        "lambda_ci_high": net.ci_high, "p_percent": net.p, "p_ci_low": p_low, "p_ci_high": p_high,
+        "n_initial": records.loss.shape[0], "n_excluded": net.n_excluded,
+        "reached_percent": 100 * surv.reached, "reached_ci_low": 100 * surv.reached_low,
+        "reached_ci_high": 100 * surv.reached_high, "tau_median": surv.median, "tau_median_ci_low": surv.median_low,
+        "tau_median_ci_high": surv.median_high, "tau_rmst": surv.rmst, "tau_rmst_ci_low": surv.rmst_low,
+        "tau_rmst_ci_high": surv.rmst_high, "tau_horizon": surv.horizon, "tau_mean_reached": tt.mean(),
+        "tau_stderr_reached": tt.standard_error(), "tau_censored": tt.n_censored,
+        "stuck_at_chance": int((final_acc <= chance + config.analysis.chance_margin).sum()),
         "final_loss_mean": float(np.nanmean(final_loss)) if np.isfinite(final_loss).any() else float("nan"),
         "final_test_accuracy_mean": float(np.nanmean(final_acc)) if np.isfinite(final_acc).any() else float("nan"),
         "diverged_fraction": float((records.diverged_at[:, 0] >= 0).mean()),
@@ -58,8 +77,10 @@ def summary_line(config: Config, results: list[TaskResult]) -> str:
     """One line for a finished learning rate: lambda_NMLE, p, the time to target, divergence."""
     row, net, tt = fit(concatenate([r.records for r in results]), config)
     diverged = round(row["diverged_fraction"] * row["n_initial"])
+    stuck = row["stuck_at_chance"]
     return (f"eta = {row['eta']:g}: lambda_NMLE = {net.mean:.3f} ± {net.std:.3f}, p = {net.p:.0f}%, "
-            f"{tt.describe()}" + (f", {diverged} diverged" if diverged else ""))
+            f"{tt.describe(CONFIDENCE)}" + (f", {diverged} diverged" if diverged else "")
+            + (f", {stuck} stuck at chance accuracy" if stuck else ""))
 
 
 @dataclass(frozen=True)
@@ -116,8 +137,7 @@ def write_parquet(rows: list[dict], path: str | Path) -> Path | None:
         import pyarrow.parquet as pq
     except ImportError:
         return None
-    integer = {"n_initial", "n_excluded", "tau_censored", "network_epochs", "naive_network_epochs"}
-    table = pa.table({c: pa.array([r[c] for r in rows], type=pa.int64() if c in integer else pa.float64())
+    table = pa.table({c: pa.array([r[c] for r in rows], type=pa.int64() if c in INTEGER_COLUMNS else pa.float64())
                       for c in COLUMNS})
     return atomic_write(path, lambda f: pq.write_table(table, f))
 
