@@ -12,7 +12,7 @@ shapes the engine sees for K networks: ``X (60000x784) @ W (784 x 64K)`` and ``X
 (OpenBLAS) and with JAX (XLA). The faster of the two is the limit. Median of ``--repeats`` timings each. On a GPU
 backend only XLA's products (cuBLAS) are timed.
 
-Run:  CHAOSGD_DATA=../shared/data .venv/bin/python benchmarks/engine_throughput.py [--ks 1 2 4 8 16 32]
+Run:  CHAOSGD_DATA=DATA .venv/bin/python benchmarks/engine_throughput.py [--ks 1 2 4 8 16 32]
 (on machines where OPENBLAS_CORETYPE is set, unset it and OPENBLAS_L2_SIZE for this command so numpy's GEMM runs at
 its best: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ...``).
 """

@@ -7,7 +7,7 @@
    of GD at eta = 7.5. Lanczos is incremental, so one run of m_max steps gives the estimate after every m <= m_max:
    the top eigenvalue of the leading m x m block of the tridiagonal matrix. The reference is m_max = 80.
 
-Run:  CHAOSGD_DATA=../shared/data .venv/bin/python benchmarks/hessian_cost.py
+Run:  CHAOSGD_DATA=DATA .venv/bin/python benchmarks/hessian_cost.py
 """
 
 from __future__ import annotations
