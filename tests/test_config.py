@@ -41,7 +41,7 @@ def test_quick_scale_is_smaller_and_named():
     ({"training.target": 0.0}, r"training\.target"),
     ({"model.dtype": "float32"}, r"ensemble\.epsilon: 1e-08 is at or below the resolution of float32"),
     ({"training.epochs": 0}, r"training\.epochs"),
-    ({"training.target_hold": 0}, r"training\.target_hold: must be an integer in \[1, epochs \+ 1"),
+    ({"training.target_hold": 0}, r"training\.target_hold: must be an integer in \[1, epochs = 201\]"),
     ({"training.target_hold": 3, "training.stop_references": True},
      r"training\.target_hold: stop_references stops a reference at its first passage"),
     ({"analysis.chance_margin": 1.0}, r"analysis\.chance_margin: must be in \[0, 1\)"),

@@ -127,18 +127,23 @@ def test_sharpness_tracked_in_a_sweep_gives_figure_14(tmp_path):
 def test_edge_of_chaos_sentence_uses_the_restricted_mean_and_flags_stuck_networks():
     from chaosgd.experiments.report import edge_of_chaos
 
-    def row(eta, p, rmst, reached, diverged=0.0, stuck=0, median=np.inf):
-        return {"eta": eta, "p_percent": p, "tau_rmst": rmst, "tau_rmst_ci_low": rmst - 2, "tau_rmst_ci_high": rmst + 2,
-                "tau_median": median, "tau_horizon": 60, "reached_percent": reached, "diverged_fraction": diverged,
-                "stuck_at_chance": stuck, "n_initial": 10}
+    def row(eta, p, rmst, reached, diverged=0.0, stuck=0, median=np.inf, lost=0, half=2):
+        return {"eta": eta, "p_percent": p, "tau_rmst": rmst, "tau_rmst_ci_low": rmst - half,
+                "tau_rmst_ci_high": rmst + half, "tau_median": median, "tau_horizon": 60, "reached_percent": reached,
+                "diverged_fraction": diverged, "stuck_at_chance": stuck, "reached_then_stuck": lost, "n_initial": 10}
 
     # eta = 1: one network reached the target in 2 epochs, nine never did: the paper's <tau> would call it fastest.
+    # eta = 20: every network touched the target at once, then diverged: never the fastest.
     rows = [row(0.1, 0, 60, 0), row(1, 60, 56.2, 10), row(5, 100, 20.0, 100, median=19),
-            row(10, 100, 50.0, 30, stuck=7), row(20, 100, 60, 0, diverged=0.8)]
+            row(10, 100, 50.0, 30, stuck=7, lost=3), row(20, 100, 2.0, 100, diverged=1.0)]
     text = edge_of_chaos(rows, 0.9)
-    assert "first at eta = 5." in text and "eta = 5, restricted mean 20 epochs [95 % CI 18, 22]" in text
-    assert "median 19; 100 % of networks reached" in text
+    assert "first at eta = 5." in text and "eta = 5, restricted mean 20 epochs [95 % CI 18, 22] up to epoch 60" in text
+    assert "median 19; 100 % of networks reached the target)." in text  # no other interval overlaps [18, 22]
     assert "At eta = 10 most networks end stuck at chance accuracy" in text
+    assert "At eta = 10 (3 of 10) networks reached the target and then ended at chance accuracy" in text
+    assert "training.target_hold" in text and "training.target_hold" not in edge_of_chaos(rows, 0.9, hold=3)
+    wide = rows[:2] + [row(5, 100, 20.0, 100, median=19, half=40)]
+    assert "its interval overlaps those of eta = 1." in edge_of_chaos(wide, 0.9)
     assert "never reaches 95" in edge_of_chaos(rows[:2], 0.9)
     assert "No network reached 90%" in edge_of_chaos([row(1, 100, 60, 0, stuck=10)], 0.9)
     onset_stuck = edge_of_chaos([row(1, 100, 60, 0, stuck=10)], 0.9)
@@ -162,6 +167,7 @@ def test_networks_stuck_at_chance_and_censored_times_in_a_row():
         "diverged_at": np.full((s, 1 + m), -1)})
     row = fit(records, Config(data=Data("iris")))[0]
     assert row["stuck_at_chance"] == 2 and row["tau_censored"] == 3 and row["reached_percent"] == 25
+    assert row["reached_then_stuck"] == 0
     assert np.isinf(row["tau_median"]) and row["tau_mean_reached"] == 5  # the paper's <tau> sees one network
     assert row["tau_rmst"] == pytest.approx((5 + 3 * 10) / 4) and row["tau_horizon"] == 10
     held = fit(records, Config(data=Data("iris")).with_values(**{"training.target_hold": 7}))[0]

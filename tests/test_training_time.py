@@ -37,6 +37,8 @@ def test_a_held_target_needs_consecutive_epochs_within_the_budget():
     assert "held 4 epochs" in held4.describe()
     with pytest.raises(ValueError, match=r"hold must be an integer in \[1, 6\]"):
         time_to_accuracy(acc, 0.9, hold=7)
+    with pytest.raises(ValueError, match=r"every time must lie in \[0, horizon = 5\]"):
+        survival([-1, 2], [5], horizon=5)
 
 
 def test_kaplan_meier_median_and_restricted_mean_by_hand():

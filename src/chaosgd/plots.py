@@ -17,12 +17,13 @@ def _axes(ax):
 
 
 def plot_distance(distance: np.ndarray, fit: LocalExponent, *, eta: float | None = None, ax=None):
-    """The paper's figure 2: d_j(t) of the M copies around one initial condition (semi-log), the fitted line
-    ``exp(a + lambda t)`` over the exponential phase, and the window [start, tau] shaded."""
+    """The paper's figure 2: d_j(t) of the M copies around one initial condition (semi-log, one colour each), the
+    fitted line ``exp(a + lambda t)`` over the exponential phase, and that fit window shaded."""
     ax = _axes(ax)
     t = np.arange(distance.shape[-1])
     for j, d in enumerate(np.asarray(distance)):
-        ax.semilogy(t, d, lw=1.0, alpha=0.8, label="$d_j(t)$" if j == 0 else None)
+        ax.semilogy(t, d, lw=1.0, alpha=0.8,
+                    label=f"$d_j(t)$, j = 1..{len(distance)} (one colour each)" if j == 0 else None)
     if np.isfinite(fit.exponent):
         window = np.arange(fit.start, fit.stop + 1)
         ax.semilogy(window, np.exp(fit.line(window)), "k--", lw=2,
@@ -56,12 +57,19 @@ def plot_network_exponent(net: NetworkExponent, *, eta: float | None = None, ax=
     ax.set_ylabel(r"$y(t) = \langle \ln d_j(t) \rangle_j$")
     title = rf"$\lambda_{{NMLE}}$ = {net.mean:.3f} ± {net.std:.3f}, p = {net.p:.0f}%"
     ax.set_title((rf"$\eta$ = {eta:g}: " if eta is not None else "") + title, fontsize=10)
-    if hist_ax is not None:
-        counts, edges = net.histogram(bins=bins)
-        hist_ax.stairs(counts, edges, fill=True, color="0.6")
+    if hist_ax is not None:  # stacked: the exponents counted positive (red) on those that are not (grey)
+        values = net.exponents
+        ok = np.isfinite(values)
+        positive = np.array([f.positive for f in net.local])
+        edges = np.histogram_bin_edges(values[ok], bins=bins) if ok.any() else np.linspace(0, 1, bins + 1)
+        other, _ = np.histogram(values[ok & ~positive], bins=edges)
+        counted, _ = np.histogram(values[ok & positive], bins=edges)
+        hist_ax.stairs(other, edges, fill=True, color="0.6", label="not positive")
+        hist_ax.stairs(other + counted, edges, baseline=other, fill=True, color="tab:red", alpha=0.7,
+                       label="counted positive")
         if np.isfinite(net.mean):
             hist_ax.axvline(net.mean, color="k", ls="--", lw=1.5, label=r"$\lambda_{NMLE}$")
-            hist_ax.legend(fontsize=8)
+        hist_ax.legend(fontsize=8)
         hist_ax.set_xlabel(r"local exponent $\lambda_{\Omega(0)}$")
         hist_ax.set_ylabel("initial conditions")
         hist_ax.yaxis.get_major_locator().set_params(integer=True)
@@ -163,22 +171,21 @@ def _log_eta_axis(ax, eta) -> None:
 
 
 def plot_p_and_tau(rows: list[dict], *, ax=None):
-    """The paper's figure 5 with intervals: p (percentage of positive local exponents, Wilson 95 % CI) and the time to
-    target as censored data — the restricted mean up to the budget (95 % CI) and the Kaplan-Meier median (open
-    marks; none where fewer than half reached the target) — against eta, on twin axes. Learning rates where networks
-    end stuck at chance accuracy are marked under the p curve with their count."""
+    """The paper's figure 5 with intervals: p (percentage of initial conditions whose local exponent counts as
+    positive, Wilson 95 % CI; blue diamonds) and the percentage of networks that end stuck at chance accuracy (grey
+    squares) on the left axis; the time to target as censored data — the restricted mean up to the horizon (95 % CI;
+    red dots) and the Kaplan-Meier median (open red circles; none where fewer than half reached the target) — on the
+    right axis; against eta."""
     ax = _axes(ax)
     eta = np.array([r["eta"] for r in rows])
     p = np.array([r["p_percent"] for r in rows], dtype=float)
     p_err = [p - np.array([r["p_ci_low"] for r in rows]), np.array([r["p_ci_high"] for r in rows]) - p]
     ax.errorbar(eta, p, yerr=np.nan_to_num(p_err), fmt="D-", color="tab:blue", capsize=3, label="p (Wilson CI)")
-    for x, r in zip(eta, rows):
-        if r["stuck_at_chance"]:
-            ax.annotate(f"{r['stuck_at_chance']}/{r['n_initial']} stuck", (x, 0), fontsize=6, color="0.3",
-                        xytext=(0, -12), textcoords="offset points", ha="center", rotation=90, va="top")
+    stuck = np.array([100 * r["stuck_at_chance"] / r["n_initial"] for r in rows])
+    ax.plot(eta, stuck, "s--", color="0.5", ms=4, lw=0.8, label="stuck at chance (%)")
     _log_eta_axis(ax, eta)
-    ax.set_ylabel("p (%)", color="tab:blue")
-    ax.set_ylim(-25, 105)
+    ax.set_ylabel("p, stuck (%)", color="tab:blue")
+    ax.set_ylim(-5, 105)
     twin = ax.twinx()
     rmst = np.array([r["tau_rmst"] for r in rows], dtype=float)
     err = [rmst - np.array([r["tau_rmst_ci_low"] for r in rows]),
@@ -189,7 +196,7 @@ def plot_p_and_tau(rows: list[dict], *, ax=None):
     shown = np.isfinite(median)
     twin.plot(eta[shown], median[shown], "o", mfc="none", color="tab:red", label="median time to target")
     horizon = max(r["tau_horizon"] for r in rows)
-    twin.axhline(horizon, color="tab:red", ls=":", lw=1, label="budget (never reached)")
+    twin.axhline(horizon, color="tab:red", ls=":", lw=1, label="horizon (never reached)")
     twin.set_ylim(0, horizon * 1.05)
     twin.set_ylabel("epochs to target", color="tab:red")
     handles = [h for a in (ax, twin) for h in a.get_legend_handles_labels()[0]]

@@ -31,9 +31,13 @@ class Survival:
         n, n_reached: initial conditions, and how many reached the target by the horizon.
         reached_low, reached_high: Wilson interval of the fraction reached.
         median, median_low, median_high: the median time to target and its interval (read off the band where it
-            crosses 1/2); ``inf`` where that crossing lies beyond the horizon ("more than the budget").
+            crosses 1/2, as lifelines does); ``inf`` where S stays above 1/2 as far as it is known (through
+            ``time_to_accuracy``: up to the horizon, "more than the budget").
         rmst, rmst_low, rmst_high: restricted mean time to target, E[min(tau, horizon)] = integral of S from 0 to
-            the horizon, with a normal interval from its Kaplan-Meier variance (Klein & Moeschberger, sec. 4.5).
+            the horizon (S held at its last value past the last observation), with a normal interval from its
+            Kaplan-Meier variance (Klein & Moeschberger, sec. 4.5), clipped to [0, horizon]. Where every network
+            reached the target at the same epoch the variance, and the interval's width, is 0: the estimator sees
+            no spread, however few networks there are.
         confidence: level of every interval.
     """
 
@@ -66,7 +70,7 @@ class TrainingTime:
     Attributes:
         epoch: the passage epoch t (first epoch of ``hold`` consecutive ones with test accuracy >= target), as
             float; NaN where censored.
-        censored: True where no passage was seen by the horizon (including diverged networks).
+        censored: True where no passage was seen by the horizon (networks that diverged before one included).
         target: the target accuracy, a fraction in (0, 1].
         budget: the last recorded epoch T.
         hold: epochs the accuracy must stay at or above the target (1: first passage).
@@ -131,8 +135,8 @@ def time_to_accuracy(test_accuracy: np.ndarray, target: float, *, hold: int = 1)
 
 
 def survival(reached_at, censored_at, *, horizon: float, confidence: float = 0.95) -> Survival:
-    """Survival summary of event times ``reached_at`` and right-censoring times ``censored_at`` (times > those),
-    restricted to ``horizon`` (no time may exceed it)."""
+    """Survival summary of event times ``reached_at`` and right-censoring times ``censored_at`` (times > those), in
+    epochs, restricted to the integer ``horizon`` (every time must lie in [0, horizon])."""
     from scipy import stats
 
     events = np.asarray(reached_at, dtype=float)
@@ -140,8 +144,12 @@ def survival(reached_at, censored_at, *, horizon: float, confidence: float = 0.9
     n = events.size + cens.size
     if n == 0:
         raise ValueError("no initial conditions: a survival summary needs at least one time")
-    if np.any(np.concatenate([events, cens]) > horizon):
-        raise ValueError(f"every time must lie within the horizon {horizon}")
+    if int(horizon) != horizon or horizon < 0:
+        raise ValueError(f"the horizon is an epoch, an integer >= 0; got {horizon}")
+    every = np.concatenate([events, cens])
+    if not np.all((every >= 0) & (every <= horizon)):
+        outside = every[(every < 0) | (every > horizon)]
+        raise ValueError(f"every time must lie in [0, horizon = {horizon}]; got {outside}")
     if events.size:
         sf = stats.ecdf(stats.CensoredData(uncensored=events, right=cens)).sf
         with warnings.catch_warnings():  # scipy warns where the band is undefined (S = 0 or 1); handled below

@@ -116,6 +116,8 @@ def cmd_sweetspot(args) -> int:
     plots = pyplot_free_plots()
     out = out_folder(args, RUNS / f"{config.name}-sweetspot")
     known = stored_evaluations(args.reuse, confidence=args.confidence, like=config) if args.reuse else None
+    for e in sorted((known or {}).values(), key=lambda e: e.eta):
+        LoggedEvaluator.log(e, f"reused from {args.reuse}")
     executor = args.executor or ("processes" if args.parallel > 1 and args.device != "gpu" else "serial")
     evaluate = LoggedEvaluator(config_evaluator(config, epochs=args.search_epochs, confidence=args.confidence,
                                                 store=out / "evaluations", executor=executor,
@@ -172,16 +174,17 @@ class LoggedEvaluator:
         return getattr(self.inner, name)
 
     @staticmethod
-    def _log(e):
-        print(f"eta = {e.eta:.5g}: p = {e.p:.0f}% (CI {e.ci_low:.0f}..{e.ci_high:.0f}, {e.n} initial conditions), "
-              f"lambda_NMLE = {e.lambda_nmle:.3f}" + (", diverges" if e.diverges else ""), flush=True)
+    def log(e, note: str = ""):
+        print(f"eta = {e.eta:.4g}: p = {e.p:.0f}% (CI {e.ci_low:.0f}..{e.ci_high:.0f}, {e.n} initial conditions), "
+              f"lambda_NMLE = {e.lambda_nmle:.3f}" + (", diverges" if e.diverges else "")
+              + (f"; {note}" if note else ""), flush=True)
         return e
 
     def __call__(self, eta):
-        return self._log(self.inner(eta))
+        return self.log(self.inner(eta))
 
     def extend(self, eta, count):
-        return self._log(self.inner.extend(eta, count))
+        return self.log(self.inner.extend(eta, count))
 
     def many(self, etas):
-        return [self._log(e) for e in self.inner.many(etas)]
+        return [self.log(e) for e in self.inner.many(etas)]

@@ -156,8 +156,8 @@ class Training(_Section):
         _require(self.epochs >= 1, "training.epochs", f"must be an integer >= 1; got {self.epochs}")
         _require(self.l2 >= 0, "training.l2", f"must be >= 0; got {self.l2}")
         _require(0 < self.target <= 1, "training.target", f"must be a fraction in (0, 1]; got {self.target}")
-        _require(1 <= self.target_hold <= self.epochs + 1, "training.target_hold",
-                 f"must be an integer in [1, epochs + 1 = {self.epochs + 1}]; got {self.target_hold}")
+        _require(1 <= self.target_hold <= self.epochs, "training.target_hold",
+                 f"must be an integer in [1, epochs = {self.epochs}]; got {self.target_hold}")
         _require(self.target_hold == 1 or not self.stop_references, "training.target_hold",
                  "stop_references stops a reference at its first passage, before a held target could be seen; "
                  "set training.stop_references = false to use target_hold > 1")

@@ -179,8 +179,9 @@ class ProcessExecutor(Executor):
                     return
                 except BrokenProcessPool:  # a worker was killed while starting
                     self._kill()
-        raise RuntimeError(f"worker processes died while starting, {self.retries + 1} times (killed, or out of "
-                           "memory?)")
+        raise RuntimeError(f"worker processes died while starting, {self.retries + 1} times: killed, or out of "
+                           "memory? From a Python script, call sweep() under `if __name__ == \"__main__\":` (each "
+                           "worker imports the main script again), or use executor=\"serial\"")
 
     def map(self, fn, source, on_result, on_progress=None):
         if self._pool is None:

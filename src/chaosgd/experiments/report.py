@@ -79,15 +79,7 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
                         "2/eta, the stability limit of gradient descent on a quadratic."
                         + (" Sampled less often than every epoch, a period-2 orbit shows as a smooth curve."
                            if t.sharpness_every > 1 else "")))
-    toy = store.toymap_dir
-    for name, title, caption in (
-            ("fig6_orbit_diagram.png", "Figure 6: orbit diagram of the toy map",
-             "Points of the toy map's orbit after its transient, against eta; shaded: learning rates whose orbits "
-             "escape."),
-            ("fig7_lyapunov.png", "Figure 7: Lyapunov exponent of the toy map",
-             "Lyapunov exponent of the toy map against eta (zero line drawn); shaded: orbits escape.")):
-        if (toy / name).is_file():
-            figures.append((title, base64.b64encode((toy / name).read_bytes()).decode(), caption))
+    figures += _toy_figures(store.toymap_dir)
     finished = summary.results.values()
     seconds = sum(r.seconds for r in finished)
     net_epochs = sum(r.records.network_epochs for r in finished)
@@ -106,7 +98,7 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
         f"tasks finished" + (f" (<b>{n_pending} pending</b>: rerun the sweep to complete it)" if n_pending else "")
         + f". Compute: {seconds:.1f} s over {net_epochs:,} network-epochs, against {naive:,} for running every "
         f"network every epoch ({net_epochs / max(naive, 1):.0%}).</p>",
-        f"<p><b>{e(edge_of_chaos(rows, config.training.target))}</b></p>",
+        f"<p><b>{e(edge_of_chaos(rows, config.training.target, hold=config.training.target_hold))}</b></p>",
         _problems(summary.problems),
         "<h2>Results by learning rate</h2>", _table(rows),
         f"<p>{e(_table_note(config))}</p>",
@@ -125,16 +117,50 @@ def _passage(config) -> str:
     return f"{t.target:.0%} test accuracy{held}"
 
 
-def _table_note(config) -> str:
+def _positive(config) -> str:
     a = config.analysis
-    return (f"All intervals 95 %. lambda: the network MLE ± the standard deviation of the local exponents over the "
-            f"initial conditions, and the BCa bootstrap CI of the mean. p: initial conditions with R² > {a.r2_min:g} "
-            f"and slope > {a.lambda_min:g} per epoch (Wilson CI). Time to {_passage(config)}, as censored survival "
-            "data (networks that never reach it within the budget are censored): the percentage reached (Wilson "
-            "CI), the Kaplan-Meier median ('>' the budget where fewer than half reached it) and the restricted mean "
-            "time up to the budget, both with CIs; <tau> is the paper's mean over the networks that reached the "
-            "target only (biased where any are censored). Stuck: networks whose final test accuracy is within "
-            f"{a.chance_margin:g} of chance or below. Every column, unrounded: results.csv.")
+    return f"R² > {a.r2_min:g} and slope > {a.lambda_min:g} per epoch"
+
+
+def _table_note(config) -> str:
+    t, a = config.training, config.analysis
+    horizon = t.epochs - t.target_hold + 1
+    return (f"All intervals 95 %; T = {t.epochs} epochs. lambda: the network MLE, the mean of the local exponents "
+            "over the initial conditions, ± their standard deviation, and the BCa bootstrap CI of the mean. p: the "
+            f"percentage of initial conditions whose local exponent counts as positive ({_positive(config)}), Wilson "
+            f"CI. Time to {_passage(config)}, as censored survival data (networks that never reach it by epoch "
+            f"{horizon} are censored): the percentage reached (Wilson CI), the Kaplan-Meier median ('> {horizon}' "
+            f"where fewer than half reached it) and the restricted mean time up to epoch {horizon} (a network that "
+            "never reaches the target counts all of it), both with CIs; <tau> is the paper's mean over the networks "
+            "that reached the target only (biased where any are censored). At chance (T): reference networks whose "
+            f"test accuracy at epoch T is at most 1/classes + {a.chance_margin:g}. Diverged: references whose loss or "
+            "weights became infinite or NaN. Test accuracy (T): mean over the references that did not diverge. "
+            "Every column, unrounded: results.csv.")
+
+
+def _toy_figures(toy: Path) -> list[tuple[str, str, str]]:
+    """Figures 6 and 7 as ``chaosgd toymap`` saved them, with captions that say what its arrays show."""
+    if not (toy / "toymap.npz").is_file():
+        return []
+    with np.load(toy / "toymap.npz") as z:
+        eta, lam, escaped = z["eta"], z["lyapunov"], z["escaped"]
+    chaotic = eta[np.nan_to_num(lam, nan=-1) > 0]
+    where = (f"{eta.size} learning rates from {eta.min():g} to {eta.max():g}"
+             + (f"; lambda > 0 first at eta = {chaotic.min():.4f}" if chaotic.size else "; lambda > 0 nowhere")
+             + (f"; orbits escape from eta = {eta[escaped].min():.4f}" if escaped.any() else "") + ".")
+    the_map = ("gradient descent on the paper's double well V(w) = w^4/4 - w^2/2 (its appendix A), w -> w - eta "
+               "V'(w)")
+    figures = []
+    for name, title, caption in (
+            ("fig6_orbit_diagram.png", "Figure 6: orbit diagram of the toy map",
+             f"Orbit diagram of {the_map}: the points each orbit visits after its transient (from random initial "
+             f"points), against eta; shaded: orbits escape to infinity. {where}"),
+            ("fig7_lyapunov.png", "Figure 7: Lyapunov exponent of the toy map",
+             f"Lyapunov exponent of {the_map}, the orbit average of ln|f'(w)| after the transient, against eta (zero "
+             f"line drawn; 0 < eta < 1: ln|1 - 2 eta|; eta = 2: ln 3); shaded: orbits escape. {where}")):
+        if (toy / name).is_file():
+            figures.append((title, base64.b64encode((toy / name).read_bytes()).decode(), caption))
+    return figures
 
 
 def _figures(summary, lyapunov_eta, plots) -> list[tuple[str, str, str]]:
@@ -161,8 +187,9 @@ def _figures(summary, lyapunov_eta, plots) -> list[tuple[str, str, str]]:
                        else " (none could be fitted).")))
     figures.append((f"Figure 3: local exponents, eta = {eta:g}", _png(plots.plot_network_exponent(net, eta=eta)),
                     f"Left: mean log-distance y(t) of each of the {len(net.local)} initial conditions at eta = "
-                    f"{eta:g}; red: its local exponent counts as positive ({net.n_positive}), blue: it does not. "
-                    "Right: histogram of the local exponents; dashed: their mean, lambda_NMLE."
+                    f"{eta:g}; red: its local exponent counts as positive ({_positive(config)}; {net.n_positive} of "
+                    f"{len(net.local)}), blue: it does not. Right: histogram of the local exponents, stacked: red "
+                    "counted positive, grey not; dashed: their mean, lambda_NMLE, which averages both."
                     + (f" {net.n_excluded} initial condition(s) could not be fitted (every copy diverged or sat at "
                        "distance 0) and are left out." if net.n_excluded else "")))
     excluded = sum(r["n_excluded"] for r in rows)
@@ -174,11 +201,13 @@ def _figures(summary, lyapunov_eta, plots) -> list[tuple[str, str, str]]:
     censored = [f"{r['eta']:g} ({r['tau_censored']}/{r['n_initial']})" for r in rows if r["tau_censored"]]
     stuck = [f"{r['eta']:g} ({r['stuck_at_chance']}/{r['n_initial']})" for r in rows if r["stuck_at_chance"]]
     figures.append(("Figure 5: p and the time to target", _png(plots.plot_p_and_tau(rows)),
-                    "Left axis: p, the percentage of initial conditions with a positive local exponent (95 % Wilson "
-                    f"intervals). Right axis: epochs to {_passage(config)} as censored data: the restricted mean up to "
-                    f"the budget of {rows[0]['tau_horizon']} epochs (95 % CI; a network that never reaches the target "
-                    "counts the whole budget) and the Kaplan-Meier median (open marks; absent where fewer than half "
-                    "reached the target). Censored, at eta (never reached / all): "
+                    "Left axis: p (blue diamonds), the percentage of initial conditions whose local exponent counts "
+                    f"as positive ({_positive(config)}; 95 % Wilson intervals), and the percentage of networks that "
+                    "end stuck at chance accuracy (grey squares). Right axis: epochs to "
+                    f"{_passage(config)} as censored data: the restricted mean up to epoch {rows[0]['tau_horizon']} "
+                    "(red dots, 95 % CI; a network that never reaches the target counts all of it; dotted line) and "
+                    "the Kaplan-Meier median (open red circles; absent where fewer than half reached the target). "
+                    "Censored, at eta (never reached / all): "
                     + (", ".join(censored) if censored else "none") + ". Stuck at chance accuracy: "
                     + (", ".join(stuck) if stuck else "none") + f". Target {target:.0%}."))
     return figures
@@ -193,9 +222,10 @@ def _problems(problems: dict[str, str]) -> str:
             f"count as unfinished; rerun the sweep to recompute them):</p><ul>{items}</ul>")
 
 
-def edge_of_chaos(rows, target: float, p_high: float = 95.0) -> str:
+def edge_of_chaos(rows, target: float, p_high: float = 95.0, hold: int = 1) -> str:
     """Sentences for practitioners: where sensitivity is fully developed on this grid, where training to the target
-    was fastest by the restricted mean time (censoring-aware), and where networks end stuck at chance accuracy."""
+    was fastest by the restricted mean time (censoring-aware; among learning rates whose references mostly do not
+    diverge, naming those whose intervals overlap it), and where networks end stuck at chance accuracy."""
     if not rows:
         return "No learning rate is finished yet."
     developed = [r for r in rows if r["p_percent"] >= p_high and r["diverged_fraction"] <= 0.5]
@@ -207,21 +237,31 @@ def edge_of_chaos(rows, target: float, p_high: float = 95.0) -> str:
                      "accuracy (sensitivity without learning)")
     else:
         text = f"p never reaches {p_high:g} % on this grid"
-    reached = [r for r in rows if r["reached_percent"] > 0]
-    if reached:
-        best = min(reached, key=lambda r: r["tau_rmst"])
+    calm = [r for r in rows if r["reached_percent"] > 0 and r["diverged_fraction"] <= 0.5]
+    if calm:
+        best = min(calm, key=lambda r: r["tau_rmst"])
         median = (f"median > {best['tau_horizon']}" if np.isinf(best["tau_median"])
                   else f"median {best['tau_median']:.3g}")
         text += (f". Fastest training to {target:.0%}: eta = {best['eta']:g}, restricted mean "
                  f"{best['tau_rmst']:.3g} epochs [95 % CI {best['tau_rmst_ci_low']:.3g}, "
-                 f"{best['tau_rmst_ci_high']:.3g}] over a budget of {best['tau_horizon']} ({median}; "
-                 f"{best['reached_percent']:.0f} % of networks reached the target).")
+                 f"{best['tau_rmst_ci_high']:.3g}] up to epoch {best['tau_horizon']} ({median}; "
+                 f"{best['reached_percent']:.0f} % of networks reached the target)")
+        close = [r for r in calm if r is not best and r["tau_rmst_ci_low"] <= best["tau_rmst_ci_high"]]
+        text += ("; its interval overlaps those of eta = " + ", ".join(f"{r['eta']:g}" for r in close) + "."
+                 if close else ".")
     else:
-        text += f". No network reached {target:.0%} at any learning rate."
+        text += f". No network reached {target:.0%} at any learning rate where most did not diverge."
     stuck = [r for r in rows if r["stuck_at_chance"] * 2 > r["n_initial"] and r["p_percent"] > 0]
     if stuck:
         text += (" At eta = " + ", ".join(f"{r['eta']:g}" for r in stuck) + " most networks end stuck at chance "
                  "accuracy while some exponents are positive: sensitivity there is not training.")
+    lost = [r for r in rows if r["reached_then_stuck"]]
+    if lost:
+        text += (" At eta = " + ", ".join(f"{r['eta']:g} ({r['reached_then_stuck']} of {r['n_initial']})"
+                                          for r in lost)
+                 + " networks reached the target and then ended at chance accuracy"
+                 + (": first passage counts them as trained; training.target_hold = k asks for the target to hold k "
+                    "epochs." if hold == 1 else f", although they held it {hold} epochs."))
     return text
 
 
@@ -245,8 +285,8 @@ def _cells(r: dict) -> list[str]:
         return f"> {horizon}" if np.isinf(v) else _cell(v)
 
     n = r["n_initial"]
-    return [_cell(r["eta"]), f"{_cell(r['lambda_nmle'])} ± {_cell(r['lambda_std'])}",
-            f"[{_cell(r['lambda_ci_low'])}, {_cell(r['lambda_ci_high'])}]",
+    return [_cell(r["eta"]), f"{_fixed(r['lambda_nmle'])} ± {_fixed(r['lambda_std'])}",
+            f"[{_fixed(r['lambda_ci_low'])}, {_fixed(r['lambda_ci_high'])}]",
             (f"{r['p_percent']:.0f} [{r['p_ci_low']:.0f}, {r['p_ci_high']:.0f}]" if np.isfinite(r["p_percent"])
              else "–"),
             f"{r['reached_percent']:.0f} [{r['reached_ci_low']:.0f}, {r['reached_ci_high']:.0f}]",
@@ -254,6 +294,12 @@ def _cells(r: dict) -> list[str]:
             f"{_cell(r['tau_rmst'])} [{_cell(r['tau_rmst_ci_low'])}, {_cell(r['tau_rmst_ci_high'])}]",
             _cell(r["tau_mean_reached"]) + (f" ({n - r['tau_censored']} of {n})" if r["tau_censored"] else ""),
             f"{r['stuck_at_chance']}/{n}", f"{r['diverged_fraction']:.0%}", _cell(r["final_test_accuracy_mean"])]
+
+
+def _fixed(value: float) -> str:
+    """Exponents per epoch to three decimals (a column of them reads at a glance; 4e-06 and 0.5 would not)."""
+    text = "–" if not np.isfinite(value) else f"{value:.3f}"
+    return "0.000" if text == "-0.000" else text
 
 
 def _cell(value) -> str:

@@ -25,10 +25,11 @@ COLUMNS = ("eta", "lambda_nmle", "lambda_std", "lambda_ci_low", "lambda_ci_high"
            "p_ci_high", "n_initial", "n_excluded", "reached_percent", "reached_ci_low", "reached_ci_high",
            "tau_median", "tau_median_ci_low", "tau_median_ci_high", "tau_rmst", "tau_rmst_ci_low", "tau_rmst_ci_high",
            "tau_horizon", "tau_mean_reached", "tau_stderr_reached", "tau_censored", "stuck_at_chance",
+           "reached_then_stuck",
            "final_loss_mean", "final_test_accuracy_mean", "diverged_fraction", "network_epochs",
            "naive_network_epochs")
 INTEGER_COLUMNS = frozenset({"n_initial", "n_excluded", "tau_horizon", "tau_censored", "stuck_at_chance",
-                             "network_epochs", "naive_network_epochs"})
+                             "reached_then_stuck", "network_epochs", "naive_network_epochs"})
 CONFIDENCE = 0.95  # of every interval in the table
 
 
@@ -40,7 +41,8 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
     ``training.target`` test accuracy (held ``training.target_hold`` epochs) as censored survival data: the
     percentage that reached it (Wilson), the Kaplan-Meier median and the restricted mean up to ``tau_horizon`` with
     95 % intervals (a median that is not reached is ``inf``), and the paper's <tau> over those that reached it with
-    the number censored; networks stuck at chance (final test accuracy <= 1/classes + ``analysis.chance_margin``);
+    the number censored; networks stuck at chance (final test accuracy <= 1/classes + ``analysis.chance_margin``),
+    and how many of them had reached the target before;
     final loss and test accuracy of the reference networks that did not diverge (nor stop early:
     ``training.stop_references``); the fraction of reference networks that diverged. ``window``: fit every local
     exponent over these epochs instead of the automatic [0, tau].
@@ -53,7 +55,7 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
     surv = tt.survival(CONFIDENCE)
     final_loss = records.loss[:, 0, -1]
     final_acc = records.test_accuracy[:, -1]
-    chance = 1 / CLASSES[config.data.name]
+    stuck = final_acc <= 1 / CLASSES[config.data.name] + config.analysis.chance_margin
     p_low, p_high = net.p_interval()
     row = {
         "eta": float(records.eta[0, 0]), "lambda_nmle": net.mean, "lambda_std": net.std, "lambda_ci_low": net.ci_low,
@@ -64,7 +66,7 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
         "tau_median_ci_high": surv.median_high, "tau_rmst": surv.rmst, "tau_rmst_ci_low": surv.rmst_low,
         "tau_rmst_ci_high": surv.rmst_high, "tau_horizon": surv.horizon, "tau_mean_reached": tt.mean(),
         "tau_stderr_reached": tt.standard_error(), "tau_censored": tt.n_censored,
-        "stuck_at_chance": int((final_acc <= chance + config.analysis.chance_margin).sum()),
+        "stuck_at_chance": int(stuck.sum()), "reached_then_stuck": int((stuck & ~tt.censored).sum()),
         "final_loss_mean": float(np.nanmean(final_loss)) if np.isfinite(final_loss).any() else float("nan"),
         "final_test_accuracy_mean": float(np.nanmean(final_acc)) if np.isfinite(final_acc).any() else float("nan"),
         "diverged_fraction": float((records.diverged_at[:, 0] >= 0).mean()),
