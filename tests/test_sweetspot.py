@@ -109,7 +109,7 @@ def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
     assert "suggested eta" in out and "trained at eta" in out and "decided at 95% confidence" in out
     assert re.search(r"\(CI \d+\.\.\d+, 16 initial conditions\)", out)  # an undecided point was extended
     trained = out.split("trained at")[1]
-    assert re.search(r"\d+/8 reached 90%, restricted mean [\d.]+ epochs \[95 % CI [\d.]+, [\d.]+\] over a budget of 60",
+    assert re.search(r"\d+/8 reached 90%, restricted mean [\d.]+ epochs \[95 % CI [\d.]+, [\d.]+\] up to epoch 60",
                      trained)
     assert len(list((tmp_path / "trained" / "tasks").glob("*.npz"))) == 1
     assert (tmp_path / "sweetspot.png").is_file() and (tmp_path / "sweetspot.json").is_file()

@@ -159,7 +159,7 @@ def cmd_sweetspot(args) -> int:
         row = summarize(trained).rows[0]
         print(f"trained at eta = {spot.eta:.4g}: {row['n_initial'] - row['tau_censored']}/{row['n_initial']} reached "
               f"{config.training.target:.0%}, restricted mean {row['tau_rmst']:.1f} epochs [95 % CI "
-              f"{row['tau_rmst_ci_low']:.1f}, {row['tau_rmst_ci_high']:.1f}] over a budget of {row['tau_horizon']}; "
+              f"{row['tau_rmst_ci_low']:.1f}, {row['tau_rmst_ci_high']:.1f}] up to epoch {row['tau_horizon']}; "
               f"records in {trained}")
     return 0
 

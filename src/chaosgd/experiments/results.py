@@ -25,9 +25,8 @@ COLUMNS = ("eta", "lambda_nmle", "lambda_std", "lambda_ci_low", "lambda_ci_high"
            "p_ci_high", "n_initial", "n_excluded", "reached_percent", "reached_ci_low", "reached_ci_high",
            "tau_median", "tau_median_ci_low", "tau_median_ci_high", "tau_rmst", "tau_rmst_ci_low", "tau_rmst_ci_high",
            "tau_horizon", "tau_mean_reached", "tau_stderr_reached", "tau_censored", "stuck_at_chance",
-           "reached_then_stuck",
-           "final_loss_mean", "final_test_accuracy_mean", "diverged_fraction", "network_epochs",
-           "naive_network_epochs")
+           "reached_then_stuck", "final_loss_mean", "final_test_accuracy_mean", "diverged_fraction",
+           "network_epochs", "naive_network_epochs")
 INTEGER_COLUMNS = frozenset({"n_initial", "n_excluded", "tau_horizon", "tau_censored", "stuck_at_chance",
                              "reached_then_stuck", "network_epochs", "naive_network_epochs"})
 CONFIDENCE = 0.95  # of every interval in the table
@@ -42,10 +41,9 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
     percentage that reached it (Wilson), the Kaplan-Meier median and the restricted mean up to ``tau_horizon`` with
     95 % intervals (a median that is not reached is ``inf``), and the paper's <tau> over those that reached it with
     the number censored; networks stuck at chance (final test accuracy <= 1/classes + ``analysis.chance_margin``),
-    and how many of them had reached the target before;
-    final loss and test accuracy of the reference networks that did not diverge (nor stop early:
-    ``training.stop_references``); the fraction of reference networks that diverged. ``window``: fit every local
-    exponent over these epochs instead of the automatic [0, tau].
+    and how many of them had reached the target before; final loss and test accuracy of the reference networks that
+    did not diverge (nor stop early: ``training.stop_references``); the fraction of reference networks that
+    diverged. ``window``: fit every local exponent over these epochs instead of the automatic [0, tau].
     """
     from chaosgd.datasets import CLASSES
 

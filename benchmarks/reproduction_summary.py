@@ -1,0 +1,54 @@
+"""The per-experiment summary table of docs/reproduction.md, from the results tables that reproduce_cpu.sh keeps.
+
+For each ``benchmarks/results/reproduction/<run>-results.csv``: where p first reaches 50 % and 95 % (with its Wilson
+interval), the learning rate of fastest training by restricted mean time to target (with its interval, the
+percentage that reached the target, and the learning rates whose intervals overlap it), and where most networks end
+stuck at chance accuracy.
+
+Run:  .venv/bin/python benchmarks/reproduction_summary.py [FOLDER]
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _first(rows, p):
+    hit = [r for r in rows if r["p_percent"] >= p and r["diverged_fraction"] <= 0.5]
+    if not hit:
+        return "never"
+    r = hit[0]
+    return f"{r['eta']:g} ({r['p_percent']:.0f} % [{r['p_ci_low']:.0f}, {r['p_ci_high']:.0f}])"
+
+
+def _fastest(rows) -> str:
+    calm = [r for r in rows if r["reached_percent"] > 0 and r["diverged_fraction"] <= 0.5]
+    if not calm:
+        return "none reached the target"
+    best = min(calm, key=lambda r: r["tau_rmst"])
+    close = [r["eta"] for r in calm if r is not best and r["tau_rmst_ci_low"] <= best["tau_rmst_ci_high"]]
+    return (f"{best['eta']:g}: {best['tau_rmst']:.0f} [{best['tau_rmst_ci_low']:.0f}, {best['tau_rmst_ci_high']:.0f}]"
+            f" of {best['tau_horizon']:.0f}, {best['reached_percent']:.0f} % reached, p = {best['p_percent']:.0f} %"
+            + (f"; overlaps {', '.join(f'{e:g}' for e in close)}" if close else ""))
+
+
+def main(folder: str = "benchmarks/results/reproduction") -> None:
+    print("| run | p ≥ 50 % first at η | p ≥ 95 % first at η | fastest η: restricted mean epochs [95 % CI] | "
+          "most stuck at chance at η |")
+    print("|---|---|---|---|---|")
+    for path in sorted(Path(folder).glob("*-results.csv")):
+        rows = _rows(path)
+        stuck = [f"{r['eta']:g}" for r in rows if 2 * r["stuck_at_chance"] > r["n_initial"]]
+        print(f"| {path.name.removesuffix('-results.csv')} | {_first(rows, 50)} | {_first(rows, 95)} | "
+              f"{_fastest(rows)} | {', '.join(stuck) or 'none'} |")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
