@@ -182,3 +182,37 @@ def test_rows_go_up_in_eta_whatever_the_order_of_the_grid(tmp_path):
     assert [r["eta"] for r in rows] == [0.1, 10.0]
     assert edge_of_chaos(rows, 0.9).startswith(("Edge of chaos on this grid: p >= 95 % first at eta = 10",
                                                 "p never reaches"))
+
+
+def test_a_finished_run_is_re_analysed_with_a_held_target_without_training_again(tmp_path, capsys):
+    from chaosgd.training_time import time_to_accuracy
+
+    run = tmp_path / "run"
+    sweep(small_config(), run, executor="serial", progress=False, log=lambda *a: None)
+    own = write_report(run).read_bytes()
+    stamps = {p.name: p.stat().st_mtime_ns for p in (run / "tasks").iterdir()}
+    assert main(["report", str(run), "--set", "training.target_hold=3", "--out", str(tmp_path / "held")]) == 0
+    assert capsys.readouterr().out.strip().endswith(str(tmp_path / "held" / "report.html"))
+    with open(tmp_path / "held" / "results.csv") as f:
+        held = list(csv.DictReader(f))
+    records = summarize(run).records()
+    for row in held:  # independent of the report: the held passages counted straight from the records
+        mine = records.select(records.eta[:, 0] == float(row["eta"]))
+        assert int(row["tau_censored"]) == time_to_accuracy(mine.test_accuracy, 0.9, hold=3).n_censored
+        assert int(row["tau_horizon"]) == 30 - 3 + 1
+    page = (tmp_path / "held" / "report.html").read_text()
+    assert "Re-analysis" in page and "training.target_hold = 3 (the run: 1)" in page and "held 3 consecutive" in page
+    assert (run / "report.html").read_bytes() == own  # the run's own files are untouched, nothing retrained
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "tasks").iterdir()} == stamps
+    # Settings that shaped the records are refused, naming those that can change; a re-analysis needs its folder.
+    assert main(["report", str(run), "--set", "ensemble.copies=3", "--out", str(tmp_path / "x")]) == 2
+    assert "can be re-analysed only with other values of training.target" in capsys.readouterr().err
+    assert main(["report", str(run), "--set", "training.target_hold=3"]) == 2
+    assert "needs its own folder (--out DIR)" in capsys.readouterr().err
+    assert main(["report", str(run), "--set", "training.target_hold=3", "--out", str(run)]) == 2
+    assert "is the run folder itself" in capsys.readouterr().err
+    stopped = small_config(**{"training.stop_references": True, "training.etas": (0.5,)})
+    sweep(stopped, tmp_path / "stopped", executor="serial", progress=False, log=lambda *a: None)
+    assert main(["report", str(tmp_path / "stopped"), "--set", "training.target=0.95", "--out",
+                 str(tmp_path / "y")]) == 2
+    assert "stopped its references" in capsys.readouterr().err

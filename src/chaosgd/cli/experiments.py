@@ -54,14 +54,26 @@ def cmd_reproduce(args) -> int:
 
 
 def add_report(p: argparse.ArgumentParser) -> None:
+    from chaosgd.experiments.results import REANALYSIS_FIELDS
+
     p.add_argument("run_dir", help="a sweep's run folder")
     p.add_argument("--eta", type=float,
                    help="learning rate of figures 2 and 3, the nearest in the grid (default: the first with p >= 50 "
                         "%%, where sensitivity sets in)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="re-analyse the finished run with another value of " + ", ".join(REANALYSIS_FIELDS)
+                        + " (repeatable; e.g. training.target_hold=5): nothing is trained again; needs --out")
+    p.add_argument("--out", metavar="DIR", help="folder for a re-analysis's report and tables")
 
 
 def cmd_report(args) -> int:
-    report(args.run_dir, lyapunov_eta=args.eta)
+    from chaosgd.experiments.config import parse_assignment
+
+    changes = dict(parse_assignment(item) for item in args.set)
+    if args.out and not changes:
+        raise ValueError("--out is for a re-analysis (--set FIELD=VALUE); without one the report is written into "
+                         "the run folder")
+    report(args.run_dir, lyapunov_eta=args.eta, changes=changes or None, out=args.out)
     return 0
 
 

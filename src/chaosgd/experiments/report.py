@@ -44,9 +44,14 @@ def representative_eta(rows: list[dict], wanted: float | None = None) -> tuple[f
     return best["eta"], f"the highest p; none reaches {REPRESENTATIVE_P:g} %"
 
 
-def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=None, summary=None) -> Path:
-    """Write ``run_dir/report.html`` and ``run_dir/results.csv`` (and ``results.parquet`` where pyarrow is
-    installed) from the stored records; return the report's path.
+def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=None, summary=None,
+                 changes: dict | None = None, out: str | Path | None = None) -> Path:
+    """Write ``report.html`` and ``results.csv`` (and ``results.parquet`` where pyarrow is installed) from the stored
+    records into ``run_dir``; return the report's path.
+
+    ``changes`` re-analyses the run with other values of ``results.REANALYSIS_FIELDS`` (a held target, another
+    target or threshold), computing nothing again; its files then go to the folder ``out``, never into the run
+    folder, whose files keep describing its own configuration.
 
     Figures in the paper's order, each with a caption: 1 (training loss at three eta), 2 and 3 (at
     ``representative_eta``: ``lyapunov_eta``'s nearest, by default chosen from the data), 4 (lambda_NMLE), 5 (p and the
@@ -60,14 +65,22 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
     if lyapunov_eta is not None and not (np.isfinite(lyapunov_eta) and lyapunov_eta > 0):
         raise ValueError(f"the learning rate of figures 2 and 3 must be finite and > 0; got {lyapunov_eta}")
     store = RunDir(run_dir)
-    summary = summary or summarize(store)  # a caller that summarized the run already passes it
+    if changes and out is None:
+        raise ValueError("a re-analysis (--set) needs its own folder (--out DIR): the run folder's report and "
+                         "results.csv keep describing the run's own configuration")
+    dest = Path(out) if out is not None else store.root
+    if out is not None and dest.resolve() == store.root.resolve():
+        raise ValueError(f"--out {dest} is the run folder itself; name another folder for the re-analysis")
+    summary = summary or summarize(store, changes=changes)  # a caller that summarized the run already passes it
     for why in summary.problems.values():
         if log is not None:
             log(f"left out, cannot be trusted: {why}")
     config, rows = summary.config, summary.rows
     info = store.info()
-    write_csv(rows, store.csv_path)
-    write_parquet(rows, store.parquet_path)
+    run_hash = (store.config() if summary.changes else config).hash()  # the run's, whatever the analysis
+    dest.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, dest / store.csv_path.name)
+    write_parquet(rows, dest / store.parquet_path.name)
     figures = _figures(summary, lyapunov_eta, plots) if rows else []
     tracks = sorted((r.sharpness for r in summary.results.values() if r.sharpness is not None), key=lambda t: t.eta)
     if tracks:
@@ -94,7 +107,8 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
         "th{background:#f0f0f0}figcaption{font-size:14px;color:#333;margin-top:.3em}figure{margin:1.5em 0}"
         "pre{background:#f6f6f6;padding:1em;overflow:auto}img{max-width:100%}</style></head><body>",
         f"<h1>chaosgd report: {e(config.name)}</h1>",
-        f"<p>Configuration hash {e(config.hash())}; {n_tasks - n_pending} of {n_tasks} "
+        _reanalysis(store, summary.changes),
+        f"<p>Configuration hash {e(run_hash)}; {n_tasks - n_pending} of {n_tasks} "
         f"tasks finished" + (f" (<b>{n_pending} pending</b>: rerun the sweep to complete it)" if n_pending else "")
         + f". Compute: {seconds:.1f} s over {net_epochs:,} network-epochs, against {naive:,} for running every "
         f"network every epoch ({net_epochs / max(naive, 1):.0%}).</p>",
@@ -106,9 +120,25 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
     for title, data, caption in figures:
         parts += [f"<figure><h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>",
                   f"<figcaption>{e(caption)}</figcaption></figure>"]
-    parts += ["<h2>Configuration</h2>", f"<pre>{e(config.to_toml())}</pre>",
+    parts += ["<h2>Configuration" + (" (as re-analysed)" if summary.changes else "") + "</h2>",
+              f"<pre>{e(config.to_toml())}</pre>",
               "<h2>Environment</h2>", f"<pre>{e(json.dumps(info, indent=2))}</pre>", "</body></html>"]
-    return atomic_write(store.report_path, "\n".join(parts))
+    return atomic_write(dest / store.report_path.name, "\n".join(parts))
+
+
+def _reanalysis(store: RunDir, changes: dict) -> str:
+    """The line that says a report re-reads a run with other settings, and which."""
+    if not changes:
+        return ""
+    run = store.config()
+    settings = "; ".join(f"{key} = {value} (the run: {_value(run, key)})" for key, value in changes.items())
+    return (f"<p><b>Re-analysis</b> of the run in {html.escape(str(store.root))} with {html.escape(settings)}: the "
+            "records are the run's own, nothing was trained again.</p>")
+
+
+def _value(config, key: str):
+    section, _, name = key.rpartition(".")
+    return getattr(getattr(config, section) if section else config, name)
 
 
 def _passage(config) -> str:

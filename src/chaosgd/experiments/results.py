@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from chaosgd.atomic import atomic_write
-from chaosgd.experiments.config import Config
+from chaosgd.experiments.config import Config, ConfigError
 from chaosgd.experiments.problem import tasks
 from chaosgd.experiments.store import RunDir, TaskResult
 from chaosgd.lyapunov import network_exponent
@@ -83,16 +83,39 @@ def summary_line(config: Config, results: list[TaskResult]) -> str:
             + (f", {stuck} stuck at chance accuracy" if stuck else ""))
 
 
+# Settings that only read the records: a finished run can be re-analysed with other values of these without
+# computing anything again (``summarize(..., changes=...)``, ``chaosgd report RUN --set ... --out DIR``). Not
+# analysis.plateau: it also decided when the copies stopped.
+REANALYSIS_FIELDS = ("training.target", "training.target_hold", "analysis.r2_min", "analysis.lambda_min",
+                     "analysis.chance_margin")
+
+
+def reanalysis(config: Config, changes: dict) -> Config:
+    """``config`` with ``changes`` to ``REANALYSIS_FIELDS`` (checked like any configuration); any other field is
+    refused, since its value shaped the records themselves."""
+    other = sorted(set(changes) - set(REANALYSIS_FIELDS))
+    if other:
+        raise ConfigError(f"{', '.join(other)}: a finished run can be re-analysed only with other values of "
+                          f"{', '.join(REANALYSIS_FIELDS)}; the others shaped its records (run a sweep with them)")
+    t = config.training
+    if t.stop_references and changes.get("training.target", t.target) != t.target:
+        raise ConfigError(f"training.target: this run stopped its references once they reached {t.target:g} "
+                          "(training.stop_references), so their records end there and cannot show another target")
+    return config.with_values(**changes)
+
+
 @dataclass(frozen=True)
 class Summary:
-    """What a run folder holds: its configuration, one row per finished learning rate, the checked task results by
-    name, and the task files that could not be trusted (name -> why)."""
+    """What a run folder holds: its configuration (as analysed: with ``changes``, the re-analysis settings, applied),
+    one row per finished learning rate, the checked task results by name, and the task files that could not be
+    trusted (name -> why)."""
 
     config: Config
     rows: list[dict]
     results: dict[str, TaskResult]
     problems: dict[str, str]
     n_tasks: int
+    changes: dict = field(default_factory=dict)
 
     @property
     def n_pending(self) -> int:
@@ -104,20 +127,22 @@ class Summary:
                             if (eta_index is None or t.eta_index == eta_index) and t.name in self.results])
 
 
-def summarize(run_dir: str | Path) -> Summary:
+def summarize(run_dir: str | Path, *, changes: dict | None = None) -> Summary:
     """Check every task file of a run folder and fit every learning rate whose tasks are all finished; files that
-    cannot be trusted are named in ``Summary.problems`` (their learning rates count as unfinished), never fitted."""
+    cannot be trusted are named in ``Summary.problems`` (their learning rates count as unfinished), never fitted.
+    ``changes``: re-analyse with other values of ``REANALYSIS_FIELDS`` (dotted names), the records as they are."""
     store = RunDir(run_dir)
     config = store.config()
     every = tasks(config)
-    results, problems = store.scan(config, every)
+    results, problems = store.scan(config, every)  # checked against the configuration that made them
+    analysed = reanalysis(config, changes) if changes else config
     rows = []
     for k, _ in enumerate(config.training.etas):
         mine = [t for t in every if t.eta_index == k]
         if all(t.name in results for t in mine):
-            rows.append(fit(concatenate([results[t.name].records for t in mine]), config)[0])
+            rows.append(fit(concatenate([results[t.name].records for t in mine]), analysed)[0])
     rows.sort(key=lambda row: row["eta"])  # a grid may be written in any order; tables and figures go up in eta
-    return Summary(config, rows, results, problems, len(every))
+    return Summary(analysed, rows, results, problems, len(every), dict(changes or {}))
 
 
 def write_csv(rows: list[dict], path: str | Path) -> Path:
