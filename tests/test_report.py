@@ -192,7 +192,8 @@ def test_a_finished_run_is_re_analysed_with_a_held_target_without_training_again
     own = write_report(run).read_bytes()
     stamps = {p.name: p.stat().st_mtime_ns for p in (run / "tasks").iterdir()}
     assert main(["report", str(run), "--set", "training.target_hold=3", "--out", str(tmp_path / "held")]) == 0
-    assert capsys.readouterr().out.strip().endswith(str(tmp_path / "held" / "report.html"))
+    out = capsys.readouterr().out
+    assert out.strip().endswith(str(tmp_path / "held" / "report.html")) and "re-analysis of" in out
     with open(tmp_path / "held" / "results.csv") as f:
         held = list(csv.DictReader(f))
     records = summarize(run).records()
@@ -202,6 +203,7 @@ def test_a_finished_run_is_re_analysed_with_a_held_target_without_training_again
         assert int(row["tau_horizon"]) == 30 - 3 + 1
     page = (tmp_path / "held" / "report.html").read_text()
     assert "Re-analysis" in page and "training.target_hold = 3 (the run: 1)" in page and "held 3 consecutive" in page
+    assert "Fastest training to 90% held 3 epochs" in page or "No network reached 90%" in page
     assert (run / "report.html").read_bytes() == own  # the run's own files are untouched, nothing retrained
     assert {p.name: p.stat().st_mtime_ns for p in (run / "tasks").iterdir()} == stamps
     # Settings that shaped the records are refused, naming those that can change; a re-analysis needs its folder.
@@ -209,8 +211,19 @@ def test_a_finished_run_is_re_analysed_with_a_held_target_without_training_again
     assert "can be re-analysed only with other values of training.target" in capsys.readouterr().err
     assert main(["report", str(run), "--set", "training.target_hold=3"]) == 2
     assert "needs its own folder (--out DIR)" in capsys.readouterr().err
-    assert main(["report", str(run), "--set", "training.target_hold=3", "--out", str(run)]) == 2
-    assert "is the run folder itself" in capsys.readouterr().err
+    for inside in (run, run / "tasks", run / "sub"):
+        assert main(["report", str(run), "--set", "training.target_hold=3", "--out", str(inside)]) == 2
+        assert "is the run folder or inside it" in capsys.readouterr().err
+    other = tmp_path / "other"
+    sweep(small_config(**{"training.etas": (0.5,)}), other, executor="serial", progress=False, log=lambda *a: None)
+    assert main(["report", str(run), "--set", "training.target_hold=3", "--out", str(other)]) == 2
+    assert "holds a run of its own" in capsys.readouterr().err and not (other / "report.html").exists()
+    (tmp_path / "afile").write_text("x")
+    assert main(["report", str(run), "--set", "training.target_hold=3", "--out", str(tmp_path / "afile")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert main(["report", str(run), "--set", "training.target_hold=3", "--set", "training.target_hold=4", "--out",
+                 str(tmp_path / "z")]) == 2
+    assert "given twice" in capsys.readouterr().err
     stopped = small_config(**{"training.stop_references": True, "training.etas": (0.5,)})
     sweep(stopped, tmp_path / "stopped", executor="serial", progress=False, log=lambda *a: None)
     assert main(["report", str(tmp_path / "stopped"), "--set", "training.target=0.95", "--out",

@@ -63,13 +63,23 @@ def add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="re-analyse the finished run with another value of " + ", ".join(REANALYSIS_FIELDS)
                         + " (repeatable; e.g. training.target_hold=5): nothing is trained again; needs --out")
-    p.add_argument("--out", metavar="DIR", help="folder for a re-analysis's report and tables")
+    p.add_argument("--out", metavar="DIR", help="folder for a re-analysis's report.html, results.csv and "
+                                                "results.parquet (not a run folder, nor inside this run)")
 
 
 def cmd_report(args) -> int:
-    from chaosgd.experiments.config import parse_assignment
+    from chaosgd.experiments.config import ConfigError, parse_assignment
+    from chaosgd.experiments.results import REANALYSIS_FIELDS
 
-    changes = dict(parse_assignment(item) for item in args.set)
+    changes = {}
+    for item in args.set:
+        key = item.partition("=")[0].strip()
+        if key not in REANALYSIS_FIELDS:
+            raise ConfigError(f"--set {item}: a finished run can be re-analysed only with other values of "
+                              f"{', '.join(REANALYSIS_FIELDS)}; the others shaped its records (run a sweep with them)")
+        if key in changes:
+            raise ConfigError(f"--set {key} is given twice; give each field once")
+        changes[key] = parse_assignment(item)[1]
     if args.out and not changes:
         raise ValueError("--out is for a re-analysis (--set FIELD=VALUE); without one the report is written into "
                          "the run folder")

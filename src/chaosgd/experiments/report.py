@@ -68,13 +68,17 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
     if changes and out is None:
         raise ValueError("a re-analysis (--set) needs its own folder (--out DIR): the run folder's report and "
                          "results.csv keep describing the run's own configuration")
-    dest = Path(out) if out is not None else store.root
-    if out is not None and dest.resolve() == store.root.resolve():
-        raise ValueError(f"--out {dest} is the run folder itself; name another folder for the re-analysis")
+    dest = store.root if out is None else _reanalysis_folder(out, store)
     summary = summary or summarize(store, changes=changes)  # a caller that summarized the run already passes it
-    for why in summary.problems.values():
-        if log is not None:
+    if log is not None:
+        for why in summary.problems.values():
             log(f"left out, cannot be trusted: {why}")
+        if summary.n_pending:
+            log(f"{summary.n_pending} of {summary.n_tasks} tasks are not finished: their learning rates are left out "
+                "(run the sweep again to finish them)")
+        if summary.changes:
+            log(f"re-analysis of {store.root} with " + ", ".join(f"{k} = {v}" for k, v in summary.changes.items())
+                + f": report, results.csv (and results.parquet with pyarrow) in {dest}")
     config, rows = summary.config, summary.rows
     info = store.info()
     run_hash = (store.config() if summary.changes else config).hash()  # the run's, whatever the analysis
@@ -124,6 +128,22 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
               f"<pre>{e(config.to_toml())}</pre>",
               "<h2>Environment</h2>", f"<pre>{e(json.dumps(info, indent=2))}</pre>", "</body></html>"]
     return atomic_write(dest / store.report_path.name, "\n".join(parts))
+
+
+def _reanalysis_folder(out, store: RunDir) -> Path:
+    """The folder of a re-analysis: a folder (or a new one) that is neither a run folder nor inside this run."""
+    if not str(out).strip():
+        raise ValueError("--out: give a folder for the re-analysis")
+    dest = Path(out)
+    if dest.exists() and not dest.is_dir():
+        raise ValueError(f"--out {dest}: exists and is not a folder")
+    here, run = dest.resolve(), store.root.resolve()
+    if here == run or run in here.parents:
+        raise ValueError(f"--out {dest} is the run folder or inside it; the re-analysis goes to a folder of its own")
+    if any((dest / name).exists() for name in ("config.toml", "run.json", "tasks")):
+        raise ValueError(f"--out {dest} holds a run of its own (config.toml, run.json or tasks/), whose report "
+                         "must not be overwritten by another run's re-analysis; name another folder")
+    return dest
 
 
 def _reanalysis(store: RunDir, changes: dict) -> str:
@@ -272,7 +292,8 @@ def edge_of_chaos(rows, target: float, p_high: float = 95.0, hold: int = 1) -> s
         best = min(calm, key=lambda r: r["tau_rmst"])
         median = (f"median > {best['tau_horizon']}" if np.isinf(best["tau_median"])
                   else f"median {best['tau_median']:.3g}")
-        text += (f". Fastest training to {target:.0%}: eta = {best['eta']:g}, restricted mean "
+        held = f" held {hold} epochs" if hold > 1 else ""
+        text += (f". Fastest training to {target:.0%}{held}: eta = {best['eta']:g}, restricted mean "
                  f"{best['tau_rmst']:.3g} epochs [95 % CI {best['tau_rmst_ci_low']:.3g}, "
                  f"{best['tau_rmst_ci_high']:.3g}] up to epoch {best['tau_horizon']} ({median}; "
                  f"{best['reached_percent']:.0f} % of networks reached the target)")
