@@ -32,6 +32,19 @@ def test_bad_input_is_an_error_message_not_a_traceback(tmp_path, capsys):
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()  # refused before any folder
 
 
+def test_a_misspelled_option_is_answered_with_the_nearest_one(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["sweep", "iris", "--training.target_hld", "3"])
+    assert stopped.value.code == 2
+    assert "did you mean --training.target_hold?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["sweep", "iris", "--eta", "1"])  # an option of another command: no misleading suggestion
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --eta 1" in err and "did you mean" not in err
+
+
 def test_run_stops_copies_unless_asked_to_keep_them_with_the_same_exponents(tmp_path):
     args = ["run", "iris", *SMALL, "--training.etas", "0.05", "--training.epochs", "80"]
     assert main(args + ["--out", str(tmp_path / "stop"), "--training.stop_copies", "true"]) == 0

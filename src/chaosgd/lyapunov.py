@@ -275,7 +275,7 @@ def network_exponent(distance: np.ndarray, *, window=None, r2_min: float = R2_MI
     lo, hi = _mean_interval(v, confidence, n_bootstrap, seed)
     positive = np.array([f.positive for f, k in zip(fits, ok) if k])
     return NetworkExponent(float(v.mean()), float(v.std(ddof=1)) if n > 1 else 0.0, float(lo), float(hi),
-                           confidence, float(100 * positive.mean()), n, len(fits) - n, fits)
+                           confidence, 100 * int(positive.sum()) / n, n, len(fits) - n, fits)
 
 
 def _mean_interval(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:

@@ -33,11 +33,37 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with the nearest option named when one is misspelled (``--training.target_hld``)."""
+
+    def error(self, message):
+        if message.startswith("unrecognized arguments:"):
+            import difflib
+
+            known = [o for a in self._subcommand_actions() for o in a.option_strings if o.startswith("--")]
+            for word in message.split(":", 1)[1].split():
+                name = word.split("=")[0]
+                near = difflib.get_close_matches(name, known, n=1) if word.startswith("--") else []
+                if near and near[0] != name:  # an option of another command is not a misspelling
+                    message += f"; did you mean {near[0]}?"
+            message += f" ({self.prog} COMMAND --help lists every option)"
+        super().error(message)
+
+    def _subcommand_actions(self):
+        """Every action of this parser and of its subcommands' parsers."""
+        actions = list(self._actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    actions += sub._subcommand_actions() if isinstance(sub, _Parser) else sub._actions
+        return actions
+
+
 def parser() -> argparse.ArgumentParser:
     from chaosgd import __version__
 
     formatter = _Help
-    top = argparse.ArgumentParser(prog="chaosgd", description=__doc__, formatter_class=formatter)
+    top = _Parser(prog="chaosgd", description=__doc__, formatter_class=formatter)
     top.add_argument("--version", action="version", version=f"chaosgd {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, add, handler, help_text in COMMANDS:

@@ -59,7 +59,7 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
         "eta": float(records.eta[0, 0]), "lambda_nmle": net.mean, "lambda_std": net.std, "lambda_ci_low": net.ci_low,
         "lambda_ci_high": net.ci_high, "p_percent": net.p, "p_ci_low": p_low, "p_ci_high": p_high,
         "n_initial": records.loss.shape[0], "n_excluded": net.n_excluded,
-        "reached_percent": 100 * surv.reached, "reached_ci_low": 100 * surv.reached_low,
+        "reached_percent": 100 * surv.n_reached / surv.n, "reached_ci_low": 100 * surv.reached_low,
         "reached_ci_high": 100 * surv.reached_high, "tau_median": surv.median, "tau_median_ci_low": surv.median_low,
         "tau_median_ci_high": surv.median_high, "tau_rmst": surv.rmst, "tau_rmst_ci_low": surv.rmst_low,
         "tau_rmst_ci_high": surv.rmst_high, "tau_horizon": surv.horizon, "tau_mean_reached": tt.mean(),
