@@ -40,9 +40,12 @@ def test_a_misspelled_option_is_answered_with_the_nearest_one(capsys):
     assert stopped.value.code == 2
     assert "did you mean --training.target_hold?" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["sweep", "iris", "--eta", "1"])  # an option of another command: no misleading suggestion
+        main(["sweep", "iris", "--eta", "1"])  # report's option, not sweep's: no misleading suggestion
     err = capsys.readouterr().err
     assert "unrecognized arguments: --eta 1" in err and "did you mean" not in err
+    with pytest.raises(SystemExit):
+        main(["toymap", "--reus"])  # sweetspot's --reuse is not toymap's
+    assert "did you mean" not in capsys.readouterr().err
 
 
 def test_run_stops_copies_unless_asked_to_keep_them_with_the_same_exponents(tmp_path):

@@ -18,7 +18,8 @@ def test_results_table_and_report_with_every_figure(tmp_path):
     assert [r["eta"] for r in rows] == [0.1, 2.5, 10.0]
     assert all(0 <= r["p_percent"] <= 100 and r["n_initial"] == 5 for r in rows)
     assert all(r["tau_censored"] + (0 if np.isnan(r["tau_mean_reached"]) else 1) >= 1 for r in rows)
-    assert all(r["tau_rmst_ci_low"] <= r["tau_rmst"] <= r["tau_rmst_ci_high"] <= r["tau_horizon"] for r in rows)
+    assert all(r["tau_rmst_ci_low"] <= r["tau_rmst"] <= r["tau_rmst_ci_high"] <= r["tau_horizon"]
+               or (np.isnan(r["tau_rmst_ci_low"]) and r["reached_percent"] in (0, 100)) for r in rows)
     page = write_report(tmp_path).read_text()
     titles = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,", page)
     assert [t.split(":")[0] for t in titles] == ["Figure 1", "Figure 2", "Figure 3", "Figure 4", "Figure 5"]
@@ -229,3 +230,12 @@ def test_a_finished_run_is_re_analysed_with_a_held_target_without_training_again
     assert main(["report", str(tmp_path / "stopped"), "--set", "training.target=0.95", "--out",
                  str(tmp_path / "y")]) == 2
     assert "stopped its references" in capsys.readouterr().err
+
+
+def test_a_float32_run_reports_at_its_grid_learning_rates(tmp_path):
+    config = small_config(**{"model.dtype": "float32", "ensemble.epsilon": 1e-3, "training.etas": (0.1, 2.5),
+                             "ensemble.initial": 2})
+    sweep(config, tmp_path, executor="serial", progress=False, log=lambda *a: None)
+    assert [r["eta"] for r in summarize(tmp_path).rows] == [0.1, 2.5]  # not float32's 0.10000000149
+    page = write_report(tmp_path).read_text()
+    assert "Figure 2" in page and "Figure 1" in page

@@ -77,7 +77,8 @@ def test_agrees_with_lifelines_on_planted_censored_data():
 def test_nobody_reaching_the_target_is_a_median_beyond_the_budget_and_the_whole_budget_as_mean():
     tt = time_to_accuracy(np.zeros((10, 31)), 0.5)
     s = tt.survival()
-    assert math.isinf(s.median) and math.isinf(s.median_high) and s.rmst == s.rmst_low == s.rmst_high == 30
+    assert math.isinf(s.median) and math.isinf(s.median_high) and s.rmst == 30
+    assert math.isnan(s.rmst_low) and math.isnan(s.rmst_high)  # no spread: undefined, not a width of 0
     assert s.n_reached == 0 and s.reached_low == 0
     assert s.reached_high == pytest.approx(0.2775, abs=1e-4)  # the Wilson 95 % upper bound for 0 of 10
     assert np.isnan(tt.mean()) and "never reached" in tt.describe()

@@ -279,12 +279,12 @@ def network_exponent(distance: np.ndarray, *, window=None, r2_min: float = R2_MI
 
 
 def _mean_interval(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:
-    """BCa bootstrap interval of the mean (scipy.stats.bootstrap); a point where the values do not vary (or there
-    is one), since no resample could then differ."""
+    """BCa bootstrap interval of the mean (scipy.stats.bootstrap); NaN (undefined) where the values do not vary or
+    there is one, since no resample could then differ and a point would claim certainty."""
     from scipy import stats
 
     if values.size < 2 or np.ptp(values) == 0:
-        return float(values.mean()), float(values.mean())
+        return float("nan"), float("nan")
     result = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
                              method="BCa", rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)

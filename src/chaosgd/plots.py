@@ -155,7 +155,13 @@ def plot_lambda_vs_eta(rows: list[dict], *, ax=None):
     """The paper's figure 4: lambda_NMLE against eta, error bars one standard deviation of the local exponents."""
     ax = _axes(ax)
     eta = np.array([r["eta"] for r in rows])
-    ax.errorbar(eta, [r["lambda_nmle"] for r in rows], yerr=[r["lambda_std"] for r in rows], fmt="o-", capsize=3)
+    lam = np.array([r["lambda_nmle"] for r in rows], dtype=float)
+    std = np.array([r["lambda_std"] for r in rows], dtype=float)
+    ok = np.isfinite(lam)  # learning rates where every copy diverged have no exponent
+    if ok.any():
+        ax.errorbar(eta[ok], lam[ok], yerr=np.nan_to_num(std[ok]), fmt="o-", capsize=3)
+    else:
+        ax.text(0.5, 0.5, "no finite exponent at any learning rate", transform=ax.transAxes, ha="center")
     ax.axhline(0, color="k", lw=0.8)
     _log_eta_axis(ax, eta)
     ax.set_ylabel(r"$\lambda_{NMLE}$")
@@ -182,7 +188,7 @@ def plot_p_and_tau(rows: list[dict], *, ax=None):
     p_err = [p - np.array([r["p_ci_low"] for r in rows]), np.array([r["p_ci_high"] for r in rows]) - p]
     ax.errorbar(eta, p, yerr=np.nan_to_num(p_err), fmt="D-", color="tab:blue", capsize=3, label="p (Wilson CI)")
     stuck = np.array([100 * r["stuck_at_chance"] / r["n_initial"] for r in rows])
-    ax.plot(eta, stuck, "s--", color="0.5", ms=4, lw=0.8, label="stuck at chance (%)")
+    ax.plot(eta, stuck, "s--", color="0.4", mfc="none", ms=7, lw=0.8, zorder=5, label="stuck at chance (%)")
     _log_eta_axis(ax, eta)
     ax.set_ylabel("p, stuck (%)", color="tab:blue")
     ax.set_ylim(-5, 105)
@@ -197,7 +203,7 @@ def plot_p_and_tau(rows: list[dict], *, ax=None):
     twin.plot(eta[shown], median[shown], "o", mfc="none", color="tab:red", label="median time to target")
     horizon = max(r["tau_horizon"] for r in rows)
     twin.axhline(horizon, color="tab:red", ls=":", lw=1, label="horizon (never reached)")
-    twin.set_ylim(0, horizon * 1.05)
+    twin.set_ylim(0, horizon * 1.2)  # the horizon sits below the left axis' 100 %, where 100 % stuck is drawn
     twin.set_ylabel("epochs to target", color="tab:red")
     handles = [h for a in (ax, twin) for h in a.get_legend_handles_labels()[0]]
     if ax.figure.get_layout_engine() is not None:  # below the axes, where it covers nothing

@@ -106,12 +106,11 @@ def _highest_p(done: dict[float, "Evaluation"]) -> SweetSpot:
     """The answer when p never reaches p_high: the smallest learning rate of the highest p among those that do not
     diverge, bracketed by its evaluated neighbours."""
     evaluations = tuple(sorted(done.values(), key=lambda e: e.eta))
-    calm = [e for e in evaluations if not e.diverges]
-    best = max(calm, key=lambda e: e.p) if calm else evaluations[0]
+    # Never empty: the search only gives up widening at a learning rate that does not diverge.
+    best = max((e for e in evaluations if not e.diverges), key=lambda e: e.p)
     k = evaluations.index(best)
     low, high = evaluations[max(k - 1, 0)].eta, evaluations[min(k + 1, len(evaluations) - 1)].eta
-    return SweetSpot(best.eta if calm else math.nan, low, high, evaluations, diverging_edge=not calm,
-                     p_high_reached=False)
+    return SweetSpot(best.eta, low, high, evaluations, p_high_reached=False)
 
 
 def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, eta_max: float,

@@ -35,9 +35,9 @@ class Survival:
             ``time_to_accuracy``: up to the horizon, "more than the budget").
         rmst, rmst_low, rmst_high: restricted mean time to target, E[min(tau, horizon)] = integral of S from 0 to
             the horizon (S held at its last value past the last observation), with a normal interval from its
-            Kaplan-Meier variance (Klein & Moeschberger, sec. 4.5), clipped to [0, horizon]. Where every network
-            reached the target at the same epoch the variance, and the interval's width, is 0: the estimator sees
-            no spread, however few networks there are.
+            Kaplan-Meier variance (Klein & Moeschberger, sec. 4.5), clipped to [0, horizon]. Where that variance
+            is 0 (no network reached the target, or all at the same epoch) the interval is NaN, undefined, rather
+            than a width of 0 that would claim certainty from however few networks.
         confidence: level of every interval.
     """
 
@@ -113,8 +113,8 @@ class TrainingTime:
             return f"never reached {passage} within {self.budget} epochs ({n}/{n} censored)"
         s = self.survival(confidence)
         median = f"> {self.horizon}" if math.isinf(s.median) else f"{s.median:g}"
-        return (f"{s.n_reached}/{n} reached {passage}; median {median}, restricted mean {s.rmst:.1f} "
-                f"[{s.rmst_low:.1f}, {s.rmst_high:.1f}] epochs")
+        interval = f" [{s.rmst_low:.1f}, {s.rmst_high:.1f}]" if math.isfinite(s.rmst_low) else ""
+        return f"{s.n_reached}/{n} reached {passage}; median {median}, restricted mean {s.rmst:.1f}{interval} epochs"
 
 
 def time_to_accuracy(test_accuracy: np.ndarray, target: float, *, hold: int = 1) -> TrainingTime:
@@ -166,11 +166,14 @@ def survival(reached_at, censored_at, *, horizon: float, confidence: float = 0.9
     ci = stats.binomtest(n_reached, n).proportion_ci(confidence, method="wilson")
     rmst, var = _restricted_mean(events, cens, horizon)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    half = z * math.sqrt(var)
+    # No spread (nobody reached the target, or all at one epoch): the normal interval would have width 0 however
+    # few networks there are; it is undefined instead.
+    half = z * math.sqrt(var) if var > 0 else math.nan
     return Survival(times=times, survival=s, low=low, high=high, horizon=int(horizon), n=n, n_reached=n_reached,
                     reached_low=float(ci.low), reached_high=float(ci.high), median=_crossing(times, s),
                     median_low=_crossing(times, low), median_high=_crossing(times, high), rmst=rmst,
-                    rmst_low=max(0.0, rmst - half), rmst_high=min(float(horizon), rmst + half),
+                    rmst_low=max(0.0, rmst - half) if var > 0 else math.nan,
+                    rmst_high=min(float(horizon), rmst + half) if var > 0 else math.nan,
                     confidence=confidence)
 
 

@@ -34,29 +34,28 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with the nearest option named when one is misspelled (``--training.target_hld``)."""
+    """argparse, with the nearest option of the chosen command named when one is misspelled."""
 
-    def error(self, message):
-        if message.startswith("unrecognized arguments:"):
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
             import difflib
 
-            known = [o for a in self._subcommand_actions() for o in a.option_strings if o.startswith("--")]
-            for word in message.split(":", 1)[1].split():
-                name = word.split("=")[0]
-                near = difflib.get_close_matches(name, known, n=1) if word.startswith("--") else []
-                if near and near[0] != name:  # an option of another command is not a misspelling
+            known = self._options(getattr(parsed, "command", None))
+            message = f"unrecognized arguments: {' '.join(extras)}"
+            for word in extras:
+                name = word.split("=")[0]  # a one-letter slip in a name of 6 or more letters scores >= 0.85
+                near = difflib.get_close_matches(name, known, n=1, cutoff=0.85) if word.startswith("--") else []
+                if near:
                     message += f"; did you mean {near[0]}?"
-            message += f" ({self.prog} COMMAND --help lists every option)"
-        super().error(message)
+            self.error(message + f" ({self.prog} {getattr(parsed, 'command', 'COMMAND')} --help lists its options)")
+        return parsed
 
-    def _subcommand_actions(self):
-        """Every action of this parser and of its subcommands' parsers."""
-        actions = list(self._actions)
-        for action in self._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for sub in action.choices.values():
-                    actions += sub._subcommand_actions() if isinstance(sub, _Parser) else sub._actions
-        return actions
+    def _options(self, command) -> list[str]:
+        """The long options of ``command``'s parser (of this parser when there is none)."""
+        parsers = [a.choices[command] for a in self._actions
+                   if isinstance(a, argparse._SubParsersAction) and command in a.choices] or [self]
+        return [o for a in parsers[0]._actions for o in a.option_strings if o.startswith("--")]
 
 
 def parser() -> argparse.ArgumentParser:

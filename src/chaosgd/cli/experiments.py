@@ -69,14 +69,12 @@ def add_report(p: argparse.ArgumentParser) -> None:
 
 def cmd_report(args) -> int:
     from chaosgd.experiments.config import ConfigError, parse_assignment
-    from chaosgd.experiments.results import REANALYSIS_FIELDS
+    from chaosgd.experiments.results import check_reanalysis_fields
 
     changes = {}
     for item in args.set:
         key = item.partition("=")[0].strip()
-        if key not in REANALYSIS_FIELDS:
-            raise ConfigError(f"--set {item}: a finished run can be re-analysed only with other values of "
-                              f"{', '.join(REANALYSIS_FIELDS)}; the others shaped its records (run a sweep with them)")
+        check_reanalysis_fields([key])  # before its value is parsed: the message names what can change
         if key in changes:
             raise ConfigError(f"--set {key} is given twice; give each field once")
         changes[key] = parse_assignment(item)[1]

@@ -143,6 +143,9 @@ def _reanalysis_folder(out, store: RunDir) -> Path:
     if any((dest / name).exists() for name in ("config.toml", "run.json", "tasks")):
         raise ValueError(f"--out {dest} holds a run of its own (config.toml, run.json or tasks/), whose report "
                          "must not be overwritten by another run's re-analysis; name another folder")
+    for folder in here.parents:
+        if (folder / "tasks").is_dir() and ((folder / "run.json").is_file() or (folder / "config.toml").is_file()):
+            raise ValueError(f"--out {dest} lies inside the run folder {folder}; name a folder outside any run")
     return dest
 
 
@@ -238,7 +241,7 @@ def _figures(summary, lyapunov_eta, plots) -> list[tuple[str, str, str]]:
     figures.append((f"Figure 3: local exponents, eta = {eta:g}", _png(plots.plot_network_exponent(net, eta=eta)),
                     f"Left: mean log-distance y(t) of each of the {len(net.local)} initial conditions at eta = "
                     f"{eta:g}; red: its local exponent counts as positive ({_positive(config)}; {net.n_positive} of "
-                    f"{len(net.local)}), blue: it does not. Right: histogram of the local exponents, stacked: red "
+                    f"{net.n_fitted} fitted), blue: it does not. Right: histogram of the local exponents, stacked: red "
                     "counted positive, grey not; dashed: their mean, lambda_NMLE, which averages both."
                     + (f" {net.n_excluded} initial condition(s) could not be fitted (every copy diverged or sat at "
                        "distance 0) and are left out." if net.n_excluded else "")))
@@ -293,9 +296,10 @@ def edge_of_chaos(rows, target: float, p_high: float = 95.0, hold: int = 1) -> s
         median = (f"median > {best['tau_horizon']}" if np.isinf(best["tau_median"])
                   else f"median {best['tau_median']:.3g}")
         held = f" held {hold} epochs" if hold > 1 else ""
+        interval = (f"[95 % CI {best['tau_rmst_ci_low']:.3g}, {best['tau_rmst_ci_high']:.3g}]"
+                    if np.isfinite(best["tau_rmst_ci_low"]) else "(no interval: every network took as long)")
         text += (f". Fastest training to {target:.0%}{held}: eta = {best['eta']:g}, restricted mean "
-                 f"{best['tau_rmst']:.3g} epochs [95 % CI {best['tau_rmst_ci_low']:.3g}, "
-                 f"{best['tau_rmst_ci_high']:.3g}] up to epoch {best['tau_horizon']} ({median}; "
+                 f"{best['tau_rmst']:.3g} epochs {interval} up to epoch {best['tau_horizon']} ({median}; "
                  f"{best['reached_percent']:.0f} % of networks reached the target)")
         close = [r for r in calm if r is not best and r["tau_rmst_ci_low"] <= best["tau_rmst_ci_high"]]
         text += ("; its interval overlaps those of eta = " + ", ".join(f"{r['eta']:g}" for r in close) + "."

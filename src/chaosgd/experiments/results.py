@@ -90,17 +90,23 @@ REANALYSIS_FIELDS = ("training.target", "training.target_hold", "analysis.r2_min
                      "analysis.chance_margin")
 
 
-def reanalysis(config: Config, changes: dict) -> Config:
-    """``config`` with ``changes`` to ``REANALYSIS_FIELDS`` (checked like any configuration); any other field is
-    refused, since its value shaped the records themselves."""
-    other = sorted(set(changes) - set(REANALYSIS_FIELDS))
+def check_reanalysis_fields(keys) -> None:
+    """Refuse any field but ``REANALYSIS_FIELDS``: the others shaped the records themselves."""
+    other = sorted(set(keys) - set(REANALYSIS_FIELDS))
     if other:
         raise ConfigError(f"{', '.join(other)}: a finished run can be re-analysed only with other values of "
                           f"{', '.join(REANALYSIS_FIELDS)}; the others shaped its records (run a sweep with them)")
+
+
+def reanalysis(config: Config, changes: dict) -> Config:
+    """``config`` with ``changes`` to ``REANALYSIS_FIELDS`` (checked like any configuration)."""
+    check_reanalysis_fields(changes)
     t = config.training
-    if t.stop_references and changes.get("training.target", t.target) != t.target:
-        raise ConfigError(f"training.target: this run stopped its references once they reached {t.target:g} "
-                          "(training.stop_references), so their records end there and cannot show another target")
+    if t.stop_references and (changes.get("training.target", t.target) != t.target
+                              or changes.get("training.target_hold", 1) != 1):
+        raise ConfigError(f"this run stopped its references once they reached {t.target:g} "
+                          "(training.stop_references): their records end there, so neither another "
+                          "training.target nor a training.target_hold can be read from them")
     return config.with_values(**changes)
 
 
@@ -137,10 +143,11 @@ def summarize(run_dir: str | Path, *, changes: dict | None = None) -> Summary:
     results, problems = store.scan(config, every)  # checked against the configuration that made them
     analysed = reanalysis(config, changes) if changes else config
     rows = []
-    for k, _ in enumerate(config.training.etas):
+    for k, eta in enumerate(config.training.etas):
         mine = [t for t in every if t.eta_index == k]
         if all(t.name in results for t in mine):
-            rows.append(fit(concatenate([results[t.name].records for t in mine]), analysed)[0])
+            row = fit(concatenate([results[t.name].records for t in mine]), analysed)[0]
+            rows.append({**row, "eta": eta})  # the grid's value (float32 records hold a rounded one)
     rows.sort(key=lambda row: row["eta"])  # a grid may be written in any order; tables and figures go up in eta
     return Summary(analysed, rows, results, problems, len(every), dict(changes or {}))
 
