@@ -187,3 +187,16 @@ def test_real_mnist_matches_published_checksums(mnist_dir):
     assert data.x_train.shape == (60000, 28, 28, 1) and data.x_test.shape == (10000, 28, 28, 1)
     assert data.y_train[:5].tolist() == [5, 0, 4, 1, 9]  # the well-known first training labels
     assert np.bincount(data.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_the_class_counts_known_without_loading_match_the_loaders():
+    from chaosgd.datasets import CLASSES
+
+    # chance accuracy (1 / classes) flags stuck networks from these counts, without loading the data
+    assert load("iris").n_classes == CLASSES["iris"] and load("blobs").n_classes == CLASSES["blobs"]
+
+
+def test_mnist_has_the_class_count_known_without_loading(mnist_dir):
+    from chaosgd.datasets import CLASSES
+
+    assert load("mnist", path=mnist_dir).n_classes == CLASSES["mnist"]

@@ -204,7 +204,8 @@ def test_a_finished_run_is_re_analysed_with_a_held_target_without_training_again
         assert int(row["tau_horizon"]) == 30 - 3 + 1
     page = (tmp_path / "held" / "report.html").read_text()
     assert "Re-analysis" in page and "training.target_hold = 3 (the run: 1)" in page and "held 3 consecutive" in page
-    assert "Fastest training to 90% held 3 epochs" in page or "No network reached 90%" in page
+    any_reached = any(float(r["reached_percent"]) > 0 and float(r["diverged_fraction"]) <= 0.5 for r in held)
+    assert ("Fastest training to 90% held 3 epochs" if any_reached else "No network reached 90%") in page
     assert (run / "report.html").read_bytes() == own  # the run's own files are untouched, nothing retrained
     assert {p.name: p.stat().st_mtime_ns for p in (run / "tasks").iterdir()} == stamps
     # Settings that shaped the records are refused, naming those that can change; a re-analysis needs its folder.

@@ -164,7 +164,7 @@ def survival(reached_at, censored_at, *, horizon: float, confidence: float = 0.9
         times, s, low, high = np.array([horizon]), np.ones(1), np.ones(1), np.ones(1)
     n_reached = events.size
     ci = stats.binomtest(n_reached, n).proportion_ci(confidence, method="wilson")
-    rmst, var = _restricted_mean(events, cens, horizon)
+    rmst, var = _restricted_mean(times, s, events, cens, horizon)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     # No spread (nobody reached the target, or all at one epoch): the normal interval would have width 0 however
     # few networks there are; it is undefined instead.
@@ -183,20 +183,19 @@ def _crossing(times: np.ndarray, s: np.ndarray) -> float:
     return float(times[below[0]]) if below.size else math.inf
 
 
-def _restricted_mean(events: np.ndarray, cens: np.ndarray, horizon: float) -> tuple[float, float]:
-    """RMST = integral of the Kaplan-Meier S(t) over [0, horizon], and its variance
-    sum_i A_i^2 d_i / (Y_i (Y_i - d_i)) with A_i the area under S from event time t_i to the horizon."""
-    t = np.unique(events)
-    if t.size == 0:
-        return float(horizon), 0.0
-    d = np.array([(events == u).sum() for u in t], dtype=float)
-    # at risk just before t_i: everyone whose event or censoring time is not earlier (events come first in ties)
-    at_risk = np.array([(events >= u).sum() + (cens >= u).sum() for u in t], dtype=float)
-    s = np.cumprod(1 - d / at_risk)
-    edges = np.append(t, horizon)
-    pieces = s * np.diff(edges)  # S is s_i on [t_i, t_{i+1})
-    rmst = float(t[0] + pieces.sum())  # S = 1 before the first event
-    area_after = np.cumsum(pieces[::-1])[::-1]  # A_i
+def _restricted_mean(times: np.ndarray, s: np.ndarray, events: np.ndarray, cens: np.ndarray,
+                     horizon: float) -> tuple[float, float]:
+    """RMST = integral over [0, horizon] of the Kaplan-Meier step function (1 before ``times[0]``, ``s[i]`` on
+    [times[i], times[i + 1])), and its variance sum_i A_i^2 d_i / (Y_i (Y_i - d_i)) over the event times t_i, with d_i
+    events at t_i, Y_i at risk just before it and A_i the area under S from t_i to the horizon."""
+    pieces = s * np.diff(np.append(times, horizon))
+    rmst = float(times[0] + pieces.sum())
+    event_times, d = np.unique(events, return_counts=True)
+    if event_times.size == 0:
+        return rmst, 0.0
+    area_after = np.cumsum(pieces[::-1])[::-1][np.searchsorted(times, event_times)]
+    everyone = np.sort(np.concatenate([events, cens]))
+    at_risk = everyone.size - np.searchsorted(everyone, event_times, side="left")  # times not before t_i
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(at_risk > d, area_after ** 2 * d / (at_risk * (at_risk - d)), 0.0)
     return rmst, float(terms.sum())

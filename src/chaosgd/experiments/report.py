@@ -32,9 +32,7 @@ def representative_eta(rows: list[dict], wanted: float | None = None) -> tuple[f
     """The learning rate of figures 2 and 3 and why: the finished one nearest ``wanted``; by default the first with
     p >= 50 % whose references mostly do not diverge (where sensitivity sets in), else the one of the highest p."""
     done = np.array([r["eta"] for r in rows])
-    if wanted is not None:
-        if not (np.isfinite(wanted) and wanted > 0):
-            raise ValueError(f"the learning rate of figures 2 and 3 must be finite and > 0; got {wanted}")
+    if wanted is not None:  # checked by write_report
         return float(done[np.argmin(np.abs(np.log(done) - np.log(wanted)))]), f"the grid's nearest to {wanted:g}"
     calm = [r for r in rows if r["diverged_fraction"] <= 0.5 and np.isfinite(r["p_percent"])] or rows
     onset = [r for r in calm if r["p_percent"] >= REPRESENTATIVE_P]
@@ -81,7 +79,7 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
                 + f": report, results.csv (and results.parquet with pyarrow) in {dest}")
     config, rows = summary.config, summary.rows
     info = store.info()
-    run_hash = (store.config() if summary.changes else config).hash()  # the run's, whatever the analysis
+    run_config = store.config() if summary.changes else config  # the run's own, whatever the analysis
     dest.mkdir(parents=True, exist_ok=True)
     write_csv(rows, dest / store.csv_path.name)
     write_parquet(rows, dest / store.parquet_path.name)
@@ -111,8 +109,8 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
         "th{background:#f0f0f0}figcaption{font-size:14px;color:#333;margin-top:.3em}figure{margin:1.5em 0}"
         "pre{background:#f6f6f6;padding:1em;overflow:auto}img{max-width:100%}</style></head><body>",
         f"<h1>chaosgd report: {e(config.name)}</h1>",
-        _reanalysis(store, summary.changes),
-        f"<p>Configuration hash {e(run_hash)}; {n_tasks - n_pending} of {n_tasks} "
+        _reanalysis(store.root, run_config, summary.changes),
+        f"<p>Configuration hash {e(run_config.hash())}; {n_tasks - n_pending} of {n_tasks} "
         f"tasks finished" + (f" (<b>{n_pending} pending</b>: rerun the sweep to complete it)" if n_pending else "")
         + f". Compute: {seconds:.1f} s over {net_epochs:,} network-epochs, against {naive:,} for running every "
         f"network every epoch ({net_epochs / max(naive, 1):.0%}).</p>",
@@ -149,13 +147,12 @@ def _reanalysis_folder(out, store: RunDir) -> Path:
     return dest
 
 
-def _reanalysis(store: RunDir, changes: dict) -> str:
-    """The line that says a report re-reads a run with other settings, and which."""
+def _reanalysis(root: Path, run, changes: dict) -> str:
+    """The line that says a report re-reads a run (configuration ``run``) with other settings, and which."""
     if not changes:
         return ""
-    run = store.config()
     settings = "; ".join(f"{key} = {value} (the run: {_value(run, key)})" for key, value in changes.items())
-    return (f"<p><b>Re-analysis</b> of the run in {html.escape(str(store.root))} with {html.escape(settings)}: the "
+    return (f"<p><b>Re-analysis</b> of the run in {html.escape(str(root))} with {html.escape(settings)}: the "
             "records are the run's own, nothing was trained again.</p>")
 
 
@@ -184,7 +181,8 @@ def _table_note(config) -> str:
             f"CI. Time to {_passage(config)}, as censored survival data (networks that never reach it by epoch "
             f"{horizon} are censored): the percentage reached (Wilson CI), the Kaplan-Meier median ('> {horizon}' "
             f"where fewer than half reached it) and the restricted mean time up to epoch {horizon} (a network that "
-            "never reaches the target counts all of it), both with CIs; <tau> is the paper's mean over the networks "
+            "never reaches the target counts all of it), both with CIs ('–' where undefined: no spread to estimate "
+            "one); <tau> is the paper's mean over the networks "
             "that reached the target only (biased where any are censored). At chance (T): reference networks whose "
             f"test accuracy at epoch T is at most 1/classes + {a.chance_margin:g}. Diverged: references whose loss or "
             "weights became infinite or NaN. Test accuracy (T): mean over the references that did not diverge. "
