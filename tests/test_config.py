@@ -45,6 +45,27 @@ def test_quick_scale_is_smaller_and_named():
     ({"training.target_hold": 3, "training.stop_references": True},
      r"training\.target_hold: stop_references stops a reference at its first passage"),
     ({"analysis.chance_margin": 1.0}, r"analysis\.chance_margin: must be in \[0, 1\)"),
+    ({"training.optimizer": "adagrad"}, r"training\.optimizer: unknown optimizer 'adagrad'; choose one of"),
+    ({"training.momentum": 0.5}, r"training\.momentum: is read by momentum and nesterov only, not by optimizer 'gd'"),
+    ({"training.optimizer": "adam", "training.momentum": 0.5}, r"training\.momentum: .*not by optimizer 'adam'"),
+    ({"training.optimizer": "momentum", "training.momentum": 1.0}, r"training\.momentum: must be in \[0, 1\)"),
+    ({"training.schedule": "step"}, r"training\.decay_every: must be an integer >= 1 with the step schedule"),
+    ({"training.warmup_epochs": 5}, r"training\.warmup_epochs: is read by warmup_cosine only"),
+    ({"training.schedule": "warmup_cosine", "training.warmup_epochs": 201},
+     r"training\.warmup_epochs: must be an integer in \[0, epochs = 201\)"),
+    ({"training.batch_size": -1}, r"training\.batch_size: must be an integer >= 0"),
+    ({"model.dropout": 1.0}, r"model\.dropout: must be in \[0, 1\)"),
+    ({"model.architecture": "cnn", "model.dropout": 0.5}, r"model\.dropout: dropout is an option of the MLP only"),
+    ({"training.sharpness_every": 1, "training.optimizer": "adam"},
+     r"training\.sharpness_every: sharpness is tracked along full-batch gradient descent only"),
+    ({"training.axis": "training.etas", "training.axis_values": (1.0,)}, r"training\.axis: unknown axis"),
+    ({"training.axis_values": (1.0, 2.0)}, r"training\.axis_values: values without an axis"),
+    ({"training.axis": "model.width"}, r"training\.axis_values: give training\.axis and its values together"),
+    ({"training.axis": "model.width", "training.axis_values": (8.0, 8.0)}, r"values must not repeat"),
+    ({"training.axis": "model.depth", "training.axis_values": (1.0, 2.5)},
+     r"training\.axis_values: at model\.depth = 2\.5: model\.depth: must be an integer >= 1"),
+    ({"training.axis": "training.momentum", "training.axis_values": (0.0, 0.9)},
+     r"training\.axis_values: at training\.momentum = 0: training\.momentum: is read by momentum"),
 ])
 def test_invalid_values_name_the_field_and_what_is_allowed(change, message):
     with pytest.raises(ConfigError, match=message):
@@ -74,6 +95,32 @@ def test_fields_added_later_keep_the_hash_of_older_run_folders():
     assert preset("mnist-tanh").hash() == "9ffed4a6b2f82b06"
     assert preset("mnist-tanh").with_values(**{"training.sharpness_every": 5}).hash() != "9ffed4a6b2f82b06"
     assert preset("mnist-tanh").with_values(**{"training.target_hold": 3}).hash() != "9ffed4a6b2f82b06"
+    for change in ({"training.optimizer": "sgd"}, {"training.batch_size": 100}, {"model.dropout": 0.1},
+                   {"training.axis": "model.width", "training.axis_values": (8.0, 16.0)}):
+        assert preset("mnist-tanh").with_values(**change).hash() != "9ffed4a6b2f82b06"
+
+
+def test_a_second_axis_expands_into_one_configuration_per_value():
+    config = preset("iris").with_values(**{"training.axis": "model.depth", "training.axis_values": (1.0, 3.0)})
+    assert [(v, c.model.hidden, c.training.axis) for v, c in config.points] == [(1.0, (10,), None),
+                                                                                (3.0, (10, 10, 10), None)]
+    width = preset("iris").with_values(**{"training.axis": "model.width", "training.axis_values": (4.0,)})
+    assert width.points[0][1].model.hidden == (4,)
+    sgd = preset("mnist-sgd", quick=True)
+    assert [c.training.batch_size for _, c in sgd.points] == [100, 1000, 10000]
+    assert all(c.rule.optimizer.name == "sgd" and c.rule.seed == c.ensemble.seed for _, c in sgd.points)
+    assert [c.training.momentum for _, c in preset("mnist-momentum").points] == [0.0, 0.5, 0.9]
+    assert preset("iris").points == [(None, preset("iris"))]
+
+
+def test_the_update_rule_follows_the_fields():
+    config = preset("iris").with_values(**{"training.optimizer": "adamw", "training.weight_decay": 0.01,
+                                           "training.batch_size": 30, "training.shared_noise": False,
+                                           "training.schedule": "step", "training.decay_every": 5})
+    rule = config.rule
+    assert (rule.optimizer.name, rule.optimizer.weight_decay, rule.optimizer.schedule, rule.optimizer.decay_every,
+            rule.batch_size, rule.shared_noise) == ("adamw", 0.01, "step", 5, 30, False)
+    assert preset("iris").rule.optimizer.name == "gd" and preset("iris").rule.batch_size == 0
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -7,7 +7,7 @@ import pytest
 
 from chaosgd import MLP, classification, epsilon_ball, initial_conditions, run
 from chaosgd.engine import BudgetError
-from chaosgd.gd import gd_step
+from chaosgd.dynamics import FULL_BATCH_GD, member_epoch
 from problems import quadratic_objective
 
 
@@ -36,7 +36,7 @@ def test_gradient_matches_central_differences(blobs):
     data = blobs.arrays()
     params = model.init(jax.random.PRNGKey(3))
     eta = jnp.float64(1.0)
-    new, _, _ = gd_step(objective)(params, eta, data)
+    new, _, _, _ = member_epoch(objective, FULL_BATCH_GD, 0, 0)(params, (), eta, data, 0, 0, 0)
     grad = jax.tree_util.tree_map(lambda p, q: (p - q) / eta, params, new)
     leaves, treedef = jax.tree_util.tree_flatten(params)
     rng = np.random.default_rng(0)

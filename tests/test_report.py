@@ -140,7 +140,7 @@ def test_edge_of_chaos_sentence_uses_the_restricted_mean_and_flags_stuck_network
     text = edge_of_chaos(rows, 0.9)
     assert "first at eta = 5." in text and "eta = 5, restricted mean 20 epochs [95 % CI 18, 22] up to epoch 60" in text
     assert "median 19; 100 % of networks reached the target)." in text  # no other interval overlaps [18, 22]
-    assert "At eta = 10 most networks end stuck at chance accuracy" in text
+    assert "At eta = 10: most networks end stuck at chance accuracy" in text
     assert "At eta = 10 (3 of 10) networks reached the target and then ended at chance accuracy" in text
     assert "training.target_hold" in text and "training.target_hold" not in edge_of_chaos(rows, 0.9, hold=3)
     wide = rows[:2] + [row(5, 100, 20.0, 100, median=19, half=40)]

@@ -1,8 +1,10 @@
-"""The engine: many epochs of full-batch gradient descent for a whole ensemble inside one compiled call.
+"""The engine: many epochs of training for a whole ensemble inside one compiled call.
 
 Parameters are stacked pytrees with leading axes ``(groups, 1 + M)``: each group is a reference network (copy 0)
-and its M perturbed copies. The members are flattened into one batch axis and the GD map is ``vmap``-ed over it, so
-XLA sees one wide matrix product per layer instead of K narrow ones; ``lax.scan`` runs the epochs.
+and its M perturbed copies. The members are flattened into one batch axis and the epoch map
+(``dynamics.member_epoch``: full-batch GD by default, any optimiser and minibatches with an ``UpdateRule``) is
+``vmap``-ed over it, so XLA sees one wide matrix product per layer instead of K narrow ones; ``lax.scan`` runs the
+epochs.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ import itertools
 import math
 import os
 from functools import partial
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chaosgd.gd import ensemble_step
+from chaosgd.dynamics import FULL_BATCH_GD, UpdateRule, member_epoch
 from chaosgd.objective import Objective
 from chaosgd.records import Records, concatenate
 
@@ -68,8 +70,8 @@ class BudgetError(ValueError):
 def run(objective: Objective, params, eta, data, *, epochs: int, initial_condition=None,
         groups_per_chunk: int | None = None, memory_budget: float | None = None,
         progress: bool | Callable[[int], None] = False, stop_copies: StopRule | None = None,
-        stop_references_at: float | None = None) -> Records:
-    """Train every member of an ensemble for ``epochs`` full-batch GD steps and record what DESIGN.md asks for.
+        stop_references_at: float | None = None, rule: UpdateRule | None = None) -> Records:
+    """Train every member of an ensemble for ``epochs`` epochs and record what DESIGN.md asks for.
 
     Args:
         objective: the loss and the test metric (``objective.classification(model)`` for the paper's networks).
@@ -92,6 +94,9 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
             copies have stopped (or it has none); its later records are NaN and ``Records.references_stopped_at``
             says when. The time to the target is unchanged; final losses then exist only for the references that
             never reached it. None (default): references run to the end.
+        rule: the optimiser and minibatches (``dynamics.UpdateRule``); None (default): full-batch gradient descent,
+            one step per epoch. Every member starts from the optimiser's initial state; minibatch orders and
+            dropout masks come from (``rule.seed``, initial condition, epoch).
 
     A member whose loss or parameters stop being finite is frozen and recorded as NaN from that epoch on
     (``Records.diverged_at``); the others go on. Results do not depend on the chunking beyond roundoff in the last
@@ -119,6 +124,13 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
     if ic.shape != (n_groups,):
         raise ValueError(f"initial_condition must have one entry per group ({n_groups}); got shape {ic.shape}")
 
+    rule = FULL_BATCH_GD if rule is None else rule
+    if not isinstance(rule, UpdateRule):
+        raise ValueError(f"rule must be None or a chaosgd.dynamics.UpdateRule; got {rule!r}")
+    if (rule.batch_size or objective.dropout) and not (isinstance(data, dict) and "x_train" in data):
+        raise ValueError("minibatches and dropout need data as a dict with 'x_train' and 'y_train' (examples on the "
+                         "first axis)")
+
     if stop_copies is not None:
         first = getattr(stop_copies, "first_check", None)
         is_epoch = isinstance(first, (int, np.integer)) and not isinstance(first, bool) and first >= 0
@@ -141,8 +153,8 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
         for start in range(0, n_groups, groups_per_chunk):
             stop = min(start + groups_per_chunk, n_groups)
             chunk = jax.tree_util.tree_map(lambda x: np.asarray(x[start:stop]), params)
-            parts.append(_run_chunk(objective, chunk, eta[start:stop], ic[start:stop], data, epochs, stop_copies,
-                                    stop_references_at, report, key))
+            parts.append(_run_chunk(objective, rule, chunk, eta[start:stop], ic[start:stop], data, epochs,
+                                    stop_copies, stop_references_at, report, key))
     finally:
         if report is not None:
             jax.effects_barrier()  # every epoch's callback has reported before the bar closes
@@ -152,7 +164,8 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
     return concatenate(parts)
 
 
-def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies, stop_references_at, report, key) -> Records:
+def _run_chunk(objective, rule, params, eta, ic, data, epochs, stop_copies, stop_references_at, report,
+               key) -> Records:
     """One chunk, in compiled scans of at least _MIN_SEGMENT epochs over two flat batches of networks: "joint" holds
     the groups whose copies still run, each as its reference followed by its M copies (a reference and its copies
     always share a batch, so an unperturbed copy stays at distance exactly 0); "solo" holds the references of the
@@ -171,7 +184,10 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies, stop_refer
     ref_stopped_at = np.full(n_groups, -1, dtype=np.int64)
     ref_steps = np.zeros(n_groups, dtype=np.int64)
 
-    joint = _Members.start(jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), params), eta.reshape(-1))
+    joint = _Members.start(jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), params), eta.reshape(-1),
+                           np.repeat(ic, n_members), np.tile(np.arange(n_members), n_groups), rule.optimizer)
+    n_train = data["x_train"].shape[0] if isinstance(data, dict) and "x_train" in data else 0
+    program = (objective, rule, n_train, epochs if rule.optimizer.schedule != "constant" else 0)
     solo = joint.take(np.array([], dtype=int))
     joint_groups, solo_groups = np.arange(n_groups), np.array([], dtype=int)
     seg = max(_MIN_SEGMENT, math.ceil(epochs / _SEGMENTS))
@@ -184,7 +200,7 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies, stop_refer
         # Stopped copies and references that have not yet left their batch were counted when they stopped.
         advanced = (int((ref_stopped_at[joint_groups] < 0).sum() + (ref_stopped_at[solo_groups] < 0).sum())
                     + int((stopped_at[joint_groups] < 0).sum()) * n_copies)
-        joint.state, solo.state, recs = _segment(objective, joint.state, solo.state, data, jnp.int32(t0), length,
+        joint.state, solo.state, recs = _segment(program, joint.state, solo.state, data, jnp.int32(t0), length,
                                                  n_members, final, report is not None,
                                                  (jnp.int32(key), jnp.int32(advanced)))
         j_loss, j_acc, j_test, j_dist, s_loss, s_acc, s_test = (np.moveaxis(r, 0, -1) for r in jax.device_get(recs))
@@ -245,7 +261,8 @@ def _run_chunk(objective, params, eta, ic, data, epochs, stop_copies, stop_refer
     return Records(eta=eta, initial_condition=ic, loss=loss, train_accuracy=train_acc, test_accuracy=test_acc,
                    distance=dist, diverged_at=diverged_at, copies_stopped_at=stopped_at,
                    copies_computed_epochs=copy_steps, references_stopped_at=ref_stopped_at,
-                   references_computed_epochs=ref_steps)
+                   references_computed_epochs=ref_steps,
+                   steps_per_epoch=np.full(n_groups, rule.steps_per_epoch(n_train), dtype=np.int64))
 
 
 def _retire(batch, groups, test_acc, target, last, ref_stopped_at, diverged_at):
@@ -263,17 +280,30 @@ def _retire(batch, groups, test_acc, target, last, ref_stopped_at, diverged_at):
     return int(fresh.sum()), batch, groups
 
 
-class _Members:
-    """A flat batch of networks: parameters, learning rates, alive flags and the epoch each diverged (-1)."""
+class _State(NamedTuple):
+    """What the compiled scan carries for a flat batch of networks (every leaf has the member axis first)."""
 
-    def __init__(self, state):
+    params: object
+    opt: object  # the optimiser's state
+    eta: jax.Array
+    ic: jax.Array  # initial condition and copy index: they pick the minibatch order and dropout masks
+    copy: jax.Array
+    alive: jax.Array
+    diverged_at: jax.Array  # first epoch not finite; -1: never
+
+
+class _Members:
+    """A flat batch of networks and its state (``_State``)."""
+
+    def __init__(self, state: _State):
         self.state = state
 
     @classmethod
-    def start(cls, params, eta) -> "_Members":
+    def start(cls, params, eta, ic, copy, optimizer) -> "_Members":
         n = np.shape(eta)[0]
-        return cls((jax.tree_util.tree_map(jnp.asarray, params), jnp.asarray(eta), jnp.ones(n, dtype=bool),
-                    jnp.full(n, -1, dtype=jnp.int32)))
+        params = jax.tree_util.tree_map(jnp.asarray, params)
+        return cls(_State(params, jax.vmap(optimizer.init)(params), jnp.asarray(eta), jnp.asarray(ic, jnp.int32),
+                          jnp.asarray(copy, jnp.int32), jnp.ones(n, dtype=bool), jnp.full(n, -1, dtype=jnp.int32)))
 
     def take(self, index) -> "_Members":
         index = jnp.asarray(index, dtype=jnp.int32)
@@ -283,10 +313,10 @@ class _Members:
         return _Members(jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), self.state, other.state))
 
     def alive_host(self):
-        return np.asarray(self.state[2])
+        return np.asarray(self.state.alive)
 
     def diverged_host(self):
-        return np.asarray(self.state[3])
+        return np.asarray(self.state.diverged_at)
 
 
 def _report(report, n):
@@ -301,46 +331,50 @@ def _tick(key, n):
         _report(report, int(n))
 
 
-def _advance(step, members, t, data):
-    """One GD step of a flat batch; returns the new state and the masked loss and accuracy of theta(t)."""
-    params, eta, alive, diverged_at = members
-    new, loss, acc = step(params, eta, data)
-    valid = alive & jnp.isfinite(loss)
+def _advance(epoch, members: _State, t, data):
+    """One epoch of a flat batch; returns the new state and the masked loss and accuracy of theta(t)."""
+    s = members
+    params, opt, loss, acc = epoch(s.params, s.opt, s.eta, data, s.ic, s.copy, t)
+    valid = s.alive & jnp.isfinite(loss)
     finite = jnp.all(jnp.stack([jnp.isfinite(x).reshape(x.shape[0], math.prod(x.shape[1:])).all(-1)
-                                for x in jax.tree_util.tree_leaves(new)]), axis=0)
-    diverged_at = jnp.where(alive & ~valid, t, jnp.where(valid & ~finite, t + 1, diverged_at))
+                                for x in jax.tree_util.tree_leaves(params) if jnp.issubdtype(x.dtype, jnp.inexact)]),
+                     axis=0)
+    diverged_at = jnp.where(s.alive & ~valid, t, jnp.where(valid & ~finite, t + 1, s.diverged_at))
     alive = valid & finite
-    params = jax.tree_util.tree_map(
-        lambda x_new, x_old: jnp.where(alive.reshape(-1, *(1,) * (x_new.ndim - 1)), x_new, x_old), new, params)
-    return (params, eta, alive, diverged_at), jnp.where(valid, loss, jnp.nan), jnp.where(valid, acc, jnp.nan), valid
+    keep = lambda x_new, x_old: jnp.where(alive.reshape(-1, *(1,) * (x_new.ndim - 1)), x_new, x_old)  # noqa: E731
+    new = s._replace(params=jax.tree_util.tree_map(keep, params, s.params),
+                     opt=jax.tree_util.tree_map(keep, opt, s.opt), alive=alive, diverged_at=diverged_at)
+    return new, jnp.where(valid, loss, jnp.nan), jnp.where(valid, acc, jnp.nan), valid
 
 
-def _observe(objective, members, t, data):
+def _observe(objective, members: _State, t, data):
     """Loss and accuracy of theta(t) without stepping (the final epoch)."""
-    params, eta, alive, diverged_at = members
-    loss, acc = jax.vmap(objective.loss, in_axes=(0, None))(params, data)
-    valid = alive & jnp.isfinite(loss)
-    diverged_at = jnp.where(alive & ~valid, t, diverged_at)
-    return (params, eta, valid, diverged_at), jnp.where(valid, loss, jnp.nan), jnp.where(valid, acc, jnp.nan), valid
+    loss, acc = jax.vmap(lambda p: objective.loss(p, data))(members.params)
+    valid = members.alive & jnp.isfinite(loss)
+    diverged_at = jnp.where(members.alive & ~valid, t, members.diverged_at)
+    new = members._replace(alive=valid, diverged_at=diverged_at)
+    return new, jnp.where(valid, loss, jnp.nan), jnp.where(valid, acc, jnp.nan), valid
 
 
 @partial(jax.jit, static_argnums=(0, 5, 6, 7, 8))
-def _segment(objective, joint, solo, data, t0, length, n_members, final, progress, tick):
+def _segment(program, joint, solo, data, t0, length, n_members, final, progress, tick):
     """``length`` epochs of both batches; with ``final``, one evaluation of theta(t0) and no step.
 
+    ``program`` is (objective, update rule, training-set size, epochs of the run or 0 when no schedule needs them).
     With ``progress``, each epoch calls back ``_tick(*tick)``, ``tick`` being (run key, networks advanced per
     epoch); without it the program holds no callback (a host round trip per epoch is not free)."""
-    step = ensemble_step(objective)
+    objective = program[0]
+    step = jax.vmap(member_epoch(*program), in_axes=(0, 0, 0, None, 0, 0, None))
     test = jax.vmap(objective.test_accuracy, in_axes=(0, None))
 
     def body(carry, t):
         joint, solo = carry
-        n_joint = joint[1].shape[0] // n_members
-        grouped = jax.tree_util.tree_map(lambda x: x.reshape(n_joint, n_members, *x.shape[1:]), joint[0])
+        n_joint = joint.eta.shape[0] // n_members
+        grouped = jax.tree_util.tree_map(lambda x: x.reshape(n_joint, n_members, *x.shape[1:]), joint.params)
         dist = sum(jnp.abs(x[:, 1:] - x[:, :1]).reshape(n_joint, n_members - 1, math.prod(x.shape[2:])).sum(-1)
                    for x in jax.tree_util.tree_leaves(grouped)) if n_members > 1 else None
         j_test = test(jax.tree_util.tree_map(lambda x: x[:, 0], grouped), data)
-        s_test = test(solo[0], data)
+        s_test = test(solo.params, data)
         if final:
             joint, j_loss, j_acc, j_valid = _observe(objective, joint, t, data)
             solo, s_loss, s_acc, s_valid = _observe(objective, solo, t, data)

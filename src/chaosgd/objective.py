@@ -18,20 +18,27 @@ from chaosgd.models.base import Model, weight_mask
 
 @dataclass(frozen=True)
 class Objective:
-    """``loss(params, data) -> (loss, train_accuracy)`` and ``test_accuracy(params, data) -> accuracy``."""
+    """``loss(params, data) -> (loss, train_accuracy)`` and ``test_accuracy(params, data) -> accuracy``.
 
-    loss: Callable[[Any, Any], tuple[jax.Array, jax.Array]]
+    With ``dropout``, ``loss(params, data, key)`` takes a PRNG key for the training masks too (``loss(params, data)``
+    is then the deterministic loss, dropout off). Minibatches (``dynamics.UpdateRule(batch_size=...)``) pass ``data``
+    with ``x_train``, ``y_train`` replaced by the batch's and ``weight``, one per example (0 for padding).
+    """
+
+    loss: Callable[..., tuple[jax.Array, jax.Array]]
     test_accuracy: Callable[[Any, Any], jax.Array]
+    dropout: bool = False
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean over examples of ``-log softmax(logits)[label]`` (the paper's eq. 2)."""
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
+def cross_entropy(logits: jax.Array, labels: jax.Array, weight: jax.Array | None = None) -> jax.Array:
+    """Mean over examples of ``-log softmax(logits)[label]`` (the paper's eq. 2); weighted by ``weight``."""
+    picked = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), labels[:, None], axis=-1)
+    return -jnp.mean(picked) if weight is None else -jnp.sum(weight * picked[:, 0]) / jnp.sum(weight)
 
 
-def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(logits.dtype))
+def accuracy(logits: jax.Array, labels: jax.Array, weight: jax.Array | None = None) -> jax.Array:
+    hits = (jnp.argmax(logits, axis=-1) == labels).astype(logits.dtype)
+    return jnp.mean(hits) if weight is None else jnp.sum(weight * hits) / jnp.sum(weight)
 
 
 @lru_cache(maxsize=64)  # the same (model, l2) gives the same Objective, so compiled programs are reused
@@ -39,21 +46,24 @@ def classification(model: Model, *, l2: float = 0.0) -> Objective:
     """Cross-entropy of ``model`` on ``data["x_train"], data["y_train"]`` plus ``(l2 / 2) * ||W||^2``.
 
     The L2 term covers the weights only (see ``models.weight_mask``), as in the paper's ``L + (lambda/2)||W||^2``.
-    Accuracies are fractions in [0, 1]; the test accuracy uses ``data["x_test"], data["y_test"]``.
+    Accuracies are fractions in [0, 1]; the test accuracy uses ``data["x_test"], data["y_test"]``. A model with
+    ``dropout`` > 0 gets its training masks from the key the loss is given (``Objective.dropout``).
     """
     if l2 < 0:
         raise ValueError(f"l2 must be >= 0; got {l2}")
+    dropout = getattr(model, "dropout", 0) > 0
 
-    def loss(params, data):
-        logits = model.apply(params, data["x_train"])
-        value = cross_entropy(logits, data["y_train"])
+    def loss(params, data, key=None):
+        logits = model.apply(params, data["x_train"]) if key is None else model.apply(params, data["x_train"], key=key)
+        weight = data.get("weight")
+        value = cross_entropy(logits, data["y_train"], weight)
         if l2:
             squares = jax.tree_util.tree_map(lambda p, is_w: jnp.sum(p * p) if is_w else 0.0,
                                              params, weight_mask(params))
             value = value + 0.5 * l2 * sum(jax.tree_util.tree_leaves(squares))
-        return value, accuracy(logits, data["y_train"])
+        return value, accuracy(logits, data["y_train"], weight)
 
     def test_accuracy(params, data):
         return accuracy(model.apply(params, data["x_test"]), data["y_test"])
 
-    return Objective(loss=loss, test_accuracy=test_accuracy)
+    return Objective(loss=loss, test_accuracy=test_accuracy, dropout=dropout)

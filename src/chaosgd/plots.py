@@ -233,3 +233,58 @@ def plot_sweet_spot(spot, *, p_high: float = 95.0, ax=None):
     ax.set_ylabel("p (%)")
     ax.legend(fontsize=8)
     return ax
+
+
+# Quantities of a 2-D sweep drawn as heatmaps: (column of results.csv, title, colour map).
+HEATMAPS = (("p_percent", "p (%)", "viridis"), ("lambda_nmle", r"$\lambda_{NMLE}$ (per epoch)", "magma"),
+            ("tau_rmst", "restricted mean epochs to target", "cividis_r"))
+
+
+def plot_heatmaps(rows: list[dict], axis: str, *, axes=None):
+    """A 2-D sweep: p, lambda_NMLE and the restricted mean time to target over eta (columns) and the second axis
+    (rows), one panel each; cells not finished (or with no value) are blank, each cell carries its number."""
+    if axes is None:
+        import matplotlib.pyplot as plt
+        _, axes = plt.subplots(1, len(HEATMAPS), figsize=(13, 4.2), constrained_layout=True)
+    etas = sorted({r["eta"] for r in rows})
+    values = sorted({r[axis] for r in rows})
+    for ax, (column, title, cmap) in zip(axes, HEATMAPS):
+        grid = np.full((len(values), len(etas)), np.nan)
+        for r in rows:
+            grid[values.index(r[axis]), etas.index(r["eta"])] = r[column]
+        shown = np.ma.masked_invalid(grid)
+        image = ax.imshow(shown, origin="lower", aspect="auto", cmap=cmap)
+        ax.figure.colorbar(image, ax=ax, shrink=0.85)
+        for (i, j), v in np.ndenumerate(grid):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2g}" if column == "lambda_nmle" else f"{v:.0f}", ha="center", va="center",
+                        fontsize=7, color="w" if image.norm(v) < 0.5 else "k")
+        ax.set_xticks(range(len(etas)), [f"{e:g}" for e in etas], rotation=60, fontsize=7)
+        ax.set_yticks(range(len(values)), [f"{v:g}" for v in values], fontsize=7)
+        ax.set_xlabel(r"learning rate $\eta$")
+        ax.set_ylabel(axis)
+        ax.set_title(title, fontsize=10)
+    return axes
+
+
+def plot_curves_by_axis(rows: list[dict], axis: str, *, axes=None):
+    """A 2-D sweep as curves: p (Wilson 95 % CI) and the restricted mean time to target (95 % CI) against eta, one
+    line per value of the second axis."""
+    if axes is None:
+        import matplotlib.pyplot as plt
+        _, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for value in sorted({r[axis] for r in rows}):
+        mine = [r for r in rows if r[axis] == value]
+        eta = np.array([r["eta"] for r in mine])
+        for ax, (mid, low, high) in zip(axes, (("p_percent", "p_ci_low", "p_ci_high"),
+                                               ("tau_rmst", "tau_rmst_ci_low", "tau_rmst_ci_high"))):
+            y = np.array([r[mid] for r in mine], dtype=float)
+            err = [y - np.array([r[low] for r in mine]), np.array([r[high] for r in mine]) - y]
+            ax.errorbar(eta, y, yerr=np.nan_to_num(err), fmt="o-", capsize=2, label=f"{axis} = {value:g}")
+    for ax, label in zip(axes, ("p (%)", "restricted mean epochs to target")):
+        _log_eta_axis(ax, np.array([r["eta"] for r in rows]))
+        ax.set_ylabel(label)
+    horizon = max(r["tau_horizon"] for r in rows)
+    axes[1].axhline(horizon, color="k", ls=":", lw=1, label="horizon (never reached)")
+    axes[1].legend(fontsize=7)
+    return axes

@@ -27,6 +27,7 @@ DIMS = {
     "copies_computed_epochs": ("group",),
     "references_stopped_at": ("group",),
     "references_computed_epochs": ("group",),
+    "steps_per_epoch": ("group",),
 }
 
 
@@ -43,11 +44,14 @@ class Records:
         diverged_at: first epoch at which a member's loss or parameters were not finite; -1 if never.
         copies_stopped_at: last epoch recorded for each group's perturbed copies when they were stopped early
             (``engine.run(stop_copies=...)``); -1 if they ran to the end.
-        copies_computed_epochs: gradient steps each group's copies actually took (they may run a few epochs past
+        copies_computed_epochs: epochs each group's copies actually took (they may run a few epochs past
             their stop before the engine regroups its batches).
         references_stopped_at: last epoch recorded for each reference stopped early (``engine.run(
             stop_references_at=...)``); -1 if it ran to the end.
-        references_computed_epochs: gradient steps each reference actually took.
+        references_computed_epochs: epochs each reference actually took.
+        steps_per_epoch: optimiser steps per epoch (1 for full batches; ceil(N / B) for minibatches of B): an
+            epoch is one pass over the N training examples whatever the batch size, ``epoch * steps_per_epoch``
+            the steps taken.
     """
 
     eta: np.ndarray
@@ -61,10 +65,11 @@ class Records:
     copies_computed_epochs: np.ndarray
     references_stopped_at: np.ndarray
     references_computed_epochs: np.ndarray
+    steps_per_epoch: np.ndarray
 
     @property
     def epochs(self) -> int:
-        """Number of gradient-descent steps T (records hold T + 1 epochs, t = 0 .. T)."""
+        """Number of epochs T (records hold T + 1 epochs, t = 0 .. T)."""
         return self.loss.shape[-1] - 1
 
     @property
@@ -107,6 +112,7 @@ class Records:
         values.setdefault("copies_computed_epochs", np.full(n_groups, epochs))
         values.setdefault("references_stopped_at", np.full(n_groups, -1))
         values.setdefault("references_computed_epochs", np.full(n_groups, epochs))
+        values.setdefault("steps_per_epoch", np.ones(n_groups, dtype=np.int64))
         return cls(**values)
 
     def to_xarray(self):

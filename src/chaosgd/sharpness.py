@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from chaosgd.gd import gd_step
+from chaosgd.dynamics import FULL_BATCH_GD, member_epoch
 from chaosgd.objective import Objective
 
 METHODS = ("lanczos", "power")
@@ -221,5 +221,5 @@ def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: i
 
 @partial(jax.jit, static_argnums=(0, 4))
 def _advance(objective, params, eta, data, n_steps):
-    step = gd_step(objective)
-    return jax.lax.fori_loop(0, n_steps, lambda _, p: step(p, eta, data)[0], params)
+    epoch = member_epoch(objective, FULL_BATCH_GD, 0, 0)
+    return jax.lax.fori_loop(0, n_steps, lambda t, p: epoch(p, (), eta, data, 0, 0, t)[0], params)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chaosgd.cli.options import (RUNS, add_execution, add_experiment, add_out, experiment, out_folder,
+from chaosgd.cli.options import (RUNS, add_execution, add_experiment, add_out, experiment, one_point, out_folder,
                                  pyplot_free_plots, run_sweep, use_device)
 
 
@@ -126,7 +126,7 @@ def cmd_sweetspot(args) -> int:
     from chaosgd.experiments.sweep import Interrupted
     from chaosgd.sweetspot import check_search, find_sweet_spot
 
-    config = experiment(args)
+    config = one_point(experiment(args), "the sweet-spot search")
     check_search(eta_min=args.eta_min, eta_max=args.eta_max, p_high=args.p_high, rel_width=args.rel_width,
                  parallel=args.parallel, max_initial=args.max_initial, n_initial=config.ensemble.initial,
                  confidence=args.confidence)

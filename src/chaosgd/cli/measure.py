@@ -11,7 +11,7 @@ import numpy as np
 
 from chaosgd.atomic import atomic_write
 from chaosgd.experiments.report import FIGURE_2_ETA
-from chaosgd.cli.options import (RUNS, add_execution, add_experiment, add_out, experiment, out_folder,
+from chaosgd.cli.options import (RUNS, add_execution, add_experiment, add_out, experiment, one_point, out_folder,
                                  pyplot_free_plots, run_sweep)
 
 
@@ -35,7 +35,7 @@ def cmd_lyapunov(args) -> int:
     overrides = {"training.etas": (args.eta,)}
     if args.window:
         overrides["training.stop_copies"] = False  # a fixed window needs every epoch
-    config = experiment(args, **overrides)
+    config = one_point(experiment(args, **overrides), "lyapunov")
     if args.window and not 0 <= args.window[0] <= args.window[1] - 2 <= config.training.epochs - 2:
         raise ValueError(f"--window START STOP: need 0 <= START, START + 2 <= STOP <= training.epochs = "
                          f"{config.training.epochs}; got {args.window[0]} {args.window[1]}")
@@ -81,7 +81,7 @@ def _tangent(config, args, out: Path, plots) -> dict:
     for i in tqdm(range(n), desc="tangent", disable=args.quiet):
         centre = jax.tree_util.tree_map(lambda x: x[i], centres)
         result = tangent_exponents(problem.objective, centre, args.eta, problem.arrays, epochs=epochs, k=args.k,
-                                   seed=i)
+                                   seed=i, rule=config.rule, initial_condition=i)
         start, stop = args.window if args.window else (0, epochs)
         finite_time.append(result.finite_time)
         exponents.append(result.over(start, stop))
@@ -136,10 +136,10 @@ def cmd_sharpness(args) -> int:
         if value is not None and value < 1:
             raise ValueError(f"{option} must be >= 1; got {value}")
     # One initial condition with one copy (the least an ensemble has) per learning rate: the sharpness is the work.
-    config = experiment(args, **{"training.sharpness_every": args.every, "training.sharpness_method": args.method,
-                                 "training.sharpness_iterations": args.iterations,
-                                 "training.sharpness_examples": args.hessian_examples,
-                                 "ensemble.initial": 1, "ensemble.copies": 1, "block": 1})
+    config = one_point(experiment(args, **{
+        "training.sharpness_every": args.every, "training.sharpness_method": args.method,
+        "training.sharpness_iterations": args.iterations, "training.sharpness_examples": args.hessian_examples,
+        "ensemble.initial": 1, "ensemble.copies": 1, "block": 1}), "sharpness")
     out = out_folder(args, RUNS / f"{config.name}-sharpness")
     plots = pyplot_free_plots()
     results = summarize(run_sweep(args, config, out)).results.values()

@@ -86,6 +86,15 @@ def experiment(args, **overrides) -> Config:
     return config.with_values(**changes) if changes else config
 
 
+def one_point(config: Config, command: str) -> Config:
+    """Refuse a 2-D sweep's configuration for a command that measures at one point of it."""
+    if config.training.axis is not None:
+        raise ValueError(f"{command} measures one configuration, and this one sweeps {config.training.axis} too "
+                         f"(training.axis): choose one value, e.g. --set training.axis=none --set "
+                         f"training.axis_values=[] --set {config.training.axis}={config.training.axis_values[0]:g}")
+    return config
+
+
 def out_folder(args, default: Path) -> Path:
     """--out, or the command's default; a path that exists and is not a folder is refused."""
     out = Path(args.out) if args.out else default

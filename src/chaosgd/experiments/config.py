@@ -25,6 +25,7 @@ from chaosgd.ensemble import PERTURB_MODES
 from chaosgd.lyapunov import LAMBDA_MIN, PLATEAU, R2_MIN
 from chaosgd.models import ACTIVATIONS, ARCHITECTURES
 from chaosgd.models.base import DTYPES
+from chaosgd.optimizers import NAMES as OPTIMIZERS, READS, SCHEDULE_READS, SCHEDULES
 from chaosgd.sharpness import METHODS as SHARPNESS_METHODS
 
 # The paper's learning-rate grid (DESIGN.md).
@@ -90,6 +91,8 @@ class Model(_Section):
     activation: str = _field("tanh", f"one of {', '.join(sorted(ACTIVATIONS))}")
     sigma: float | None = _field(None, "weights ~ N(0, sigma^2) (default: 1 for MLPs, 0.01 for the CNN)")
     dtype: str = _field("float64", f"one of {', '.join(DTYPES)} (epsilon = 1e-8 needs float64)")
+    dropout: float = _field(0.0, "MLP only: probability of dropping each hidden unit in training (masks shared by a "
+                                 "reference and its copies, see training.shared_noise)")
 
     def _check(self):
         _require(self.architecture in ARCHITECTURES, "model.architecture",
@@ -100,6 +103,9 @@ class Model(_Section):
                  f"unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}")
         _require(self.sigma is None or self.sigma > 0, "model.sigma", f"must be > 0; got {self.sigma}")
         _require(self.dtype in DTYPES, "model.dtype", f"unknown dtype {self.dtype!r}; choose one of {list(DTYPES)}")
+        _require(0 <= self.dropout < 1, "model.dropout", f"must be in [0, 1); got {self.dropout}")
+        _require(self.dropout == 0 or self.architecture == "mlp", "model.dropout",
+                 f"dropout is an option of the MLP only; got {self.dropout} with architecture {self.architecture!r}")
 
     @property
     def weight_scale(self) -> float:
@@ -126,12 +132,39 @@ class Ensemble(_Section):
         _require(self.seed >= 0, "ensemble.seed", f"must be >= 0; got {self.seed}")
 
 
+# Fields a 2-D sweep may vary together with eta (``training.axis``); model.width sets every hidden layer's width,
+# model.depth the number of hidden layers (each as wide as the first).
+AXES = ("training.batch_size", "training.momentum", "training.b1", "training.b2", "training.weight_decay",
+        "training.l2", "model.width", "model.depth", "model.sigma", "model.dropout", "ensemble.epsilon")
+
+
 @dataclass(frozen=True)
 class Training(_Section):
-    """Full-batch gradient descent over a grid of learning rates."""
+    """Training over a grid of learning rates: full-batch gradient descent (the paper's), or any optimiser with
+    minibatches."""
 
-    etas: tuple[float, ...] = _field(PAPER_ETAS, "learning rates, e.g. [0.1, 1, 10] (default: the paper's grid)")
-    epochs: int = _field(201, "gradient-descent steps T")
+    etas: tuple[float, ...] = _field(PAPER_ETAS, "learning rates, e.g. [0.1, 1, 10] (default: the paper's grid); the "
+                                                 "peak rate under a schedule")
+    axis: str | None = _field(None, "a second axis swept with eta (a 2-D sweep): one of " + ", ".join(AXES))
+    axis_values: tuple[float, ...] = _field((), "the values of the second axis, e.g. [100, 1000, 10000]")
+    epochs: int = _field(201, "epochs T (an epoch is one pass over the training set: one step of full-batch GD)")
+    optimizer: str = _field("gd", f"update rule: {' | '.join(OPTIMIZERS)} (gd: the paper's full-batch gradient "
+                                  "descent; the others from optax)")
+    momentum: float = _field(0.9, "momentum, nesterov: the momentum beta (m = g + beta m)")
+    b1: float = _field(0.9, "adam, adamw: decay of the first moment")
+    b2: float = _field(0.999, "adam, adamw: decay of the second moment")
+    eps: float = _field(1e-8, "adam, adamw, rmsprop: added to the root of the second moment")
+    weight_decay: float = _field(1e-4, "adamw: decoupled weight decay")
+    decay: float = _field(0.9, "rmsprop: decay of the squared gradients' average")
+    schedule: str = _field("constant", f"learning-rate schedule: {' | '.join(SCHEDULES)} (warmup_cosine: linear "
+                                       "warm-up to eta, cosine to 0 at the last epoch; step: times decay_factor every "
+                                       "decay_every epochs)")
+    warmup_epochs: int = _field(0, "warmup_cosine: epochs of linear warm-up")
+    decay_every: int = _field(0, "step: epochs between decays")
+    decay_factor: float = _field(0.1, "step: factor of each decay")
+    batch_size: int = _field(0, "examples per step (0: the full training set, one step per epoch)")
+    shared_noise: bool = _field(True, "a reference and its copies share minibatch order and dropout masks (false: "
+                                      "each copy its own, which measures the noise instead of the map's sensitivity)")
     l2: float = _field(0.0, "L2 coefficient lambda in L + lambda/2 |W|^2")
     target: float = _field(0.9, "test accuracy that defines the training time, a fraction in (0, 1]")
     target_hold: int = _field(1, "epochs the test accuracy must stay at or above the target (1: first passage, "
@@ -154,6 +187,14 @@ class Training(_Section):
         _require(len(set(self.etas)) == len(self.etas), "training.etas",
                  f"learning rates must not repeat; got {list(self.etas)}")
         _require(self.epochs >= 1, "training.epochs", f"must be an integer >= 1; got {self.epochs}")
+        _require(self.axis is None or self.axis in AXES, "training.axis",
+                 f"unknown axis {self.axis!r}; choose one of {list(AXES)}")
+        _require((self.axis is None) == (not self.axis_values), "training.axis_values",
+                 "give training.axis and its values together" if self.axis else
+                 f"values without an axis; set training.axis (one of {list(AXES)})")
+        _require(len(set(self.axis_values)) == len(self.axis_values), "training.axis_values",
+                 f"values must not repeat; got {list(self.axis_values)}")
+        self._check_update_rule()
         _require(self.l2 >= 0, "training.l2", f"must be >= 0; got {self.l2}")
         _require(0 < self.target <= 1, "training.target", f"must be a fraction in (0, 1]; got {self.target}")
         _require(1 <= self.target_hold <= self.epochs, "training.target_hold",
@@ -169,6 +210,48 @@ class Training(_Section):
                  f"unknown method {self.sharpness_method!r}; choose one of {list(SHARPNESS_METHODS)}")
         _require(self.sharpness_iterations >= 1, "training.sharpness_iterations",
                  f"must be an integer >= 1; got {self.sharpness_iterations}")
+        _require(self.sharpness_every == 0 or (self.optimizer == "gd" and self.batch_size == 0),
+                 "training.sharpness_every", "sharpness is tracked along full-batch gradient descent only; set "
+                 "training.optimizer = \"gd\" and training.batch_size = 0, or sharpness_every = 0")
+
+    def _check_update_rule(self) -> None:
+        _require(self.optimizer in OPTIMIZERS, "training.optimizer",
+                 f"unknown optimizer {self.optimizer!r}; choose one of {list(OPTIMIZERS)}")
+        _require(self.schedule in SCHEDULES, "training.schedule",
+                 f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
+        for name in ("momentum", "b1", "b2", "decay"):
+            _require(0 <= getattr(self, name) < 1, f"training.{name}", f"must be in [0, 1); got {getattr(self, name)}")
+        _require(self.eps > 0, "training.eps", f"must be > 0; got {self.eps}")
+        _require(self.weight_decay >= 0, "training.weight_decay", f"must be >= 0; got {self.weight_decay}")
+        _require(0 <= self.warmup_epochs < self.epochs, "training.warmup_epochs",
+                 f"must be an integer in [0, epochs = {self.epochs}); got {self.warmup_epochs}")
+        _require(self.decay_every >= (1 if self.schedule == "step" else 0), "training.decay_every",
+                 f"must be an integer >= 1 with the step schedule (>= 0 otherwise); got {self.decay_every}")
+        _require(0 < self.decay_factor <= 1, "training.decay_factor", f"must be in (0, 1]; got {self.decay_factor}")
+        _require(self.batch_size >= 0, "training.batch_size",
+                 f"must be an integer >= 0 (0: full batch); got {self.batch_size}")
+        # A hyperparameter set for an optimiser or schedule that does not read it would be ignored: refused.
+        reads = READS[self.optimizer] + SCHEDULE_READS[self.schedule]
+        for f in fields(self):
+            if f.name in _UPDATE_FIELDS and f.name not in reads and getattr(self, f.name) != f.default:
+                users = [n for n, r in {**READS, **SCHEDULE_READS}.items() if f.name in r]
+                _require(False, f"training.{f.name}",
+                         f"is read by {' and '.join(users)} only, not by optimizer {self.optimizer!r} with schedule "
+                         f"{self.schedule!r}; leave it at its default ({f.default}) or choose "
+                         f"{'an optimizer' if users[0] in READS else 'a schedule'} that reads it")
+
+    def optimizer_spec(self):
+        """The update rule these fields name (``optimizers.Optimizer``)."""
+        from chaosgd.optimizers import Optimizer
+        return Optimizer(self.optimizer, **{name: getattr(self, name) for name in _UPDATE_FIELDS},
+                         schedule=self.schedule)
+
+
+# The optimisers' and schedules' hyperparameters (fields of both Training and optimizers.Optimizer), and every
+# field of the update rule (Config.rule).
+_UPDATE_FIELDS = ("momentum", "b1", "b2", "eps", "weight_decay", "decay", "warmup_epochs", "decay_every",
+                  "decay_factor")
+UPDATE_RULE_FIELDS = ("optimizer", "schedule", "batch_size", "shared_noise") + _UPDATE_FIELDS
 
 
 @dataclass(frozen=True)
@@ -221,9 +304,46 @@ class Config(_Section):
                  f"{self.ensemble.epsilon:g} is at or below the resolution of {self.model.dtype} for weights of "
                  f"size {self.model.weight_scale:g} (about {resolution:.2g}); use model.dtype = \"float64\" or a "
                  f"larger epsilon")
+        for value in self.training.axis_values:  # every point of a 2-D sweep must be a valid configuration
+            try:
+                self.at(value)
+            except ConfigError as error:
+                raise ConfigError(f"training.axis_values: at {self.training.axis} = {value:g}: {error}") from None
+
+    @property
+    def points(self) -> list[tuple[float | None, "Config"]]:
+        """The 1-D sweeps a configuration holds: ``(value, config)`` for each value of ``training.axis``, or
+        ``[(None, self)]`` without one."""
+        if self.training.axis is None:
+            return [(None, self)]
+        return [(value, self.at(value)) for value in self.training.axis_values]
+
+    def at(self, value: float) -> "Config":
+        """This configuration at one value of its second axis, as a 1-D sweep (no axis)."""
+        axis = self.training.axis
+        values = self.to_dict()
+        values["training"].update(axis=None, axis_values=())
+        if axis in ("model.width", "model.depth"):
+            _require(float(value).is_integer() and value >= 1, axis, f"must be an integer >= 1; got {value:g}")
+            hidden = self.model.hidden
+            values["model"]["hidden"] = ((int(value),) * len(hidden) if axis == "model.width"
+                                         else (hidden[0],) * int(value))
+        else:
+            section, name = _split(axis)
+            values[section][name] = value
+        return Config.from_dict(values)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def rule(self):
+        """How each network is trained besides its learning rate (``dynamics.UpdateRule``): the optimiser, the
+        minibatches, and the seed of their order and of dropout masks (the ensemble's)."""
+        from chaosgd.dynamics import UpdateRule
+        t = self.training
+        return UpdateRule(t.optimizer_spec(), batch_size=t.batch_size, shared_noise=t.shared_noise,
+                          seed=self.ensemble.seed)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
@@ -306,7 +426,9 @@ class Config(_Section):
 _ADDED_LATER = {("training", "sharpness_every"): 0, ("training", "sharpness_examples"): None,
                 ("training", "stop_references"): False, ("training", "sharpness_method"): "lanczos",
                 ("training", "sharpness_iterations"): 20, ("training", "target_hold"): 1,
-                ("analysis", "chance_margin"): CHANCE_MARGIN}
+                ("analysis", "chance_margin"): CHANCE_MARGIN, ("model", "dropout"): 0.0,
+                ("training", "axis"): None, ("training", "axis_values"): (),
+                **{("training", f.name): f.default for f in fields(Training) if f.name in UPDATE_RULE_FIELDS}}
 
 
 def field_names() -> dict[str, dataclasses.Field]:

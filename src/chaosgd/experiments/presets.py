@@ -1,4 +1,5 @@
-"""The paper's experiments as configurations: paper scale, and a documented quick scale for a 2-core CPU.
+"""The paper's experiments as configurations: paper scale, and a documented quick scale for a 2-core CPU; and the
+experiments of its open problems (minibatch SGD, momentum, Adam) as 2-D sweeps.
 
 Paper scale follows the paper and DESIGN.md. Quick scale keeps each experiment's model, data set and learning-rate
 range but fewer initial conditions, copies, learning rates and epochs (and, for MNIST, the first 10,000 training
@@ -11,6 +12,16 @@ from __future__ import annotations
 from chaosgd.experiments.config import PAPER_ETAS, Config, ConfigError, Data, Ensemble, Model, Training
 
 _SIGMOID_ETAS = PAPER_ETAS + (25.0, 30.0, 35.0, 40.0)  # the paper: the sigmoid's rise comes only past eta ~ 30
+# Adam's steps are about eta per weight whatever the gradient's size, so its range lies decades below GD's.
+_ADAM_ETAS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+_BATCHES = (64.0, 1000.0, 60000.0)  # 60,000: the whole training set, full batch
+
+
+def _beyond(name, optimizer, axis, values, etas=PAPER_ETAS, **training):
+    """An experiment of the paper's open problems: the MNIST MLP trained by ``optimizer``, swept over eta and
+    ``axis``."""
+    return Config(name=name, data=Data("mnist"), training=Training(
+        etas=etas, optimizer=optimizer, axis=axis, axis_values=values, target=0.9, **training))
 
 
 def _mnist(name, **model):
@@ -32,11 +43,21 @@ PRESETS: dict[str, Config] = {
                         ensemble=Ensemble(initial=40), training=Training(epochs=2000, target=0.8)),  # fig. 12
     "cifar10": Config(name="cifar10", data=Data("cifar10"), model=Model(hidden=(256,)),
                       training=Training(target=0.3)),                                   # fig. 13, 3072-256-10
+    # The paper's open problems, on its 784-64-10 tanh network:
+    "mnist-sgd": _beyond("mnist-sgd", "sgd", "training.batch_size", _BATCHES),          # eta x batch size
+    "mnist-momentum": _beyond("mnist-momentum", "momentum", "training.momentum", (0.0, 0.5, 0.9)),  # eta x beta
+    "mnist-adam": _beyond("mnist-adam", "adam", "training.batch_size", _BATCHES, etas=_ADAM_ETAS),  # eta x batch
 }
 
 _QUICK_ETAS = (0.01, 0.1, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 20.0)
 _QUICK = {
     "iris": {"ensemble.initial": 20},
+    # On the 10,000 examples of quick scale: batches of 100 and 1,000, and the full batch.
+    "mnist-sgd": {"training.axis_values": (100.0, 1000.0, 10000.0)},
+    "mnist-momentum": {"training.axis_values": (0.0, 0.9),
+                       "training.etas": (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)},
+    "mnist-adam": {"training.axis_values": (100.0, 10000.0), "training.etas": (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1,
+                                                                                 0.3, 1.0)},
     "mnist-sigmoid": {"training.etas": (0.1, 1.0, 5.0, 10.0, 20.0, 30.0, 40.0)},
     "mnist-cnn": {"training.epochs": 200},
 }

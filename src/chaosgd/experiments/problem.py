@@ -21,28 +21,38 @@ class Task:
     """Initial conditions ``first .. first + count - 1`` at learning rate ``eta``.
 
     ``eta_index`` is the learning rate's place in a sweep's grid; None for a learning rate chosen on the fly (the
-    sweet-spot search), whose files are then named by the learning rate itself.
+    sweet-spot search), whose files are then named by the learning rate itself. ``point``: in a 2-D sweep, the
+    index of the second axis's value (``training.axis_values``); None in a 1-D sweep.
     """
 
     eta_index: int | None
     eta: float
     first: int
     count: int
+    point: int | None = None
 
     @property
     def name(self) -> str:
         where = f"eta{self.eta_index:03d}" if self.eta_index is not None else f"eta{self.eta!r}"
-        return f"{where}_ic{self.first:05d}" + ("" if self.eta_index is not None else f"_n{self.count}")
+        axis = "" if self.point is None else f"x{self.point:03d}_"
+        return f"{axis}{where}_ic{self.first:05d}" + ("" if self.eta_index is not None else f"_n{self.count}")
 
     def identity(self) -> dict:
-        return {"eta_index": self.eta_index, "eta": self.eta, "first": self.first, "count": self.count}
+        point = {} if self.point is None else {"point": self.point}  # 1-D task files keep their identity
+        return {"eta_index": self.eta_index, "eta": self.eta, "first": self.first, "count": self.count, **point}
 
 
 def tasks(config: Config) -> list[Task]:
-    """All tasks of a sweep, learning-rate major."""
+    """All tasks of a sweep: value of the second axis major (in a 2-D sweep), then learning rate."""
     s, block = config.ensemble.initial, config.block
-    return [Task(k, eta, first, min(block, s - first))
+    points = [None] if config.training.axis is None else range(len(config.training.axis_values))
+    return [Task(k, eta, first, min(block, s - first), j) for j in points
             for k, eta in enumerate(config.training.etas) for first in range(0, s, block)]
+
+
+def task_config(config: Config, task: Task) -> Config:
+    """The 1-D configuration a task belongs to: ``config`` itself, or its point on the second axis."""
+    return config if task.point is None else config.at(config.training.axis_values[task.point])
 
 
 @dataclass(frozen=True)
@@ -76,13 +86,14 @@ def dataset(data: Data):
 def build_model(model: Model, data_set):
     from chaosgd.models import for_dataset
     return for_dataset(model.architecture, data_set.example_shape, data_set.n_classes, hidden=model.hidden,
-                       activation=model.activation, sigma=model.sigma, dtype=model.dtype)
+                       activation=model.activation, sigma=model.sigma, dtype=model.dtype, dropout=model.dropout)
 
 
 def check(config: Config) -> None:
     """Load the data and build the model, so that a configuration that cannot run (its data missing, a CNN on
-    tabular data) is refused before a run folder is made for it."""
-    build_model(config.model, dataset(config.data))
+    tabular data, a depth of a 2-D sweep that the CNN cannot take) is refused before a run folder is made for it."""
+    for _, point in config.points:
+        build_model(point.model, dataset(point.data))
 
 
 def build(config: Config) -> Problem:
@@ -94,12 +105,13 @@ def build(config: Config) -> Problem:
 
 
 def train(objective, model, arrays, eta: float, ensemble: Ensemble, *, first: int, count: int, epochs: int,
-          plateau: int | None = None, stop_references_at: float | None = None, progress=False):
+          plateau: int | None = None, stop_references_at: float | None = None, rule=None, progress=False):
     """Records of initial conditions ``first .. first + count - 1`` of ``model`` and their epsilon-balls, trained
     at ``eta`` for ``epochs``: the one path from a model to records, for configurations and users' models alike.
 
     ``plateau``: stop the copies once their exponent's fit is settled (``lyapunov.CopiesSettled``); None runs them
-    every epoch. ``stop_references_at`` and ``progress``: see ``engine.run``.
+    every epoch. ``stop_references_at``, ``rule`` (the optimiser and minibatches) and ``progress``: see
+    ``engine.run``.
     """
     from chaosgd.engine import run
     from chaosgd.ensemble import epsilon_ball, initial_conditions
@@ -110,16 +122,17 @@ def train(objective, model, arrays, eta: float, ensemble: Ensemble, *, first: in
                         seed=ensemble.seed, first=first)
     return run(objective, ball, eta, arrays, epochs=epochs, initial_condition=first + np.arange(count),
                stop_copies=CopiesSettled(plateau) if plateau is not None else None,
-               stop_references_at=stop_references_at, progress=progress)
+               stop_references_at=stop_references_at, rule=rule, progress=progress)
 
 
 def run_task(config: Config, task: Task, *, progress=False):
     """The records of one task: a pure function of (configuration, learning rate, initial conditions)."""
+    config = task_config(config, task)
     problem = build(config)
     t = config.training
     return train(problem.objective, problem.model, problem.arrays, task.eta, config.ensemble, first=task.first,
                  count=task.count, epochs=t.epochs, plateau=config.analysis.plateau if t.stop_copies else None,
-                 stop_references_at=t.target if t.stop_references else None, progress=progress)
+                 stop_references_at=t.target if t.stop_references else None, rule=config.rule, progress=progress)
 
 
 def task_sharpness(config: Config, task: Task):
@@ -130,6 +143,7 @@ def task_sharpness(config: Config, task: Task):
     from chaosgd.ensemble import initial_conditions
     from chaosgd.sharpness import track_sharpness
 
+    config = task_config(config, task)
     t = config.training
     if t.sharpness_every == 0 or task.first != 0:
         return None

@@ -83,7 +83,9 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
     dest.mkdir(parents=True, exist_ok=True)
     write_csv(rows, dest / store.csv_path.name)
     write_parquet(rows, dest / store.parquet_path.name)
-    figures = _figures(summary, lyapunov_eta, plots) if rows else []
+    axis = config.training.axis
+    figures = ([] if not rows else _figures(summary, lyapunov_eta, plots) if axis is None
+               else _figures_2d(summary, plots))
     tracks = sorted((r.sharpness for r in summary.results.values() if r.sharpness is not None), key=lambda t: t.eta)
     if tracks:
         t = config.training
@@ -114,11 +116,17 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
         f"tasks finished" + (f" (<b>{n_pending} pending</b>: rerun the sweep to complete it)" if n_pending else "")
         + f". Compute: {seconds:.1f} s over {net_epochs:,} network-epochs, against {naive:,} for running every "
         f"network every epoch ({net_epochs / max(naive, 1):.0%}).</p>",
-        f"<p><b>{e(edge_of_chaos(rows, config.training.target, hold=config.training.target_hold))}</b></p>",
-        _problems(summary.problems),
-        "<h2>Results by learning rate</h2>", _table(rows),
-        f"<p>{e(_table_note(config))}</p>",
+        f"<p>{e(_training(config))}</p>",
     ]
+    for value, mine in _by_point(config, rows):
+        where = "" if value is None else f"{axis} = {value:g}: "
+        parts.append(f"<p><b>{e(where + edge_of_chaos(mine, config.training.target, hold=config.training.target_hold))}"
+                     "</b></p>")
+    parts.append(_problems(summary.problems))
+    for value, mine in _by_point(config, rows):
+        parts += ["<h2>Results by learning rate" + ("" if value is None else f" at {e(axis)} = {value:g}") + "</h2>",
+                  _table(mine)]
+    parts.append(f"<p>{e(_table_note(config))}</p>")
     for title, data, caption in figures:
         parts += [f"<figure><h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>",
                   f"<figcaption>{e(caption)}</figcaption></figure>"]
@@ -159,6 +167,37 @@ def _reanalysis(root: Path, run, changes: dict) -> str:
 def _value(config, key: str):
     section, _, name = key.rpartition(".")
     return getattr(getattr(config, section) if section else config, name)
+
+
+def _by_point(config, rows) -> list[tuple[float | None, list[dict]]]:
+    """The rows of each value of the second axis (one group, value None, in a 1-D sweep)."""
+    axis = config.training.axis
+    if axis is None:
+        return [(None, rows)]
+    return [(v, [r for r in rows if r[axis] == v]) for v in config.training.axis_values
+            if any(r[axis] == v for r in rows)]
+
+
+def _training(config) -> str:
+    """How the networks were trained: the update rule, the batches and the second axis of a 2-D sweep."""
+    t = config.training
+    rule = config.rule
+    text = ("Training: full-batch gradient descent (the paper's), one step per epoch" if t.optimizer == "gd"
+            and t.batch_size == 0 and t.schedule == "constant" else
+            f"Training: {rule.optimizer.describe(skip=(t.axis.partition('.')[2],) if t.axis else ())}")
+    if t.batch_size:
+        text += (f", minibatches of {t.batch_size} examples in an order drawn per initial condition and epoch, "
+                 + ("shared by each reference and its copies" if t.shared_noise else
+                    "each copy its own (distances then include the noise)"))
+    if config.model.dropout:
+        text += f", dropout {config.model.dropout:g} on the hidden units (masks "
+        text += "shared by each reference and its copies)" if t.shared_noise else "each copy its own)"
+    text += (". Exponents are per epoch (one pass over the training set), times to target in epochs; the learning "
+             "rate is the peak of the schedule." if t.schedule != "constant" else
+             ". Exponents are per epoch (one pass over the training set), times to target in epochs.")
+    if t.axis is not None:
+        text += (f" A 2-D sweep: eta together with {t.axis} = " + ", ".join(f"{v:g}" for v in t.axis_values) + ".")
+    return text
 
 
 def _passage(config) -> str:
@@ -264,6 +303,23 @@ def _figures(summary, lyapunov_eta, plots) -> list[tuple[str, str, str]]:
     return figures
 
 
+def _figures_2d(summary, plots) -> list[tuple[str, str, str]]:
+    """A 2-D sweep's figures: heatmaps of p, lambda_NMLE and the time to target, and their curves by axis value."""
+    config, rows = summary.config, summary.rows
+    axis = config.training.axis
+    return [
+        (f"p, lambda_NMLE and the time to target over eta and {axis}",
+         _png(plots.plot_heatmaps(rows, axis)[0]),
+         f"Left: p, the percentage of initial conditions whose local exponent counts as positive "
+         f"({_positive(config)}); middle: lambda_NMLE, the mean local exponent; right: the restricted mean time to "
+         f"{_passage(config)} up to epoch {rows[0]['tau_horizon']} (censoring-aware; a network that never reaches "
+         "the target counts all of it). Blank: not finished or no value. Intervals: the tables above."),
+        (f"p and the time to target against eta, by {axis}", _png(plots.plot_curves_by_axis(rows, axis)[0]),
+         f"Left: p with 95 % Wilson intervals; right: the restricted mean time to {_passage(config)} with 95 % "
+         f"intervals (dotted: the horizon, never reached); one line per value of {axis}."),
+    ]
+
+
 def _problems(problems: dict[str, str]) -> str:
     """The task files that could not be trusted, named, so nobody mistakes their learning rates for finished."""
     if not problems:
@@ -306,7 +362,7 @@ def edge_of_chaos(rows, target: float, p_high: float = 95.0, hold: int = 1) -> s
         text += f". No network reached {target:.0%} at any learning rate where most did not diverge."
     stuck = [r for r in rows if r["stuck_at_chance"] * 2 > r["n_initial"] and r["p_percent"] > 0]
     if stuck:
-        text += (" At eta = " + ", ".join(f"{r['eta']:g}" for r in stuck) + " most networks end stuck at chance "
+        text += (" At eta = " + ", ".join(f"{r['eta']:g}" for r in stuck) + ": most networks end stuck at chance "
                  "accuracy while some exponents are positive: sensitivity there is not training.")
     lost = [r for r in rows if r["reached_then_stuck"]]
     if lost:

@@ -73,12 +73,14 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
     return row, net, tt
 
 
-def summary_line(config: Config, results: list[TaskResult]) -> str:
-    """One line for a finished learning rate: lambda_NMLE, p, the time to target, divergence."""
+def summary_line(config: Config, results: list[TaskResult], where: dict | None = None) -> str:
+    """One line for a finished learning rate: lambda_NMLE, p, the time to target, divergence. ``where``: the value
+    of the second axis of a 2-D sweep, by name."""
     row, net, tt = fit(concatenate([r.records for r in results]), config)
     diverged = round(row["diverged_fraction"] * row["n_initial"])
     stuck = row["stuck_at_chance"]
-    return (f"eta = {row['eta']:g}: lambda_NMLE = {net.mean:.3f} ± {net.std:.3f}, p = {net.p:.0f}%, "
+    point = "".join(f"{name} = {value:g}, " for name, value in (where or {}).items())
+    return (f"{point}eta = {row['eta']:g}: lambda_NMLE = {net.mean:.3f} ± {net.std:.3f}, p = {net.p:.0f}%, "
             f"{tt.describe(CONFIDENCE)}" + (f", {diverged} diverged" if diverged else "")
             + (f", {stuck} stuck at chance accuracy" if stuck else ""))
 
@@ -113,8 +115,9 @@ def reanalysis(config: Config, changes: dict) -> Config:
 @dataclass(frozen=True)
 class Summary:
     """What a run folder holds: its configuration (as analysed: with ``changes``, the re-analysis settings, applied),
-    one row per finished learning rate, the checked task results by name, and the task files that could not be
-    trusted (name -> why)."""
+    one row per finished learning rate (per value of the second axis and learning rate in a 2-D sweep: the row
+    then holds the axis's value under its name, e.g. ``training.batch_size``), the checked task results by name,
+    and the task files that could not be trusted (name -> why)."""
 
     config: Config
     rows: list[dict]
@@ -127,10 +130,12 @@ class Summary:
     def n_pending(self) -> int:
         return self.n_tasks - len(self.results)
 
-    def records(self, eta_index: int | None = None):
-        """The records of one finished learning rate (None: of every finished task, in task order)."""
+    def records(self, eta_index: int | None = None, point: int | None = None):
+        """The records of one finished learning rate (None: of every finished task, in task order), at one point
+        of the second axis in a 2-D sweep (its index; None: every point)."""
         return concatenate([self.results[t.name].records for t in tasks(self.config)
-                            if (eta_index is None or t.eta_index == eta_index) and t.name in self.results])
+                            if (eta_index is None or t.eta_index == eta_index)
+                            and (point is None or t.point == point) and t.name in self.results])
 
 
 def summarize(run_dir: str | Path, *, changes: dict | None = None) -> Summary:
@@ -143,19 +148,28 @@ def summarize(run_dir: str | Path, *, changes: dict | None = None) -> Summary:
     results, problems = store.scan(config, every)  # checked against the configuration that made them
     analysed = reanalysis(config, changes) if changes else config
     rows = []
-    for k, eta in enumerate(config.training.etas):
-        mine = [t for t in every if t.eta_index == k]
-        if all(t.name in results for t in mine):
-            row = fit(concatenate([results[t.name].records for t in mine]), analysed)[0]
-            rows.append({**row, "eta": eta})  # the grid's value (float32 records hold a rounded one)
-    rows.sort(key=lambda row: row["eta"])  # a grid may be written in any order; tables and figures go up in eta
+    axis = config.training.axis
+    for j, (value, point) in enumerate(analysed.points):
+        for k, eta in enumerate(config.training.etas):
+            mine = [t for t in every if t.eta_index == k and t.point == (None if axis is None else j)]
+            if all(t.name in results for t in mine):
+                row = fit(concatenate([results[t.name].records for t in mine]), point)[0]
+                where = {} if axis is None else {axis: value}
+                rows.append({**where, **row, "eta": eta})  # the grid's eta (float32 records hold a rounded one)
+    # A grid may be written in any order; tables and figures go up in eta (within each value of the second axis).
+    rows.sort(key=lambda row: (row.get(axis, 0), row["eta"]))
     return Summary(analysed, rows, results, problems, len(every), dict(changes or {}))
+
+
+def columns(rows: list[dict]) -> tuple[str, ...]:
+    """``COLUMNS``, after the second axis's column in a 2-D sweep."""
+    return tuple(c for c in (rows[0] if rows else {}) if c not in COLUMNS) + COLUMNS
 
 
 def write_csv(rows: list[dict], path: str | Path) -> Path:
     """The table as CSV (``pandas.read_csv`` reads it in one call); written atomically."""
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=columns(rows), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return atomic_write(path, text.getvalue())
@@ -170,7 +184,7 @@ def write_parquet(rows: list[dict], path: str | Path) -> Path | None:
     except ImportError:
         return None
     table = pa.table({c: pa.array([r[c] for r in rows], type=pa.int64() if c in INTEGER_COLUMNS else pa.float64())
-                      for c in COLUMNS})
+                      for c in columns(rows)})
     return atomic_write(path, lambda f: pq.write_table(table, f))
 
 

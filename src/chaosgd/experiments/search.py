@@ -9,7 +9,7 @@ import dataclasses
 import shutil
 import tempfile
 
-from chaosgd.experiments.config import Config, ConfigError, Ensemble, Training
+from chaosgd.experiments.config import UPDATE_RULE_FIELDS, Config, ConfigError, Ensemble, Training
 from chaosgd.experiments.executors import open_executor
 from chaosgd.experiments.problem import Task, check, train
 from chaosgd.experiments.results import summarize
@@ -28,11 +28,15 @@ class ConfigEvaluator(Evaluator):
 
     def __init__(self, config: Config, *, epochs: int = 60, confidence: float = 0.95, store=None,
                  executor: str = "serial", workers: int | None = None, scheduler: str | None = None, log=None):
+        if config.training.axis is not None:
+            raise ConfigError(f"the sweet-spot search takes one configuration; this one sweeps {config.training.axis} "
+                              "too (training.axis): search at one of its values (Config.at(value))")
         super().__init__(config.ensemble.initial, confidence=confidence, **config.analysis.fit)
         # Only what shapes p enters the search's store and its hash: not the sweep's grid (the search picks its own
         # learning rates; (1.0,) stands in), its target or sharpness tracking. Copies run every epoch.
-        self.config = dataclasses.replace(config, training=Training(etas=(1.0,), epochs=int(epochs),
-                                                                    l2=config.training.l2, stop_copies=False))
+        self.config = dataclasses.replace(config, training=Training(
+            etas=(1.0,), epochs=int(epochs), l2=config.training.l2, stop_copies=False,
+            **{name: getattr(config.training, name) for name in UPDATE_RULE_FIELDS}))
         check(self.config)  # refused before its store is made
         self._temporary = None
         if store is None:
@@ -97,16 +101,19 @@ def stored_evaluations(run_dir, *, confidence: float = 0.95, like: Config | None
     """Evaluations of every finished learning rate of a sweep's run folder, marked as stored.
 
     ``like``: the configuration of the search they are for; a run of another problem (data, model, epsilon-ball,
-    L2 term or analysis differ) is refused, naming the fields. Its number of initial conditions and its epoch
-    budget may differ: p's interval reflects the first, and the fit's causal window the second."""
+    update rule, L2 term or analysis differ) is refused, naming the fields. Its number of initial conditions and its
+    epoch budget may differ: p's interval reflects the first, and the fit's causal window the second."""
     summary = summarize(run_dir)
     config = summary.config
+    if config.training.axis is not None:
+        raise ConfigError(f"{run_dir} is a 2-D sweep (over eta and {config.training.axis}); --reuse takes a sweep "
+                          "over eta alone")
     if like is not None:
         differ = [f"{k} ({a!r} there, {b!r} here)" for k, (a, b) in
                   _problem_fields(config, like).items() if a != b]
         if differ:
             raise ConfigError(f"{run_dir} is a run of another problem than this search: {'; '.join(differ)}. "
-                              "--reuse needs the same data, model, epsilon-ball, L2 term and analysis")
+                              "--reuse needs the same data, model, epsilon-ball, update rule, L2 term and analysis")
     finished = {row["eta"] for row in summary.rows}
     return {eta: evaluation_from_records(summary.records(k), eta, confidence=confidence, stored=True,
                                          **config.analysis.fit)
@@ -120,7 +127,8 @@ def _problem_fields(a: Config, b: Config) -> dict[str, tuple]:
         for name, value in getattr(a, section).__dict__.items():
             if (section, name) not in (("data", "path"), ("ensemble", "initial")):
                 pairs[f"{section}.{name}"] = (value, getattr(getattr(b, section), name))
-    pairs["training.l2"] = (a.training.l2, b.training.l2)
+    for name in ("l2",) + UPDATE_RULE_FIELDS:
+        pairs[f"training.{name}"] = (getattr(a.training, name), getattr(b.training, name))
     return pairs
 
 
@@ -129,17 +137,18 @@ class ModelEvaluator(Evaluator):
     ``data = {"x_train", "y_train", "x_test", "y_test"}``, trained in this process."""
 
     def __init__(self, model, data, *, n_initial: int = 10, n_copies: int = 3, epsilon: float = 1e-8,
-                 epochs: int = 60, seed: int = 0, l2: float = 0.0, confidence: float = 0.95, **fit):
+                 epochs: int = 60, seed: int = 0, l2: float = 0.0, confidence: float = 0.95, rule=None, **fit):
         from chaosgd.objective import classification
 
         super().__init__(n_initial, confidence=confidence, **fit)
         self.model, self.data, self.epochs = model, data, epochs
         self.ensemble = Ensemble(initial=n_initial, copies=n_copies, epsilon=epsilon, seed=seed)
         self.objective = classification(model, l2=l2)
+        self.rule = rule  # dynamics.UpdateRule: the optimiser and minibatches (None: full-batch GD)
 
     def records(self, eta, first, count):
         return train(self.objective, self.model, self.data, eta, self.ensemble, first=first, count=count,
-                     epochs=self.epochs)
+                     epochs=self.epochs, rule=self.rule)
 
 
 def model_evaluator(model, data, **options) -> ModelEvaluator:

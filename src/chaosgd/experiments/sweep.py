@@ -19,7 +19,7 @@ from chaosgd.atomic import atomic_write
 from chaosgd.experiments.claims import HEARTBEAT
 from chaosgd.experiments.config import Config
 from chaosgd.experiments.executors import check_executor, check_stop, open_executor
-from chaosgd.experiments.problem import Task, check, run_task, task_sharpness, tasks
+from chaosgd.experiments.problem import Task, check, run_task, task_config, task_sharpness, tasks
 from chaosgd.experiments.store import RunDir, TaskFileError
 
 
@@ -62,14 +62,17 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
         f"{executor} executor")
     bar = _bar(config, [t for t in every if t.name not in done], progress)
     say = bar.write if bar is not None and log is print else log
-    summarized: set[int] = set()
+    summarized: set[tuple[int, int]] = set()  # (point on the second axis, learning rate) whose line was said
     computed = []
 
     def summarize_finished():
-        for k in sorted({t.eta_index for t in every} - summarized):
-            if all(t.name in done for t in every if t.eta_index == k):
-                summarized.add(k)
-                say(summary_line(config, [done[t.name] for t in every if t.eta_index == k]))
+        for key in sorted({(t.point or 0, t.eta_index) for t in every} - summarized):
+            mine = [t for t in every if (t.point or 0, t.eta_index) == key]
+            if all(t.name in done for t in mine):
+                summarized.add(key)
+                where = ({} if key[0] is None or config.training.axis is None
+                         else {config.training.axis: config.training.axis_values[key[0]]})
+                say(summary_line(task_config(config, mine[0]), [done[t.name] for t in mine], where))
 
     def finished_elsewhere(task):
         done[task.name] = store.load_task(task, config.hash())

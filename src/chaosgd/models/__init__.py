@@ -14,15 +14,18 @@ ARCHITECTURES = ("mlp", "cnn")
 
 
 def for_dataset(architecture: str, example_shape: tuple[int, ...], n_classes: int, *, hidden: tuple[int, ...] = (64,),
-                activation: str = "tanh", sigma: float | None = None, dtype: str = "float64") -> Model:
+                activation: str = "tanh", sigma: float | None = None, dtype: str = "float64",
+                dropout: float = 0.0) -> Model:
     """The paper's model family sized for a data set: an MLP ``features-hidden...-classes`` or the CNN.
 
     ``sigma`` defaults to each architecture's paper value (1 for MLPs, 0.01 for the CNN).
     """
     if architecture == "mlp":
         widths = (int(math.prod(example_shape)), *hidden, n_classes)
-        return MLP(widths, activation=activation, sigma=1.0 if sigma is None else sigma, dtype=dtype)
+        return MLP(widths, activation=activation, sigma=1.0 if sigma is None else sigma, dtype=dtype, dropout=dropout)
     if architecture == "cnn":
+        if dropout:
+            raise ValueError("dropout is an option of the MLP only")
         if len(example_shape) != 3:
             raise ValueError(f"the CNN needs image inputs (height, width, channels); got examples of shape "
                              f"{example_shape}")

@@ -21,6 +21,8 @@ class MLP:
         activation: ``"tanh"`` (default, the paper's), ``"sigmoid"`` or ``"relu"``.
         sigma: weights are drawn from N(0, sigma^2), biases are zero; sigma = 1 is the paper's choice.
         dtype: parameter dtype, float64 by default (epsilon = 1e-8 perturbations need it).
+        dropout: probability of zeroing each hidden unit in training (inverted dropout: survivors scaled by
+            1/(1 - dropout)); masks come from the key ``apply`` is given, none without one (evaluation).
 
     Inputs of any shape ``(n, ...)`` are flattened to ``(n, widths[0])``.
     """
@@ -29,6 +31,7 @@ class MLP:
     activation: str = "tanh"
     sigma: float = 1.0
     dtype: str = "float64"
+    dropout: float = 0.0
 
     def __post_init__(self):
         widths = tuple(int(w) for w in self.widths)
@@ -40,15 +43,20 @@ class MLP:
             raise ValueError(f"sigma must be > 0; got {self.sigma}")
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {list(DTYPES)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
         object.__setattr__(self, "widths", widths)
 
     def init(self, key: jax.Array):
         shapes = [((n_in, n_out), (n_out,)) for n_in, n_out in zip(self.widths[:-1], self.widths[1:])]
         return normal_weights_zero_biases(key, shapes, self.sigma, self.dtype)
 
-    def apply(self, params, x: jax.Array) -> jax.Array:
+    def apply(self, params, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         h = x.reshape(x.shape[0], -1)
-        for layer in params[:-1]:
+        for i, layer in enumerate(params[:-1]):
             h = act(h @ layer["w"] + layer["b"])
+            if key is not None and self.dropout > 0:
+                keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1 - self.dropout, h.shape)
+                h = jnp.where(keep, h / (1 - self.dropout), 0)
         return h @ params[-1]["w"] + params[-1]["b"]

@@ -1,0 +1,78 @@
+"""Sweeps over eta and a second axis, and the minibatch and optimiser fields, through the experiment layer."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from chaosgd.cli import main
+from chaosgd.experiments.config import ConfigError
+from chaosgd.experiments.problem import tasks
+from chaosgd.experiments.report import write_report
+from chaosgd.experiments.results import summarize
+from chaosgd.experiments.search import config_evaluator, stored_evaluations
+from chaosgd.experiments.sweep import sweep
+from test_sweep import assert_same, small_config
+
+QUIET = {"executor": "serial", "progress": False, "log": lambda *a: None}
+
+
+def momentum_grid(**changes):
+    return small_config(**{"training.optimizer": "momentum", "training.axis": "training.momentum",
+                           "training.axis_values": (0.0, 0.5), "training.etas": (0.1, 2.5), "training.batch_size": 40,
+                           **changes})
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("grid")
+    sweep(momentum_grid(), folder, **QUIET)
+    return folder
+
+
+def test_tasks_of_a_grid_are_named_by_their_point():
+    every = tasks(momentum_grid())
+    assert len(every) == 2 * 2 * 3 and every[0].name == "x000_eta000_ic00000" and every[-1].point == 1
+    assert "point" not in tasks(small_config())[0].identity()   # 1-D task files keep their identity
+
+
+def test_a_grid_equals_its_one_dimensional_sweeps(tmp_path, grid_run):
+    grid = summarize(grid_run)
+    assert len(grid.rows) == 4
+    for j, (value, point) in enumerate(momentum_grid().points):
+        sweep(point, tmp_path / f"line{j}", **QUIET)
+        line = summarize(tmp_path / f"line{j}")
+        assert_same(grid.records(point=j), line.records())
+        mine = [r for r in grid.rows if r["training.momentum"] == value]
+        for a, b in zip(mine, line.rows):
+            assert {k: v for k, v in a.items() if k != "training.momentum"} == pytest.approx(b, nan_ok=True)
+        assert np.all(line.records().steps_per_epoch == 3)   # 120 Iris examples in batches of 40
+
+
+def test_the_grid_report_has_heatmaps_and_the_csv_its_axis(grid_run):
+    report = write_report(grid_run).read_text()
+    assert "p, lambda_NMLE and the time to target over eta and training.momentum" in report
+    assert "Results by learning rate at training.momentum = 0.5" in report
+    assert "Training: momentum, minibatches of 40 examples" in report
+    with open(grid_run / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:2] == ["training.momentum", "eta"] and len(rows) == 4
+
+
+def test_commands_that_measure_one_point_refuse_a_grid(grid_run, capsys):
+    with pytest.raises(ConfigError, match="sweet-spot search takes one configuration"):
+        config_evaluator(momentum_grid())
+    with pytest.raises(ConfigError, match="2-D sweep"):
+        stored_evaluations(grid_run)
+    assert main(["lyapunov", "iris", "--set", "training.optimizer=momentum", "--set", "training.axis=training.momentum",
+                 "--set", "training.axis_values=0,0.5", "--out", str(grid_run.parent / "lyap")]) == 2
+    assert "lyapunov measures one configuration" in capsys.readouterr().err
+    assert not (grid_run.parent / "lyap").exists()
+
+
+def test_a_reused_sweep_of_another_optimiser_is_refused(tmp_path):
+    plain = small_config(**{"training.etas": (2.5,)})
+    sweep(plain, tmp_path / "gd", **QUIET)
+    adam = plain.with_values(**{"training.optimizer": "adam"})
+    with pytest.raises(ConfigError, match="training.optimizer \\('gd' there, 'adam' here\\)"):
+        stored_evaluations(tmp_path / "gd", like=adam)
