@@ -3,7 +3,7 @@
 For each ``benchmarks/results/reproduction/<run>-results.csv``: where p first reaches 50 % and 95 % (with its Wilson
 interval), the learning rate of fastest training by restricted mean time to target (with its interval, the
 percentage that reached the target, and the learning rates whose intervals overlap it), and where most networks end
-stuck at chance accuracy.
+stuck at chance accuracy. A 2-D sweep's table (its first column the second axis) gets one line per value of it.
 
 Run:  .venv/bin/python benchmarks/reproduction_summary.py [FOLDER]
 """
@@ -15,9 +15,16 @@ import sys
 from pathlib import Path
 
 
-def _rows(path: Path) -> list[dict]:
+def _lines(path: Path) -> list[tuple[str, list[dict]]]:
+    """(name, rows) of each line of the table: the run's, or one per value of a 2-D sweep's second axis."""
     with open(path) as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    name = path.name.removesuffix("-results.csv")
+    axis = next(iter(rows[0])) if rows else "eta"
+    if axis == "eta":
+        return [(name, rows)]
+    values = sorted({r[axis] for r in rows})
+    return [(f"{name}, {axis.split('.')[-1]} = {v:g}", [r for r in rows if r[axis] == v]) for v in values]
 
 
 def _first(rows, p):
@@ -44,10 +51,10 @@ def main(folder: str = "benchmarks/results/reproduction") -> None:
           "most stuck at chance at η |")
     print("|---|---|---|---|---|")
     for path in sorted(Path(folder).glob("*-results.csv")):
-        rows = _rows(path)
-        stuck = [f"{r['eta']:g}" for r in rows if 2 * r["stuck_at_chance"] > r["n_initial"]]
-        print(f"| {path.name.removesuffix('-results.csv')} | {_first(rows, 50)} | {_first(rows, 95)} | "
-              f"{_fastest(rows)} | {', '.join(stuck) or 'none'} |")
+        for name, rows in _lines(path):
+            stuck = [f"{r['eta']:g}" for r in rows if 2 * r["stuck_at_chance"] > r["n_initial"]]
+            print(f"| {name} | {_first(rows, 50)} | {_first(rows, 95)} | {_fastest(rows)} | "
+                  f"{', '.join(stuck) or 'none'} |")
 
 
 if __name__ == "__main__":

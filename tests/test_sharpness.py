@@ -5,6 +5,8 @@ from jax.flatten_util import ravel_pytree
 
 from chaosgd import MLP, classification
 from chaosgd.datasets import load_iris
+from chaosgd.dynamics import UpdateRule, batch_order
+from chaosgd.optimizers import Optimizer
 from chaosgd.sharpness import top_eigenvalue, top_eigenvalues, track_sharpness
 from problems import quadratic_problem
 
@@ -89,3 +91,57 @@ def test_ensemble_estimates_equal_one_network_at_a_time(method, iterations):
         alone = top_eigenvalue(objective, jax.tree_util.tree_map(lambda x: x[i], stacked), data, method=method,
                                iterations=iterations, start=np.random.default_rng(0).standard_normal((3, 83))[i])
         assert result.value == pytest.approx(alone.value, rel=1e-9)
+
+
+def test_heavy_ball_tracks_the_hessian_against_its_own_limit():
+    objective, data, params = quadratic_problem([0.5, 1.0, 3.0])
+    rule = UpdateRule(Optimizer("momentum", momentum=0.5))
+    track = track_sharpness(objective, params, 0.4, data, epochs=6, every=2, rule=rule)
+    np.testing.assert_allclose(track.value, 3.0, rtol=1e-8)
+    assert track.kind == "hessian" and track.edge_of_stability == pytest.approx(2 * 1.5 / 0.4)
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop"])
+def test_the_preconditioner_is_the_one_of_optaxs_own_last_step(name):
+    """P from Optimizer.preconditioner equals what optax's update divides by: -eta m / u for Adam (m its first
+    moment after the step), -eta g / u for RMSprop; and the preconditioned sharpness along a quadratic is the top
+    eigenvalue of P^-1/2 A P^-1/2, NaN before the first step."""
+    import optax
+
+    objective, data, params = quadratic_problem([0.5, 1.0, 3.0])
+    eta, opt = 0.05, Optimizer(name)
+    tx = opt.transformation(eta)
+    theta, state = params["theta"], opt.init(params)
+    expected = [np.nan]
+    for _ in range(4):
+        g = data["A"] @ theta
+        update, state = tx.update({"theta": g}, state, {"theta": theta})
+        u = np.asarray(update["theta"])
+        moved = np.asarray(optax.tree_utils.tree_get(state, "mu")["theta"]) if name == "adam" else g
+        p = -eta * moved / u
+        np.testing.assert_allclose(np.asarray(opt.preconditioner(state)["theta"]), p, rtol=1e-9)
+        theta = theta + u
+        expected.append(np.linalg.eigvalsh(data["A"] / np.sqrt(np.outer(p, p)))[-1])
+    track = track_sharpness(objective, params, eta, data, epochs=4, every=1, iterations=3, rule=UpdateRule(opt))
+    assert track.kind == "preconditioned" and np.isnan(track.value[0])
+    np.testing.assert_allclose(track.value[1:], expected[1:], rtol=1e-8)
+    assert track.edge_of_stability == pytest.approx(38 / eta if name == "adam" else 2 / eta)
+
+
+def test_batch_sharpness_is_the_mean_over_minibatches_of_each_ones_top_eigenvalue(blobs):
+    model = MLP((6, 4, 3))
+    objective, data = classification(model), blobs.arrays()
+    params = model.init(jax.random.PRNGKey(0))
+    rule = UpdateRule(Optimizer("sgd"), batch_size=50)   # 120 examples: batches of 50, 50 and 20 (padded)
+    flat, unravel = ravel_pytree(params)
+    index, weight = batch_order(rule, 120, 0, 0, 0)
+    tops = []
+    for rows, w in zip(np.asarray(index), np.asarray(weight)):
+        rows = rows[w > 0]
+        batch = {"x_train": data["x_train"][rows], "y_train": data["y_train"][rows]}
+        hessian = jax.hessian(lambda f: objective.loss(unravel(f), batch)[0])(flat)
+        tops.append(np.linalg.eigvalsh(np.asarray(hessian))[-1])
+    track = track_sharpness(objective, params, 0.5, data, epochs=0, iterations=flat.size, rule=rule)
+    assert track.kind == "batch" and track.value[0] == pytest.approx(np.mean(tops), rel=1e-7)
+    with pytest.raises(ValueError, match="adamw"):
+        track_sharpness(objective, params, 0.5, data, epochs=0, rule=UpdateRule(Optimizer("adamw")))

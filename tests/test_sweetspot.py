@@ -306,3 +306,32 @@ def test_a_search_reusing_a_sweep_and_a_fresh_search_agree(tmp_path, capsys):
     assert any(e["stored"] for e in reused["evaluations"]) and not any(e["stored"] for e in fresh["evaluations"])
     # The two brackets overlap: both searches place the onset in the same place.
     assert max(fresh["bracket"][0], reused["bracket"][0]) <= min(fresh["bracket"][1], reused["bracket"][1])
+
+
+@pytest.mark.parametrize("changes, eta_range", [
+    ({"training.optimizer": "momentum", "training.momentum": 0.5}, (0.05, 5.0)),
+    ({"training.optimizer": "adam"}, (0.001, 1.0)),
+    ({"training.optimizer": "sgd", "training.batch_size": 40}, (0.05, 5.0)),
+])
+def test_the_search_trains_with_the_configured_optimiser(changes, eta_range):
+    from chaosgd import epsilon_ball, initial_conditions
+    from chaosgd.experiments.config import Config, Data, Ensemble, Model, Training
+    from chaosgd.experiments.problem import build
+    from chaosgd.experiments.search import config_evaluator
+
+    config = Config(name="tiny", data=Data("iris"), model=Model(hidden=(6,)), ensemble=Ensemble(initial=6, copies=2),
+                    training=Training(etas=(1.0,), epochs=30)).with_values(**changes)
+    evaluate = config_evaluator(config, epochs=30)
+    try:
+        assert evaluate.config.rule == config.rule
+        spot = find_sweet_spot(evaluate, eta_min=eta_range[0], eta_max=eta_range[1], p_high=50, rel_width=0.5)
+        if spot.p_high_reached:
+            assert spot.low < spot.eta <= spot.high and evaluate(spot.eta).p >= 50
+        # Each evaluation is p of the ensemble trained by that optimiser, computed here again from scratch.
+        e = spot.evaluations[0]
+        problem = build(config)
+        ball = epsilon_ball(initial_conditions(problem.model, 6), 2, epsilon=config.ensemble.epsilon)
+        records = run(problem.objective, ball, e.eta, problem.arrays, epochs=30, rule=config.rule)
+        assert evaluation_from_records(records, e.eta, **config.analysis.fit).p == e.p
+    finally:
+        evaluate.close()

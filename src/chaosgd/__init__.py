@@ -1,4 +1,4 @@
-"""chaosgd: chaos in full-batch gradient-descent training of neural networks.
+"""chaosgd: chaos in the training of neural networks, by full-batch gradient descent (the paper's) and beyond.
 
 Importing chaosgd enables JAX's float64 (``jax_enable_x64``): epsilon-balls of radius 1e-8 need it.
 """
@@ -19,7 +19,7 @@ from chaosgd.records import Records  # noqa: E402
 from chaosgd.sweetspot import find_sweet_spot  # noqa: E402
 from chaosgd.experiments import PRESETS, Config, RunDir, preset, summarize, sweep  # noqa: E402
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = ["Config", "preset", "PRESETS", "sweep", "summarize", "RunDir", "find_sweet_spot",
            "run", "initial_conditions", "epsilon_ball", "check_epsilon", "MLP", "CNN", "count_parameters",

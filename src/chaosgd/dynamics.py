@@ -59,6 +59,11 @@ class UpdateRule:
 FULL_BATCH_GD = UpdateRule()
 
 
+def noisy(objective: Objective, rule: UpdateRule, n_train: int) -> bool:
+    """Whether an epoch draws minibatches or dropout masks (else it is one full-batch step)."""
+    return not rule.full_batch(n_train) or objective.dropout
+
+
 def member_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: int):
     """``epoch(params, state, eta, data, ic, copy, t) -> (params, state, loss, train_accuracy)`` for ONE network.
 
@@ -68,24 +73,43 @@ def member_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: i
     gradient, free; otherwise from one more (deterministic) forward pass.
     """
     opt = rule.optimizer
-    steps = rule.steps_per_epoch(n_train)
-    shape = None if opt.schedule == "constant" else opt.shape(steps, epochs)
-    value_and_grad = jax.value_and_grad(objective.loss, has_aux=True)
+    rate = _rate(opt, rule.steps_per_epoch(n_train), epochs)
+    if noisy(objective, rule, n_train):
+        group = group_epoch(objective, rule, n_train, epochs)
 
-    def rate(eta, step):  # the constant schedule leaves eta untouched (bit-identical to earlier versions)
-        return eta if shape is None else eta * shape(step).astype(eta.dtype)
-
-    if rule.full_batch(n_train) and not objective.dropout:
-        def epoch(params, state, eta, data, ic, copy, t):
-            (loss, acc), grads = value_and_grad(params, data)
-            params, state = opt.update(grads, state, params, rate(eta, t))
-            return params, state, loss, acc
+        def epoch(params, state, eta, data, ic, copy, t):  # a group of one
+            one, first = (lambda x: jnp.asarray(x)[None]), (lambda x: x[0])
+            params, state, loss, acc = group(jax.tree_util.tree_map(one, params), jax.tree_util.tree_map(one, state),
+                                             one(eta), data, ic, one(copy), t)
+            return jax.tree_util.tree_map(first, params), jax.tree_util.tree_map(first, state), loss[0], acc[0]
         return epoch
 
+    value_and_grad = jax.value_and_grad(objective.loss, has_aux=True)
+
     def epoch(params, state, eta, data, ic, copy, t):
-        loss, acc = objective.loss(params, data)  # of theta(t), on every example, dropout off
-        index, weight = batch_order(rule, n_train, ic, copy, t)
-        dropout_key = _noise_key(rule, _DROPOUT_STREAM, ic, copy, t)
+        (loss, acc), grads = value_and_grad(params, data)
+        params, state = opt.update(grads, state, params, rate(eta, t))
+        return params, state, loss, acc
+    return epoch
+
+
+def group_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: int):
+    """``member_epoch`` for a group of networks that share their noise (a reference and its copies under
+    ``shared_noise``, else one network): ``params``, ``state``, ``eta`` and ``copy`` have a leading member axis,
+    ``ic`` and ``t`` are scalars. Each minibatch is gathered once for the group, and its members' products with it
+    are one wide product, as with full batches."""
+    if not noisy(objective, rule, n_train):
+        return jax.vmap(member_epoch(objective, rule, n_train, epochs), in_axes=(0, 0, 0, None, None, 0, None))
+    opt = rule.optimizer
+    steps = rule.steps_per_epoch(n_train)
+    rate = _rate(opt, steps, epochs)
+    losses = jax.vmap(lambda p, data: objective.loss(p, data), in_axes=(0, None))
+    update = jax.vmap(opt.update, in_axes=(0, 0, 0, 0))
+
+    def epoch(params, state, eta, data, ic, copy, t):
+        loss, acc = losses(params, data)  # of theta(t), on every example, dropout off
+        index, weight = batch_order(rule, n_train, ic, copy[0], t)
+        dropout_key = _noise_key(rule, _DROPOUT_STREAM, ic, copy[0], t)
 
         def step(carry, s):
             params, state = carry
@@ -95,15 +119,22 @@ def member_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: i
                              weight=weight[s].astype(data["x_train"].dtype))
             if objective.dropout:
                 mask_key = jax.random.fold_in(dropout_key, s)
-                grads = jax.grad(lambda p: objective.loss(p, batch, mask_key)[0])(params)
+                grad = jax.grad(lambda p: objective.loss(p, batch, mask_key)[0])
             else:
-                grads = jax.grad(lambda p: objective.loss(p, batch)[0])(params)
-            return opt.update(grads, state, params, rate(eta, t * steps + s)), None
+                grad = jax.grad(lambda p: objective.loss(p, batch)[0])
+            return update(jax.vmap(grad)(params), state, params, rate(eta, t * steps + s)), None
 
         (params, state), _ = jax.lax.scan(step, (params, state), jnp.arange(steps))
         return params, state, loss, acc
 
     return epoch
+
+
+def _rate(opt: Optimizer, steps: int, epochs: int):
+    """``rate(eta, step)``: the learning rate of a step; the constant schedule leaves eta untouched (bit-identical
+    to earlier versions)."""
+    shape = None if opt.schedule == "constant" else opt.shape(steps, epochs)
+    return lambda eta, step: eta if shape is None else eta * shape(step).astype(eta.dtype)
 
 
 def _noise_key(rule: UpdateRule, stream: int, ic, copy, t) -> jax.Array:

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chaosgd.dynamics import FULL_BATCH_GD, UpdateRule, member_epoch
+from chaosgd.dynamics import FULL_BATCH_GD, UpdateRule, group_epoch, member_epoch, noisy
 from chaosgd.objective import Objective
 from chaosgd.records import Records, concatenate
 
@@ -331,10 +331,19 @@ def _tick(key, n):
         _report(report, int(n))
 
 
-def _advance(epoch, members: _State, t, data):
-    """One epoch of a flat batch; returns the new state and the masked loss and accuracy of theta(t)."""
+def _advance(epoch, members: _State, t, data, per_group: int | None):
+    """One epoch of a flat batch; returns the new state and the masked loss and accuracy of theta(t). ``epoch`` is
+    ``dynamics.member_epoch`` vmapped over the members (``per_group`` None), or ``group_epoch`` vmapped over groups
+    of ``per_group`` consecutive members that share their noise."""
     s = members
-    params, opt, loss, acc = epoch(s.params, s.opt, s.eta, data, s.ic, s.copy, t)
+    if per_group is None:
+        params, opt, loss, acc = epoch(s.params, s.opt, s.eta, data, s.ic, s.copy, t)
+    else:
+        split = lambda x: x.reshape(-1, per_group, *x.shape[1:])  # noqa: E731
+        join = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
+        params, opt, loss, acc = epoch(jax.tree_util.tree_map(split, s.params), jax.tree_util.tree_map(split, s.opt),
+                                       split(s.eta), data, split(s.ic)[:, 0], split(s.copy), t)
+        params, opt, loss, acc = (jax.tree_util.tree_map(join, x) for x in (params, opt, loss, acc))
     valid = s.alive & jnp.isfinite(loss)
     finite = jnp.all(jnp.stack([jnp.isfinite(x).reshape(x.shape[0], math.prod(x.shape[1:])).all(-1)
                                 for x in jax.tree_util.tree_leaves(params) if jnp.issubdtype(x.dtype, jnp.inexact)]),
@@ -363,8 +372,15 @@ def _segment(program, joint, solo, data, t0, length, n_members, final, progress,
     ``program`` is (objective, update rule, training-set size, epochs of the run or 0 when no schedule needs them).
     With ``progress``, each epoch calls back ``_tick(*tick)``, ``tick`` being (run key, networks advanced per
     epoch); without it the program holds no callback (a host round trip per epoch is not free)."""
-    objective = program[0]
-    step = jax.vmap(member_epoch(*program), in_axes=(0, 0, 0, None, 0, 0, None))
+    objective, rule, n_train = program[:3]
+    # Minibatches and dropout masks are drawn once for each group that shares them; full-batch epochs draw none,
+    # and one flat batch of members gives the same program as earlier versions (bit-identical records).
+    if noisy(objective, rule, n_train):
+        step = jax.vmap(group_epoch(*program), in_axes=(0, 0, 0, None, 0, 0, None))
+        joint_group, solo_group = (n_members if rule.shared_noise else 1), 1
+    else:
+        step = jax.vmap(member_epoch(*program), in_axes=(0, 0, 0, None, 0, 0, None))
+        joint_group = solo_group = None
     test = jax.vmap(objective.test_accuracy, in_axes=(0, None))
 
     def body(carry, t):
@@ -379,8 +395,8 @@ def _segment(program, joint, solo, data, t0, length, n_members, final, progress,
             joint, j_loss, j_acc, j_valid = _observe(objective, joint, t, data)
             solo, s_loss, s_acc, s_valid = _observe(objective, solo, t, data)
         else:
-            joint, j_loss, j_acc, j_valid = _advance(step, joint, t, data)
-            solo, s_loss, s_acc, s_valid = _advance(step, solo, t, data)
+            joint, j_loss, j_acc, j_valid = _advance(step, joint, t, data, joint_group)
+            solo, s_loss, s_acc, s_valid = _advance(step, solo, t, data, solo_group)
             if progress:
                 jax.debug.callback(_tick, *tick)
         valid = j_valid.reshape(n_joint, n_members)

@@ -125,6 +125,23 @@ class Optimizer:
         """Whether the stability limit is on the preconditioned Hessian (adaptive optimisers)."""
         return self.name in ("adam", "adamw", "rmsprop")
 
+    def preconditioner(self, state):
+        """The diagonal P of an adaptive optimiser's step ``theta - eta P^-1 m`` in ``state`` (a pytree like the
+        parameters), as Cohen et al. (2022) define it, for the last step taken: after c steps Adam's is
+        ``(1 - b1^c) (sqrt(nu / (1 - b2^c)) + eps)`` (its step is ``-eta m / P``), RMSprop's ``sqrt(nu + eps)`` (its
+        step is ``-eta g / P``; optax's eps inside the root). NaN before the first step. Not for adamw (its decoupled
+        decay is outside P^-1 H) nor the non-adaptive optimisers."""
+        if self.name not in ("adam", "rmsprop"):
+            raise ValueError(f"optimizer {self.name!r} has no preconditioner here (adam and rmsprop have)")
+        nu = optax.tree_utils.tree_get(state, "nu")
+        if self.name == "rmsprop":
+            started = jax.tree_util.tree_reduce(lambda a, x: a | jnp.any(x > 0), nu, jnp.bool_(False))
+            return jax.tree_util.tree_map(lambda v: jnp.where(started, jnp.sqrt(v + self.eps), jnp.nan), nu)
+        c = optax.tree_utils.tree_get(state, "count")
+        return jax.tree_util.tree_map(
+            lambda v: jnp.where(c > 0, (1 - self.b1 ** c) * (jnp.sqrt(v / (1 - self.b2 ** c)) + self.eps), jnp.nan),
+            nu)
+
     def describe(self, skip: tuple[str, ...] = ()) -> str:
         """The name and the hyperparameters it reads (but ``skip``), e.g. ``momentum (momentum = 0.9)``."""
         set_ = [f"{f.name} = {getattr(self, f.name):g}" for f in fields(self)

@@ -114,14 +114,20 @@ def plot_finite_time_exponents(finite_time: np.ndarray, *, eta: float | None = N
 
 
 def plot_sharpness(tracks, *, ax=None):
-    """The paper's figure 14: top Hessian eigenvalue along training for several eta, each with its 2/eta line."""
+    """The paper's figure 14: sharpness along training for several eta, each with its stability limit dashed
+    (2/eta for gradient descent; the update rule's own otherwise, ``SharpnessTrack.edge_of_stability``)."""
     ax = _axes(ax)
     for track in tracks:
         line, = ax.plot(track.epoch, track.value, marker=".", lw=1.2, label=rf"$\eta$ = {track.eta:g}")
         ax.axhline(track.edge_of_stability, color=line.get_color(), ls="--", lw=1)
     ax.set_yscale("log")
     ax.set_xlabel("epoch t")
-    ax.set_ylabel(r"sharpness $\sigma_{max}$ (dashed: $2/\eta$)")
+    kinds = {t.kind for t in tracks}
+    what = {"hessian": r"sharpness $\sigma_{max}$", "batch": "batch sharpness",
+            "preconditioned": r"preconditioned sharpness $\lambda_1(P^{-1}H)$"}
+    limit = r"$2/\eta$" if all(t.kind == "hessian" and t.edge_of_stability == 2 / t.eta for t in tracks) \
+        else "stability limit"
+    ax.set_ylabel(f"{what[kinds.pop()] if len(kinds) == 1 else 'sharpness'} (dashed: {limit})")
     ax.legend(fontsize=8)
     return ax
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from chaosgd.dynamics import FULL_BATCH_GD, member_epoch
+from chaosgd.dynamics import FULL_BATCH_GD, UpdateRule, batch_order, member_epoch
 from chaosgd.objective import Objective
 
 METHODS = ("lanczos", "power")
@@ -50,19 +50,23 @@ class TopEigenvalue:
     dominant_negative: bool = False
 
 
-def hessian_vector_product(objective: Objective, params, data):
-    """``(flat_params, hvp)`` where ``hvp(v) = H(params) v`` for flat vectors v (jit-friendly)."""
+def hessian_vector_product(objective: Objective, params, data, scale=None):
+    """``(flat_params, hvp)`` where ``hvp(v) = H(params) v`` for flat vectors v (jit-friendly); with a flat
+    ``scale`` s, ``hvp(v) = s * H (s * v)``, the product with ``diag(s) H diag(s)`` (``s = P^-1/2`` gives the
+    preconditioned Hessian's eigenvalues, those of ``P^-1 H``)."""
     flat, unravel = ravel_pytree(params)
 
     def grad_flat(theta):
         return ravel_pytree(jax.grad(lambda p: objective.loss(p, data)[0])(unravel(theta)))[0]
 
     _, hvp = jax.linearize(grad_flat, flat)
-    return flat, hvp
+    if scale is None:
+        return flat, hvp
+    return flat, lambda v: scale * hvp(scale * v)
 
 
 def top_eigenvalue(objective: Objective, params, data, *, method: str = "lanczos", iterations: int = 30,
-                   start=None, seed: int = 0) -> TopEigenvalue:
+                   start=None, seed: int = 0, scale=None) -> TopEigenvalue:
     """The top Hessian eigenvalue of the training loss at ``params`` (one network).
 
     Keyword arguments:
@@ -70,6 +74,7 @@ def top_eigenvalue(objective: Objective, params, data, *, method: str = "lanczos
         iterations: Lanczos steps (Krylov dimension) or power iterations; each costs one Hessian-vector product.
         start: starting vector (flat); a previous eigenvector makes tracking along a trajectory converge faster.
         seed: for the random starting vector when ``start`` is None.
+        scale: a flat vector s: the top eigenvalue of ``diag(s) H diag(s)`` instead (``P^-1/2``: of ``P^-1 H``).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
@@ -77,14 +82,15 @@ def top_eigenvalue(objective: Objective, params, data, *, method: str = "lanczos
         raise ValueError(f"iterations must be >= 1; got {iterations}")
     return top_eigenvalues(objective, jax.tree_util.tree_map(lambda x: x[None], params), data, method=method,
                            iterations=iterations, start=None if start is None else np.asarray(start)[None],
-                           seed=seed)[0]
+                           seed=seed, scale=None if scale is None else np.asarray(scale)[None])[0]
 
 
 def top_eigenvalues(objective: Objective, params, data, *, method: str = "lanczos", iterations: int = 30,
-                    start=None, seed: int = 0) -> list[TopEigenvalue]:
+                    start=None, seed: int = 0, scale=None) -> list[TopEigenvalue]:
     """``top_eigenvalue`` for a whole ensemble at once: ``params`` stacked on a leading axis of K members.
 
-    All K estimates run in one compiled, vectorised loop; ``start`` is None or one flat vector per member.
+    All K estimates run in one compiled, vectorised loop; ``start`` and ``scale`` are None or one flat vector per
+    member.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
@@ -96,13 +102,14 @@ def top_eigenvalues(objective: Objective, params, data, *, method: str = "lanczo
     if start is None:
         start = np.random.default_rng(seed).standard_normal((n_members, size))
     starts = jnp.asarray(start, dtype=flats.dtype).reshape(n_members, size)
+    scales = None if scale is None else jnp.asarray(scale, dtype=flats.dtype).reshape(n_members, size)
     data = jax.tree_util.tree_map(jnp.asarray, data)
     if method == "power":
-        values, vectors, residuals = _many(_power, objective, unravel, flats, starts, data, int(iterations))
+        values, vectors, residuals = _many(_power, objective, unravel, flats, starts, scales, data, int(iterations))
         return [TopEigenvalue(float(v), np.asarray(vec), float(r), int(iterations), method, dominant_negative=v < 0)
                 for v, vec, r in zip(np.asarray(values), np.asarray(vectors), np.asarray(residuals))]
     m = int(min(iterations, size))
-    alphas, betas, bases = _many(_lanczos, objective, unravel, flats, starts, data, m)
+    alphas, betas, bases = _many(_lanczos, objective, unravel, flats, starts, scales, data, m)
     results = []
     for alpha, beta, basis in zip(np.asarray(alphas), np.asarray(betas), np.asarray(bases)):
         tri = np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1)
@@ -112,14 +119,15 @@ def top_eigenvalues(objective: Objective, params, data, *, method: str = "lanczo
     return results
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 6))
-def _many(method, objective, unravel, flats, starts, data, iterations):
-    return jax.vmap(lambda f, s: method(objective, unravel, f, s, data, iterations))(flats, starts)
+@partial(jax.jit, static_argnums=(0, 1, 2, 7))
+def _many(method, objective, unravel, flats, starts, scales, data, iterations):
+    if scales is None:
+        return jax.vmap(lambda f, s: method(objective, unravel, f, s, None, data, iterations))(flats, starts)
+    return jax.vmap(lambda f, s, c: method(objective, unravel, f, s, c, data, iterations))(flats, starts, scales)
 
 
-@partial(jax.jit, static_argnums=(0, 1, 5))
-def _power(objective, unravel, flat, start, data, iterations):
-    _, hvp = hessian_vector_product(objective, unravel(flat), data)
+def _power(objective, unravel, flat, start, scale, data, iterations):
+    _, hvp = hessian_vector_product(objective, unravel(flat), data, scale)
     v0 = start / jnp.linalg.norm(start)
 
     def body(_, v):
@@ -132,10 +140,9 @@ def _power(objective, unravel, flat, start, data, iterations):
     return value, v, jnp.linalg.norm(hv - value * v)
 
 
-@partial(jax.jit, static_argnums=(0, 1, 5))
-def _lanczos(objective, unravel, flat, start, data, m):
+def _lanczos(objective, unravel, flat, start, scale, data, m):
     """m Lanczos steps with full re-orthogonalisation: diagonal alpha, off-diagonal beta, basis V (m x P)."""
-    _, hvp = hessian_vector_product(objective, unravel(flat), data)
+    _, hvp = hessian_vector_product(objective, unravel(flat), data, scale)
     basis = jnp.zeros((m, flat.size), dtype=flat.dtype).at[0].set(start / jnp.linalg.norm(start))
 
     def body(i, state):
@@ -159,67 +166,137 @@ def _lanczos(objective, unravel, flat, start, data, m):
     return alpha, beta, basis
 
 
+KINDS = ("hessian", "batch", "preconditioned")
+
+
 @dataclass(frozen=True)
 class SharpnessTrack:
-    """Sharpness along one GD trajectory: ``value[i]`` at epoch ``epoch[i]``, with ``2 / eta`` to compare."""
+    """Sharpness along one training trajectory: ``value[i]`` at epoch ``epoch[i]``, with the update rule's
+    stability limit to compare (``edge_of_stability``).
+
+    ``kind``: ``"hessian"``, the top eigenvalue of the full training loss's Hessian (GD, heavy ball, Nesterov);
+    ``"batch"``, the mean over the epoch's minibatches of the top eigenvalue of each one's Hessian (minibatch SGD
+    and momentum: the batch sharpness of Andreyev & Beneventano 2024); ``"preconditioned"``, the top eigenvalue of
+    ``P^-1 H`` with the adaptive optimiser's preconditioner P (Adam, RMSprop; Cohen et al. 2022).
+    """
 
     eta: float
     epoch: np.ndarray
     value: np.ndarray
     residual: np.ndarray
     loss: np.ndarray
+    limit: float | None = None  # None: 2 / eta (tracks stored before 0.4.0 are all full-batch GD)
+    kind: str = "hessian"
 
     @property
     def edge_of_stability(self) -> float:
-        return 2.0 / self.eta
+        return 2.0 / self.eta if self.limit is None else self.limit
+
+
+def sharpness_kind(rule: UpdateRule, n_train: int) -> str:
+    """Which sharpness the stability limit of ``rule`` is about (``SharpnessTrack.kind``); adamw and custom
+    optimisers have none here (ValueError)."""
+    opt = rule.optimizer
+    if opt.name in ("adamw", "custom"):
+        raise ValueError(f"no stability limit is defined here for optimizer {opt.name!r} (adamw's decoupled decay is "
+                         "outside P^-1 H); track sharpness with gd, sgd, momentum, nesterov, adam or rmsprop")
+    if opt.preconditioned:
+        return "preconditioned"
+    return "hessian" if rule.full_batch(n_train) else "batch"
 
 
 def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: int, every: int = 5,
                     method: str = "lanczos", iterations: int = 20, hessian_examples: int | None = None,
-                    seed: int = 0) -> SharpnessTrack:
-    """Top Hessian eigenvalue every ``every`` epochs along the GD trajectory of one network from ``params``.
+                    seed: int = 0, rule: UpdateRule | None = None, initial_condition: int = 0) -> SharpnessTrack:
+    """Sharpness every ``every`` epochs along the training trajectory of one network from ``params``.
 
-    The trajectory runs on the full training set; the Hessian is that of the full training loss, or, with
-    ``hessian_examples=n``, of the loss on a fixed random subset of n training examples (drawn once from ``seed``),
-    which is cheaper and, for n of a few thousand, close. Each estimate starts from the previous eigenvector.
-    Epochs at which the trajectory is no longer finite get NaN.
+    ``rule`` (default full-batch GD) sets the trajectory, which follows the minibatch order of
+    ``initial_condition`` as in a sweep, and which sharpness is compared with which limit (``sharpness_kind``,
+    ``Optimizer.stability_limit``). The Hessian is that of the full training loss, or, with ``hessian_examples=n``,
+    of the loss on a fixed random subset of n training examples (drawn once from ``seed``), which is cheaper and,
+    for n of a few thousand, close; the batch sharpness uses the minibatches of the coming epoch. Each estimate
+    starts from the previous eigenvector. Epochs at which the trajectory is no longer finite get NaN, and so do the
+    preconditioned sharpness's before the first step (the preconditioner is not yet formed).
     """
+    rule = FULL_BATCH_GD if rule is None else rule
     if every < 1 or epochs < 0:
         raise ValueError("need every >= 1 and epochs >= 0")
     data = jax.tree_util.tree_map(jnp.asarray, data)
+    n_train = data["x_train"].shape[0] if "x_train" in data else 0
+    kind = sharpness_kind(rule, n_train)
     hessian_data = data
     if hessian_examples is not None:
-        n = data["x_train"].shape[0]
-        if not 0 < hessian_examples <= n:
-            raise ValueError(f"hessian_examples must be in 1 .. {n}; got {hessian_examples}")
-        pick = np.sort(np.random.default_rng(seed).choice(n, hessian_examples, replace=False))
+        if not 0 < hessian_examples <= n_train:
+            raise ValueError(f"hessian_examples must be in 1 .. {n_train}; got {hessian_examples}")
+        pick = np.sort(np.random.default_rng(seed).choice(n_train, hessian_examples, replace=False))
         hessian_data = dict(data, x_train=data["x_train"][pick], y_train=data["y_train"][pick])
     eta_arr = jnp.asarray(eta, dtype=ravel_pytree(params)[0].dtype)
+    state = rule.optimizer.init(params)
+    program = (objective, rule, n_train, int(epochs) if rule.optimizer.schedule != "constant" else 0)
     epochs_out, values, residuals, losses = [], [], [], []
     start = None
     t = 0
     while True:
         loss = float(objective.loss(params, data)[0])
+        value = residual = np.nan
         if np.isfinite(loss):
-            result = top_eigenvalue(objective, params, hessian_data, method=method, iterations=iterations,
-                                    start=start, seed=seed)
-            start = result.vector
-            values.append(result.value)
-            residuals.append(result.residual)
-        else:
-            values.append(np.nan)
-            residuals.append(np.nan)
+            if kind == "batch":
+                value, start = _batch_sharpness(objective, params, data, rule, initial_condition, t, iterations,
+                                                start, seed)
+            else:
+                scale = None
+                if kind == "preconditioned":
+                    scale = ravel_pytree(jax.tree_util.tree_map(lambda p: 1 / jnp.sqrt(p),
+                                                                rule.optimizer.preconditioner(state)))[0]
+                if scale is None or bool(jnp.all(jnp.isfinite(scale))):
+                    result = top_eigenvalue(objective, params, hessian_data, method=method, iterations=iterations,
+                                            start=start, seed=seed, scale=scale)
+                    start, value, residual = result.vector, result.value, result.residual
         epochs_out.append(t)
+        values.append(value)
+        residuals.append(residual)
         losses.append(loss)
         if t >= epochs or not np.isfinite(loss):
             break
         n_steps = min(every, epochs - t)
-        params = _advance(objective, params, eta_arr, data, n_steps)
+        params, state = _advance(program, params, state, eta_arr, data, jnp.int32(initial_condition), jnp.int32(t),
+                                 n_steps)
         t += n_steps
-    return SharpnessTrack(float(eta), np.array(epochs_out), np.array(values), np.array(residuals), np.array(losses))
+    return SharpnessTrack(float(eta), np.array(epochs_out), np.array(values), np.array(residuals), np.array(losses),
+                          limit=rule.optimizer.stability_limit(float(eta)), kind=kind)
 
 
-@partial(jax.jit, static_argnums=(0, 4))
-def _advance(objective, params, eta, data, n_steps):
-    epoch = member_epoch(objective, FULL_BATCH_GD, 0, 0)
-    return jax.lax.fori_loop(0, n_steps, lambda t, p: epoch(p, (), eta, data, 0, 0, t)[0], params)
+def _batch_sharpness(objective, params, data, rule, ic, t, iterations, start, seed):
+    """The mean over epoch t's minibatches of each one's top Hessian eigenvalue (Lanczos, all batches in one
+    vectorised loop), and the eigenvector of the first batch to start the next estimate from."""
+    n_train = data["x_train"].shape[0]
+    index, weight = batch_order(rule, n_train, jnp.int32(ic), 0, jnp.int32(t))
+    batches = {"x_train": data["x_train"][index], "y_train": data["y_train"][index],
+               "weight": weight.astype(data["x_train"].dtype)}
+    flat, unravel = ravel_pytree(params)
+    m = int(min(iterations, flat.size))
+    starts = np.random.default_rng(seed).standard_normal((index.shape[0], flat.size)) if start is None else \
+        np.broadcast_to(start, (index.shape[0], flat.size))
+    alphas, betas, bases = _over_batches(objective, unravel, flat, jnp.asarray(starts, flat.dtype), batches, m)
+    tops = []
+    for alpha, beta in zip(np.asarray(alphas), np.asarray(betas)):
+        tops.append(np.linalg.eigvalsh(np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1))[-1])
+    alpha, beta, basis = np.asarray(alphas[0]), np.asarray(betas[0]), np.asarray(bases[0])
+    _, vectors = np.linalg.eigh(np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1))
+    return float(np.mean(tops)), basis.T @ vectors[:, -1]
+
+
+@partial(jax.jit, static_argnums=(0, 1, 5))
+def _over_batches(objective, unravel, flat, starts, batches, m):
+    return jax.vmap(lambda s, b: _lanczos(objective, unravel, flat, s, None, b, m))(starts, batches)
+
+
+@partial(jax.jit, static_argnums=(0, 7))
+def _advance(program, params, state, eta, data, ic, t0, n_steps):
+    epoch = member_epoch(*program)
+
+    def body(i, carry):
+        params, state = carry
+        return epoch(params, state, eta, data, ic, 0, t0 + i)[:2]
+
+    return jax.lax.fori_loop(0, n_steps, body, (params, state))

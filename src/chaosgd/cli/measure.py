@@ -150,8 +150,11 @@ def cmd_sharpness(args) -> int:
     plots.save(plots.plot_sharpness(tracks), out / "fig14_sharpness.png")
     for t in tracks:
         last = t.value[np.isfinite(t.value)]
-        print(f"eta = {t.eta:g}: sharpness {last[0]:.4g} at t = 0 -> {last[-1]:.4g} at t = {t.epoch[len(last) - 1]}"
-              f" (2/eta = {t.edge_of_stability:.4g})" if last.size else f"eta = {t.eta:g}: diverged at t = 0")
+        what = "sharpness" if t.kind == "hessian" else f"{t.kind} sharpness"
+        limit = "2/eta" if t.kind == "hessian" and t.edge_of_stability == 2 / t.eta else "stability limit"
+        print(f"eta = {t.eta:g}: {what} {last[0]:.4g} at t = {t.epoch[np.isfinite(t.value)][0]} -> {last[-1]:.4g} at "
+              f"t = {t.epoch[np.isfinite(t.value)][-1]} ({limit} = {t.edge_of_stability:.4g})" if last.size
+              else f"eta = {t.eta:g}: no finite estimate")
     print(f"results and figure 14 in {out}")
     return 0
 

@@ -194,6 +194,8 @@ class Training(_Section):
                  f"values without an axis; set training.axis (one of {list(AXES)})")
         _require(len(set(self.axis_values)) == len(self.axis_values), "training.axis_values",
                  f"values must not repeat; got {list(self.axis_values)}")
+        _require(self.sharpness_every == 0 or self.axis is None, "training.sharpness_every",
+                 "sharpness is tracked in sweeps over eta alone; fix the second axis (training.axis) at one value")
         self._check_update_rule()
         _require(self.l2 >= 0, "training.l2", f"must be >= 0; got {self.l2}")
         _require(0 < self.target <= 1, "training.target", f"must be a fraction in (0, 1]; got {self.target}")
@@ -210,9 +212,9 @@ class Training(_Section):
                  f"unknown method {self.sharpness_method!r}; choose one of {list(SHARPNESS_METHODS)}")
         _require(self.sharpness_iterations >= 1, "training.sharpness_iterations",
                  f"must be an integer >= 1; got {self.sharpness_iterations}")
-        _require(self.sharpness_every == 0 or (self.optimizer == "gd" and self.batch_size == 0),
-                 "training.sharpness_every", "sharpness is tracked along full-batch gradient descent only; set "
-                 "training.optimizer = \"gd\" and training.batch_size = 0, or sharpness_every = 0")
+        _require(self.sharpness_every == 0 or self.optimizer != "adamw", "training.sharpness_every",
+                 "no stability limit is defined here for adamw (its decoupled weight decay is outside the "
+                 "preconditioned Hessian); track sharpness with another optimizer, or set sharpness_every = 0")
 
     def _check_update_rule(self) -> None:
         _require(self.optimizer in OPTIMIZERS, "training.optimizer",

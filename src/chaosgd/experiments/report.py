@@ -89,11 +89,21 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
     tracks = sorted((r.sharpness for r in summary.results.values() if r.sharpness is not None), key=lambda t: t.eta)
     if tracks:
         t = config.training
+        what = {"hessian": "Top eigenvalue of the Hessian of the training loss",
+                "batch": "Batch sharpness (the mean over the epoch's minibatches of the top eigenvalue of each one's "
+                         "loss Hessian)",
+                "preconditioned": "Preconditioned sharpness (the top eigenvalue of P^-1 H, P the optimiser's "
+                                  "preconditioner at its last step; none before the first)"}[tracks[0].kind]
+        limit = {"gd": "2/eta, the stability limit of gradient descent on a quadratic",
+                 "sgd": "2/eta, the stability limit of gradient descent on a quadratic",
+                 "momentum": "2(1 + beta)/eta, the stability limit of heavy-ball momentum on a quadratic",
+                 "nesterov": "2(1 + beta)/(eta (1 + 2 beta)), Nesterov's stability limit on a quadratic",
+                 "adam": "(2 + 2 b1)/((1 - b1) eta), Adam's limit on the preconditioned sharpness (Cohen et al. 2022)",
+                 "rmsprop": "2/eta, RMSprop's limit on the preconditioned sharpness"}[t.optimizer]
         figures.append(("Figure 14: sharpness along training", _png(plots.plot_sharpness(tracks)),
-                        f"Top eigenvalue of the Hessian of the training loss ({t.sharpness_method}, "
-                        f"{t.sharpness_iterations} Hessian-vector products) along the reference trajectory of "
-                        f"initial condition 0, every {t.sharpness_every} epoch(s), at each learning rate; dashed: "
-                        "2/eta, the stability limit of gradient descent on a quadratic."
+                        f"{what} ({t.sharpness_method}, {t.sharpness_iterations} Hessian-vector products) along the "
+                        f"reference trajectory of initial condition 0, every {t.sharpness_every} epoch(s), at each "
+                        f"learning rate; dashed: {limit}."
                         + (" Sampled less often than every epoch, a period-2 orbit shows as a smooth curve."
                            if t.sharpness_every > 1 else "")))
     figures += _toy_figures(store.toymap_dir)

@@ -184,6 +184,8 @@ class RunDir:
         arrays = records.arrays()
         if sharpness is not None:
             arrays.update({f"sharpness_{k}": np.asarray(getattr(sharpness, k)) for k in _SHARPNESS})
+            arrays.update(sharpness_limit=np.asarray(sharpness.edge_of_stability),
+                          sharpness_kind=np.array(sharpness.kind))
         arrays["header"] = np.array(json.dumps(header, sort_keys=True))
         arrays["digest"] = np.array(_digest(arrays))  # over every array, the header included
         return atomic_write(self.task_path(task), lambda f: np.savez(f, **arrays))
@@ -207,7 +209,10 @@ class RunDir:
         sharpness = None
         if "sharpness_value" in arrays:
             from chaosgd.sharpness import SharpnessTrack
-            sharpness = SharpnessTrack(task.eta, *(arrays[f"sharpness_{k}"] for k in _SHARPNESS))
+            sharpness = SharpnessTrack(task.eta, *(arrays[f"sharpness_{k}"] for k in _SHARPNESS),
+                                       **({"limit": float(arrays["sharpness_limit"]),
+                                           "kind": str(arrays["sharpness_kind"])} if "sharpness_limit" in arrays
+                                          else {}))  # files of 0.3.0 and before: full-batch GD
         return TaskResult(task, records, float(header["seconds"]), header["host"], sharpness)
 
     def scan(self, config: Config, all_tasks: list[Task]) -> tuple[dict[str, TaskResult], dict[str, str]]:
