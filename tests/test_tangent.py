@@ -17,6 +17,7 @@ def test_tangent_top_k_match_closed_form_on_quadratic_problem(eta):
     expected = np.sort(np.log(np.abs(1 - eta * np.array(EIGENVALUES))))[::-1][:3]
     result = tangent_exponents(objective, params, eta, data, epochs=200, k=3)
     np.testing.assert_allclose(result.over(100), expected, atol=1e-6)
+    np.testing.assert_allclose(result.slope(100, 200), expected, atol=1e-6)  # the epsilon-ball's estimator
     assert result.finite_time.shape == (200, 3)
 
 

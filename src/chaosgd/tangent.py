@@ -46,6 +46,14 @@ class TangentExponents:
         """The exponents over the horizon ``[start, stop)`` of steps: mean log growth there, one per direction."""
         return self.log_growth[start:stop].mean(axis=0)
 
+    def slope(self, start: int, stop: int) -> np.ndarray:
+        """The epsilon-ball's estimator applied to the tangent vectors: the least-squares slope of their log growth
+        ``y(t) = sum_{s<t} ln|R_ii(s)|`` over epochs ``start .. stop`` (inclusive, as ``lyapunov.local_exponent``'s
+        window), one per direction. Where growth is not uniform over the window (Adam's first epochs stretch far
+        more than its later ones) this, not ``over``'s mean, is what to compare with an epsilon-ball exponent."""
+        y = np.vstack([np.zeros((1, self.log_growth.shape[1])), np.cumsum(self.log_growth, axis=0)])
+        return np.polyfit(np.arange(start, stop + 1), y[start:stop + 1], 1)[0]
+
 
 def tangent_exponents(objective: Objective, params, eta: float, data, *, epochs: int, k: int = 1,
                       seed: int = 0, rule: UpdateRule | None = None, initial_condition: int = 0) -> TangentExponents:
@@ -105,6 +113,11 @@ def _tangent_scan(program, layout, theta, counters, q, eta, data, ic, epochs):
 
         theta_next, jvp, counters_next = jax.linearize(step, theta, has_aux=True)
         v = jax.vmap(jvp, in_axes=1, out_axes=1)(q)  # J q
+        # Where the state is finite, a NaN in J q is 0 * inf from a coordinate at which the map is not
+        # differentiable but cannot move: Adam's second moment at exactly 0 (sqrt'(0) = inf) for weights that have
+        # never had a gradient (MNIST's blank pixels), whose first moment and gradient stay 0 along every
+        # direction. The derivative there is 0.
+        v = jnp.where(jnp.isnan(v) & jnp.all(jnp.isfinite(theta_next)), 0.0, v)
         q_next, r = jnp.linalg.qr(v)
         growth = jnp.log(jnp.abs(jnp.diagonal(r)))
         alive = alive & jnp.all(jnp.isfinite(theta_next)) & jnp.all(jnp.isfinite(growth))
