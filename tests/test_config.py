@@ -58,6 +58,17 @@ def test_quick_scale_is_smaller_and_named():
     ({"model.architecture": "cnn", "model.dropout": 0.5}, r"model\.dropout: dropout is an option of the MLP only"),
     ({"training.sharpness_every": 1, "training.axis": "model.width", "training.axis_values": (8.0,)},
      r"training\.sharpness_every: sharpness is tracked in sweeps over eta alone"),
+    ({"training.shared_noise": False}, r"training\.shared_noise: false, but full-batch training without dropout"),
+    ({"training.batch_size": 32, "training.axis": "training.batch_size", "training.axis_values": (16.0, 0.0)},
+     r"training\.batch_size: is 32 here but training\.axis sweeps it over \[16\.0, 0\.0\]"),
+    ({"training.axis": "training.momentum", "training.axis_values": (0.9,)},
+     r"training\.axis: training\.momentum is not read by optimizer 'gd'"),
+    ({"model.architecture": "cnn", "training.axis": "model.width", "training.axis_values": (4.0,)},
+     r"training\.axis: model\.width changes the MLP's hidden layers; the cnn has none"),
+    ({"training.sharpness_every": 1, "training.schedule": "step", "training.decay_every": 3},
+     r"training\.sharpness_every: the stability limit moves with the learning rate"),
+    ({"training.sharpness_examples": 10, "training.batch_size": 30},
+     r"training\.sharpness_examples: the batch sharpness of minibatch training uses the epoch's own minibatches"),
     ({"training.sharpness_every": 1, "training.optimizer": "adamw"},
      r"training\.sharpness_every: no stability limit is defined here for adamw"),
     ({"training.axis": "training.etas", "training.axis_values": (1.0,)}, r"training\.axis: unknown axis"),
@@ -66,8 +77,6 @@ def test_quick_scale_is_smaller_and_named():
     ({"training.axis": "model.width", "training.axis_values": (8.0, 8.0)}, r"values must not repeat"),
     ({"training.axis": "model.depth", "training.axis_values": (1.0, 2.5)},
      r"training\.axis_values: at model\.depth = 2\.5: model\.depth: must be an integer >= 1"),
-    ({"training.axis": "training.momentum", "training.axis_values": (0.0, 0.9)},
-     r"training\.axis_values: at training\.momentum = 0: training\.momentum: is read by momentum"),
 ])
 def test_invalid_values_name_the_field_and_what_is_allowed(change, message):
     with pytest.raises(ConfigError, match=message):

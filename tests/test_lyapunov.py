@@ -113,3 +113,26 @@ def test_a_quiet_curve_is_settled_after_plateau_epochs_and_not_positive():
     # Without the rule the fit sees the late rise; a rise of 0.1 or more within 40 epochs is never quiet.
     assert local_exponent(d, quiet_rise=None).stop > 60
     assert settled_epoch(-8 + 0.003 * t, 40) is None  # risen 0.12 by epoch 40: pure slow growth, never settles
+
+
+def test_an_expansion_faster_than_the_records_is_flagged_not_measured():
+    """Minibatch training with many steps an epoch: the distance jumps by e^9 in 2 epochs and saturates. Whatever
+    the fit says, the exponential phase lies between a few records; a slow expansion is not flagged."""
+    fast = planted(4.5, 2, epochs=60)[None]   # one initial condition, 5 copies
+    fit = local_exponent(fast[0])
+    assert fit.unresolved and fit.stop - fit.start < 5
+    net = network_exponent(np.concatenate([fast, planted(0.68, 30, epochs=60)[None]]))
+    assert net.n_unresolved == 1
+    assert not local_exponent(planted(0.68, 30)).unresolved
+    assert not local_exponent(planted(0.5, 3)).unresolved     # a short rise of 1.5: too small to matter
+
+
+def test_the_report_says_where_exponents_are_not_measured():
+    from chaosgd.experiments.report import edge_of_chaos
+
+    row = {"eta": 1.0, "p_percent": 0.0, "tau_rmst": 2.0, "tau_rmst_ci_low": 1.5, "tau_rmst_ci_high": 2.5,
+           "tau_median": 2.0, "tau_horizon": 60, "reached_percent": 100.0, "diverged_fraction": 0.0,
+           "stuck_at_chance": 0, "reached_then_stuck": 0, "n_initial": 6, "n_unresolved": 6}
+    text = edge_of_chaos([row], 0.8)
+    assert "At eta = 1 (6 of 6) the distances rose by a factor of more than e^5 within 5 epochs" in text
+    assert "not measured there" in text

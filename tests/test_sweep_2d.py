@@ -68,6 +68,21 @@ def test_commands_that_measure_one_point_refuse_a_grid(grid_run, capsys):
                  "--set", "training.axis_values=0,0.5", "--out", str(grid_run.parent / "lyap")]) == 2
     assert "lyapunov measures one configuration" in capsys.readouterr().err
     assert not (grid_run.parent / "lyap").exists()
+    assert main(["report", str(grid_run), "--eta", "2.5"]) == 2
+    assert "--eta chooses the learning rate of figures 2 and 3" in capsys.readouterr().err
+    assert main(["lyapunov", "iris", "--estimator", "tangent", "--set", "training.batch_size=30", "--set",
+                 "training.shared_noise=false", "--out", str(grid_run.parent / "tan")]) == 2
+    assert "the tangent estimator linearises the training map of one network" in capsys.readouterr().err
+
+
+def test_run_prints_the_second_axis_beside_each_row(tmp_path, capsys):
+    assert main(["run", "iris", "--set", "training.optimizer=momentum", "--set", "training.axis=training.momentum",
+                 "--set", "training.axis_values=0,0.5", "--set", "training.etas=0.1,2.5", "--set",
+                 "ensemble.initial=3", "--set", "training.epochs=20", "--executor", "serial", "--quiet", "--out",
+                 str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "a 2-D sweep: each row at the training.momentum of its first column" in out
+    assert any(line.split()[:2] == ["0.5", "2.5"] for line in out.splitlines())
 
 
 def test_a_reused_sweep_of_another_optimiser_is_refused(tmp_path):

@@ -28,6 +28,9 @@ R2_MIN = 0.9
 LAMBDA_MIN = 0.05
 PLATEAU = 40  # epochs of plateau after the knee that settle the fit (see local_exponent)
 QUIET_RISE = 0.1  # a curve that rose less than this over its first PLATEAU epochs is settled there (no expansion)
+# A curve that rises by more than UNRESOLVED_RISE (a factor e^5) within fewer than UNRESOLVED_EPOCHS epochs has an
+# exponential phase too short for per-epoch records (minibatches: many steps an epoch): its fit is not a measurement.
+UNRESOLVED_EPOCHS, UNRESOLVED_RISE = 5, 5.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,16 @@ class LocalExponent:
 
     def line(self, t) -> np.ndarray:
         return self.intercept + self.exponent * np.asarray(t, dtype=float)
+
+    @property
+    def unresolved(self) -> bool:
+        """The curve rose by more than ``UNRESOLVED_RISE`` within fewer than ``UNRESOLVED_EPOCHS`` epochs: the
+        expansion happened between a few records, and neither the slope nor whether it counts as positive is
+        measured (record more often than once an epoch, e.g. fewer steps per epoch)."""
+        if not np.isfinite(self.exponent):
+            return False
+        rise = self.log_distance[self.stop] - self.log_distance[self.start]
+        return bool(self.stop - self.start < UNRESOLVED_EPOCHS and rise > UNRESOLVED_RISE)
 
 
 def mean_log_distance(distance: np.ndarray) -> tuple[np.ndarray, int]:
@@ -235,6 +248,11 @@ class NetworkExponent:
     @property
     def n_positive(self) -> int:
         return sum(f.positive for f in self.local)
+
+    @property
+    def n_unresolved(self) -> int:
+        """Local exponents whose exponential phase was too short for the records (``LocalExponent.unresolved``)."""
+        return sum(f.unresolved for f in self.local)
 
     def p_interval(self, confidence: float | None = None) -> tuple[float, float]:
         """Wilson interval of p in percent (scipy.stats.binomtest), at ``confidence`` (default: this fit's);

@@ -246,6 +246,15 @@ HEATMAPS = (("p_percent", "p (%)", "viridis"), ("lambda_nmle", r"$\lambda_{NMLE}
             ("tau_rmst", "restricted mean epochs to target", "cividis_r"))
 
 
+def _axis_order(rows: list[dict], axis: str) -> list[float]:
+    """The second axis's values in increasing order; a batch size of 0 (the full batch) last, as the largest."""
+    return sorted({r[axis] for r in rows}, key=lambda v: np.inf if axis == "training.batch_size" and v == 0 else v)
+
+
+def _axis_label(axis: str, value: float) -> str:
+    return "full" if axis == "training.batch_size" and value == 0 else f"{value:g}"
+
+
 def plot_heatmaps(rows: list[dict], axis: str, *, axes=None):
     """A 2-D sweep: p, lambda_NMLE and the restricted mean time to target over eta (columns) and the second axis
     (rows), one panel each; cells not finished (or with no value) are blank, each cell carries its number."""
@@ -253,20 +262,23 @@ def plot_heatmaps(rows: list[dict], axis: str, *, axes=None):
         import matplotlib.pyplot as plt
         _, axes = plt.subplots(1, len(HEATMAPS), figsize=(13, 4.2), constrained_layout=True)
     etas = sorted({r["eta"] for r in rows})
-    values = sorted({r[axis] for r in rows})
+    values = _axis_order(rows, axis)
     for ax, (column, title, cmap) in zip(axes, HEATMAPS):
         grid = np.full((len(values), len(etas)), np.nan)
         for r in rows:
             grid[values.index(r[axis]), etas.index(r["eta"])] = r[column]
         shown = np.ma.masked_invalid(grid)
-        image = ax.imshow(shown, origin="lower", aspect="auto", cmap=cmap)
+        image = ax.imshow(shown, origin="lower", aspect="auto", cmap=cmap,
+                          **({"vmin": 0, "vmax": 100} if column == "p_percent" else {}))
         ax.figure.colorbar(image, ax=ax, shrink=0.85)
         for (i, j), v in np.ndenumerate(grid):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.2g}" if column == "lambda_nmle" else f"{v:.0f}", ha="center", va="center",
-                        fontsize=7, color="w" if image.norm(v) < 0.5 else "k")
+                text = f"{v:.2f}".replace("-0.00", "0.00") if column == "lambda_nmle" else f"{v:.0f}"
+                red, green, blue, _ = image.cmap(image.norm(v))
+                dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # the cell's luminance picks the text colour
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w" if dark else "k")
         ax.set_xticks(range(len(etas)), [f"{e:g}" for e in etas], rotation=60, fontsize=7)
-        ax.set_yticks(range(len(values)), [f"{v:g}" for v in values], fontsize=7)
+        ax.set_yticks(range(len(values)), [_axis_label(axis, v) for v in values], fontsize=7)
         ax.set_xlabel(r"learning rate $\eta$")
         ax.set_ylabel(axis)
         ax.set_title(title, fontsize=10)
@@ -279,14 +291,15 @@ def plot_curves_by_axis(rows: list[dict], axis: str, *, axes=None):
     if axes is None:
         import matplotlib.pyplot as plt
         _, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    for value in sorted({r[axis] for r in rows}):
+    for value in _axis_order(rows, axis):
         mine = [r for r in rows if r[axis] == value]
         eta = np.array([r["eta"] for r in mine])
         for ax, (mid, low, high) in zip(axes, (("p_percent", "p_ci_low", "p_ci_high"),
                                                ("tau_rmst", "tau_rmst_ci_low", "tau_rmst_ci_high"))):
             y = np.array([r[mid] for r in mine], dtype=float)
             err = [y - np.array([r[low] for r in mine]), np.array([r[high] for r in mine]) - y]
-            ax.errorbar(eta, y, yerr=np.nan_to_num(err), fmt="o-", capsize=2, label=f"{axis} = {value:g}")
+            ax.errorbar(eta, y, yerr=np.nan_to_num(err), fmt="o-", capsize=2,
+                        label=f"{axis} = {_axis_label(axis, value)}")
     for ax, label in zip(axes, ("p (%)", "restricted mean epochs to target")):
         _log_eta_axis(ax, np.array([r["eta"] for r in rows]))
         ax.set_ylabel(label)

@@ -175,9 +175,11 @@ class SharpnessTrack:
     stability limit to compare (``edge_of_stability``).
 
     ``kind``: ``"hessian"``, the top eigenvalue of the full training loss's Hessian (GD, heavy ball, Nesterov);
-    ``"batch"``, the mean over the epoch's minibatches of the top eigenvalue of each one's Hessian (minibatch SGD
-    and momentum: the batch sharpness of Andreyev & Beneventano 2024); ``"preconditioned"``, the top eigenvalue of
-    ``P^-1 H`` with the adaptive optimiser's preconditioner P (Adam, RMSprop; Cohen et al. 2022).
+    ``"batch"``, the batch sharpness of Andreyev & Beneventano (2024) for minibatch SGD and momentum: the mean
+    over the epoch's minibatches B of ``g_B . H_B g_B / |g_B|^2``, each minibatch's curvature along its own
+    gradient (no eigenvalue method, ``hessian_examples`` or residual: one Hessian-vector product per batch);
+    ``"preconditioned"``, the top eigenvalue of ``P^-1 H`` with the adaptive optimiser's preconditioner P (Adam,
+    RMSprop; Cohen et al. 2022).
     """
 
     eta: float
@@ -214,7 +216,8 @@ def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: i
     ``initial_condition`` as in a sweep, and which sharpness is compared with which limit (``sharpness_kind``,
     ``Optimizer.stability_limit``). The Hessian is that of the full training loss, or, with ``hessian_examples=n``,
     of the loss on a fixed random subset of n training examples (drawn once from ``seed``), which is cheaper and,
-    for n of a few thousand, close; the batch sharpness uses the minibatches of the coming epoch. Each estimate
+    for n of a few thousand, close; the batch sharpness uses the minibatches of the coming epoch (and refuses
+    ``hessian_examples``). Each estimate
     starts from the previous eigenvector. Epochs at which the trajectory is no longer finite get NaN, and so do the
     preconditioned sharpness's before the first step (the preconditioner is not yet formed).
     """
@@ -224,6 +227,12 @@ def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: i
     data = jax.tree_util.tree_map(jnp.asarray, data)
     n_train = data["x_train"].shape[0] if "x_train" in data else 0
     kind = sharpness_kind(rule, n_train)
+    if kind == "batch" and hessian_examples is not None:
+        raise ValueError("the batch sharpness uses the epoch's own minibatches; hessian_examples is for the full-batch "
+                         "Hessian")
+    if rule.optimizer.schedule != "constant":
+        raise ValueError(f"the stability limit moves with the learning rate, and the {rule.optimizer.schedule} "
+                         "schedule changes it every step; track sharpness under the constant schedule")
     hessian_data = data
     if hessian_examples is not None:
         if not 0 < hessian_examples <= n_train:
@@ -241,8 +250,7 @@ def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: i
         value = residual = np.nan
         if np.isfinite(loss):
             if kind == "batch":
-                value, start = _batch_sharpness(objective, params, data, rule, initial_condition, t, iterations,
-                                                start, seed)
+                value = _batch_sharpness(objective, params, data, rule, initial_condition, t)
             else:
                 scale = None
                 if kind == "preconditioned":
@@ -266,29 +274,29 @@ def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: i
                           limit=rule.optimizer.stability_limit(float(eta)), kind=kind)
 
 
-def _batch_sharpness(objective, params, data, rule, ic, t, iterations, start, seed):
-    """The mean over epoch t's minibatches of each one's top Hessian eigenvalue (Lanczos, all batches in one
-    vectorised loop), and the eigenvector of the first batch to start the next estimate from."""
+def _batch_sharpness(objective, params, data, rule, ic, t):
+    """The batch sharpness at epoch t: the mean over its minibatches B of ``g_B . H_B g_B / |g_B|^2``, the curvature
+    of each minibatch's loss along its own gradient (one Hessian-vector product per batch, all in one vectorised
+    call)."""
     n_train = data["x_train"].shape[0]
     index, weight = batch_order(rule, n_train, jnp.int32(ic), 0, jnp.int32(t))
     batches = {"x_train": data["x_train"][index], "y_train": data["y_train"][index],
                "weight": weight.astype(data["x_train"].dtype)}
-    flat, unravel = ravel_pytree(params)
-    m = int(min(iterations, flat.size))
-    starts = np.random.default_rng(seed).standard_normal((index.shape[0], flat.size)) if start is None else \
-        np.broadcast_to(start, (index.shape[0], flat.size))
-    alphas, betas, bases = _over_batches(objective, unravel, flat, jnp.asarray(starts, flat.dtype), batches, m)
-    tops = []
-    for alpha, beta in zip(np.asarray(alphas), np.asarray(betas)):
-        tops.append(np.linalg.eigvalsh(np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1))[-1])
-    alpha, beta, basis = np.asarray(alphas[0]), np.asarray(betas[0]), np.asarray(bases[0])
-    _, vectors = np.linalg.eigh(np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1))
-    return float(np.mean(tops)), basis.T @ vectors[:, -1]
+    return float(jnp.mean(_directional_curvatures(objective, params, batches)))
 
 
-@partial(jax.jit, static_argnums=(0, 1, 5))
-def _over_batches(objective, unravel, flat, starts, batches, m):
-    return jax.vmap(lambda s, b: _lanczos(objective, unravel, flat, s, None, b, m))(starts, batches)
+@partial(jax.jit, static_argnums=(0,))
+def _directional_curvatures(objective, params, batches):
+    def one(batch):
+        flat, unravel = ravel_pytree(params)
+
+        def grad_flat(theta):
+            return ravel_pytree(jax.grad(lambda p: objective.loss(p, batch)[0])(unravel(theta)))[0]
+
+        g, hg = jax.jvp(grad_flat, (flat,), (grad_flat(flat),))
+        return g @ hg / (g @ g)
+
+    return jax.vmap(one)(batches)
 
 
 @partial(jax.jit, static_argnums=(0, 7))

@@ -113,11 +113,11 @@ def _tangent_scan(program, layout, theta, counters, q, eta, data, ic, epochs):
 
         theta_next, jvp, counters_next = jax.linearize(step, theta, has_aux=True)
         v = jax.vmap(jvp, in_axes=1, out_axes=1)(q)  # J q
-        # Where the state is finite, a NaN in J q is 0 * inf from a coordinate at which the map is not
+        # A NaN in J q at a coordinate of the state that did not move is 0 * inf from a point where the map is not
         # differentiable but cannot move: Adam's second moment at exactly 0 (sqrt'(0) = inf) for weights that have
-        # never had a gradient (MNIST's blank pixels), whose first moment and gradient stay 0 along every
-        # direction. The derivative there is 0.
-        v = jnp.where(jnp.isnan(v) & jnp.all(jnp.isfinite(theta_next)), 0.0, v)
+        # never had a gradient (MNIST's blank pixels), whose moments and gradient stay 0 along every direction. The
+        # derivative there is 0; any other NaN stays and ends the estimate.
+        v = jnp.where(jnp.isnan(v) & (theta_next == theta)[:, None], 0.0, v)
         q_next, r = jnp.linalg.qr(v)
         growth = jnp.log(jnp.abs(jnp.diagonal(r)))
         alive = alive & jnp.all(jnp.isfinite(theta_next)) & jnp.all(jnp.isfinite(growth))

@@ -18,7 +18,8 @@ COMMANDS = (
     ("sweetspot", add_sweetspot, cmd_sweetspot, "find the learning rate where chaos becomes fully developed"),
     ("lyapunov", add_lyapunov, cmd_lyapunov,
      "local and network Lyapunov exponents at one learning rate (figures 2, 3)"),
-    ("sharpness", add_sharpness, cmd_sharpness, "top Hessian eigenvalue along training against 2/eta (figure 14)"),
+    ("sharpness", add_sharpness, cmd_sharpness,
+     "sharpness along training against the stability limit (2/eta for GD; figure 14)"),
     ("toymap", add_toymap, cmd_toymap, "the toy double-well map: orbit diagram and exponent (figures 6, 7)"),
 )
 

@@ -32,12 +32,17 @@ def cmd_run(args) -> int:
     store = run_sweep(args)
     summary = summarize(store)
     target = summary.config.training.target
-    print(f"{'eta':>8} {'lambda_NMLE':>12} {'p':>5} {'loss(T)':>9} {'test acc(T)':>11} {'diverged':>8} {'stuck':>6}  "
-          f"reached {target:.0%}, median and restricted mean epochs to it [95 % CI]")
+    axis = summary.config.training.axis
+    if axis is not None:
+        print(f"a 2-D sweep: each row at the {axis} of its first column")
+    first = f"{axis.split('.')[-1]:>12} " if axis else ""
+    print(first + f"{'eta':>8} {'lambda_NMLE':>12} {'p':>5} {'loss(T)':>9} {'test acc(T)':>11} {'diverged':>8} "
+          f"{'stuck':>6}  reached {target:.0%}, median and restricted mean epochs to it [95 % CI]")
     for r in summary.rows:
         median = f"> {r['tau_horizon']}" if r["tau_median"] == float("inf") else f"{r['tau_median']:g}"
-        print(f"{r['eta']:>8g} {r['lambda_nmle']:>12.4f} {r['p_percent']:>4.0f}% {r['final_loss_mean']:>9.4f} "
-              f"{r['final_test_accuracy_mean']:>11.3f} {r['diverged_fraction']:>8.0%} {r['stuck_at_chance']:>6}  "
+        print((f"{r[axis]:>12g} " if axis else "") + f"{r['eta']:>8g} {r['lambda_nmle']:>12.4f} "
+              f"{r['p_percent']:>4.0f}% {r['final_loss_mean']:>9.4f} {r['final_test_accuracy_mean']:>11.3f} "
+              f"{r['diverged_fraction']:>8.0%} {r['stuck_at_chance']:>6}  "
               f"{r['n_initial'] - r['tau_censored']}/{r['n_initial']}, median {median}, "
               f"{r['tau_rmst']:.1f} [{r['tau_rmst_ci_low']:.1f}, {r['tau_rmst_ci_high']:.1f}]")
     report(store, summary=summary)

@@ -88,10 +88,13 @@ def experiment(args, **overrides) -> Config:
 
 def one_point(config: Config, command: str) -> Config:
     """Refuse a 2-D sweep's configuration for a command that measures at one point of it."""
-    if config.training.axis is not None:
-        raise ValueError(f"{command} measures one configuration, and this one sweeps {config.training.axis} too "
-                         f"(training.axis): choose one value, e.g. --set training.axis=none --set "
-                         f"training.axis_values=[] --set {config.training.axis}={config.training.axis_values[0]:g}")
+    axis = config.training.axis
+    if axis is not None:
+        first = config.training.axis_values[0]
+        one = (f"model.hidden=[{', '.join(str(h) for h in config.at(first).model.hidden)}]"
+               if axis in ("model.width", "model.depth") else f"{axis}={first:g}")
+        raise ValueError(f"{command} measures one configuration, and this one sweeps {axis} too (training.axis): "
+                         f"choose one value, e.g. --set training.axis=none --set training.axis_values=[] --set {one}")
     return config
 
 

@@ -153,7 +153,7 @@ class Training(_Section):
     momentum: float = _field(0.9, "momentum, nesterov: the momentum beta (m = g + beta m)")
     b1: float = _field(0.9, "adam, adamw: decay of the first moment")
     b2: float = _field(0.999, "adam, adamw: decay of the second moment")
-    eps: float = _field(1e-8, "adam, adamw, rmsprop: added to the root of the second moment")
+    eps: float = _field(1e-8, "adam, adamw: added to the root of the second moment; rmsprop: added under the root")
     weight_decay: float = _field(1e-4, "adamw: decoupled weight decay")
     decay: float = _field(0.9, "rmsprop: decay of the squared gradients' average")
     schedule: str = _field("constant", f"learning-rate schedule: {' | '.join(SCHEDULES)} (warmup_cosine: linear "
@@ -195,7 +195,13 @@ class Training(_Section):
         _require(len(set(self.axis_values)) == len(self.axis_values), "training.axis_values",
                  f"values must not repeat; got {list(self.axis_values)}")
         _require(self.sharpness_every == 0 or self.axis is None, "training.sharpness_every",
-                 "sharpness is tracked in sweeps over eta alone; fix the second axis (training.axis) at one value")
+                 "sharpness is tracked in sweeps over eta alone; set training.axis = none and its field to one value")
+        _require(self.sharpness_every == 0 or self.schedule == "constant", "training.sharpness_every",
+                 f"the stability limit moves with the learning rate, which the {self.schedule} schedule changes every "
+                 "step; track sharpness under the constant schedule")
+        _require(self.sharpness_examples is None or self.batch_size == 0, "training.sharpness_examples",
+                 "the batch sharpness of minibatch training uses the epoch's own minibatches; leave "
+                 "sharpness_examples unset")
         self._check_update_rule()
         _require(self.l2 >= 0, "training.l2", f"must be >= 0; got {self.l2}")
         _require(0 < self.target <= 1, "training.target", f"must be a fraction in (0, 1]; got {self.target}")
@@ -306,6 +312,23 @@ class Config(_Section):
                  f"{self.ensemble.epsilon:g} is at or below the resolution of {self.model.dtype} for weights of "
                  f"size {self.model.weight_scale:g} (about {resolution:.2g}); use model.dtype = \"float64\" or a "
                  f"larger epsilon")
+        t = self.training
+        _require(t.shared_noise or t.batch_size or self.model.dropout or t.axis is not None, "training.shared_noise",
+                 "false, but full-batch training without dropout draws no noise to share; leave it true")
+        if t.axis is not None:
+            _require(t.axis not in ("model.width", "model.depth") or self.model.architecture == "mlp", "training.axis",
+                     f"{t.axis} changes the MLP's hidden layers; the {self.model.architecture} has none")
+            section, name = _split(t.axis) if t.axis not in ("model.width", "model.depth") else ("model", "hidden")
+            if name != "hidden":  # (model.hidden gives the width and depth the axis keeps)
+                default = next(f.default for f in fields(_SECTIONS[section]) if f.name == name)
+                base = getattr(getattr(self, section), name)
+                _require(base == default, t.axis, f"is {base!r} here but training.axis sweeps it over "
+                                                  f"{list(t.axis_values)}: a value set and never used; leave it at "
+                                                  f"its default ({default!r})")
+            if section == "training" and name in _UPDATE_FIELDS:
+                reads = READS[t.optimizer] + SCHEDULE_READS[t.schedule]
+                _require(name in reads, "training.axis", f"{t.axis} is not read by optimizer {t.optimizer!r} with "
+                                                         f"schedule {t.schedule!r}: every point would be the same")
         for value in self.training.axis_values:  # every point of a 2-D sweep must be a valid configuration
             try:
                 self.at(value)

@@ -78,6 +78,9 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
             log(f"re-analysis of {store.root} with " + ", ".join(f"{k} = {v}" for k, v in summary.changes.items())
                 + f": report, results.csv (and results.parquet with pyarrow) in {dest}")
     config, rows = summary.config, summary.rows
+    if lyapunov_eta is not None and config.training.axis is not None:
+        raise ValueError("--eta chooses the learning rate of figures 2 and 3, which the report of a 2-D sweep does "
+                         "not draw (it draws heatmaps over eta and the second axis)")
     info = store.info()
     run_config = store.config() if summary.changes else config  # the run's own, whatever the analysis
     dest.mkdir(parents=True, exist_ok=True)
@@ -345,7 +348,8 @@ def edge_of_chaos(rows, target: float, p_high: float = 95.0, hold: int = 1) -> s
     diverge, naming those whose intervals overlap it), and where networks end stuck at chance accuracy."""
     if not rows:
         return "No learning rate is finished yet."
-    developed = [r for r in rows if r["p_percent"] >= p_high and r["diverged_fraction"] <= 0.5]
+    developed = [r for r in rows if r["p_percent"] >= p_high and r["diverged_fraction"] <= 0.5
+                 and 2 * r.get("n_unresolved", 0) <= r["n_initial"]]
     if developed:
         first = developed[0]
         text = f"Edge of chaos on this grid: p >= {p_high:g} % first at eta = {first['eta']:g}"
@@ -370,6 +374,12 @@ def edge_of_chaos(rows, target: float, p_high: float = 95.0, hold: int = 1) -> s
                  if close else ".")
     else:
         text += f". No network reached {target:.0%} at any learning rate where most did not diverge."
+    unresolved = [r for r in rows if r.get("n_unresolved")]
+    if unresolved:
+        text += (" At eta = " + ", ".join(f"{r['eta']:g} ({r['n_unresolved']} of {r['n_initial']})" for r in unresolved)
+                 + " the distances rose by a factor of more than e^5 within 5 epochs: the exponential phase is too "
+                 "short for per-epoch records, so lambda_NMLE and p are not measured there (record more often, e.g. "
+                 "with fewer steps per epoch).")
     stuck = [r for r in rows if r["stuck_at_chance"] * 2 > r["n_initial"] and r["p_percent"] > 0]
     if stuck:
         text += (" At eta = " + ", ".join(f"{r['eta']:g}" for r in stuck) + ": most networks end stuck at chance "
@@ -407,7 +417,7 @@ def _cells(r: dict) -> list[str]:
     return [_cell(r["eta"]), f"{_fixed(r['lambda_nmle'])} ± {_fixed(r['lambda_std'])}",
             f"[{_fixed(r['lambda_ci_low'])}, {_fixed(r['lambda_ci_high'])}]",
             (f"{r['p_percent']:.0f} [{r['p_ci_low']:.0f}, {r['p_ci_high']:.0f}]" if np.isfinite(r["p_percent"])
-             else "–"),
+             else "–") + (f" ({r['n_unresolved']} unresolved)" if r.get("n_unresolved") else ""),
             f"{r['reached_percent']:.0f} [{r['reached_ci_low']:.0f}, {r['reached_ci_high']:.0f}]",
             f"{tau(r['tau_median'])} [{tau(r['tau_median_ci_low'])}, {tau(r['tau_median_ci_high'])}]",
             f"{_cell(r['tau_rmst'])} [{_cell(r['tau_rmst_ci_low'])}, {_cell(r['tau_rmst_ci_high'])}]",

@@ -22,13 +22,14 @@ from chaosgd.records import concatenate
 from chaosgd.training_time import time_to_accuracy
 
 COLUMNS = ("eta", "lambda_nmle", "lambda_std", "lambda_ci_low", "lambda_ci_high", "p_percent", "p_ci_low",
-           "p_ci_high", "n_initial", "n_excluded", "reached_percent", "reached_ci_low", "reached_ci_high",
+           "p_ci_high", "n_initial", "n_excluded", "n_unresolved", "reached_percent", "reached_ci_low",
+           "reached_ci_high",
            "tau_median", "tau_median_ci_low", "tau_median_ci_high", "tau_rmst", "tau_rmst_ci_low", "tau_rmst_ci_high",
            "tau_horizon", "tau_mean_reached", "tau_stderr_reached", "tau_censored", "stuck_at_chance",
            "reached_then_stuck", "final_loss_mean", "final_test_accuracy_mean", "diverged_fraction",
            "network_epochs", "naive_network_epochs")
-INTEGER_COLUMNS = frozenset({"n_initial", "n_excluded", "tau_horizon", "tau_censored", "stuck_at_chance",
-                             "reached_then_stuck", "network_epochs", "naive_network_epochs"})
+INTEGER_COLUMNS = frozenset({"n_initial", "n_excluded", "n_unresolved", "tau_horizon", "tau_censored",
+                             "stuck_at_chance", "reached_then_stuck", "network_epochs", "naive_network_epochs"})
 CONFIDENCE = 0.95  # of every interval in the table
 
 
@@ -43,7 +44,9 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
     the number censored; networks stuck at chance (final test accuracy <= 1/classes + ``analysis.chance_margin``),
     and how many of them had reached the target before; final loss and test accuracy of the reference networks that
     did not diverge (nor stop early: ``training.stop_references``); the fraction of reference networks that
-    diverged. ``window``: fit every local exponent over these epochs instead of the automatic [0, tau].
+    diverged; ``n_unresolved``: local exponents whose exponential phase was too short for per-epoch records
+    (``LocalExponent.unresolved``: lambda and p are not measured there). ``window``: fit every local exponent over
+    these epochs instead of the automatic [0, tau].
     """
     from chaosgd.datasets import CLASSES
 
@@ -58,7 +61,7 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
     row = {
         "eta": float(records.eta[0, 0]), "lambda_nmle": net.mean, "lambda_std": net.std, "lambda_ci_low": net.ci_low,
         "lambda_ci_high": net.ci_high, "p_percent": net.p, "p_ci_low": p_low, "p_ci_high": p_high,
-        "n_initial": records.loss.shape[0], "n_excluded": net.n_excluded,
+        "n_initial": records.loss.shape[0], "n_excluded": net.n_excluded, "n_unresolved": net.n_unresolved,
         "reached_percent": 100 * surv.n_reached / surv.n, "reached_ci_low": 100 * surv.reached_low,
         "reached_ci_high": 100 * surv.reached_high, "tau_median": surv.median, "tau_median_ci_low": surv.median_low,
         "tau_median_ci_high": surv.median_high, "tau_rmst": surv.rmst, "tau_rmst_ci_low": surv.rmst_low,
@@ -82,7 +85,9 @@ def summary_line(config: Config, results: list[TaskResult], where: dict | None =
     point = "".join(f"{name} = {value:g}, " for name, value in (where or {}).items())
     return (f"{point}eta = {row['eta']:g}: lambda_NMLE = {net.mean:.3f} ± {net.std:.3f}, p = {net.p:.0f}%, "
             f"{tt.describe(CONFIDENCE)}" + (f", {diverged} diverged" if diverged else "")
-            + (f", {stuck} stuck at chance accuracy" if stuck else ""))
+            + (f", {stuck} stuck at chance accuracy" if stuck else "")
+            + (f"; {row['n_unresolved']} exponential phase(s) too short for per-epoch records: lambda and p not "
+               "measured" if row["n_unresolved"] else ""))
 
 
 # Settings that only read the records: a finished run can be re-analysed with other values of these without

@@ -31,6 +31,10 @@ class ConfigEvaluator(Evaluator):
         if config.training.axis is not None:
             raise ConfigError(f"the sweet-spot search takes one configuration; this one sweeps {config.training.axis} "
                               "too (training.axis): search at one of its values (Config.at(value))")
+        if config.training.schedule != "constant":
+            raise ConfigError(f"the sweet-spot search trains for its own number of epochs (--search-epochs), over "
+                              f"which the {config.training.schedule} schedule would follow another path than the "
+                              "sweep's; search under the constant schedule")
         super().__init__(config.ensemble.initial, confidence=confidence, **config.analysis.fit)
         # Only what shapes p enters the search's store and its hash: not the sweep's grid (the search picks its own
         # learning rates; (1.0,) stands in), its target or sharpness tracking. Copies run every epoch.
