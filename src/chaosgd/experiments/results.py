@@ -27,9 +27,10 @@ COLUMNS = ("eta", "lambda_nmle", "lambda_std", "lambda_ci_low", "lambda_ci_high"
            "tau_median", "tau_median_ci_low", "tau_median_ci_high", "tau_rmst", "tau_rmst_ci_low", "tau_rmst_ci_high",
            "tau_horizon", "tau_mean_reached", "tau_stderr_reached", "tau_censored", "stuck_at_chance",
            "reached_then_stuck", "final_loss_mean", "final_test_accuracy_mean", "diverged_fraction",
-           "network_epochs", "naive_network_epochs")
+           "network_epochs", "naive_network_epochs", "steps_per_epoch")
 INTEGER_COLUMNS = frozenset({"n_initial", "n_excluded", "n_unresolved", "tau_horizon", "tau_censored",
-                             "stuck_at_chance", "reached_then_stuck", "network_epochs", "naive_network_epochs"})
+                             "stuck_at_chance", "reached_then_stuck", "network_epochs", "naive_network_epochs",
+                             "steps_per_epoch"})
 CONFIDENCE = 0.95  # of every interval in the table
 
 
@@ -72,6 +73,7 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
         "final_test_accuracy_mean": float(np.nanmean(final_acc)) if np.isfinite(final_acc).any() else float("nan"),
         "diverged_fraction": float((records.diverged_at[:, 0] >= 0).mean()),
         "network_epochs": records.network_epochs, "naive_network_epochs": records.naive_network_epochs,
+        "steps_per_epoch": int(records.steps_per_epoch[0]),  # times to target in steps: tau * this
     }
     return row, net, tt
 
