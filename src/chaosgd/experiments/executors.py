@@ -264,10 +264,19 @@ class DaskExecutor(Executor):
         self._cluster = None
         if scheduler is None:
             n = max(1, int(workers or os.cpu_count() or 1))
-            with worker_environment(n):
-                # Dask's workers log each cancelled task as a warning: noise when a sweep is stopped.
-                self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                             silence_logs=logging.ERROR)
+            # As for the processes executor, the cluster's processes start with Ctrl-C ignored (their own workers
+            # inherit it): a terminal's Ctrl-C reaches the whole process group, and only this process should act
+            # on it (a worker interrupted mid-task prints its traceback).
+            main = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+            try:
+                with worker_environment(n):
+                    # Dask's workers log each cancelled task as a warning: noise when a sweep is stopped.
+                    self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                                 silence_logs=logging.ERROR)
+            finally:
+                if main:
+                    signal.signal(signal.SIGINT, previous)
         self.client = Client(scheduler or self._cluster)
 
     @property
