@@ -210,6 +210,9 @@ def _training(config) -> str:
              ". Exponents are per epoch (one pass over the training set), times to target in epochs.")
     if t.axis is not None:
         text += (f" A 2-D sweep: eta together with {t.axis} = " + ", ".join(f"{v:g}" for v in t.axis_values) + ".")
+        if t.axis in ("training.batch_size", "model.dropout"):  # the noise comes from the axis
+            text += (" Minibatch orders and dropout masks are " + ("shared by each reference and its copies." if
+                     t.shared_noise else "each copy's own: distances then include the noise."))
     return text
 
 
