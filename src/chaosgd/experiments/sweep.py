@@ -70,8 +70,8 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
             mine = [t for t in every if (t.point or 0, t.eta_index) == key]
             if all(t.name in done for t in mine):
                 summarized.add(key)
-                where = ({} if key[0] is None or config.training.axis is None
-                         else {config.training.axis: config.training.axis_values[key[0]]})
+                axis = config.training.axis
+                where = {} if axis is None else {axis: config.training.axis_values[key[0]]}
                 say(summary_line(task_config(config, mine[0]), [done[t.name] for t in mine], where))
 
     def finished_elsewhere(task):
