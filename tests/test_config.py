@@ -71,6 +71,14 @@ def test_quick_scale_is_smaller_and_named():
      r"training\.sharpness_examples: the batch sharpness of minibatch training uses the epoch's own minibatches"),
     ({"training.sharpness_every": 1, "training.optimizer": "adamw"},
      r"training\.sharpness_every: no stability limit is defined here for adamw"),
+    ({"training.records_per_epoch": 0, "training.batch_size": 10}, r"training\.records_per_epoch: must be an integer"),
+    ({"training.records_per_epoch": 2}, r"training\.records_per_epoch: more than one record an epoch needs "
+                                        r"minibatches"),
+    ({"training.records_per_epoch": 2, "training.batch_size": 10, "training.sharpness_every": 1},
+     r"training\.records_per_epoch: sharpness is tracked once an epoch"),
+    ({"ensemble.distance": "momentum"}, r"ensemble\.distance: unknown choice 'momentum'"),
+    ({"ensemble.distance": "state", "training.optimizer": "sgd"}, r"ensemble\.distance: state, but optimizer 'sgd' "
+                                                                 r"keeps no state"),
     ({"training.axis": "training.etas", "training.axis_values": (1.0,)}, r"training\.axis: unknown axis"),
     ({"training.axis_values": (1.0, 2.0)}, r"training\.axis_values: values without an axis"),
     ({"training.axis": "model.width"}, r"training\.axis_values: give training\.axis and its values together"),

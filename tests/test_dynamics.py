@@ -181,3 +181,96 @@ def test_stability_limits():
     assert Optimizer("gd").stability_limit(0.5) == 4
     assert Optimizer("momentum", momentum=0.9).stability_limit(0.1) == pytest.approx(38)
     assert Optimizer("adam", b1=0.9).stability_limit(1.0) == pytest.approx(38)   # Cohen et al. 2022
+
+
+WIDE_GAP = [1.0, 2.0, 3.5]
+
+
+def quadratic_with_examples(n_examples):
+    """The quadratic problem with a training set the loss never reads: every minibatch step is theta <- (I - eta A)
+    theta, so an epoch of S steps multiplies distances by max|1 - eta a| ** S (eigenvalues a far apart, so that
+    the top one dominates within two epochs)."""
+    objective, data, params = quadratic_problem(WIDE_GAP)
+    data = dict(data, x_train=np.zeros((n_examples, 1)), y_train=np.zeros(n_examples, dtype=int))
+    return objective, data, params
+
+
+def test_records_within_an_epoch_are_the_epoch_records_in_between(blobs):
+    """r records an epoch: every r-th record is bit-identical to the run recorded once an epoch (same steps, same
+    batches), and the records between follow the steps of the epoch."""
+    model = MLP((6, 8, 3))
+    objective, ball, data = classification(model), ball_of(model), blobs.arrays()
+    rule = UpdateRule(Optimizer("momentum", momentum=0.5), batch_size=20)   # 6 steps an epoch
+    once = run(objective, ball, 2.0, data, epochs=12, rule=rule)
+    thrice = run(objective, ball, 2.0, data, epochs=12, rule=rule, records_per_epoch=3)
+    assert thrice.loss.shape[-1] == 3 * 12 + 1 and thrice.epochs == 12 and thrice.per_epoch == 3
+    for name in ("loss", "train_accuracy", "test_accuracy", "distance"):
+        assert np.array_equal(getattr(once, name), getattr(thrice, name)[..., ::3], equal_nan=True)
+    assert not np.array_equal(thrice.loss[..., 1::3], thrice.loss[..., ::3][..., :-1])
+    np.testing.assert_array_equal(thrice.time[:4], [0, 1 / 3, 2 / 3, 1])
+    assert thrice.network_epochs == once.network_epochs
+    with pytest.raises(ValueError, match="divide the 6 step"):
+        run(objective, ball, 2.0, data, epochs=2, rule=rule, records_per_epoch=4)
+    with pytest.raises(ValueError, match="divide the 1 step"):
+        run(objective, ball, 2.0, data, epochs=2, records_per_epoch=2)
+
+
+@pytest.mark.parametrize("eta", [0.62, 0.7])
+def test_minibatch_exponents_per_epoch_match_the_closed_form_at_any_record_rate(eta):
+    """S = 8 steps an epoch of GD on the quadratic: lambda = S ln max|1 - eta a| per epoch (1.26 at eta = 0.62,
+    2.97 at 0.7), whether recorded once, twice or at every step; recorded once an epoch, an expansion of e^9 over
+    three epochs is too fast to resolve, and the fit says so."""
+    objective, data, params = quadratic_with_examples(16)
+    rule = UpdateRule(Optimizer("sgd"), batch_size=2)
+    expected = 8 * np.log(max(abs(1 - eta * a) for a in WIDE_GAP))
+    rng = np.random.default_rng(2)
+    theta = params["theta"]
+    copies = np.stack([theta] + [theta + 1e-8 * rng.uniform(-1, 1, theta.size) for _ in range(3)])
+    for r in (1, 2, 8):
+        rec = run(objective, {"theta": copies[None]}, eta, data, epochs=6, rule=rule, records_per_epoch=r)
+        fit = local_exponent(rec.distance[0], window=(2, 6), records_per_epoch=r)
+        assert fit.exponent == pytest.approx(expected, rel=1e-6)
+        assert fit.window == (2, 6)
+    fast = local_exponent(rec.distance[0], window=(0, 3), records_per_epoch=8)
+    assert fast.positive == (expected > 0.05) and not fast.unresolved
+    coarse = run(objective, {"theta": copies[None]}, eta, data, epochs=6, rule=rule)
+    assert local_exponent(coarse.distance[0], window=(0, 3)).unresolved == (3 * expected > 5)
+
+
+def test_distances_over_the_whole_state_add_the_momentum_buffer():
+    """Heavy ball on the quadratic: over parameters and momentum buffer, the distance equals the parameters' at
+    t = 0 (both buffers start at 0), exceeds it after, and grows at the same closed-form rate ln rho."""
+    eta, beta = 1.2, 0.9
+    objective, data, params = quadratic_problem(EIGENVALUES)
+    rule = UpdateRule(Optimizer("momentum", momentum=beta))
+    rng = np.random.default_rng(1)
+    theta = params["theta"]
+    copies = {"theta": np.stack([theta] + [theta + 1e-8 * rng.uniform(-1, 1, theta.size) for _ in range(3)])[None]}
+    by_params = run(objective, copies, eta, data, epochs=150, rule=rule)
+    by_state = run(objective, copies, eta, data, epochs=150, rule=rule, distance="state")
+    assert np.array_equal(by_state.distance[..., 0], by_params.distance[..., 0])
+    assert np.all(by_state.distance[..., 1:] > by_params.distance[..., 1:])
+    assert local_exponent(by_state.distance[0], window=(60, 150)).exponent == pytest.approx(
+        heavy_ball_exponent(eta, beta), abs=1e-3)
+    with pytest.raises(ValueError, match="distance must be one of"):
+        run(objective, copies, eta, data, epochs=2, distance="momentum")
+
+
+def test_copies_stopped_by_the_settled_fit_give_the_same_exponents_with_records_within_epochs(blobs):
+    """CopiesSettled(plateau, records_per_epoch=r) keeps the plateau in epochs: copies stopped by it give exactly
+    the exponents of copies run to the end; a rule counting another r than the run's is refused."""
+    from chaosgd.lyapunov import CopiesSettled
+    model = MLP((6, 8, 3))
+    objective, ball, data = classification(model), ball_of(model, n_initial=4), blobs.arrays()
+    rule, r, plateau = UpdateRule(Optimizer("sgd"), batch_size=20), 3, 5
+    full = run(objective, ball, 3.0, data, epochs=30, rule=rule, records_per_epoch=r)
+    stopped = run(objective, ball, 3.0, data, epochs=30, rule=rule, records_per_epoch=r,
+                  stop_copies=CopiesSettled(plateau, records_per_epoch=r))
+    assert np.all(stopped.copies_stopped_at >= 0) and stopped.network_epochs < full.network_epochs
+    for g in range(4):
+        a = local_exponent(full.distance[g], plateau=plateau, records_per_epoch=r)
+        b = local_exponent(stopped.distance[g], plateau=plateau, stopped_at=int(stopped.copies_stopped_at[g]),
+                           records_per_epoch=r)
+        assert (a.exponent, a.window) == (b.exponent, b.window)
+    with pytest.raises(ValueError, match="stop_copies counts 1 record"):
+        run(objective, ball, 3.0, data, epochs=3, rule=rule, records_per_epoch=r, stop_copies=CopiesSettled(plateau))

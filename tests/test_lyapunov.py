@@ -134,5 +134,5 @@ def test_the_report_says_where_exponents_are_not_measured():
            "tau_median": 2.0, "tau_horizon": 60, "reached_percent": 100.0, "diverged_fraction": 0.0,
            "stuck_at_chance": 0, "reached_then_stuck": 0, "n_initial": 6, "n_unresolved": 6}
     text = edge_of_chaos([row], 0.8)
-    assert "At eta = 1 (6 of 6) the distances rose by a factor of more than e^5 within 5 epochs" in text
+    assert "At eta = 1 (6 of 6) the distances rose by a factor of more than e^5 within 5 records" in text
     assert "not measured there" in text

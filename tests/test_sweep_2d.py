@@ -91,3 +91,33 @@ def test_a_reused_sweep_of_another_optimiser_is_refused(tmp_path):
     adam = plain.with_values(**{"training.optimizer": "adam"})
     with pytest.raises(ConfigError, match="training.optimizer \\('gd' there, 'adam' here\\)"):
         stored_evaluations(tmp_path / "gd", like=adam)
+
+
+def test_records_within_epochs_through_a_grid_over_batch_sizes(tmp_path):
+    """records_per_epoch = 3 over batches of 40 and 20 (3 and 6 steps an epoch) and the full batch (one step, so
+    one record): the results say how finely each point was recorded, and times to target come in thirds of an
+    epoch; a divisor that does not fit a point is refused before anything runs."""
+    config = small_config(**{"training.optimizer": "sgd", "training.axis": "training.batch_size",
+                             "training.axis_values": (40.0, 20.0, 0.0), "training.etas": (0.5,),
+                             "training.records_per_epoch": 3, "training.target": 0.6})
+    sweep(config, tmp_path / "grid", **QUIET)
+    summary = summarize(tmp_path / "grid")
+    by_batch = {r["training.batch_size"]: r for r in summary.rows}
+    assert {b: r["records_per_epoch"] for b, r in by_batch.items()} == {40: 3, 20: 3, 0: 1}
+    assert {b: r["steps_per_epoch"] for b, r in by_batch.items()} == {40: 3, 20: 6, 0: 1}
+    for j, batch in enumerate(config.training.axis_values):
+        row, records = by_batch[batch], summary.records(point=j)
+        assert records.loss.shape[-1] == row["records_per_epoch"] * config.training.epochs + 1
+        reached = row["tau_median"]
+        assert np.isinf(reached) or (3 * reached).is_integer()
+        assert row["tau_median_steps"] == reached * row["steps_per_epoch"]
+    with pytest.raises(ConfigError, match=r"records_per_epoch: 4 does not divide the 3 steps of an epoch at batch "
+                                          r"size 40 .*divisors: 3"):
+        sweep(config.with_values(**{"training.records_per_epoch": 4}), tmp_path / "bad", **QUIET)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ConfigError, match=r"batches of 200 hold the whole training set of 120 examples"):
+        sweep(small_config(**{"training.batch_size": 200, "training.records_per_epoch": 2}), tmp_path / "one",
+              **QUIET)
+    with pytest.raises(ConfigError, match=r"batches of 200 hold the whole training set"):   # not a batch-size axis
+        sweep(small_config(**{"training.batch_size": 200, "training.records_per_epoch": 2, "training.axis":
+                              "training.l2", "training.axis_values": (0.0, 0.001)}), tmp_path / "two", **QUIET)

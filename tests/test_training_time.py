@@ -88,3 +88,18 @@ def test_nobody_reaching_the_target_is_a_median_beyond_the_budget_and_the_whole_
 def test_target_outside_unit_interval_is_refused(target):
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         time_to_accuracy(np.zeros((1, 3)), target)
+
+
+def test_records_within_epochs_give_passage_times_in_fractions_of_an_epoch():
+    """Three records an epoch over T = 2 epochs (7 records): the first passage at record 4 is epoch 4/3; held for 2
+    epochs it needs records 4 .. 7, past the budget, so it is censored, as the passage held from record 1 is not."""
+    acc = np.array([[0.1, 0.2, 0.5, 0.6, 0.95, 0.9, 0.97],
+                    [0.1, 0.95, 0.96, 0.97, 0.92, 0.91, 0.8]])
+    first = time_to_accuracy(acc, 0.9, records_per_epoch=3)
+    np.testing.assert_allclose(first.epoch, [4 / 3, 1 / 3])
+    assert first.budget == 2 and first.horizon == 2
+    held = time_to_accuracy(acc, 0.9, hold=2, records_per_epoch=3)
+    assert list(held.censored) == [True, False] and held.epoch[1] == pytest.approx(1 / 3)
+    assert held.horizon == 1
+    with pytest.raises(ValueError, match="divides"):
+        time_to_accuracy(acc, 0.9, records_per_epoch=4)

@@ -19,7 +19,7 @@ from chaosgd.records import Records  # noqa: E402
 from chaosgd.sweetspot import find_sweet_spot  # noqa: E402
 from chaosgd.experiments import PRESETS, Config, RunDir, preset, summarize, sweep  # noqa: E402
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = ["Config", "preset", "PRESETS", "sweep", "summarize", "RunDir", "find_sweet_spot",
            "run", "initial_conditions", "epsilon_ball", "check_epsilon", "MLP", "CNN", "count_parameters",

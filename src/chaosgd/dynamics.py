@@ -64,18 +64,23 @@ def noisy(objective: Objective, rule: UpdateRule, n_train: int) -> bool:
     return not rule.full_batch(n_train) or objective.dropout
 
 
-def member_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: int):
+def member_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: int, parts: int = 1):
     """``epoch(params, state, eta, data, ic, copy, t) -> (params, state, loss, train_accuracy)`` for ONE network.
 
     ``ic``, ``copy`` and ``t`` (integer scalars) pick the minibatch order and dropout masks; ``epochs`` is the
     length of the run (for schedules that end with it). The loss and accuracy are those of theta(t) on the whole
     training set, before the epoch: with full batches and no dropout they come from the same forward pass as the
     gradient, free; otherwise from one more (deterministic) forward pass.
+
+    ``parts`` > 1 (minibatches only; it must divide the steps of an epoch): the map of one part of an epoch,
+    ``steps_per_epoch / parts`` steps, and ``t`` counts parts (part ``t % parts`` of epoch ``t // parts``), so that
+    the records resolve what happens within an epoch. Iterating it ``parts`` times is the epoch map.
     """
     opt = rule.optimizer
     rate = _rate(opt, rule.steps_per_epoch(n_train), epochs)
+    check_parts(objective, rule, n_train, parts)
     if noisy(objective, rule, n_train):
-        group = group_epoch(objective, rule, n_train, epochs)
+        group = group_epoch(objective, rule, n_train, epochs, parts)
 
         def epoch(params, state, eta, data, ic, copy, t):  # a group of one
             one, first = (lambda x: jnp.asarray(x)[None]), (lambda x: x[0])
@@ -93,23 +98,27 @@ def member_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: i
     return epoch
 
 
-def group_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: int):
+def group_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: int, parts: int = 1):
     """``member_epoch`` for a group of networks that share their noise (a reference and its copies under
     ``shared_noise``, else one network): ``params``, ``state``, ``eta`` and ``copy`` have a leading member axis,
     ``ic`` and ``t`` are scalars. Each minibatch is gathered once for the group, and its members' products with it
     are one wide product, as with full batches."""
+    check_parts(objective, rule, n_train, parts)
     if not noisy(objective, rule, n_train):
         return jax.vmap(member_epoch(objective, rule, n_train, epochs), in_axes=(0, 0, 0, None, None, 0, None))
     opt = rule.optimizer
     steps = rule.steps_per_epoch(n_train)
+    chunk = steps // parts  # steps of one part
     rate = _rate(opt, steps, epochs)
     losses = jax.vmap(lambda p, data: objective.loss(p, data), in_axes=(0, None))
     update = jax.vmap(opt.update, in_axes=(0, 0, 0, 0))
 
     def epoch(params, state, eta, data, ic, copy, t):
         loss, acc = losses(params, data)  # of theta(t), on every example, dropout off
-        index, weight = batch_order(rule, n_train, ic, copy[0], t)
-        dropout_key = _noise_key(rule, _DROPOUT_STREAM, ic, copy[0], t)
+        # Part t of the run is part `first // chunk` of its epoch: the epoch's order and masks, from its step on.
+        epoch_t, first = (t, 0) if parts == 1 else (t // parts, (t % parts) * chunk)
+        index, weight = batch_order(rule, n_train, ic, copy[0], epoch_t)
+        dropout_key = _noise_key(rule, _DROPOUT_STREAM, ic, copy[0], epoch_t)
 
         def step(carry, s):
             params, state = carry
@@ -122,12 +131,26 @@ def group_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: in
                 grad = jax.grad(lambda p: objective.loss(p, batch, mask_key)[0])
             else:
                 grad = jax.grad(lambda p: objective.loss(p, batch)[0])
-            return update(jax.vmap(grad)(params), state, params, rate(eta, t * steps + s)), None
+            return update(jax.vmap(grad)(params), state, params, rate(eta, epoch_t * steps + s)), None
 
-        (params, state), _ = jax.lax.scan(step, (params, state), jnp.arange(steps))
+        (params, state), _ = jax.lax.scan(step, (params, state), first + jnp.arange(chunk))
         return params, state, loss, acc
 
     return epoch
+
+
+def check_parts(objective: Objective, rule: UpdateRule, n_train: int, parts: int) -> None:
+    """Refuse ``parts`` (records per epoch) that is not a divisor of the steps of an epoch."""
+    steps = rule.steps_per_epoch(n_train)
+    if isinstance(parts, bool) or int(parts) != parts or parts < 1 or steps % parts:
+        allowed = [k for k in range(1, steps + 1) if steps % k == 0]
+        raise ValueError(f"records per epoch must divide the {steps} step(s) of an epoch (batch size "
+                         f"{rule.batch_size or 'full'}, {n_train} training examples), so that every record falls "
+                         f"between two steps: one of {_some(allowed)}; got {parts}")
+
+
+def _some(values: list) -> str:
+    return ", ".join(map(str, values)) if len(values) <= 12 else ", ".join(map(str, values[:6] + ["…"] + values[-3:]))
 
 
 def _rate(opt: Optimizer, steps: int, epochs: int):

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chaosgd.dynamics import FULL_BATCH_GD, UpdateRule, group_epoch, member_epoch, noisy
+from chaosgd.dynamics import FULL_BATCH_GD, UpdateRule, check_parts, group_epoch, member_epoch, noisy
 from chaosgd.objective import Objective
 from chaosgd.records import Records, concatenate
 
@@ -33,6 +33,8 @@ _MIN_SEGMENT = 10
 # program does not depend on the reporter and is not recompiled for each run (and concurrent runs stay apart).
 _REPORTERS: dict[int, Callable[[int], None]] = {}
 _KEYS = itertools.count()
+
+DISTANCES = ("parameters", "state")  # what the distance between a copy and its reference sums over
 
 
 class StopRule(Protocol):
@@ -70,7 +72,8 @@ class BudgetError(ValueError):
 def run(objective: Objective, params, eta, data, *, epochs: int, initial_condition=None,
         groups_per_chunk: int | None = None, memory_budget: float | None = None,
         progress: bool | Callable[[int], None] = False, stop_copies: StopRule | None = None,
-        stop_references_at: float | None = None, rule: UpdateRule | None = None) -> Records:
+        stop_references_at: float | None = None, rule: UpdateRule | None = None,
+        records_per_epoch: int = 1, distance: str = "parameters") -> Records:
     """Train every member of an ensemble for ``epochs`` epochs and record what DESIGN.md asks for.
 
     Args:
@@ -78,14 +81,15 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
         params: stacked parameters with leading axes ``(G, 1 + M)``; copy 0 of each group is its reference.
         eta: learning rates: a scalar, one per group ``(G,)``, or one per member ``(G, 1 + M)``.
         data: pytree passed to the objective (``Dataset.arrays()`` for classification).
-        epochs: number of steps T; records hold t = 0 .. T.
+        epochs: number of epochs T; records hold t = 0 .. T (with ``records_per_epoch`` r: t = 0, 1/r, .. T).
         initial_condition: index of each group's initial condition, stored in the records (default 0 .. G-1).
         groups_per_chunk: run at most this many groups at once; default: as many as ``memory_budget`` allows.
         memory_budget: bytes a chunk may use; default half of the machine's memory (``CHAOSGD_MEMORY_BUDGET``).
             ``BudgetError`` if not even one group fits.
         progress: False (default): silent. True: a progress bar over network-epochs. A callable: called with
-            increments of network-epochs done (e.g. to add up in another process). Updated every epoch; the
-            increments sum to ``G * (1 + M) * epochs``, work skipped by stopping counting as done when it is skipped.
+            increments of network-records done (e.g. to add up in another process). Updated every record; the
+            increments sum to ``G * (1 + M) * epochs * records_per_epoch``, work skipped by stopping counting as
+            done when it is skipped.
         stop_copies: a ``StopRule`` saying when a group's perturbed copies may stop, e.g.
             ``lyapunov.CopiesSettled(plateau)``: once the causal fit of its exponent is settled. Copies also stop
             once their reference diverged. Their later records are NaN and ``Records.copies_stopped_at`` says when.
@@ -97,6 +101,12 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
         rule: the optimiser and minibatches (``dynamics.UpdateRule``); None (default): full-batch gradient descent,
             one step per epoch. Every member starts from the optimiser's initial state; minibatch orders and
             dropout masks come from (``rule.seed``, initial condition, epoch).
+        records_per_epoch: r, records per epoch (default 1): with minibatches, record every ``steps / r`` steps so
+            that an expansion faster than an epoch is resolved; r must divide the steps of an epoch. The records'
+            time axis then counts records (``Records.records_per_epoch``), and so do ``stop_copies``' epochs, and
+            the ``*_at`` and ``*_computed_epochs`` fields.
+        distance: what ``Records.distance`` sums |differences| over: "parameters" (default, the paper's) or "state"
+            (the parameters and the optimiser's state, e.g. heavy ball's momentum buffer or Adam's moments).
 
     A member whose loss or parameters stop being finite is frozen and recorded as NaN from that epoch on
     (``Records.diverged_at``); the others go on. Results do not depend on the chunking beyond roundoff in the last
@@ -130,6 +140,11 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
     if (rule.batch_size or objective.dropout) and not (isinstance(data, dict) and "x_train" in data):
         raise ValueError("minibatches and dropout need data as a dict with 'x_train' and 'y_train' (examples on the "
                          "first axis)")
+    n_train = data["x_train"].shape[0] if isinstance(data, dict) and "x_train" in data else 0
+    check_parts(objective, rule, n_train, records_per_epoch)
+    parts = int(records_per_epoch)
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {list(DISTANCES)}; got {distance!r}")
 
     if stop_copies is not None:
         first = getattr(stop_copies, "first_check", None)
@@ -137,6 +152,10 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
         if not callable(stop_copies) or not is_epoch:
             raise ValueError("stop_copies must be None or a StopRule (e.g. lyapunov.CopiesSettled(plateau)): a "
                              f"callable with an integer first_check >= 0; got {stop_copies!r}")
+        if getattr(stop_copies, "records_per_epoch", parts) != parts:
+            raise ValueError(f"stop_copies counts {stop_copies.records_per_epoch} record(s) an epoch, this run "
+                             f"{parts}: give the rule the run's records_per_epoch (CopiesSettled(plateau, "
+                             f"records_per_epoch={parts}))")
 
     data = jax.tree_util.tree_map(jnp.asarray, data)
     if groups_per_chunk is None:
@@ -144,33 +163,36 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
     groups_per_chunk = max(1, min(int(groups_per_chunk), n_groups))
 
     bar = None if callable(progress) else _progress_bar(n_groups * n_members * epochs, progress)
-    report = progress if callable(progress) else bar.update if bar is not None else None
+    report = progress if callable(progress) else None if bar is None else (
+        bar.update if parts == 1 else lambda n: bar.update(n / parts))  # the bar counts network-epochs
     key = next(_KEYS)
     if report is not None:
         _REPORTERS[key] = report
     try:
-        parts = []
+        chunks = []
         for start in range(0, n_groups, groups_per_chunk):
             stop = min(start + groups_per_chunk, n_groups)
             chunk = jax.tree_util.tree_map(lambda x: np.asarray(x[start:stop]), params)
-            parts.append(_run_chunk(objective, rule, chunk, eta[start:stop], ic[start:stop], data, epochs,
-                                    stop_copies, stop_references_at, report, key))
+            chunks.append(_run_chunk(objective, rule, chunk, eta[start:stop], ic[start:stop], data, epochs, parts,
+                                     distance, stop_copies, stop_references_at, report, key))
     finally:
         if report is not None:
             jax.effects_barrier()  # every epoch's callback has reported before the bar closes
             del _REPORTERS[key]
         if bar is not None:
             bar.close()
-    return concatenate(parts)
+    return concatenate(chunks)
 
 
-def _run_chunk(objective, rule, params, eta, ic, data, epochs, stop_copies, stop_references_at, report,
-               key) -> Records:
+def _run_chunk(objective, rule, params, eta, ic, data, n_epochs, parts, distance, stop_copies, stop_references_at,
+               report, key) -> Records:
     """One chunk, in compiled scans of at least _MIN_SEGMENT epochs over two flat batches of networks: "joint" holds
     the groups whose copies still run, each as its reference followed by its M copies (a reference and its copies
     always share a batch, so an unperturbed copy stays at distance exactly 0); "solo" holds the references of the
     groups whose copies have stopped. References that are done (``stop_references_at``) leave the batches.
-    ``report(n)`` (or None) gets the network-epochs done: each epoch's from inside the scan, skipped work at once."""
+    ``report(n)`` (or None) gets the network-epochs done: each epoch's from inside the scan, skipped work at once.
+    With ``parts`` records per epoch, "epoch" below (and in what ``report`` gets) is a record, a part of an epoch."""
+    epochs = n_epochs * parts
     n_groups, n_members = eta.shape
     n_copies = n_members - 1
     shape = (n_groups, n_members, epochs + 1)
@@ -187,7 +209,7 @@ def _run_chunk(objective, rule, params, eta, ic, data, epochs, stop_copies, stop
     joint = _Members.start(jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), params), eta.reshape(-1),
                            np.repeat(ic, n_members), np.tile(np.arange(n_members), n_groups), rule.optimizer)
     n_train = data["x_train"].shape[0] if isinstance(data, dict) and "x_train" in data else 0
-    program = (objective, rule, n_train, epochs if rule.optimizer.schedule != "constant" else 0)
+    program = (objective, rule, n_train, n_epochs if rule.optimizer.schedule != "constant" else 0, parts, distance)
     solo = joint.take(np.array([], dtype=int))
     joint_groups, solo_groups = np.arange(n_groups), np.array([], dtype=int)
     seg = max(_MIN_SEGMENT, math.ceil(epochs / _SEGMENTS))
@@ -262,7 +284,8 @@ def _run_chunk(objective, rule, params, eta, ic, data, epochs, stop_copies, stop
                    distance=dist, diverged_at=diverged_at, copies_stopped_at=stopped_at,
                    copies_computed_epochs=copy_steps, references_stopped_at=ref_stopped_at,
                    references_computed_epochs=ref_steps,
-                   steps_per_epoch=np.full(n_groups, rule.steps_per_epoch(n_train), dtype=np.int64))
+                   steps_per_epoch=np.full(n_groups, rule.steps_per_epoch(n_train), dtype=np.int64),
+                   records_per_epoch=np.full(n_groups, parts, dtype=np.int64))
 
 
 def _retire(batch, groups, test_acc, target, last, ref_stopped_at, diverged_at):
@@ -369,10 +392,13 @@ def _observe(objective, members: _State, t, data):
 def _segment(program, joint, solo, data, t0, length, n_members, final, progress, tick):
     """``length`` epochs of both batches; with ``final``, one evaluation of theta(t0) and no step.
 
-    ``program`` is (objective, update rule, training-set size, epochs of the run or 0 when no schedule needs them).
+    ``program`` is (objective, update rule, training-set size, epochs of the run or 0 when no schedule needs them,
+    records per epoch, what distances are over); with more than one record per epoch, "epoch" here is a part of
+    one.
     With ``progress``, each epoch calls back ``_tick(*tick)``, ``tick`` being (run key, networks advanced per
     epoch); without it the program holds no callback (a host round trip per epoch is not free)."""
     objective, rule, n_train = program[:3]
+    over_state, program = program[5] == "state", program[:5]
     # Minibatches and dropout masks are drawn once for each group that shares them; full-batch epochs draw none,
     # and one flat batch of members gives the same program as earlier versions (bit-identical records).
     if noisy(objective, rule, n_train):
@@ -387,8 +413,12 @@ def _segment(program, joint, solo, data, t0, length, n_members, final, progress,
         joint, solo = carry
         n_joint = joint.eta.shape[0] // n_members
         grouped = jax.tree_util.tree_map(lambda x: x.reshape(n_joint, n_members, *x.shape[1:]), joint.params)
+        measured = jax.tree_util.tree_leaves(grouped)
+        if over_state:  # the optimiser's real-valued state too (not its step counters, the same in every copy)
+            measured += [x.reshape(n_joint, n_members, *x.shape[1:]) for x in jax.tree_util.tree_leaves(joint.opt)
+                         if jnp.issubdtype(x.dtype, jnp.inexact)]
         dist = sum(jnp.abs(x[:, 1:] - x[:, :1]).reshape(n_joint, n_members - 1, math.prod(x.shape[2:])).sum(-1)
-                   for x in jax.tree_util.tree_leaves(grouped)) if n_members > 1 else None
+                   for x in measured) if n_members > 1 else None
         j_test = test(jax.tree_util.tree_map(lambda x: x[:, 0], grouped), data)
         s_test = test(solo.params, data)
         if final:

@@ -16,6 +16,9 @@ fit is settled at epoch ``plateau`` too. (A phase at the paper's lambda_min = 0.
 by 2 in 40 epochs; on the full paper-scale MNIST tanh sweep, no initial condition that the fit over all 201 epochs
 calls positive is quiet over its first 40 -- see the README.) A local exponent counts as positive when the fit has
 R^2 > 0.9 and lambda > 0.05 (the paper's thresholds, configurable).
+
+With r records per epoch (minibatches recorded every few steps), the curve has r points an epoch: every duration
+above (the plateau, the windows) stays in epochs, and the exponent is per epoch.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ R2_MIN = 0.9
 LAMBDA_MIN = 0.05
 PLATEAU = 40  # epochs of plateau after the knee that settle the fit (see local_exponent)
 QUIET_RISE = 0.1  # a curve that rose less than this over its first PLATEAU epochs is settled there (no expansion)
-# A curve that rises by more than UNRESOLVED_RISE (a factor e^5) within fewer than UNRESOLVED_EPOCHS epochs has an
-# exponential phase too short for per-epoch records (minibatches: many steps an epoch): its fit is not a measurement.
-UNRESOLVED_EPOCHS, UNRESOLVED_RISE = 5, 5.0
+# A curve that rises by more than UNRESOLVED_RISE (a factor e^5) within fewer than UNRESOLVED_RECORDS records has an
+# exponential phase too short for its records (minibatches: many steps a record): its fit is not a measurement.
+UNRESOLVED_RECORDS, UNRESOLVED_RISE = 5, 5.0
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,12 @@ class LocalExponent:
         intercept: value of the line at t = 0.
         r2: coefficient of determination of the line over the window.
         stderr: standard error of the slope.
-        start, stop: the window, epochs ``start .. stop`` inclusive.
+        start, stop: the window, records ``start .. stop`` inclusive (epochs when one record an epoch; ``window``
+            gives it in epochs).
         n_copies: copies that entered y(t) (copies that diverged or sit at distance 0 are left out).
         positive: True when r2 > r2_min and exponent > lambda_min.
-        log_distance: y(t) for every epoch, so the fit can be shown and checked.
+        log_distance: y(t) for every record, so the fit can be shown and checked.
+        records_per_epoch: r, records per epoch of ``log_distance``.
     """
 
     exponent: float
@@ -57,19 +62,31 @@ class LocalExponent:
     n_copies: int
     positive: bool
     log_distance: np.ndarray
+    records_per_epoch: int = 1
 
     def line(self, t) -> np.ndarray:
+        """The fitted line at epochs ``t``."""
         return self.intercept + self.exponent * np.asarray(t, dtype=float)
 
     @property
+    def time(self) -> np.ndarray:
+        """The epoch of each entry of ``log_distance``."""
+        return np.arange(self.log_distance.size) / self.records_per_epoch
+
+    @property
+    def window(self) -> tuple[float, float]:
+        """The fit window in epochs."""
+        return self.start / self.records_per_epoch, self.stop / self.records_per_epoch
+
+    @property
     def unresolved(self) -> bool:
-        """The curve rose by more than ``UNRESOLVED_RISE`` within fewer than ``UNRESOLVED_EPOCHS`` epochs: the
+        """The curve rose by more than ``UNRESOLVED_RISE`` within fewer than ``UNRESOLVED_RECORDS`` records: the
         expansion happened between a few records, and neither the slope nor whether it counts as positive is
-        measured (record more often than once an epoch, e.g. fewer steps per epoch)."""
+        measured (record more often: ``training.records_per_epoch``)."""
         if not np.isfinite(self.exponent):
             return False
         rise = self.log_distance[self.stop] - self.log_distance[self.start]
-        return bool(self.stop - self.start < UNRESOLVED_EPOCHS and rise > UNRESOLVED_RISE)
+        return bool(self.stop - self.start < UNRESOLVED_RECORDS and rise > UNRESOLVED_RISE)
 
 
 def mean_log_distance(distance: np.ndarray) -> tuple[np.ndarray, int]:
@@ -143,18 +160,24 @@ class CopiesSettled:
         plateau: epochs of plateau after the knee that settle the fit (default ``PLATEAU`` = 40); also the epoch of
             the first check (``first_check``), where a quiet curve settles.
         quiet_rise: rise of y(t) below which a curve counts as quiet (default ``QUIET_RISE``; None: never quiet).
+        records_per_epoch: r, that of the run (``engine.run(records_per_epoch=r)``, which checks they agree): the
+            rule then sees r records an epoch, and its first check is at record ``plateau * r``.
     """
 
     plateau: int = PLATEAU
     quiet_rise: float | None = QUIET_RISE
+    records_per_epoch: int = 1
 
     def __post_init__(self):
         if isinstance(self.plateau, bool) or int(self.plateau) != self.plateau or self.plateau < 1:
             raise ValueError(f"plateau must be a number of epochs >= 1; got {self.plateau}")
+        if int(self.records_per_epoch) != self.records_per_epoch or self.records_per_epoch < 1:
+            raise ValueError(f"records_per_epoch must be an integer >= 1; got {self.records_per_epoch}")
 
     @property
     def first_check(self) -> int:
-        return int(self.plateau)
+        """The record of the first check."""
+        return int(self.plateau * self.records_per_epoch)
 
     def __call__(self, distance: np.ndarray, checked: np.ndarray) -> np.ndarray:
         """For each group, whether its copies may stop now.
@@ -166,7 +189,7 @@ class CopiesSettled:
         done = np.zeros(len(distance), dtype=bool)
         for i, d in enumerate(distance):
             y, used = mean_log_distance(d)
-            done[i] = used > 0 and settled_epoch(y, int(self.plateau), start=int(checked[i]) + 1,
+            done[i] = used > 0 and settled_epoch(y, self.first_check, start=int(checked[i]) + 1,
                                                  quiet_rise=self.quiet_rise) is not None
         return done
 
@@ -189,7 +212,8 @@ def fit_line(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
 
 def local_exponent(distance: np.ndarray, *, window: tuple[int, int] | None = None, r2_min: float = R2_MIN,
                    lambda_min: float = LAMBDA_MIN, plateau: int | None = PLATEAU,
-                   stopped_at: int | None = None, quiet_rise: float | None = QUIET_RISE) -> LocalExponent:
+                   stopped_at: int | None = None, quiet_rise: float | None = QUIET_RISE,
+                   records_per_epoch: int = 1) -> LocalExponent:
     """The local exponent lambda_Omega(0) of one initial condition from its copies' distances (shape (M, T + 1)).
 
     ``window=(start, stop)`` fixes the fitted epochs (inclusive). By default the window is ``(0, tau)`` with tau the
@@ -198,24 +222,31 @@ def local_exponent(distance: np.ndarray, *, window: tuple[int, int] | None = Non
     ``quiet_rise`` over its first ``plateau`` epochs (all of y if neither happens, or if plateau is None). Because tau
     never depends on epochs after t_s, copies stopped there give the same exponent.
     ``stopped_at``: the copies were stopped after this epoch (later entries are NaN and ignored).
+
+    ``records_per_epoch`` r: the distances hold r records an epoch (shape (M, T r + 1)); ``window`` and ``plateau``
+    stay in epochs, ``stopped_at`` counts records, and the exponent is per epoch.
     """
+    r = int(records_per_epoch)
+    if r < 1:
+        raise ValueError(f"records_per_epoch must be an integer >= 1; got {records_per_epoch}")
     d = np.asarray(distance, dtype=float)
     if stopped_at is not None and stopped_at >= 0:
         d = d[:, :stopped_at + 1]
     y, n_copies = mean_log_distance(d)
     if n_copies == 0 or y.size < 3:
-        return LocalExponent(np.nan, np.nan, np.nan, np.nan, 0, y.size - 1, n_copies, False, y)
+        return LocalExponent(np.nan, np.nan, np.nan, np.nan, 0, y.size - 1, n_copies, False, y, r)
     if window is None:
-        settled = settled_epoch(y, plateau, quiet_rise=quiet_rise) if plateau else None
+        settled = settled_epoch(y, plateau * r, quiet_rise=quiet_rise) if plateau else None
         start, stop = 0, saturation_epoch(y if settled is None else y[:settled + 1])
     else:
-        start, stop = int(window[0]), int(window[1])
+        start, stop = int(window[0]) * r, int(window[1]) * r
         if not 0 <= start < stop <= y.size - 1 or stop - start < 2:
-            raise ValueError(f"window must satisfy 0 <= start, start + 2 <= stop <= T = {y.size - 1}; got {window}")
-    t = np.arange(start, stop + 1)
+            raise ValueError(f"window must satisfy 0 <= start, start + 2 <= stop <= T = {(y.size - 1) // r} "
+                             f"(epochs); got {window}")
+    t = np.arange(start, stop + 1) / r
     slope, intercept, r2, stderr = fit_line(t, y[start:stop + 1])
     return LocalExponent(slope, intercept, r2, stderr, start, stop, n_copies,
-                         bool(r2 > r2_min and slope > lambda_min), y)
+                         bool(r2 > r2_min and slope > lambda_min), y, r)
 
 
 @dataclass(frozen=True)
@@ -273,17 +304,19 @@ class NetworkExponent:
 
 def network_exponent(distance: np.ndarray, *, window=None, r2_min: float = R2_MIN, lambda_min: float = LAMBDA_MIN,
                      plateau: int | None = PLATEAU, stopped_at=None, confidence: float = 0.95,
-                     n_bootstrap: int = 2000, seed: int = 0,
-                     quiet_rise: float | None = QUIET_RISE) -> NetworkExponent:
+                     n_bootstrap: int = 2000, seed: int = 0, quiet_rise: float | None = QUIET_RISE,
+                     records_per_epoch: int = 1) -> NetworkExponent:
     """lambda_NMLE = <lambda_Omega(0)> over S, with its spread, a bootstrap CI and p (percentage positive).
 
     ``distance`` has shape (S, M, T + 1), as ``Records.distance`` of the groups of one learning rate, and
-    ``stopped_at`` (S,) as ``Records.copies_stopped_at`` (-1: ran to the end).
+    ``stopped_at`` (S,) as ``Records.copies_stopped_at`` (-1: ran to the end); ``records_per_epoch`` as
+    ``Records.per_epoch`` (see ``local_exponent``).
     """
     distance = np.asarray(distance, dtype=float)
     stops = np.full(distance.shape[0], -1) if stopped_at is None else np.asarray(stopped_at)
     fits = tuple(local_exponent(d, window=window, r2_min=r2_min, lambda_min=lambda_min, plateau=plateau,
-                                stopped_at=int(s), quiet_rise=quiet_rise) for d, s in zip(distance, stops))
+                                stopped_at=int(s), quiet_rise=quiet_rise, records_per_epoch=records_per_epoch)
+                 for d, s in zip(distance, stops))
     values = np.array([f.exponent for f in fits])
     ok = np.isfinite(values)
     n = int(ok.sum())

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 NAMES = ("gd", "sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
+STATELESS = ("gd", "sgd")  # no state besides the parameters (and schedules' step counters)
 SCHEDULES = ("constant", "warmup_cosine", "step")
 # The hyperparameters each optimiser reads (the others must stay at their defaults: a value set and then ignored
 # would be silently wrong).

@@ -20,15 +20,16 @@ def plot_distance(distance: np.ndarray, fit: LocalExponent, *, eta: float | None
     """The paper's figure 2: d_j(t) of the M copies around one initial condition (semi-log, one colour each), the
     fitted line ``exp(a + lambda t)`` over the exponential phase, and that fit window shaded."""
     ax = _axes(ax)
-    t = np.arange(distance.shape[-1])
+    t = np.arange(distance.shape[-1]) / fit.records_per_epoch
     for j, d in enumerate(np.asarray(distance)):
         ax.semilogy(t, d, lw=1.0, alpha=0.8,
                     label=f"$d_j(t)$, j = 1..{len(distance)} (one colour each)" if j == 0 else None)
     if np.isfinite(fit.exponent):
-        window = np.arange(fit.start, fit.stop + 1)
+        start, stop = fit.window
+        window = np.linspace(start, stop, fit.stop - fit.start + 1)
         ax.semilogy(window, np.exp(fit.line(window)), "k--", lw=2,
                     label=rf"fit: $\lambda$ = {fit.exponent:.3f}, $R^2$ = {fit.r2:.3f}")
-        ax.axvspan(fit.start, fit.stop, color="0.9", zorder=0, label=f"fit window [{fit.start}, {fit.stop}]")
+        ax.axvspan(start, stop, color="0.9", zorder=0, label=f"fit window [{start:g}, {stop:g}]")
     ax.set_xlabel("epoch t")
     ax.set_ylabel("distance d(t) (L1)")
     if eta is not None:
@@ -48,7 +49,7 @@ def plot_network_exponent(net: NetworkExponent, *, eta: float | None = None, ax=
         import matplotlib.pyplot as plt
         _, (ax, hist_ax) = plt.subplots(1, 2, figsize=(9.6, 4.4), width_ratios=(2.2, 1), constrained_layout=True)
     for fit in net.local:
-        ax.plot(np.arange(fit.log_distance.size), fit.log_distance, lw=0.8, alpha=0.5,
+        ax.plot(fit.time, fit.log_distance, lw=0.8, alpha=0.5,
                 color="tab:red" if fit.positive else "tab:blue")
     ax.plot([], [], color="tab:red", label="counted positive")
     ax.plot([], [], color="tab:blue", label="not positive")
@@ -146,10 +147,12 @@ def save(ax, path) -> None:
 
 
 def plot_training_loss(curves: dict, *, ax=None):
-    """The paper's figure 1: training loss along training at a few learning rates (one reference network each)."""
+    """The paper's figure 1: training loss along training at a few learning rates (one reference network each);
+    ``curves`` maps eta to the loss at each epoch, or to (epochs, loss) (records within epochs)."""
     ax = _axes(ax)
-    for eta, loss in curves.items():
-        ax.plot(np.arange(loss.size), loss, lw=1.2, label=rf"$\eta$ = {eta:g}")
+    for eta, curve in curves.items():
+        time, loss = curve if isinstance(curve, tuple) else (np.arange(np.size(curve)), curve)
+        ax.plot(time, loss, lw=1.2, label=rf"$\eta$ = {eta:g}")
     ax.set_yscale("log")
     ax.set_xlabel("epoch t")
     ax.set_ylabel("training loss")

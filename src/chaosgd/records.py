@@ -3,6 +3,10 @@
 Axes: ``group`` (an initial condition at one learning rate), ``copy`` (0 is the reference, 1..M the perturbed
 copies), ``epoch`` (t = 0 .. T; entry t describes the parameters theta(t), before step t). Entries of members that
 had diverged by epoch t are NaN; ``diverged_at`` holds the first epoch whose state was not finite (-1: never).
+
+With r = ``records_per_epoch`` > 1 (minibatches recorded every ``steps_per_epoch / r`` steps), the ``epoch`` axis
+holds r records an epoch, entry i at epoch i / r (``Records.time``), and every index into it (``diverged_at``,
+``*_stopped_at``, ``*_computed_epochs``) counts records.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ DIMS = {
     "references_stopped_at": ("group",),
     "references_computed_epochs": ("group",),
     "steps_per_epoch": ("group",),
+    "records_per_epoch": ("group",),
 }
 
 
@@ -40,7 +45,8 @@ class Records:
         initial_condition: index of each group's initial condition in its seed's sequence.
         loss, train_accuracy: full-batch training loss and accuracy of every member, before each step.
         test_accuracy: test accuracy of each group's reference network (copy 0).
-        distance: L1 distance ``d_j(t) = sum_k |w_k(t) - w_k^(j)(t)|`` of perturbed copy j to its reference.
+        distance: L1 distance ``d_j(t) = sum_k |w_k(t) - w_k^(j)(t)|`` of perturbed copy j to its reference (over
+            the parameters; with ``engine.run(distance="state")`` over the optimiser's state too).
         diverged_at: first epoch at which a member's loss or parameters were not finite; -1 if never.
         copies_stopped_at: last epoch recorded for each group's perturbed copies when they were stopped early
             (``engine.run(stop_copies=...)``); -1 if they ran to the end.
@@ -52,6 +58,7 @@ class Records:
         steps_per_epoch: optimiser steps per epoch (1 for full batches; ceil(N / B) for minibatches of B): an
             epoch is one pass over the N training examples whatever the batch size, ``epoch * steps_per_epoch``
             the steps taken.
+        records_per_epoch: records per epoch r (1: one per epoch, before each epoch's first step).
     """
 
     eta: np.ndarray
@@ -66,16 +73,31 @@ class Records:
     references_stopped_at: np.ndarray
     references_computed_epochs: np.ndarray
     steps_per_epoch: np.ndarray
+    records_per_epoch: np.ndarray
+
+    @property
+    def per_epoch(self) -> int:
+        """r, the records per epoch (one value for the whole ensemble)."""
+        values = np.unique(self.records_per_epoch)
+        if values.size > 1:
+            raise ValueError(f"records of runs with different records per epoch ({values}) have no common time axis")
+        return int(values[0]) if values.size else 1
 
     @property
     def epochs(self) -> int:
-        """Number of epochs T (records hold T + 1 epochs, t = 0 .. T)."""
-        return self.loss.shape[-1] - 1
+        """Number of epochs T (records hold T r + 1 entries, t = 0, 1/r, .. T)."""
+        return (self.loss.shape[-1] - 1) // self.per_epoch
+
+    @property
+    def time(self) -> np.ndarray:
+        """The epoch of each record: 0, 1/r, 2/r, .. T."""
+        return np.arange(self.loss.shape[-1]) / self.per_epoch
 
     @property
     def network_epochs(self) -> int:
         """Network-epochs computed: references and copies as long as they actually ran."""
-        return int(self.references_computed_epochs.sum() + self.n_copies * self.copies_computed_epochs.sum())
+        records = self.references_computed_epochs.sum() + self.n_copies * self.copies_computed_epochs.sum()
+        return int(round(records / self.per_epoch))
 
     @property
     def naive_network_epochs(self) -> int:
@@ -113,6 +135,7 @@ class Records:
         values.setdefault("references_stopped_at", np.full(n_groups, -1))
         values.setdefault("references_computed_epochs", np.full(n_groups, epochs))
         values.setdefault("steps_per_epoch", np.ones(n_groups, dtype=np.int64))
+        values.setdefault("records_per_epoch", np.ones(n_groups, dtype=np.int64))
         return cls(**values)
 
     def to_xarray(self):
@@ -122,7 +145,7 @@ class Records:
         except ImportError:
             raise ImportError("Records.to_xarray needs xarray: pip install xarray") from None
         return xr.Dataset({f.name: (DIMS[f.name], getattr(self, f.name)) for f in fields(self)},
-                          coords={"epoch": np.arange(self.epochs + 1)})
+                          coords={"epoch": self.time})
 
     def select(self, groups) -> "Records":
         """The records of the chosen groups (an index array or boolean mask over the group axis)."""

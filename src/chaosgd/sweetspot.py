@@ -73,7 +73,8 @@ class SweetSpot:
 def evaluation_from_records(records, eta: float, *, confidence: float = 0.95, stored: bool = False,
                             **fit) -> Evaluation:
     """An ``Evaluation`` from engine records of one learning rate (``fit``: r2_min, lambda_min, plateau)."""
-    net = network_exponent(records.distance, stopped_at=records.copies_stopped_at, **fit)
+    net = network_exponent(records.distance, stopped_at=records.copies_stopped_at,
+                           records_per_epoch=records.per_epoch, **fit)
     low, high = net.p_interval(confidence)
     return Evaluation(float(eta), float(net.p) if net.n_fitted else 0.0, low, high, net.n_fitted, net.mean,
                       float((records.diverged_at[:, 0] >= 0).mean()), records.network_epochs, stored)

@@ -117,20 +117,30 @@ class TrainingTime:
         return f"{s.n_reached}/{n} reached {passage}; median {median}, restricted mean {s.rmst:.1f}{interval} epochs"
 
 
-def time_to_accuracy(test_accuracy: np.ndarray, target: float, *, hold: int = 1) -> TrainingTime:
+def time_to_accuracy(test_accuracy: np.ndarray, target: float, *, hold: int = 1,
+                     records_per_epoch: int = 1) -> TrainingTime:
     """First epoch t at which ``test_accuracy[..., t : t + hold] >= target`` throughout, over the last axis (epochs
-    0 .. T). NaN accuracies (diverged networks) never count as reaching the target."""
+    0 .. T). NaN accuracies (diverged networks) never count as reaching the target.
+
+    ``records_per_epoch`` r: the last axis holds r records an epoch (T r + 1 entries); the passage is then the
+    first record of a stretch at or above the target from t to t + hold - 1 epochs (r (hold - 1) + 1 records), in
+    epochs (a multiple of 1/r)."""
     if not 0 < target <= 1:
         raise ValueError(f"target accuracy must be a fraction in (0, 1]; got {target}")
+    r = int(records_per_epoch)
     acc = np.asarray(test_accuracy, dtype=float)
-    budget = acc.shape[-1] - 1
+    if r < 1 or (acc.shape[-1] - 1) % r:
+        raise ValueError(f"records_per_epoch must be an integer >= 1 that divides the {acc.shape[-1] - 1} recorded "
+                         f"steps; got {records_per_epoch}")
+    budget = (acc.shape[-1] - 1) // r
     if not 1 <= hold <= budget + 1:
         raise ValueError(f"hold must be an integer in [1, {budget + 1}] (the recorded epochs); got {hold}")
     at = np.nan_to_num(acc, nan=-1.0) >= target
-    # held[..., t]: at the target for every epoch t .. t + hold - 1 (a sliding minimum over the boolean record)
-    held = np.lib.stride_tricks.sliding_window_view(at, hold, axis=-1).all(axis=-1)
+    # held[..., i]: at the target for every record i .. i + width - 1 (a sliding minimum over the boolean record)
+    width = r * (hold - 1) + 1
+    held = np.lib.stride_tricks.sliding_window_view(at, width, axis=-1).all(axis=-1)
     censored = ~held.any(axis=-1)
-    epoch = np.where(censored, np.nan, held.argmax(axis=-1).astype(float))
+    epoch = np.where(censored, np.nan, held.argmax(axis=-1) / r)
     return TrainingTime(epoch=epoch, censored=censored, target=float(target), budget=budget, hold=int(hold))
 
 

@@ -56,7 +56,7 @@ def cmd_lyapunov(args) -> int:
         summary = {"eta": args.eta, "estimator": "finite", "lambda_nmle": net.mean, "std": net.std,
                    "ci": [net.ci_low, net.ci_high], "confidence": net.confidence, "p_percent": net.p,
                    "n_fitted": net.n_fitted, "n_excluded": net.n_excluded,
-                   "local": [{"exponent": f.exponent, "r2": f.r2, "stderr": f.stderr, "window": [f.start, f.stop],
+                   "local": [{"exponent": f.exponent, "r2": f.r2, "stderr": f.stderr, "window": list(f.window),
                               "positive": f.positive, "copies": f.n_copies} for f in net.local]}
         print(f"eta = {args.eta:g}: lambda_NMLE = {net.mean:.4f} ± {net.std:.4f} (95% CI {net.ci_low:.4f} .. "
               f"{net.ci_high:.4f}), p = {net.p:.0f}% of {net.n_fitted} initial conditions"

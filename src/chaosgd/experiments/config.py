@@ -21,11 +21,12 @@ import numpy as np
 
 from chaosgd.datasets import DATASETS
 from chaosgd.experiments.fields import ConfigError, from_text, require, typed
+from chaosgd.engine import DISTANCES
 from chaosgd.ensemble import PERTURB_MODES
 from chaosgd.lyapunov import LAMBDA_MIN, PLATEAU, R2_MIN
 from chaosgd.models import ACTIVATIONS, ARCHITECTURES
 from chaosgd.models.base import DTYPES
-from chaosgd.optimizers import NAMES as OPTIMIZERS, READS, SCHEDULE_READS, SCHEDULES
+from chaosgd.optimizers import NAMES as OPTIMIZERS, READS, SCHEDULE_READS, SCHEDULES, STATELESS
 from chaosgd.sharpness import METHODS as SHARPNESS_METHODS
 
 # The paper's learning-rate grid (DESIGN.md).
@@ -122,6 +123,9 @@ class Ensemble(_Section):
     perturb: str = _field("all", f"parameters the ball perturbs: {' | '.join(PERTURB_MODES)} (the paper's text: all; "
                                  "its code: weights)")
     seed: int = _field(0, "seed of the initial conditions and their perturbations")
+    distance: str = _field("parameters", f"what the L1 distance of a copy to its reference sums over: "
+                                         f"{' | '.join(DISTANCES)} (state: the parameters and the optimiser's state, "
+                                         "e.g. the momentum buffer)")
 
     def _check(self):
         _require(self.initial >= 1, "ensemble.initial", f"must be an integer >= 1; got {self.initial}")
@@ -130,6 +134,8 @@ class Ensemble(_Section):
         _require(self.perturb in PERTURB_MODES, "ensemble.perturb",
                  f"unknown mode {self.perturb!r}; choose one of {list(PERTURB_MODES)}")
         _require(self.seed >= 0, "ensemble.seed", f"must be >= 0; got {self.seed}")
+        _require(self.distance in DISTANCES, "ensemble.distance",
+                 f"unknown choice {self.distance!r}; choose one of {list(DISTANCES)}")
 
 
 # Fields a 2-D sweep may vary together with eta (``training.axis``); model.width sets every hidden layer's width,
@@ -163,6 +169,9 @@ class Training(_Section):
     decay_every: int = _field(0, "step: epochs between decays")
     decay_factor: float = _field(0.1, "step: factor of each decay")
     batch_size: int = _field(0, "examples per step (0: the full training set, one step per epoch)")
+    records_per_epoch: int = _field(1, "minibatches: record distances, loss and accuracy this many times an epoch, "
+                                       "every steps/records_per_epoch steps, to resolve an expansion faster than an "
+                                       "epoch (a divisor of the steps of an epoch; full-batch points record once)")
     shared_noise: bool = _field(True, "a reference and its copies share minibatch order and dropout masks (false: "
                                       "each copy its own, which measures the noise instead of the map's sensitivity)")
     l2: float = _field(0.0, "L2 coefficient lambda in L + lambda/2 |W|^2")
@@ -238,6 +247,13 @@ class Training(_Section):
         _require(0 < self.decay_factor <= 1, "training.decay_factor", f"must be in (0, 1]; got {self.decay_factor}")
         _require(self.batch_size >= 0, "training.batch_size",
                  f"must be an integer >= 0 (0: full batch); got {self.batch_size}")
+        _require(self.records_per_epoch >= 1, "training.records_per_epoch",
+                 f"must be an integer >= 1; got {self.records_per_epoch}")
+        _require(self.records_per_epoch == 1 or self.batch_size or self.axis == "training.batch_size",
+                 "training.records_per_epoch", "more than one record an epoch needs minibatches (training.batch_size "
+                 "> 0): a full-batch epoch is one step")
+        _require(self.records_per_epoch == 1 or self.sharpness_every == 0, "training.records_per_epoch",
+                 "sharpness is tracked once an epoch; set training.sharpness_every = 0 or records_per_epoch = 1")
         # A hyperparameter set for an optimiser or schedule that does not read it would be ignored: refused.
         reads = READS[self.optimizer] + SCHEDULE_READS[self.schedule]
         for f in fields(self):
@@ -313,6 +329,9 @@ class Config(_Section):
                  f"size {self.model.weight_scale:g} (about {resolution:.2g}); use model.dtype = \"float64\" or a "
                  f"larger epsilon")
         t = self.training
+        _require(self.ensemble.distance == "parameters" or t.optimizer not in STATELESS, "ensemble.distance",
+                 f"state, but optimizer {t.optimizer!r} keeps no state: the distance is over the parameters anyway; "
+                 "leave it at \"parameters\"")
         _require(t.shared_noise or t.batch_size or self.model.dropout or t.axis is not None, "training.shared_noise",
                  "false, but full-batch training without dropout draws no noise to share; leave it true")
         if t.axis is not None:
@@ -356,6 +375,8 @@ class Config(_Section):
         else:
             section, name = _split(axis)
             values[section][name] = value
+        if axis == "training.batch_size" and value == 0:  # the full-batch point: one step, one record an epoch
+            values["training"]["records_per_epoch"] = 1
         return Config.from_dict(values)
 
     def to_dict(self) -> dict:
@@ -452,7 +473,8 @@ _ADDED_LATER = {("training", "sharpness_every"): 0, ("training", "sharpness_exam
                 ("training", "stop_references"): False, ("training", "sharpness_method"): "lanczos",
                 ("training", "sharpness_iterations"): 20, ("training", "target_hold"): 1,
                 ("analysis", "chance_margin"): CHANCE_MARGIN, ("model", "dropout"): 0.0,
-                ("training", "axis"): None, ("training", "axis_values"): (),
+                ("training", "axis"): None, ("training", "axis_values"): (), ("training", "records_per_epoch"): 1,
+                ("ensemble", "distance"): "parameters",
                 **{("training", f.name): f.default for f in fields(Training) if f.name in UPDATE_RULE_FIELDS}}
 
 

@@ -92,8 +92,31 @@ def build_model(model: Model, data_set):
 def check(config: Config) -> None:
     """Load the data and build the model, so that a configuration that cannot run (its data missing, a CNN on
     tabular data, a depth of a 2-D sweep that the CNN cannot take) is refused before a run folder is made for it."""
-    for _, point in config.points:
+    from chaosgd.experiments.config import ConfigError
+    for value, point in config.points:
         build_model(point.model, dataset(point.data))
+        if (records_per_epoch(point) < point.training.records_per_epoch
+                and (value is None or config.training.axis != "training.batch_size")):
+            raise ConfigError(f"training.records_per_epoch: {point.training.records_per_epoch}, but batches of "
+                              f"{point.training.batch_size} hold the whole training set of "
+                              f"{len(dataset(point.data).y_train)} examples: one step, so one record, an epoch")
+
+
+def records_per_epoch(config: Config) -> int:
+    """Records per epoch of a 1-D configuration: ``training.records_per_epoch``, which must divide the steps of an
+    epoch; 1 with full batches (one step an epoch: the full-batch point of a sweep over the batch size)."""
+    from chaosgd.experiments.config import ConfigError
+    r = config.training.records_per_epoch
+    steps = config.rule.steps_per_epoch(len(dataset(config.data).y_train))
+    if steps == 1:
+        return 1
+    if steps % r:
+        divisors = [k for k in range(2, steps + 1) if steps % k == 0]
+        where = f"at batch size {config.training.batch_size}" if config.training.batch_size else ""
+        raise ConfigError(f"training.records_per_epoch: {r} does not divide the {steps} steps of an epoch {where} "
+                          f"(so records would not fall between steps); divisors: "
+                          f"{', '.join(map(str, divisors[:8]))}{', …' if len(divisors) > 8 else ''}")
+    return r
 
 
 def build(config: Config) -> Problem:
@@ -105,13 +128,14 @@ def build(config: Config) -> Problem:
 
 
 def train(objective, model, arrays, eta: float, ensemble: Ensemble, *, first: int, count: int, epochs: int,
-          plateau: int | None = None, stop_references_at: float | None = None, rule=None, progress=False):
+          plateau: int | None = None, stop_references_at: float | None = None, rule=None, progress=False,
+          records_per_epoch: int = 1):
     """Records of initial conditions ``first .. first + count - 1`` of ``model`` and their epsilon-balls, trained
     at ``eta`` for ``epochs``: the one path from a model to records, for configurations and users' models alike.
 
     ``plateau``: stop the copies once their exponent's fit is settled (``lyapunov.CopiesSettled``); None runs them
-    every epoch. ``stop_references_at``, ``rule`` (the optimiser and minibatches) and ``progress``: see
-    ``engine.run``.
+    every epoch (``plateau`` is in epochs). ``stop_references_at``, ``rule`` (the optimiser and minibatches),
+    ``progress`` and ``records_per_epoch``: see ``engine.run``.
     """
     from chaosgd.engine import run
     from chaosgd.ensemble import epsilon_ball, initial_conditions
@@ -121,8 +145,9 @@ def train(objective, model, arrays, eta: float, ensemble: Ensemble, *, first: in
     ball = epsilon_ball(centres, ensemble.copies, epsilon=ensemble.epsilon, perturb=ensemble.perturb,
                         seed=ensemble.seed, first=first)
     return run(objective, ball, eta, arrays, epochs=epochs, initial_condition=first + np.arange(count),
-               stop_copies=CopiesSettled(plateau) if plateau is not None else None,
-               stop_references_at=stop_references_at, rule=rule, progress=progress)
+               stop_copies=CopiesSettled(plateau, records_per_epoch=records_per_epoch) if plateau is not None else None,
+               stop_references_at=stop_references_at, rule=rule, progress=progress,
+               records_per_epoch=records_per_epoch, distance=ensemble.distance)
 
 
 def run_task(config: Config, task: Task, *, progress=False):
@@ -132,7 +157,8 @@ def run_task(config: Config, task: Task, *, progress=False):
     t = config.training
     return train(problem.objective, problem.model, problem.arrays, task.eta, config.ensemble, first=task.first,
                  count=task.count, epochs=t.epochs, plateau=config.analysis.plateau if t.stop_copies else None,
-                 stop_references_at=t.target if t.stop_references else None, rule=config.rule, progress=progress)
+                 stop_references_at=t.target if t.stop_references else None, rule=config.rule, progress=progress,
+                 records_per_epoch=records_per_epoch(config))
 
 
 def task_sharpness(config: Config, task: Task):

@@ -380,9 +380,9 @@ def edge_of_chaos(rows, target: float, p_high: float = 95.0, hold: int = 1) -> s
     unresolved = [r for r in rows if r.get("n_unresolved")]
     if unresolved:
         text += (" At eta = " + ", ".join(f"{r['eta']:g} ({r['n_unresolved']} of {r['n_initial']})" for r in unresolved)
-                 + " the distances rose by a factor of more than e^5 within 5 epochs: the exponential phase is too "
-                 "short for per-epoch records, so lambda_NMLE and p are not measured there (record more often, e.g. "
-                 "with fewer steps per epoch).")
+                 + " the distances rose by a factor of more than e^5 within 5 records: the exponential phase is too "
+                 "short for the records, so lambda_NMLE and p are not measured there (record more often: with "
+                 "minibatches, training.records_per_epoch).")
     stuck = [r for r in rows if r["stuck_at_chance"] * 2 > r["n_initial"] and r["p_percent"] > 0]
     if stuck:
         text += (" At eta = " + ", ".join(f"{r['eta']:g}" for r in stuck) + ": most networks end stuck at chance "

@@ -27,10 +27,10 @@ COLUMNS = ("eta", "lambda_nmle", "lambda_std", "lambda_ci_low", "lambda_ci_high"
            "tau_median", "tau_median_ci_low", "tau_median_ci_high", "tau_rmst", "tau_rmst_ci_low", "tau_rmst_ci_high",
            "tau_horizon", "tau_mean_reached", "tau_stderr_reached", "tau_censored", "stuck_at_chance",
            "reached_then_stuck", "final_loss_mean", "final_test_accuracy_mean", "diverged_fraction",
-           "network_epochs", "naive_network_epochs", "steps_per_epoch")
+           "network_epochs", "naive_network_epochs", "steps_per_epoch", "tau_median_steps", "records_per_epoch")
 INTEGER_COLUMNS = frozenset({"n_initial", "n_excluded", "n_unresolved", "tau_horizon", "tau_censored",
                              "stuck_at_chance", "reached_then_stuck", "network_epochs", "naive_network_epochs",
-                             "steps_per_epoch"})
+                             "steps_per_epoch", "records_per_epoch"})
 CONFIDENCE = 0.95  # of every interval in the table
 
 
@@ -45,15 +45,19 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
     the number censored; networks stuck at chance (final test accuracy <= 1/classes + ``analysis.chance_margin``),
     and how many of them had reached the target before; final loss and test accuracy of the reference networks that
     did not diverge (nor stop early: ``training.stop_references``); the fraction of reference networks that
-    diverged; ``n_unresolved``: local exponents whose exponential phase was too short for per-epoch records
+    diverged; ``n_unresolved``: local exponents whose exponential phase was too short for the records
     (``LocalExponent.unresolved``: lambda and p are not measured there). ``window``: fit every local exponent over
-    these epochs instead of the automatic [0, tau].
+    these epochs instead of the automatic [0, tau]. Times are in epochs, one pass over the training set, so the
+    same number of per-example gradients whatever the batch size; ``tau_median_steps`` is the median in optimiser
+    steps (``steps_per_epoch`` an epoch), and ``records_per_epoch`` says how finely the records resolve them.
     """
     from chaosgd.datasets import CLASSES
 
+    r = records.per_epoch
     net = network_exponent(records.distance, window=window, stopped_at=records.copies_stopped_at,
-                           confidence=CONFIDENCE, **config.analysis.fit)
-    tt = time_to_accuracy(records.test_accuracy, config.training.target, hold=config.training.target_hold)
+                           confidence=CONFIDENCE, records_per_epoch=r, **config.analysis.fit)
+    tt = time_to_accuracy(records.test_accuracy, config.training.target, hold=config.training.target_hold,
+                          records_per_epoch=r)
     surv = tt.survival(CONFIDENCE)
     final_loss = records.loss[:, 0, -1]
     final_acc = records.test_accuracy[:, -1]
@@ -73,7 +77,11 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
         "final_test_accuracy_mean": float(np.nanmean(final_acc)) if np.isfinite(final_acc).any() else float("nan"),
         "diverged_fraction": float((records.diverged_at[:, 0] >= 0).mean()),
         "network_epochs": records.network_epochs, "naive_network_epochs": records.naive_network_epochs,
-        "steps_per_epoch": int(records.steps_per_epoch[0]),  # times to target in steps: tau * this
+        "steps_per_epoch": int(records.steps_per_epoch[0]),
+        # (in whole steps: a passage lies on a record, every steps / r steps)
+        "tau_median_steps": (round(surv.median * r) * (int(records.steps_per_epoch[0]) // r)
+                             if np.isfinite(surv.median) else surv.median),
+        "records_per_epoch": r,
     }
     return row, net, tt
 
@@ -88,7 +96,7 @@ def summary_line(config: Config, results: list[TaskResult], where: dict | None =
     return (f"{point}eta = {row['eta']:g}: lambda_NMLE = {net.mean:.3f} ± {net.std:.3f}, p = {net.p:.0f}%, "
             f"{tt.describe(CONFIDENCE)}" + (f", {diverged} diverged" if diverged else "")
             + (f", {stuck} stuck at chance accuracy" if stuck else "")
-            + (f"; {row['n_unresolved']} exponential phase(s) too short for per-epoch records: lambda and p not "
+            + (f"; {row['n_unresolved']} exponential phase(s) too short for the records: lambda and p not "
                "measured" if row["n_unresolved"] else ""))
 
 
@@ -195,8 +203,10 @@ def write_parquet(rows: list[dict], path: str | Path) -> Path | None:
     return atomic_write(path, lambda f: pq.write_table(table, f))
 
 
-def loss_curves(summary: Summary, etas=(0.01, 7.5, 20.0), initial_condition: int = 0) -> dict[float, np.ndarray]:
-    """Training loss of one reference network at the finished learning rates nearest to ``etas`` (figure 1)."""
+def loss_curves(summary: Summary, etas=(0.01, 7.5, 20.0),
+                initial_condition: int = 0) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+    """Training loss of one reference network at the finished learning rates nearest to ``etas`` (figure 1), as
+    (epoch of each record, loss)."""
     grid = np.array(summary.config.training.etas)
     finished = {row["eta"] for row in summary.rows}
     curves = {}
@@ -205,5 +215,5 @@ def loss_curves(summary: Summary, etas=(0.01, 7.5, 20.0), initial_condition: int
         if float(grid[k]) in finished and float(grid[k]) not in curves:
             rec = summary.records(k)
             row = np.flatnonzero(rec.initial_condition == initial_condition)
-            curves[float(grid[k])] = rec.loss[row[0] if row.size else 0, 0]
+            curves[float(grid[k])] = (rec.time, rec.loss[row[0] if row.size else 0, 0])
     return curves

@@ -40,6 +40,7 @@ class ConfigEvaluator(Evaluator):
         # learning rates; (1.0,) stands in), its target or sharpness tracking. Copies run every epoch.
         self.config = dataclasses.replace(config, training=Training(
             etas=(1.0,), epochs=int(epochs), l2=config.training.l2, stop_copies=False,
+            records_per_epoch=config.training.records_per_epoch,
             **{name: getattr(config.training, name) for name in UPDATE_RULE_FIELDS}))
         check(self.config)  # refused before its store is made
         self._temporary = None
@@ -131,7 +132,7 @@ def _problem_fields(a: Config, b: Config) -> dict[str, tuple]:
         for name, value in getattr(a, section).__dict__.items():
             if (section, name) not in (("data", "path"), ("ensemble", "initial")):
                 pairs[f"{section}.{name}"] = (value, getattr(getattr(b, section), name))
-    for name in ("l2",) + UPDATE_RULE_FIELDS:
+    for name in ("l2", "records_per_epoch") + UPDATE_RULE_FIELDS:
         pairs[f"training.{name}"] = (getattr(a.training, name), getattr(b.training, name))
     return pairs
 
@@ -141,7 +142,8 @@ class ModelEvaluator(Evaluator):
     ``data = {"x_train", "y_train", "x_test", "y_test"}``, trained in this process."""
 
     def __init__(self, model, data, *, n_initial: int = 10, n_copies: int = 3, epsilon: float = 1e-8,
-                 epochs: int = 60, seed: int = 0, l2: float = 0.0, confidence: float = 0.95, rule=None, **fit):
+                 epochs: int = 60, seed: int = 0, l2: float = 0.0, confidence: float = 0.95, rule=None,
+                 records_per_epoch: int = 1, **fit):
         from chaosgd.objective import classification
 
         super().__init__(n_initial, confidence=confidence, **fit)
@@ -149,10 +151,11 @@ class ModelEvaluator(Evaluator):
         self.ensemble = Ensemble(initial=n_initial, copies=n_copies, epsilon=epsilon, seed=seed)
         self.objective = classification(model, l2=l2)
         self.rule = rule  # dynamics.UpdateRule: the optimiser and minibatches (None: full-batch GD)
+        self.records_per_epoch = records_per_epoch  # see engine.run
 
     def records(self, eta, first, count):
         return train(self.objective, self.model, self.data, eta, self.ensemble, first=first, count=count,
-                     epochs=self.epochs, rule=self.rule)
+                     epochs=self.epochs, rule=self.rule, records_per_epoch=self.records_per_epoch)
 
 
 def model_evaluator(model, data, **options) -> ModelEvaluator:

@@ -19,7 +19,8 @@ from chaosgd.atomic import atomic_write
 from chaosgd.experiments.claims import HEARTBEAT
 from chaosgd.experiments.config import Config
 from chaosgd.experiments.executors import check_executor, check_stop, open_executor
-from chaosgd.experiments.problem import Task, check, run_task, task_config, task_sharpness, tasks
+from chaosgd.experiments.problem import (Task, check, records_per_epoch, run_task, task_config, task_sharpness,
+                                         tasks)
 from chaosgd.experiments.store import RunDir, TaskFileError
 
 
@@ -166,21 +167,24 @@ def execute(config_toml: str, task: Task, run_dir: str, progress=None) -> str:
 
 class _Bar:
     """A progress bar over the naive network-epochs of the pending tasks: within a task it moves as the task
-    reports (the engine's per-epoch progress), and a finished task counts in full."""
+    reports (the engine's per-record progress: a task of r records an epoch reports r per network-epoch), and a
+    finished task counts in full."""
 
     def __init__(self, config: Config, todo: list[Task]):
         from tqdm.auto import tqdm
 
         per_network = config.training.epochs
-        self.size = {t.name: t.count * (1 + config.ensemble.copies) * per_network for t in todo}
+        self.per_epoch = {t.name: records_per_epoch(task_config(config, t)) for t in todo}
+        self.size = {t.name: t.count * (1 + config.ensemble.copies) * per_network * self.per_epoch[t.name]
+                     for t in todo}
         self.seen = dict.fromkeys(self.size, 0)
-        self.bar = tqdm(total=sum(self.size.values()), unit="net-epoch", unit_scale=True, desc=config.name,
-                        smoothing=0.05)
+        self.bar = tqdm(total=sum(self.size[t] / self.per_epoch[t] for t in self.size), unit="net-epoch",
+                        unit_scale=True, desc=config.name, smoothing=0.05)
 
     def advance(self, name: str, n: int) -> None:
         n = min(n, self.size[name] - self.seen[name])
         self.seen[name] += n
-        self.bar.update(n)
+        self.bar.update(n / self.per_epoch[name] if self.per_epoch[name] > 1 else n)
 
     def finish(self, name: str) -> None:
         self.advance(name, self.size[name])
