@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from chaosgd.datasets import DATASETS
+from chaosgd.models.source import SOURCE_PATTERN
 from chaosgd.experiments.fields import ConfigError, from_text, require, typed
 from chaosgd.engine import DISTANCES
 from chaosgd.ensemble import PERTURB_MODES
@@ -72,15 +73,27 @@ class Data(_Section):
     """Which data set, and how it is prepared."""
 
     name: str = _field("iris", f"data set: one of {', '.join(DATASETS)}")
-    path: str | None = _field(None, "folder holding <name>/ (default: $CHAOSGD_DATA, then ~/.chaosgd/data)")
+    path: str | None = _field(None, "folder holding <name>/ (default: $CHAOSGD_DATA, then ~/.chaosgd/data); for "
+                                    "npz: the .npz file holding x_train, y_train, x_test, y_test")
     standardize: bool = _field(False, "standardise each feature by training-set statistics (the paper does not)")
     n_train: int | None = _field(None, "keep only the first n training examples (default: all)")
     seed: int = _field(0, "seed of Iris's train/test split and of the synthetic blobs")
+    sha256: str | None = _field(None, "npz only: the file's SHA-256, filled in when a run starts; a file that no "
+                                      "longer matches is refused")
 
     def _check(self):
         _require(self.name in DATASETS, "data.name", f"unknown data set {self.name!r}; choose one of {list(DATASETS)}")
+        _require(self.name != "npz" or self.path is not None, "data.path",
+                 "data.name = 'npz' needs data.path = the .npz file (x_train, y_train, x_test, y_test)")
+        _require(self.sha256 is None or self.name == "npz", "data.sha256",
+                 f"only an npz data set has a digest; got one with data.name = {self.name!r}")
+        _require(self.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.sha256) is not None, "data.sha256",
+                 f"must be 64 lowercase hexadecimal digits (a SHA-256); got {self.sha256!r}")
         _require(self.n_train is None or self.n_train >= 1, "data.n_train", f"must be >= 1; got {self.n_train}")
         _require(self.seed >= 0, "data.seed", f"must be >= 0; got {self.seed}")
+
+
+_BUILT_IN_MODEL = ("architecture", "hidden", "activation", "sigma", "dropout")  # what model.source replaces
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,10 @@ class Model(_Section):
     dtype: str = _field("float64", f"one of {', '.join(DTYPES)} (epsilon = 1e-8 needs float64)")
     dropout: float = _field(0.0, "MLP only: probability of dropping each hidden unit in training (masks shared by a "
                                  "reference and its copies, see training.shared_noise)")
+    source: str | None = _field(None, "your own model: 'package.module:function', a factory returning it (given "
+                                      "example_shape and n_classes if it names them); replaces architecture")
+    source_sha256: str | None = _field(None, "with source: the module file's SHA-256, filled in when a run "
+                                             "starts; a changed file is refused")
 
     def _check(self):
         _require(self.architecture in ARCHITECTURES, "model.architecture",
@@ -107,6 +124,20 @@ class Model(_Section):
         _require(0 <= self.dropout < 1, "model.dropout", f"must be in [0, 1); got {self.dropout}")
         _require(self.dropout == 0 or self.architecture == "mlp", "model.dropout",
                  f"dropout is an option of the MLP only; got {self.dropout} with architecture {self.architecture!r}")
+        if self.source is not None:
+            _require(SOURCE_PATTERN.fullmatch(self.source) is not None, "model.source",
+                     f"must look like 'package.module:function'; got {self.source!r}")
+            built_in = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+                        for f in fields(Model) if f.name in _BUILT_IN_MODEL}
+            changed = [name for name, default in built_in.items() if getattr(self, name) != default]
+            _require(not changed, "model.source", f"your model replaces the built-in one, but model."
+                     f"{', model.'.join(changed)} {'is' if len(changed) == 1 else 'are'} set too: a value set and "
+                     "never used; remove it")
+        _require(self.source_sha256 is None or self.source is not None, "model.source_sha256",
+                 "a digest without model.source")
+        _require(self.source_sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.source_sha256) is not None,
+                 "model.source_sha256", f"must be 64 lowercase hexadecimal digits (a SHA-256); got "
+                                        f"{self.source_sha256!r}")
 
     @property
     def weight_scale(self) -> float:
@@ -335,6 +366,8 @@ class Config(_Section):
         _require(t.shared_noise or t.batch_size or self.model.dropout or t.axis is not None, "training.shared_noise",
                  "false, but full-batch training without dropout draws no noise to share; leave it true")
         if t.axis is not None:
+            _require(t.axis not in ("model.width", "model.depth") or self.model.source is None, "training.axis",
+                     f"{t.axis} changes the built-in MLP; your model (model.source) is built by its own factory")
             _require(t.axis not in ("model.width", "model.depth") or self.model.architecture == "mlp", "training.axis",
                      f"{t.axis} changes the MLP's hidden layers; the {self.model.architecture} has none")
             section, name = _split(t.axis) if t.axis not in ("model.width", "model.depth") else ("model", "hidden")
@@ -443,10 +476,17 @@ class Config(_Section):
         return cls.from_toml(text, source=str(path))
 
     def hash(self) -> str:
-        """SHA-256 of the canonical JSON of every field but the name and the data folder, which change no result.
+        """SHA-256 of the canonical JSON of every field but the name and the data folder, which change no result
+        (an npz file's content enters as ``data.sha256``, which must be pinned: ``problem.pinned``).
 
         Fields added after version 0.1.0 enter only when they differ from their default, so run folders made before
         keep their hash (and resume)."""
+        if self.model.source is not None and self.model.source_sha256 is None:
+            raise ConfigError("model.source_sha256: the code of model.source is not pinned yet "
+                              "(experiments.problem.pinned(config) fills it in from the module's file)")
+        if self.data.name == "npz" and self.data.sha256 is None:
+            raise ConfigError("data.sha256: an npz data set is identified by its content, which is not pinned yet "
+                              "(experiments.problem.pinned(config) fills it in from the file)")
         values = self.to_dict()
         values.pop("name")
         values["data"].pop("path")
@@ -474,7 +514,8 @@ _ADDED_LATER = {("training", "sharpness_every"): 0, ("training", "sharpness_exam
                 ("training", "sharpness_iterations"): 20, ("training", "target_hold"): 1,
                 ("analysis", "chance_margin"): CHANCE_MARGIN, ("model", "dropout"): 0.0,
                 ("training", "axis"): None, ("training", "axis_values"): (), ("training", "records_per_epoch"): 1,
-                ("ensemble", "distance"): "parameters",
+                ("ensemble", "distance"): "parameters", ("data", "sha256"): None,
+                ("model", "source"): None, ("model", "source_sha256"): None,
                 **{("training", f.name): f.default for f in fields(Training) if f.name in UPDATE_RULE_FIELDS}}
 
 

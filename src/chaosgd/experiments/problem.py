@@ -71,11 +71,29 @@ class Problem:
                 f"{count_parameters(self.model):,} parameters")
 
 
+def pinned(config: Config) -> Config:
+    """``config`` with what it names by location pinned by content: an npz file's SHA-256 (``data.sha256``) and the
+    file of a user model's module (``model.source_sha256``), so that the run's hash names them and a changed file
+    is refused on resume and on every worker. ``config`` itself when there is nothing to pin."""
+    pins = {}
+    if config.data.name == "npz" and config.data.sha256 is None:
+        from chaosgd.datasets import DataNotFoundError, file_sha256
+        try:
+            pins["data.sha256"] = file_sha256(config.data.path)
+        except OSError as error:
+            raise DataNotFoundError(f"data.path: {config.data.path}: cannot be read as the .npz file "
+                                    f"({error.strerror})") from None
+    if config.model.source is not None and config.model.source_sha256 is None:
+        from chaosgd.models.source import digest
+        pins["model.source_sha256"] = digest(config.model.source)
+    return config.with_values(**pins) if pins else config
+
+
 @lru_cache(maxsize=2)
 def dataset(data: Data):
     """The data set a ``Data`` section names (kept for the process: workers load it once for all their tasks)."""
     from chaosgd.datasets import Dataset, load
-    loaded = load(data.name, path=data.path, standardize=data.standardize, seed=data.seed)
+    loaded = load(data.name, path=data.path, standardize=data.standardize, seed=data.seed, sha256=data.sha256)
     if data.n_train is not None:
         n = data.n_train
         loaded = Dataset(loaded.name, loaded.x_train[:n], loaded.y_train[:n], loaded.x_test, loaded.y_test,
@@ -83,7 +101,32 @@ def dataset(data: Data):
     return loaded
 
 
+def n_classes(data: Data) -> int:
+    """Classes of a data set, known without loading it for the built-in ones."""
+    from chaosgd.datasets import CLASSES
+    return CLASSES[data.name] if data.name in CLASSES else dataset(data).n_classes
+
+
 def build_model(model: Model, data_set):
+    """The model a ``Model`` section names, sized for ``data_set``: the built-in family, or the user's factory
+    (``model.source``), whose module must still be the file the run pinned and whose parameters must have
+    ``model.dtype``."""
+    if model.source is not None:
+        from chaosgd.experiments.config import ConfigError
+        from chaosgd.models.base import param_dtypes
+        from chaosgd.models.source import build, digest
+        if model.source_sha256 is not None and digest(model.source) != model.source_sha256:
+            raise ConfigError(f"model.source: the module of {model.source} has changed since the run started (its "
+                              f"file's SHA-256 is now {digest(model.source)}, the run pinned "
+                              f"{model.source_sha256}); restore it, or start a new run folder")
+        built = build(model.source, data_set.example_shape, data_set.n_classes)
+        dtypes = param_dtypes(built)
+        if dtypes != {model.dtype}:
+            raise ConfigError(f"model.dtype: {model.source} makes parameters of dtype {', '.join(sorted(dtypes))}, "
+                              f"not {model.dtype}" + (" (epsilon-balls of 1e-8 need float64: build the parameters in "
+                                                      "float64, with jax_enable_x64 on)" if model.dtype == "float64"
+                                                      else ""))
+        return built
     from chaosgd.models import for_dataset
     return for_dataset(model.architecture, data_set.example_shape, data_set.n_classes, hidden=model.hidden,
                        activation=model.activation, sigma=model.sigma, dtype=model.dtype, dropout=model.dropout)

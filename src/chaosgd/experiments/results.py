@@ -51,7 +51,7 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
     same number of per-example gradients whatever the batch size; ``tau_median_steps`` is the median in optimiser
     steps (``steps_per_epoch`` an epoch), and ``records_per_epoch`` says how finely the records resolve them.
     """
-    from chaosgd.datasets import CLASSES
+    from chaosgd.experiments.problem import n_classes
 
     r = records.per_epoch
     net = network_exponent(records.distance, window=window, stopped_at=records.copies_stopped_at,
@@ -61,7 +61,7 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
     surv = tt.survival(CONFIDENCE)
     final_loss = records.loss[:, 0, -1]
     final_acc = records.test_accuracy[:, -1]
-    stuck = final_acc <= 1 / CLASSES[config.data.name] + config.analysis.chance_margin
+    stuck = final_acc <= 1 / n_classes(config.data) + config.analysis.chance_margin
     p_low, p_high = net.p_interval()
     row = {
         "eta": float(records.eta[0, 0]), "lambda_nmle": net.mean, "lambda_std": net.std, "lambda_ci_low": net.ci_low,

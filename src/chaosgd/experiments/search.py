@@ -11,7 +11,7 @@ import tempfile
 
 from chaosgd.experiments.config import UPDATE_RULE_FIELDS, Config, ConfigError, Ensemble, Training
 from chaosgd.experiments.executors import open_executor
-from chaosgd.experiments.problem import Task, check, train
+from chaosgd.experiments.problem import Task, check, pinned, train
 from chaosgd.experiments.results import summarize
 from chaosgd.experiments.store import RunDir, TaskFileError
 from chaosgd.sweetspot import Evaluation, Evaluator, evaluation_from_records
@@ -38,10 +38,10 @@ class ConfigEvaluator(Evaluator):
         super().__init__(config.ensemble.initial, confidence=confidence, **config.analysis.fit)
         # Only what shapes p enters the search's store and its hash: not the sweep's grid (the search picks its own
         # learning rates; (1.0,) stands in), its target or sharpness tracking. Copies run every epoch.
-        self.config = dataclasses.replace(config, training=Training(
+        self.config = pinned(dataclasses.replace(config, training=Training(
             etas=(1.0,), epochs=int(epochs), l2=config.training.l2, stop_copies=False,
             records_per_epoch=config.training.records_per_epoch,
-            **{name: getattr(config.training, name) for name in UPDATE_RULE_FIELDS}))
+            **{name: getattr(config.training, name) for name in UPDATE_RULE_FIELDS})))
         check(self.config)  # refused before its store is made
         self._temporary = None
         if store is None:

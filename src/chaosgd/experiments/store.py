@@ -93,14 +93,14 @@ class RunDir:
             raise ConfigError(f"{self.root} exists and is not a folder")
         mine = config.hash()
         theirs = self._recorded_hash()
-        self._refuse_other(theirs, mine)
+        self._refuse_other(theirs, mine, config)
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
         if not self.info_path.is_file():
             try:
                 atomic_write(self.info_path, json.dumps(_run_info(config), indent=2), exclusive=True)
             except FileExistsError:  # another job created it just now
                 pass
-        self._refuse_other(self.info().get("config_hash"), mine)  # whoever created it, it must be ours
+        self._refuse_other(self.info().get("config_hash"), mine, config)  # whoever created it, it must be ours
         if not self.config_path.is_file():
             if theirs is not None:
                 log(f"{self.config_path} was missing: written again from this configuration (same hash {theirs})")
@@ -111,9 +111,16 @@ class RunDir:
             atomic_write(self.config_path, config.to_toml())
         return self
 
-    def _refuse_other(self, theirs: str | None, mine: str) -> None:
+    def _refuse_other(self, theirs: str | None, mine: str, config: Config) -> None:
         if theirs is not None and theirs != mine:
-            raise ConfigError(f"{self.root} holds a run of another configuration (hash {theirs}, this one is "
+            pinned = []  # files whose content the hash holds
+            if config.data.sha256:
+                pinned.append(f"{config.data.path} (data.sha256)")
+            if config.model.source:
+                pinned.append(f"the module of {config.model.source} (model.source_sha256)")
+            why = (f" (or the same, but the content of {' or '.join(pinned)} has changed since the run started)"
+                   if pinned else "")
+            raise ConfigError(f"{self.root} holds a run of another configuration{why} (hash {theirs}, this one is "
                               f"{mine}); resume it with the configuration it was made with, or choose another "
                               "folder")
 

@@ -55,6 +55,12 @@ def count_parameters(model: Model) -> int:
     return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes)))
 
 
+def param_dtypes(model: Model) -> set[str]:
+    """The dtypes of ``model``'s parameters, from shapes only."""
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    return {str(leaf.dtype) for leaf in jax.tree_util.tree_leaves(shapes)}
+
+
 def weight_mask(params: Params) -> Params:
     """True for weight leaves (matrices and kernels, ndim >= 2), False for biases (ndim 1).
 

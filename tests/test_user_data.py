@@ -1,0 +1,175 @@
+"""A user's own data (arrays, tensors, frames, .npz) and model (model.source), from Python and from configuration."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chaosgd.datasets import DataError, DataNotFoundError, as_dataset, from_arrays, load, load_iris, load_npz
+from chaosgd.experiments.config import Config, ConfigError
+from chaosgd.experiments.problem import build, dataset, pinned
+from chaosgd.experiments.store import RunDir
+from chaosgd.experiments.sweep import sweep
+
+
+def save_iris(path, **changes):
+    d = load_iris()
+    arrays = {"x_train": d.x_train, "y_train": d.y_train, "x_test": d.x_test, "y_test": d.y_test, **changes}
+    np.savez(path, **arrays)
+    return d
+
+
+def test_every_form_gives_the_same_data_set():
+    d = load_iris()
+    pairs = as_dataset((d.x_train, d.y_train), (d.x_test, d.y_test))
+    frame = lambda x, y: pd.DataFrame({**{f"f{i}": x[:, i] for i in range(x.shape[1])}, "species": y})  # noqa: E731
+    frames = as_dataset(frame(d.x_train, d.y_train), frame(d.x_test, d.y_test), label="species")
+    float_labels = from_arrays(d.x_train, d.y_train.astype(float), d.x_test, d.y_test.astype(float)[:, None])
+    for other in (pairs, frames, float_labels):
+        np.testing.assert_array_equal(other.x_train, d.x_train)
+        np.testing.assert_array_equal(other.y_test, d.y_test)
+        assert other.n_classes == 3 and other.x_train.dtype == np.float64
+
+
+def test_torch_tensors_and_tensor_datasets():
+    torch = pytest.importorskip("torch")
+    d = load_iris()
+    train = torch.utils.data.TensorDataset(torch.tensor(d.x_train, dtype=torch.float32), torch.tensor(d.y_train))
+    got = as_dataset(train, (torch.tensor(d.x_test), torch.tensor(d.y_test)))
+    np.testing.assert_allclose(got.x_train, d.x_train, rtol=1e-6)
+    np.testing.assert_array_equal(got.y_train, d.y_train)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(y_train=np.array(["a"] * 120)), "whole-number class labels"),
+    (dict(y_train=np.full(120, 0.5)), "not whole numbers"),
+    (dict(y_train=-np.ones(120, dtype=int)), "negative label -1"),
+    (dict(y_train=np.eye(3)[np.zeros(120, dtype=int)]), "one-hot"),
+    (dict(x_train=np.full((120, 4), np.nan)), "not finite"),
+    (dict(x_test=np.zeros((30, 5))), "train examples have shape (4,) but test examples (5,)"),
+    (dict(y_test=np.zeros(29, dtype=int)), "x_test holds 30 examples but y_test 29"),
+    (dict(x_train=np.zeros(120)), "shape (examples, features...)"),
+    (dict(y_train=np.zeros(120, dtype=int), y_test=np.zeros(30, dtype=int)), "at least two classes"),
+])
+def test_bad_arrays_are_refused_naming_the_array(change, message):
+    d = load_iris()
+    arrays = {"x_train": d.x_train, "y_train": d.y_train, "x_test": d.x_test, "y_test": d.y_test, **change}
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        from_arrays(**arrays)
+
+
+def test_frames_with_text_columns_or_no_label_are_refused():
+    frame = pd.DataFrame({"a": [1.0, 2.0], "colour": ["red", "blue"], "y": [0, 1]})
+    with pytest.raises(DataError, match="colour are not numeric"):
+        as_dataset(frame, frame, label="y")
+    with pytest.raises(DataError, match="label= naming its label column"):
+        as_dataset(frame, frame)
+
+
+def test_npz_files_load_and_bad_ones_are_named(tmp_path):
+    d = save_iris(tmp_path / "iris.npz")
+    got = load("npz", path=tmp_path / "iris.npz")
+    np.testing.assert_array_equal(got.x_test, d.x_test)
+    assert got.name == "iris" and got.n_classes == 3
+    np.savez(tmp_path / "partial.npz", x_train=d.x_train, y_train=d.y_train)
+    with pytest.raises(DataError, match="lacks x_test, y_test"):
+        load_npz(tmp_path / "partial.npz")
+    np.savez(tmp_path / "pickled.npz", x_train=np.array([{}], dtype=object), y_train=d.y_train, x_test=d.x_test,
+             y_test=d.y_test)
+    with pytest.raises(DataError, match="pickled.npz"):
+        load_npz(tmp_path / "pickled.npz")
+    (tmp_path / "text.npz").write_text("not a zip")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_npz(tmp_path / "text.npz")
+    with pytest.raises(DataNotFoundError, match="no such file"):
+        load_npz(tmp_path / "missing.npz")
+
+
+def npz_config(path, **training) -> Config:
+    return Config.from_dict({"name": "own", "data": {"name": "npz", "path": str(path)},
+                             "model": {"hidden": [4]}, "ensemble": {"initial": 2, "copies": 1},
+                             "training": {"etas": [0.5], "epochs": 3, **training}})
+
+
+def test_an_npz_run_pins_its_file_and_refuses_a_changed_one(tmp_path):
+    save_iris(tmp_path / "iris.npz")
+    config = npz_config(tmp_path / "iris.npz")
+    with pytest.raises(ConfigError, match="not pinned"):
+        config.hash()  # an unpinned file cannot name a run
+    store = sweep(config, tmp_path / "run", log=lambda *a: None)
+    stored = RunDir(store.root).config()
+    assert stored.data.sha256 is not None and stored == pinned(config)
+    sweep(stored, tmp_path / "run", log=lambda *a: None)  # the same file resumes
+    d = load_iris()
+    save_iris(tmp_path / "iris.npz", x_train=d.x_train + 1)
+    with pytest.raises(ConfigError, match=r"another configuration \(or the same, but the content of .*iris.npz"):
+        sweep(config, tmp_path / "run", log=lambda *a: None)
+    dataset.cache_clear()  # (a process that loaded the file before the change keeps the data it verified)
+    with pytest.raises(DataError, match="iris.npz has changed"):
+        sweep(stored, tmp_path / "run", log=lambda *a: None)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"data": {"name": "npz"}}, "data.path: data.name = 'npz' needs data.path"),
+    ({"data": {"name": "iris", "sha256": "0" * 64}}, "data.sha256: only an npz data set"),
+    ({"data": {"name": "npz", "path": "x.npz", "sha256": "xyz"}}, "64 lowercase hexadecimal"),
+    ({"model": {"source": "not a name"}}, "model.source: must look like 'package.module:function'"),
+    ({"model": {"source": "m:f", "hidden": [8]}}, "model.hidden is set too"),
+    ({"model": {"source_sha256": "0" * 64}}, "a digest without model.source"),
+])
+def test_user_data_and_model_fields_are_checked(change, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.from_dict(change)
+
+
+MODULE = '''
+import jax.numpy as jnp
+from chaosgd.models import FunctionModel, MLP
+
+def make(example_shape, n_classes):
+    return MLP((example_shape[0], 5, n_classes))
+
+def single():
+    return FunctionModel(lambda key: {"w": jnp.zeros((4, 3), dtype=jnp.float32)}, lambda p, x: x @ p["w"])
+
+def broken():
+    return 42
+'''
+
+
+@pytest.fixture()
+def user_module(tmp_path, monkeypatch):
+    name = f"user_models_{tmp_path.name}"  # a fresh module for every test (imports are cached)
+    (tmp_path / f"{name}.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)  # the current folder is importable, as for `python -m`
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def test_a_user_model_from_configuration_runs_and_pins_its_code(tmp_path, user_module):
+    config = Config.from_dict({"name": "own", "model": {"source": f"{user_module}:make"},
+                               "ensemble": {"initial": 2, "copies": 1}, "training": {"etas": [0.5], "epochs": 3}})
+    problem = build(pinned(config))
+    assert problem.model.widths == (4, 5, 3)  # the factory was given the data's shape and classes
+    store = sweep(config, tmp_path / "run", log=lambda *a: None)
+    stored = RunDir(store.root).config()
+    assert stored.model.source_sha256 is not None
+    with open(f"{user_module}.py", "a") as f:
+        f.write("# edited\n")
+    with pytest.raises(ConfigError, match="has changed since the run started"):
+        sweep(stored, tmp_path / "run", log=lambda *a: None)
+
+
+@pytest.mark.parametrize("function, message", [
+    ("single", "makes parameters of dtype float32, not float64"),
+    ("broken", "returned int, not a model"),
+    ("absent", "has no function 'absent'"),
+])
+def test_user_models_that_cannot_run_are_refused(user_module, function, message):
+    config = Config.from_dict({"model": {"source": f"{user_module}:{function}"}})
+    with pytest.raises((ConfigError, ValueError), match=message):
+        build(pinned(config))
+
+
+def test_a_missing_module_is_named():
+    with pytest.raises(ValueError, match="no module named 'no_such_module_here'"):
+        pinned(Config.from_dict({"model": {"source": "no_such_module_here:make"}}))
