@@ -1,14 +1,15 @@
 """Models: anything with ``init(key) -> params`` and ``apply(params, x) -> logits``.
 
-The engine only sees that interface, so a user's own JAX model (a pair of plain functions, Flax, Equinox) works the
-same way as the built-in ones.
+The engine only sees that interface, so a user's own model (a pair of plain JAX functions, Flax, Equinox, a PyTorch
+module through ``from_torch``) works the same way as the built-in ones.
 """
 
 import math
 
-from chaosgd.models.base import FunctionModel, Model, count_parameters, from_equinox, weight_mask
+from chaosgd.models.base import FunctionModel, Model, count_parameters, from_equinox, from_flax, weight_mask
 from chaosgd.models.cnn import CNN
 from chaosgd.models.mlp import MLP, ACTIVATIONS
+from chaosgd.models.pytorch import UnsupportedModule, from_torch
 
 ARCHITECTURES = ("mlp", "cnn")
 
@@ -35,4 +36,4 @@ def for_dataset(architecture: str, example_shape: tuple[int, ...], n_classes: in
 
 
 __all__ = ["Model", "FunctionModel", "MLP", "CNN", "ACTIVATIONS", "ARCHITECTURES", "count_parameters", "for_dataset",
-           "from_equinox", "weight_mask"]
+           "from_equinox", "from_flax", "from_torch", "UnsupportedModule", "weight_mask"]

@@ -49,6 +49,49 @@ def from_equinox(make: Callable[[jax.Array], object]) -> FunctionModel:
     return FunctionModel(init, apply)
 
 
+def from_flax(module, example_input=None) -> FunctionModel:
+    """A model from Flax: a linen ``Module`` (with an ``example_input`` batch for its ``init``), or an NNX factory
+    ``make(rngs: nnx.Rngs) -> nnx.Module`` (each initial condition is the module ``make`` builds from its key).
+
+    The parameters (linen's ``"params"`` collection, NNX's ``nnx.Param`` variables) are what is trained; a module
+    with other state (batch statistics, dropout RNG streams) is refused, as are parameters that are not float64
+    (give the layers ``param_dtype=jnp.float64``): epsilon-balls of 1e-8 need float64.
+    """
+    from flax import linen, nnx
+
+    if isinstance(module, linen.Module):
+        if example_input is None:
+            raise ValueError("a linen module needs example_input (a batch) for its init")
+        x0 = jnp.asarray(example_input)
+        variables = jax.eval_shape(module.init, jax.random.PRNGKey(0), x0)
+        _refuse_state(type(module).__name__, sorted(set(variables) - {"params"}))
+        model = FunctionModel(lambda key: module.init(key, x0)["params"],
+                              lambda params, x: module.apply({"params": params}, x))
+    elif callable(module):
+        graphdef, _, rest = nnx.split(nnx.eval_shape(lambda: module(nnx.Rngs(0))), nnx.Param, ...)
+        _refuse_state(getattr(module, "__name__", "the NNX module"), sorted({type(v).__name__ for v in
+                                                                            jax.tree_util.tree_leaves(rest)}))
+
+        def init(key):
+            return nnx.split(module(nnx.Rngs(key)), nnx.Param, ...)[1]
+
+        model = FunctionModel(init, lambda params, x: nnx.merge(graphdef, params, rest)(x))
+    else:
+        raise TypeError(f"from_flax needs a linen Module or an NNX factory make(rngs); got {type(module).__name__}")
+    dtypes = {str(leaf.dtype) for leaf in jax.tree_util.tree_leaves(jax.eval_shape(model.init,
+                                                                                    jax.random.PRNGKey(0)))}
+    if dtypes != {"float64"}:
+        raise ValueError(f"the Flax model's parameters are {', '.join(sorted(dtypes))}, not float64: give its layers "
+                         "param_dtype=jnp.float64 (with jax_enable_x64 on, as importing chaosgd does)")
+    return model
+
+
+def _refuse_state(name: str, other: list[str]) -> None:
+    if other:
+        raise ValueError(f"{name} holds state besides its parameters ({', '.join(other)}): chaosgd trains "
+                         "parameters only (no batch statistics or dropout streams in Flax models)")
+
+
 def count_parameters(model: Model) -> int:
     """Number of trainable scalars of ``model``, computed from shapes only (nothing is allocated)."""
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))

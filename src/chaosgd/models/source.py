@@ -45,7 +45,7 @@ def build(source: str, example_shape: tuple[int, ...], n_classes: int):
     if _is_torch_module(model):
         import numpy as np
 
-        from chaosgd.models.torch import from_torch
+        from chaosgd.models.pytorch import from_torch
         return from_torch(model, np.zeros((1, *example_shape)))
     if not (callable(getattr(model, "init", None)) and callable(getattr(model, "apply", None))):
         raise SourceError(f"model.source: {source} returned {type(model).__name__}, not a model: it must have "

@@ -1,0 +1,387 @@
+"""A PyTorch module as a chaosgd model: its torch.fx graph translated layer by layer into JAX.
+
+Why a translation and not a bridge: the ensembles are ``vmap``-ped and the tangent and sharpness estimators
+differentiate forward over reverse, so the forward pass must be JAX all the way. ``torch.fx.symbolic_trace`` gives
+the module's graph; each node becomes the JAX operation with torch's semantics (weights keep torch's layouts:
+Linear ``(out, in)``, convolutions ``(out, in, *kernel)``, activations channels-first). Covered, tested with torch
+2.13: Linear, Conv1d/Conv2d (zero padding, stride, dilation, groups), ReLU, Tanh, Sigmoid, GELU, SiLU, ELU,
+LeakyReLU, Softplus, Identity, Flatten, Dropout (as chaosgd's dropout: masks from the training key, off in
+evaluation), MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d, BatchNorm1d/2d in evaluation mode (running
+statistics, not trained), residual additions and the tensor methods ``view``, ``reshape``, ``flatten``, ``size``.
+Anything else is refused with the layer's name. Every conversion is checked: the JAX forward pass must equal the
+module's own on the example input (to 1e-9 relative in float64), else it is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+import threading
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+INITS = ("module", "weights")
+_TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
+
+
+class UnsupportedModule(ValueError):
+    """A torch module with a layer or operation chaosgd cannot translate; the message names it."""
+
+
+def from_torch(module, example_input, *, init: str | Callable = "module", dtype: str = "float64") -> "TorchModel":
+    """A chaosgd model whose forward pass is ``module``'s and whose parameters are its trainable parameters.
+
+    Args:
+        module: a ``torch.nn.Module`` mapping a batch to logits ``(n, classes)``; it is copied, never changed.
+        example_input: a batch of inputs in the module's own layout (e.g. ``(n, channels, height, width)``), used for
+            the shapes and to check the translation. Data in chaosgd's channels-last layout ``(n, height, width,
+            channels)`` or flattened are brought to this layout by ``apply``.
+        init: how each initial condition starts: ``"module"`` (default) re-runs every layer's ``reset_parameters``
+            with torch's generator seeded from the initial condition's key, the module's own scheme; ``"weights"``:
+            every initial condition starts from the module's current weights (only the epsilon-ball differs); a
+            callable ``init(module)`` re-initialises a copy in place, seeded the same way.
+        dtype: of the parameters and the computation; float64 (default) is what epsilon-balls of 1e-8 need.
+    """
+    import torch
+    import torch.fx
+
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"from_torch needs a torch.nn.Module; got {type(module).__name__}")
+    if dtype not in _TOLERANCE:
+        raise ValueError(f"dtype must be one of {list(_TOLERANCE)}; got {dtype!r}")
+    if not (callable(init) or init in INITS):
+        raise ValueError(f"init must be one of {list(INITS)} or a callable init(module); got {init!r}")
+    torch_dtype = getattr(torch, dtype)
+    net = copy.deepcopy(module).to(torch_dtype).eval()
+    example = torch.as_tensor(np.asarray(example_input.detach().cpu() if hasattr(example_input, "detach")
+                                         else example_input), dtype=torch_dtype)
+    with torch.no_grad():
+        out = net(example)
+    if not isinstance(out, torch.Tensor):
+        raise UnsupportedModule(f"{type(module).__name__} returns {type(out).__name__}; chaosgd needs a tensor of "
+                                "logits (examples, classes)")
+    if out.dtype != torch_dtype:
+        raise UnsupportedModule(f"{type(module).__name__} computes in {str(out.dtype).split('.')[-1]} even with "
+                                f"{dtype} parameters (a dtype fixed inside its forward pass); chaosgd needs {dtype} "
+                                "end to end")
+    try:
+        graph = torch.fx.symbolic_trace(net).graph
+    except Exception as error:  # data-dependent control flow and the like
+        raise UnsupportedModule(f"torch.fx cannot trace {type(module).__name__} ({type(error).__name__}: {error}); "
+                                "chaosgd translates modules whose forward pass is a fixed graph of layers") from None
+    program = _Program(net, graph)
+    names = [name for name, p in net.named_parameters() if p.requires_grad]
+    if not names:
+        raise UnsupportedModule(f"{type(module).__name__} has no trainable parameters")
+    if init == "module":
+        _check_resettable(net)
+    model = TorchModel(net, program, names, example, dtype, init)
+    model.check_against_torch()
+    return model
+
+
+class TorchModel:
+    """``from_torch``'s model: ``init(key)``, ``apply(params, x, key=None)``; parameters are a dict by torch name."""
+
+    def __init__(self, net, program, names, example, dtype, init):
+        self._net, self._program, self.names, self._dtype, self._init = net, program, names, dtype, init
+        self.example_shape = tuple(example.shape[1:])
+        self._example = example
+        self._weights = {n: p.detach().cpu().numpy().copy() for n, p in net.named_parameters() if n in names}
+        self.dropout = max(program.dropout_rates, default=0.0)  # > 0: the objective passes training keys
+        self._lock = threading.Lock()  # the host initialiser reseeds torch's global generator
+
+    def __repr__(self) -> str:
+        return f"from_torch({type(self._net).__name__}, init={self._init!r}, dtype={self._dtype})"
+
+    def init(self, key):
+        if self._init == "weights":
+            return {n: jnp.asarray(w) for n, w in self._weights.items()}
+        shapes = {n: jax.ShapeDtypeStruct(w.shape, w.dtype) for n, w in self._weights.items()}
+        data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+        return jax.pure_callback(self._host_init, shapes, data, vmap_method="sequential")
+
+    def _host_init(self, key_data) -> dict:
+        import torch
+        seed = int.from_bytes(np.asarray(key_data, dtype=np.uint32).tobytes(), "little") % (2 ** 63)
+        with self._lock, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = copy.deepcopy(self._net)
+            with torch.no_grad():
+                if callable(self._init):
+                    self._init(fresh)
+                else:
+                    for layer in fresh.modules():
+                        if hasattr(layer, "reset_parameters"):
+                            layer.reset_parameters()
+            values = dict(fresh.named_parameters())
+            return {n: values[n].detach().cpu().numpy().astype(self._dtype) for n in self.names}
+
+    def apply(self, params, x, *, key=None):
+        return self._program.run(params, self._program.buffers, _to_layout(x, self.example_shape), key)
+
+    def check_against_torch(self) -> None:
+        """Refuse a translation whose forward pass is not the module's on the example input."""
+        import torch
+        with torch.no_grad():
+            want = self._net(self._example).numpy()
+        got = np.asarray(self.apply(self.init_from_weights(), jnp.asarray(self._example.numpy())))
+        if want.ndim != 2:
+            raise UnsupportedModule(f"{type(self._net).__name__} returns shape {want.shape} for a batch; chaosgd "
+                                    "needs logits (examples, classes)")
+        scale = max(float(np.abs(want).max()), 1e-300)
+        error = float(np.abs(got - want).max()) / scale
+        if got.shape != want.shape or not error <= _TOLERANCE[self._dtype]:
+            raise UnsupportedModule(f"the translation of {type(self._net).__name__} does not reproduce its forward "
+                                    f"pass (largest difference {error:.2g} relative); please report it")
+
+    def init_from_weights(self) -> dict:
+        """The module's own (current) weights as parameters."""
+        return {n: jnp.asarray(w) for n, w in self._weights.items()}
+
+
+def _check_resettable(net) -> None:
+    """init="module" re-runs reset_parameters; a parameter of a layer without one would not be re-initialised."""
+    for layer_name, layer in net.named_modules():
+        own = [n for n, p in layer.named_parameters(recurse=False) if p.requires_grad]
+        if own and not hasattr(layer, "reset_parameters"):
+            raise UnsupportedModule(f"init='module': layer {layer_name or '(root)'} ({type(layer).__name__}) holds "
+                                    f"parameters {', '.join(own)} but no reset_parameters(), so they would start the "
+                                    "same in every initial condition; pass init=callable(module) that "
+                                    "re-initialises them, or init='weights'")
+
+
+def _to_layout(x, shape: tuple[int, ...]):
+    """A batch in the module's per-example ``shape``: as is, from channels-last images, or from flat vectors."""
+    got = tuple(x.shape[1:])
+    if got == shape:
+        return x
+    if len(got) == len(shape) >= 2 and got == (*shape[1:], shape[0]):  # (.., channels) -> (channels, ..)
+        return jnp.moveaxis(x, -1, 1)
+    if math.prod(got) == math.prod(shape):
+        return x.reshape(x.shape[0], *shape)
+    raise ValueError(f"inputs of shape {got} do not fit the module's example input {shape}")
+
+
+class _Program:
+    """The fx graph as a list of JAX operations."""
+
+    def __init__(self, net, graph):
+        import torch
+        self.modules = dict(net.named_modules())
+        self.buffers = {n: jnp.asarray(b.detach().cpu().numpy()) for n, b in net.named_buffers()}
+        self.params = {n for n, _ in net.named_parameters()}
+        self.nodes = list(graph.nodes)
+        self.dropout_rates = []
+        self.dropout_index = {}
+        for node in self.nodes:
+            if node.op == "call_module":
+                layer = self.modules[node.target]
+                _module_rule(layer, node.target)  # refuses what is not covered, now rather than at run time
+                if isinstance(layer, torch.nn.Dropout) and layer.p > 0:
+                    self.dropout_index[node.name] = len(self.dropout_rates)
+                    self.dropout_rates.append(float(layer.p))
+            elif node.op in ("call_function", "call_method"):
+                _function_rule(node)
+
+    def run(self, params, buffers, x, key):
+        env = {}
+
+        def value(arg):
+            return jax.tree_util.tree_map(lambda a: env[a.name] if hasattr(a, "op") else a, arg,
+                                          is_leaf=lambda a: hasattr(a, "op"))
+
+        for node in self.nodes:
+            if node.op == "placeholder":
+                env[node.name] = x
+            elif node.op == "get_attr":
+                env[node.name] = params[node.target] if node.target in params else buffers[node.target]
+            elif node.op == "call_module":
+                layer = self.modules[node.target]
+                own = {n.split(".")[-1]: params[n] for n in params if n.rsplit(".", 1)[0] == node.target}
+                own |= {n.split(".")[-1]: buffers[n] for n in buffers if n.rsplit(".", 1)[0] == node.target}
+                args = value(node.args)
+                if node.name in self.dropout_index:
+                    env[node.name] = _dropout(args[0], layer.p, key, self.dropout_index[node.name])
+                else:
+                    env[node.name] = _module_rule(layer, node.target)(own, *args, **value(node.kwargs))
+            elif node.op in ("call_function", "call_method"):
+                env[node.name] = _function_rule(node)(*value(node.args), **value(node.kwargs))
+            elif node.op == "output":
+                return value(node.args[0])
+        raise UnsupportedModule("the traced graph has no output")
+
+
+def _dropout(x, p, key, index):
+    if key is None:
+        return x
+    keep = jax.random.bernoulli(jax.random.fold_in(key, index), 1 - p, x.shape)
+    return jnp.where(keep, x / (1 - p), 0)
+
+
+def _pairs(value, n: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+
+
+def _conv(layer, n: int):
+    if layer.padding_mode != "zeros":
+        raise UnsupportedModule(f"padding_mode={layer.padding_mode!r} (only 'zeros')")
+    spatial = "HW"[:n] if n == 2 else "H"
+    dims = (f"NC{spatial}", f"OI{spatial}", f"NC{spatial}")
+    if isinstance(layer.padding, str):
+        padding = layer.padding.upper()
+    else:
+        padding = [(p, p) for p in _pairs(layer.padding, n)]
+
+    def conv(own, x):
+        y = jax.lax.conv_general_dilated(x, own["weight"], _pairs(layer.stride, n), padding,
+                                         rhs_dilation=_pairs(layer.dilation, n), dimension_numbers=dims,
+                                         feature_group_count=layer.groups)
+        return y if "bias" not in own else y + own["bias"].reshape(-1, *(1,) * n)
+    return conv
+
+
+def _pool(kind: str, n: int, kernel, stride=None, padding=0, dilation=1, ceil_mode=False, count_include_pad=True):
+    if ceil_mode:
+        raise UnsupportedModule("pooling with ceil_mode=True")
+    if _pairs(dilation, n) != (1,) * n:
+        raise UnsupportedModule("pooling with dilation")
+    kernel = _pairs(kernel, n)
+    stride = kernel if stride is None or stride == [] else _pairs(stride, n)
+    pad = [(0, 0), (0, 0)] + [(p, p) for p in _pairs(padding, n)]
+    if kind == "avg" and not count_include_pad and any(p for p, _ in pad):
+        raise UnsupportedModule("average pooling with padding and count_include_pad=False")
+    window, strides = (1, 1, *kernel), (1, 1, *stride)
+
+    def pool(x):
+        if kind == "max":
+            return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, pad)
+        return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, pad) / math.prod(kernel)
+    return pool
+
+
+def _adaptive_avg(n: int, output_size):
+    def pool(x):
+        size = tuple(s if o is None else o for s, o in zip(x.shape[2:], _pairs(output_size, n)))
+        if any(s % o for s, o in zip(x.shape[2:], size)):
+            raise UnsupportedModule(f"adaptive average pooling from {x.shape[2:]} to {size} (only exact divisions)")
+        shape = x.shape[:2] + sum(((o, s // o) for s, o in zip(x.shape[2:], size)), ())
+        return x.reshape(shape).mean(axis=tuple(range(3, 3 + 2 * n, 2)))
+    return pool
+
+
+def _batch_norm(layer):
+    if not layer.track_running_stats:
+        raise UnsupportedModule("batch norm without running statistics (track_running_stats=False)")
+
+    def norm(own, x):
+        shape = (-1,) + (1,) * (x.ndim - 2)
+        y = (x - own["running_mean"].reshape(shape)) / jnp.sqrt(own["running_var"].reshape(shape) + layer.eps)
+        return y * own["weight"].reshape(shape) + own["bias"].reshape(shape) if layer.affine else y
+    return norm
+
+
+def _softplus(beta=1.0, threshold=20.0):
+    return lambda x: jnp.where(beta * x > threshold, x, jnp.log1p(jnp.exp(beta * x)) / beta)
+
+
+def _flatten(x, start_dim=0, end_dim=-1):
+    end = end_dim % x.ndim
+    return x.reshape(*x.shape[:start_dim], -1, *x.shape[end + 1:])
+
+
+def _module_rule(layer, name: str):
+    """``f(own_parameters, *inputs)`` for one layer (``own``: its parameters and buffers by short name)."""
+    import torch.nn as nn
+    plain = {nn.ReLU: jax.nn.relu, nn.Tanh: jnp.tanh, nn.Sigmoid: jax.nn.sigmoid, nn.SiLU: jax.nn.silu,
+             nn.Identity: lambda x: x}
+    try:
+        if type(layer) in plain:
+            f = plain[type(layer)]
+            return lambda own, x: f(x)
+        if isinstance(layer, nn.Linear):
+            return lambda own, x: x @ own["weight"].T + own["bias"] if "bias" in own else x @ own["weight"].T
+        if isinstance(layer, nn.Conv2d):
+            return _conv(layer, 2)
+        if isinstance(layer, nn.Conv1d):
+            return _conv(layer, 1)
+        if isinstance(layer, nn.GELU):
+            return lambda own, x: jax.nn.gelu(x, approximate=layer.approximate == "tanh")
+        if isinstance(layer, nn.LeakyReLU):
+            return lambda own, x: jax.nn.leaky_relu(x, layer.negative_slope)
+        if isinstance(layer, nn.ELU):
+            return lambda own, x: jax.nn.elu(x, layer.alpha)
+        if isinstance(layer, nn.Softplus):
+            f = _softplus(layer.beta, layer.threshold)
+            return lambda own, x: f(x)
+        if isinstance(layer, nn.Flatten):
+            return lambda own, x: _flatten(x, layer.start_dim, layer.end_dim)
+        if isinstance(layer, nn.Dropout) and type(layer) is nn.Dropout:
+            return lambda own, x: x  # (with p > 0, _Program applies the masks)
+        for cls, kind, n in ((nn.MaxPool2d, "max", 2), (nn.MaxPool1d, "max", 1), (nn.AvgPool2d, "avg", 2),
+                             (nn.AvgPool1d, "avg", 1)):
+            if type(layer) is cls:
+                extra = {} if kind == "max" else {"count_include_pad": layer.count_include_pad}
+                if kind == "avg" and getattr(layer, "divisor_override", None):
+                    raise UnsupportedModule("average pooling with divisor_override")
+                f = _pool(kind, n, layer.kernel_size, layer.stride, layer.padding,
+                          getattr(layer, "dilation", 1), layer.ceil_mode, **extra)
+                return lambda own, x: f(x)
+        for cls, n in ((nn.AdaptiveAvgPool2d, 2), (nn.AdaptiveAvgPool1d, 1)):
+            if type(layer) is cls:
+                f = _adaptive_avg(n, layer.output_size)
+                return lambda own, x: f(x)
+        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            return _batch_norm(layer)
+    except UnsupportedModule as error:
+        raise UnsupportedModule(f"layer {name!r} ({type(layer).__name__}): {error}") from None
+    raise UnsupportedModule(f"layer {name!r} ({type(layer).__name__}) is not supported; supported: Linear, Conv1d, "
+                            "Conv2d, activations (ReLU, Tanh, Sigmoid, GELU, SiLU, ELU, LeakyReLU, Softplus), "
+                            "Identity, Flatten, Dropout, max/average pooling, adaptive average pooling, BatchNorm1d/2d")
+
+
+def _function_rule(node):
+    """The JAX version of a torch function or tensor method the graph calls."""
+    import torch
+    import torch.nn.functional as F
+    functions = {
+        operator.add: operator.add, operator.sub: operator.sub, operator.mul: operator.mul,
+        operator.truediv: operator.truediv, operator.neg: operator.neg, operator.getitem: operator.getitem,
+        operator.matmul: operator.matmul, torch.matmul: operator.matmul,
+        torch.add: lambda a, b, alpha=1: a + alpha * b, torch.sub: lambda a, b, alpha=1: a - alpha * b,
+        torch.mul: operator.mul, torch.relu: jax.nn.relu, torch.tanh: jnp.tanh, torch.sigmoid: jax.nn.sigmoid,
+        F.relu: lambda x, inplace=False: jax.nn.relu(x), F.tanh: jnp.tanh, F.sigmoid: jax.nn.sigmoid,
+        F.silu: lambda x, inplace=False: jax.nn.silu(x), F.softplus: lambda x, beta=1.0, threshold=20.0:
+        _softplus(beta, threshold)(x), F.gelu: lambda x, approximate="none": jax.nn.gelu(
+            x, approximate=approximate == "tanh"), F.leaky_relu: lambda x, negative_slope=0.01, inplace=False:
+        jax.nn.leaky_relu(x, negative_slope), torch.flatten: _flatten,
+        torch.cat: lambda tensors, dim=0: jnp.concatenate(tensors, axis=dim),
+        F.max_pool2d: lambda x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+        return_indices=False: _pool("max", 2, kernel_size, stride, padding, dilation, ceil_mode)(x),
+        F.avg_pool2d: lambda x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+        divisor_override=None: _pool("avg", 2, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)(x),
+    }
+    methods = {
+        "view": lambda x, *shape: x.reshape(*_shape(shape)), "reshape": lambda x, *shape: x.reshape(*_shape(shape)),
+        "flatten": _flatten, "size": lambda x, dim=None: x.shape if dim is None else x.shape[dim],
+        "contiguous": lambda x: x, "relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid,
+        "add": lambda a, b, alpha=1: a + alpha * b, "mul": operator.mul,
+    }
+    if node.op == "call_method" and node.target in methods:
+        return methods[node.target]
+    if node.op == "call_function" and node.target in functions:
+        return functions[node.target]
+    what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+    if node.target is F.dropout:
+        raise UnsupportedModule(f"operation {node.name!r}: F.dropout (its training flag is fixed when traced); use "
+                                "an nn.Dropout layer, whose masks chaosgd draws in training")
+    raise UnsupportedModule(f"operation {node.name!r} ({what}) is not supported; supported: +, -, *, /, @, "
+                            "activations, flatten, view/reshape/size, cat, max/average pooling")
+
+
+def _shape(shape):
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape

@@ -1,0 +1,219 @@
+"""PyTorch modules as chaosgd models (``from_torch``): chaosgd's gradient descent on the translated module equals a
+plain torch float64 training loop on the same module and weights, and what cannot be translated is refused."""
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from chaosgd import classification, epsilon_ball, initial_conditions, run  # noqa: E402
+from chaosgd.datasets import load_iris, make_blobs  # noqa: E402
+from chaosgd.lyapunov import local_exponent  # noqa: E402
+from chaosgd.models import UnsupportedModule, from_torch  # noqa: E402
+from chaosgd.tangent import tangent_exponents  # noqa: E402
+
+
+def torch_losses(module, x, y, eta, epochs):
+    """Full-batch gradient descent in plain torch, float64: the loss before each step."""
+    net = module.double()
+    opt = torch.optim.SGD(net.parameters(), lr=eta)
+    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y)
+    losses = []
+    for _ in range(epochs + 1):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(net(x), y)
+        losses.append(loss.item())
+        loss.backward()
+        opt.step()
+    return np.array(losses)
+
+
+def chaosgd_losses(model, data, eta, epochs):
+    params = jax.tree_util.tree_map(lambda w: w[None, None], model.init_from_weights())
+    return run(classification(model), params, eta, data, epochs=epochs).loss[0, 0]
+
+
+def iris_mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def test_an_mlp_on_iris_follows_torch_gradient_descent():
+    d = load_iris()
+    module = iris_mlp()
+    model = from_torch(module, d.x_train[:2])
+    mine = chaosgd_losses(model, d.arrays(), 0.1, 20)
+    np.testing.assert_allclose(mine, torch_losses(module, d.x_train, d.y_train, 0.1, 20), rtol=1e-10)
+    assert mine[-1] < 0.8 * mine[0]  # it trains
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+
+def image_blobs(n_train=60, n_test=30):
+    """Three classes of 12x12 one-channel images, channels-last as chaosgd holds images."""
+    d = make_blobs(n_train=n_train, n_test=n_test, n_features=144, n_classes=3, seed=2)
+    return (d.x_train.reshape(-1, 12, 12, 1), d.y_train, d.x_test.reshape(-1, 12, 12, 1), d.y_test)
+
+
+def test_a_cnn_follows_torch_gradient_descent_on_channels_last_images(mnist_slice):
+    x_train, y_train, x_test, y_test = mnist_slice
+    torch.manual_seed(1)
+    module = SmallCNN() if x_train.shape[1] == 12 else MnistCNN()
+    model = from_torch(module, np.moveaxis(x_train[:2], -1, 1))  # the module's layout: channels first
+    data = {"x_train": x_train, "y_train": y_train.astype(np.int32), "x_test": x_test,
+            "y_test": y_test.astype(np.int32)}
+    mine = chaosgd_losses(model, data, 0.05, 5)
+    want = torch_losses(module, np.moveaxis(x_train, -1, 1), y_train, 0.05, 5)
+    np.testing.assert_allclose(mine, want, rtol=1e-10)
+
+
+class MnistCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 5)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(4 * 12 * 12, 10)
+
+    def forward(self, x):
+        h = self.pool(nn.functional.relu(self.conv(x)))
+        return self.fc(h.view(h.size(0), -1))
+
+
+@pytest.fixture(params=["blobs", "mnist"])
+def mnist_slice(request):
+    if request.param == "blobs":
+        return image_blobs()
+    from chaosgd.datasets import load
+    d = load("mnist", path=request.getfixturevalue("mnist_dir"))
+    return d.x_train[:200], d.y_train[:200], d.x_test[:100], d.y_test[:100]
+
+
+def test_tangent_and_epsilon_ball_agree_at_a_chaotic_learning_rate():
+    d = make_blobs(n_train=120, n_test=60, n_features=6, n_classes=3, seed=1)
+    torch.manual_seed(3)
+    model = from_torch(nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)), d.x_train[:2])
+    objective = classification(model)
+    params = model.init_from_weights()
+    ball = epsilon_ball(jax.tree_util.tree_map(lambda w: w[None], params), 5)
+    rec = run(objective, ball, 10.0, d.arrays(), epochs=100)
+    fit = local_exponent(rec.distance[0])
+    assert fit.exponent > 0.5 and not fit.unresolved
+    tangent = tangent_exponents(objective, params, 10.0, d.arrays(), epochs=100, k=1)
+    assert tangent.over(fit.start, fit.stop)[0] == pytest.approx(fit.exponent, rel=0.15)
+
+
+def test_initial_conditions_follow_the_modules_own_scheme_seeded():
+    module = iris_mlp()
+    model = from_torch(module, np.zeros((1, 4)))
+    a, b = initial_conditions(model, 3, seed=0), initial_conditions(model, 3, seed=0)
+    np.testing.assert_array_equal(a["0.weight"], b["0.weight"])  # reproducible
+    w = np.asarray(a["0.weight"])
+    assert not np.allclose(w[0], w[1]) and w.dtype == np.float64
+    bound = 1 / np.sqrt(4)  # nn.Linear's kaiming-uniform bound: 1/sqrt(fan_in)
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+    same = np.asarray(from_torch(module, np.zeros((1, 4)), init="weights").init(jax.random.PRNGKey(5))["0.weight"])
+    np.testing.assert_array_equal(same, module[0].weight.detach().double().numpy())
+    assert module[0].weight.dtype == torch.float32  # the user's module is not changed
+
+
+class Sorted(nn.Module):
+    def forward(self, x):
+        return torch.sort(x, dim=1).values
+
+
+class Hardcoded(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x).float()
+
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+
+class RawParameter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 3))
+
+    def forward(self, x):
+        return x @ self.w
+
+
+@pytest.mark.parametrize("module, message", [
+    (nn.Sequential(nn.Linear(4, 3), nn.PReLU()), r"layer '1' \(PReLU\) is not supported"),
+    (nn.Sequential(nn.Linear(4, 3), nn.LSTM(3, 3)), "returns tuple; chaosgd needs a tensor of logits"),
+    (nn.Sequential(nn.Linear(4, 8), Sorted()), r"operation 'sort' \(sort\) is not supported"),
+    (Hardcoded(), "computes in float32 even with float64 parameters"),
+    (Branchy(), "torch.fx cannot trace Branchy"),
+    (RawParameter(), "layer \\(root\\) \\(RawParameter\\) holds parameters w but no reset_parameters"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="circular")), "padding_mode='circular'"),
+])
+def test_what_cannot_be_translated_is_refused_by_name(module, message):
+    example = np.zeros((2, 1, 5, 5)) if isinstance(module[0] if isinstance(module, nn.Sequential) else None,
+                                                   nn.Conv2d) else np.zeros((2, 4))
+    with pytest.raises(UnsupportedModule, match=message):
+        from_torch(module, example)
+
+
+def test_layers_covered_reproduce_torch(rng=np.random.default_rng(0)):
+    class Wide(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3, stride=2, padding=1, dilation=1)
+            self.bn = nn.BatchNorm2d(4)
+            self.avg = nn.AvgPool2d(2)
+            self.ada = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.GELU(), nn.Dropout(0.3), nn.Linear(8, 8),
+                                    nn.LeakyReLU(0.1), nn.Linear(8, 8), nn.ELU(), nn.Softplus(), nn.SiLU(),
+                                    nn.Linear(8, 3))
+
+        def forward(self, x):
+            h = self.bn(self.conv(x))
+            h = h + torch.sigmoid(h)  # a residual addition
+            return self.fc(self.ada(self.avg(h)))
+
+    module = Wide().eval()
+    module.bn.running_mean += 0.2
+    module.bn.running_var *= 1.5
+    model = from_torch(module, rng.normal(size=(3, 2, 8, 8)))  # refused unless every layer matches torch
+    assert model.dropout == 0.3
+    x = rng.normal(size=(4, 8, 8, 2))  # channels-last, as chaosgd holds images
+    with torch.no_grad():
+        want = module.double()(torch.as_tensor(np.moveaxis(x, -1, 1))).numpy()
+    np.testing.assert_allclose(np.asarray(model.apply(model.init_from_weights(), x)), want, rtol=1e-10, atol=1e-12)
+    dropped = model.apply(model.init_from_weights(), x, key=jax.random.PRNGKey(0))
+    assert not np.allclose(np.asarray(dropped), want)  # training masks from the key
+
+
+def test_a_torch_module_named_in_configuration_is_translated(tmp_path, monkeypatch):
+    from chaosgd.experiments.config import Config
+    from chaosgd.experiments.problem import build, pinned
+    (tmp_path / "torch_user_models.py").write_text(
+        "import torch\n"
+        "def make(example_shape, n_classes):\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(example_shape[0], 8), torch.nn.Tanh(),\n"
+        "                               torch.nn.Linear(8, n_classes))\n")
+    monkeypatch.chdir(tmp_path)
+    problem = build(pinned(Config.from_dict({"model": {"source": "torch_user_models:make"}})))
+    params = initial_conditions(problem.model, 2)
+    assert params["0.weight"].shape == (2, 8, 4) and params["2.weight"].shape == (2, 3, 8)
