@@ -173,3 +173,45 @@ def test_user_models_that_cannot_run_are_refused(user_module, function, message)
 def test_a_missing_module_is_named():
     with pytest.raises(ValueError, match="no module named 'no_such_module_here'"):
         pinned(Config.from_dict({"model": {"source": "no_such_module_here:make"}}))
+
+
+def test_measure_gives_the_numbers_of_the_same_sweep(tmp_path):
+    import chaosgd
+    from chaosgd.experiments.config import Model
+    from chaosgd.experiments.results import summarize
+    from chaosgd.models import MLP
+
+    config = Config.from_dict({"name": "same", "model": {"hidden": [8]}, "ensemble": {"initial": 4, "copies": 2},
+                               "training": {"etas": [0.3, 8.0], "epochs": 30, "target": 0.8}})
+    assert config.model == Model(hidden=(8,))
+    rows = summarize(sweep(config, tmp_path / "run", log=lambda *a: None)).rows
+    got = chaosgd.measure(MLP((4, 8, 3)), load_iris(), etas=[0.3, 8.0], initial=4, copies=2, epochs=30, target=0.8,
+                          progress=False)
+    assert list(got.table["eta"]) == [0.3, 8.0] and set(got.records) == {0.3, 8.0}
+    for row, (_, mine) in zip(rows, got.table.iterrows()):
+        for column in ("lambda_nmle", "p_percent", "reached_percent", "tau_rmst", "final_loss_mean"):
+            assert mine[column] == pytest.approx(row[column], rel=1e-12, nan_ok=True), column
+    assert got.table["lambda_nmle"].iloc[1] > got.table["lambda_nmle"].iloc[0]
+
+
+def test_measure_refuses_unknown_and_bad_settings():
+    import chaosgd
+    from chaosgd.models import MLP
+
+    with pytest.raises(TypeError, match="unknown setting\\(s\\) learning_rate; known: .*batch_size"):
+        chaosgd.measure(MLP((4, 3)), load_iris(), etas=[1.0], learning_rate=0.1)
+    with pytest.raises(ConfigError, match="ensemble.epsilon"):
+        chaosgd.measure(MLP((4, 3)), load_iris(), etas=[1.0], epsilon=-1.0)
+    with pytest.raises(TypeError, match="init\\(key\\) and apply"):
+        chaosgd.measure(object(), load_iris(), etas=[1.0])
+
+
+def test_sweet_spot_of_a_model_in_memory():
+    import chaosgd
+    from chaosgd.models import MLP
+
+    data = load("blobs").arrays()  # 8 features, 3 classes
+    spot = chaosgd.sweet_spot(MLP((8, 16, 3)), data, eta_min=0.1, eta_max=30.0, initial=6, copies=2, epochs=60,
+                              search={"p_high": 50, "rel_width": 0.3})
+    assert spot.low < spot.eta <= spot.high and len(spot.evaluations) >= 3
+    assert all(e.n == 6 for e in spot.evaluations)

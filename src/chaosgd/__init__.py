@@ -18,10 +18,11 @@ from chaosgd.objective import Objective, classification  # noqa: E402
 from chaosgd.records import Records  # noqa: E402
 from chaosgd.sweetspot import find_sweet_spot  # noqa: E402
 from chaosgd.experiments import PRESETS, Config, RunDir, preset, summarize, sweep  # noqa: E402
+from chaosgd.experiments.measure import measure, sweet_spot  # noqa: E402
 
 __version__ = "0.5.0"
 
-__all__ = ["Config", "preset", "PRESETS", "sweep", "summarize", "RunDir", "find_sweet_spot",
+__all__ = ["measure", "sweet_spot", "Config", "preset", "PRESETS", "sweep", "summarize", "RunDir", "find_sweet_spot",
            "run", "initial_conditions", "epsilon_ball", "check_epsilon", "MLP", "CNN", "count_parameters",
            "Objective", "classification", "Records", "local_exponent", "network_exponent", "tangent_exponents",
            "top_eigenvalue", "top_eigenvalues", "track_sharpness", "time_to_accuracy"]

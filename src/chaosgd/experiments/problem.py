@@ -135,23 +135,24 @@ def build_model(model: Model, data_set):
 def check(config: Config) -> None:
     """Load the data and build the model, so that a configuration that cannot run (its data missing, a CNN on
     tabular data, a depth of a 2-D sweep that the CNN cannot take) is refused before a run folder is made for it."""
-    from chaosgd.experiments.config import ConfigError
     for value, point in config.points:
         build_model(point.model, dataset(point.data))
-        if (records_per_epoch(point) < point.training.records_per_epoch
-                and (value is None or config.training.axis != "training.batch_size")):
-            raise ConfigError(f"training.records_per_epoch: {point.training.records_per_epoch}, but batches of "
-                              f"{point.training.batch_size} hold the whole training set of "
-                              f"{len(dataset(point.data).y_train)} examples: one step, so one record, an epoch")
+        # (a sweep over batch sizes records once an epoch where a batch holds the whole set)
+        records_per_epoch(point, strict=value is None or config.training.axis != "training.batch_size")
 
 
-def records_per_epoch(config: Config) -> int:
+def records_per_epoch(config: Config, n_train: int | None = None, *, strict: bool = False) -> int:
     """Records per epoch of a 1-D configuration: ``training.records_per_epoch``, which must divide the steps of an
-    epoch; 1 with full batches (one step an epoch: the full-batch point of a sweep over the batch size)."""
+    epoch; 1 with full batches (one step an epoch: the full-batch point of a sweep over the batch size), refused
+    there if ``strict``. ``n_train``: the training set's size (default: that of ``config.data``)."""
     from chaosgd.experiments.config import ConfigError
     r = config.training.records_per_epoch
-    steps = config.rule.steps_per_epoch(len(dataset(config.data).y_train))
+    n_train = len(dataset(config.data).y_train) if n_train is None else n_train
+    steps = config.rule.steps_per_epoch(n_train)
     if steps == 1:
+        if strict and r > 1:
+            raise ConfigError(f"training.records_per_epoch: {r}, but batches of {config.training.batch_size} hold "
+                              f"the whole training set of {n_train} examples: one step, so one record, an epoch")
         return 1
     if steps % r:
         divisors = [k for k in range(2, steps + 1) if steps % k == 0]
@@ -196,12 +197,17 @@ def train(objective, model, arrays, eta: float, ensemble: Ensemble, *, first: in
 def run_task(config: Config, task: Task, *, progress=False):
     """The records of one task: a pure function of (configuration, learning rate, initial conditions)."""
     config = task_config(config, task)
-    problem = build(config)
+    return train_as_configured(build(config), config, task.eta, first=task.first, count=task.count,
+                               progress=progress)
+
+
+def train_as_configured(problem: Problem, config: Config, eta: float, *, first: int, count: int, progress=False):
+    """``train`` with every setting of a 1-D ``config``, on ``problem`` (built from it, or a user's model and data)."""
     t = config.training
-    return train(problem.objective, problem.model, problem.arrays, task.eta, config.ensemble, first=task.first,
-                 count=task.count, epochs=t.epochs, plateau=config.analysis.plateau if t.stop_copies else None,
+    return train(problem.objective, problem.model, problem.arrays, eta, config.ensemble, first=first, count=count,
+                 epochs=t.epochs, plateau=config.analysis.plateau if t.stop_copies else None,
                  stop_references_at=t.target if t.stop_references else None, rule=config.rule, progress=progress,
-                 records_per_epoch=records_per_epoch(config))
+                 records_per_epoch=records_per_epoch(config, len(problem.arrays["y_train"])))
 
 
 def task_sharpness(config: Config, task: Task):

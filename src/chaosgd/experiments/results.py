@@ -34,7 +34,8 @@ INTEGER_COLUMNS = frozenset({"n_initial", "n_excluded", "n_unresolved", "tau_hor
 CONFIDENCE = 0.95  # of every interval in the table
 
 
-def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tuple[dict, object, object]:
+def fit(records, config: Config, *, window: tuple[int, int] | None = None,
+        n_classes: int | None = None) -> tuple[dict, object, object]:
     """The row of ``COLUMNS`` for the records of one learning rate, the network exponent and the training time.
 
     lambda: the network MLE and the spread of local exponents over S, with a 95 % BCa bootstrap CI of the mean; p:
@@ -50,9 +51,11 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
     these epochs instead of the automatic [0, tau]. Times are in epochs, one pass over the training set, so the
     same number of per-example gradients whatever the batch size; ``tau_median_steps`` is the median in optimiser
     steps (``steps_per_epoch`` an epoch), and ``records_per_epoch`` says how finely the records resolve them.
+    ``n_classes``: of the data (default: that of ``config.data``), for chance accuracy.
     """
-    from chaosgd.experiments.problem import n_classes
+    from chaosgd.experiments.problem import n_classes as classes_of
 
+    classes = classes_of(config.data) if n_classes is None else n_classes
     r = records.per_epoch
     net = network_exponent(records.distance, window=window, stopped_at=records.copies_stopped_at,
                            confidence=CONFIDENCE, records_per_epoch=r, **config.analysis.fit)
@@ -61,7 +64,7 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None) -> tu
     surv = tt.survival(CONFIDENCE)
     final_loss = records.loss[:, 0, -1]
     final_acc = records.test_accuracy[:, -1]
-    stuck = final_acc <= 1 / n_classes(config.data) + config.analysis.chance_margin
+    stuck = final_acc <= 1 / classes + config.analysis.chance_margin
     p_low, p_high = net.p_interval()
     row = {
         "eta": float(records.eta[0, 0]), "lambda_nmle": net.mean, "lambda_std": net.std, "lambda_ci_low": net.ci_low,

@@ -143,12 +143,13 @@ class ModelEvaluator(Evaluator):
 
     def __init__(self, model, data, *, n_initial: int = 10, n_copies: int = 3, epsilon: float = 1e-8,
                  epochs: int = 60, seed: int = 0, l2: float = 0.0, confidence: float = 0.95, rule=None,
-                 records_per_epoch: int = 1, **fit):
+                 records_per_epoch: int = 1, perturb: str = "all", distance: str = "parameters", **fit):
         from chaosgd.objective import classification
 
         super().__init__(n_initial, confidence=confidence, **fit)
         self.model, self.data, self.epochs = model, data, epochs
-        self.ensemble = Ensemble(initial=n_initial, copies=n_copies, epsilon=epsilon, seed=seed)
+        self.ensemble = Ensemble(initial=n_initial, copies=n_copies, epsilon=epsilon, seed=seed, perturb=perturb,
+                                 distance=distance)
         self.objective = classification(model, l2=l2)
         self.rule = rule  # dynamics.UpdateRule: the optimiser and minibatches (None: full-batch GD)
         self.records_per_epoch = records_per_epoch  # see engine.run

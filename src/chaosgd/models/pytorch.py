@@ -144,6 +144,13 @@ class TorchModel:
         return {n: jnp.asarray(w) for n, w in self._weights.items()}
 
 
+def torch_example(example_shape: tuple[int, ...]) -> np.ndarray:
+    """A zero example for a torch module from chaosgd's per-example shape: images (height, width, channels) are
+    given channels-first, as torch's convolutions take them."""
+    shape = tuple(example_shape)
+    return np.zeros((1, shape[-1], *shape[:-1]) if len(shape) == 3 else (1, *shape))
+
+
 def _check_resettable(net) -> None:
     """init="module" re-runs reset_parameters; a parameter of a layer without one would not be re-initialised."""
     for layer_name, layer in net.named_modules():

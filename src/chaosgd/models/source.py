@@ -43,10 +43,8 @@ def build(source: str, example_shape: tuple[int, ...], n_classes: int):
     given = {"example_shape": tuple(example_shape), "n_classes": int(n_classes)}
     model = make(**{k: v for k, v in given.items() if k in wanted})
     if _is_torch_module(model):
-        import numpy as np
-
-        from chaosgd.models.pytorch import from_torch
-        return from_torch(model, np.zeros((1, *example_shape)))
+        from chaosgd.models.pytorch import from_torch, torch_example
+        return from_torch(model, torch_example(example_shape))
     if not (callable(getattr(model, "init", None)) and callable(getattr(model, "apply", None))):
         raise SourceError(f"model.source: {source} returned {type(model).__name__}, not a model: it must have "
                           "init(key) and apply(params, x) (e.g. chaosgd.models.FunctionModel) or be a torch "

@@ -1,0 +1,118 @@
+"""One call from Python: a user's model and data, in memory, measured as a sweep measures them.
+
+``measure`` trains an ensemble at each learning rate on the same path as ``chaosgd sweep`` (``problem.train``) and
+fits it with the same estimators (``results.fit``): one row per learning rate, the columns of ``results.csv``.
+``sweet_spot`` runs the sweet-spot search on it. Settings are the configuration's fields by their short names
+(``epsilon``, ``optimizer``, ``batch_size``, ``target``, ``plateau``, ...), with the configuration's defaults and
+checks; nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from chaosgd.experiments.config import Analysis, Config, Ensemble, Training
+
+_SECTIONS = {"ensemble": Ensemble, "training": Training, "analysis": Analysis}
+_NOT_HERE = {"etas", "axis", "axis_values", "sharpness_every", "sharpness_examples", "sharpness_method",
+             "sharpness_iterations"}  # set by measure's own arguments, or what it does not do
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """``table``: one row per learning rate (a pandas DataFrame with the columns of ``results.csv``);
+    ``records``: the ``Records`` of each learning rate, by learning rate; ``config``: every setting used."""
+
+    table: object
+    records: dict
+    config: Config
+
+
+def measure(model, data, *, etas, initial: int = 10, copies: int = 3, epochs: int = 60, progress: bool = True,
+            **settings) -> Measurement:
+    """lambda_NMLE, p and the time to target accuracy of ``model`` on ``data`` at each learning rate in ``etas``.
+
+    Args:
+        model: a chaosgd model (``init``/``apply``: ``MLP``, ``FunctionModel``, ``from_flax``, ``from_equinox``) or a
+            torch ``nn.Module`` (translated by ``from_torch``; images reach it channels-first).
+        data: a ``Dataset`` (``datasets.as_dataset`` reads arrays, tensors and frames) or a dict of ``x_train,
+            y_train, x_test, y_test``.
+        etas: the learning rates.
+        initial, copies, epochs: initial conditions |S|, perturbed copies M of each, epochs of training.
+        progress: a progress bar per learning rate.
+        settings: any other field of the configuration's ensemble, training or analysis sections by name, e.g.
+            ``epsilon=1e-8, optimizer="momentum", momentum=0.9, batch_size=100, target=0.9, l2=1e-4``.
+    """
+    import pandas as pd
+
+    from chaosgd.experiments.problem import Problem, train_as_configured
+    from chaosgd.experiments.results import fit
+    from chaosgd.objective import classification
+
+    data_set = _dataset(data)
+    model = as_model(model, data_set.example_shape)
+    config = _config(etas, initial, copies, epochs, settings)
+    problem = Problem(data_set, model, classification(model, l2=config.training.l2), data_set.arrays())
+    rows, records = [], {}
+    for eta in config.training.etas:
+        records[eta] = train_as_configured(problem, config, eta, first=0, count=initial, progress=progress)
+        rows.append(fit(records[eta], config, n_classes=data_set.n_classes)[0])
+    return Measurement(pd.DataFrame(rows), records, config)
+
+
+def sweet_spot(model, data, *, eta_min: float = 0.01, eta_max: float = 20.0, initial: int = 10, copies: int = 3,
+               epochs: int = 60, search: dict | None = None, **settings):
+    """The smallest learning rate at which sensitivity is fully developed (``sweetspot.find_sweet_spot``) for
+    ``model`` on ``data`` (as ``measure`` takes them), searched over [eta_min, eta_max]; ``search``: more options
+    of ``find_sweet_spot`` (``p_high``, ``rel_width``, ``max_initial``, ...)."""
+    from chaosgd.experiments.search import model_evaluator
+    from chaosgd.sweetspot import find_sweet_spot
+
+    data_set = _dataset(data)
+    model = as_model(model, data_set.example_shape)
+    config = _config((1.0,), initial, copies, epochs, settings)
+    e, t = config.ensemble, config.training
+    evaluate = model_evaluator(model, data_set.arrays(), n_initial=initial, n_copies=copies, epsilon=e.epsilon,
+                               perturb=e.perturb, distance=e.distance, epochs=epochs, seed=e.seed, l2=t.l2,
+                               rule=config.rule,
+                               records_per_epoch=t.records_per_epoch, **config.analysis.fit)
+    return find_sweet_spot(evaluate, eta_min=eta_min, eta_max=eta_max, **(search or {}))
+
+
+def as_model(model, example_shape: tuple[int, ...]):
+    """``model`` as a chaosgd model: a torch module is translated (``from_torch``), with an example in its layout."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        from chaosgd.models.pytorch import from_torch, torch_example
+        return from_torch(model, torch_example(example_shape))
+    if not (callable(getattr(model, "init", None)) and callable(getattr(model, "apply", None))):
+        raise TypeError(f"model must have init(key) and apply(params, x), or be a torch nn.Module; got "
+                        f"{type(model).__name__}")
+    return model
+
+
+def _dataset(data):
+    from chaosgd.datasets import Dataset, from_arrays
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, dict):
+        return from_arrays(**{k: data[k] for k in ("x_train", "y_train", "x_test", "y_test")})
+    raise TypeError("data must be a Dataset (datasets.as_dataset) or a dict of x_train, y_train, x_test, y_test; got "
+                    f"{type(data).__name__}")
+
+
+def _config(etas, initial, copies, epochs, settings) -> Config:
+    """A configuration holding every setting, checked by the configuration's own rules."""
+    where = {f.name: section for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls)
+             if f.name not in _NOT_HERE}
+    unknown = sorted(set(settings) - set(where))
+    if unknown:
+        raise TypeError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(where))}")
+    values = {"ensemble": {"initial": initial, "copies": copies},
+              "training": {"etas": [float(e) for e in etas], "epochs": epochs}, "analysis": {}}
+    for name, value in settings.items():
+        values[where[name]][name] = value
+    return Config.from_dict({"name": "measure", **values})  # ConfigError names what is wrong
