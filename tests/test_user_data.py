@@ -215,3 +215,24 @@ def test_sweet_spot_of_a_model_in_memory():
                               search={"p_high": 50, "rel_width": 0.3})
     assert spot.low < spot.eta <= spot.high and len(spot.evaluations) >= 3
     assert all(e.n == 6 for e in spot.evaluations)
+
+
+def test_the_installed_command_runs_a_user_model_on_npz_data(tmp_path):
+    """The `chaosgd` command (not `python -m`) imports model.source from the folder it runs in, in its workers too."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = Path(sys.executable).with_name("chaosgd")
+    if not command.is_file():
+        pytest.skip("the chaosgd command is not installed next to this Python")
+    save_iris(tmp_path / "d.npz")
+    (tmp_path / "cli_user_models.py").write_text(MODULE)
+    (tmp_path / "c.toml").write_text('name = "t"\n[data]\nname = "npz"\npath = "d.npz"\n[model]\n'
+                                     'source = "cli_user_models:make"\n[ensemble]\ninitial = 2\ncopies = 1\n'
+                                     '[training]\netas = [0.5]\nepochs = 3\n')
+    done = subprocess.run([str(command), "sweep", "c.toml", "--out", "run", "--workers", "1"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "all 1 tasks are done" in done.stdout + done.stderr
+    assert 'source_sha256 = "' in (tmp_path / "run" / "config.toml").read_text()
