@@ -217,3 +217,52 @@ def test_a_torch_module_named_in_configuration_is_translated(tmp_path, monkeypat
     problem = build(pinned(Config.from_dict({"model": {"source": "torch_user_models:make"}})))
     params = initial_conditions(problem.model, 2)
     assert params["0.weight"].shape == (2, 8, 4) and params["2.weight"].shape == (2, 3, 8)
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        self.b.weight = self.a.weight  # one weight, two layers
+        self.frozen = nn.Linear(4, 3)
+        self.frozen.weight.requires_grad_(False)
+
+    def forward(self, x):
+        h = torch.cat([torch.tanh(self.a(x)), self.b(x)], dim=1)[:, :4]
+        return torch.add(self.frozen(h), other=nn.functional.linear(h, self.frozen.weight), alpha=0.5)
+
+
+def test_tied_frozen_lists_and_keyword_arguments_follow_torch():
+    torch.manual_seed(5)
+    module = Tied()
+    x = np.random.default_rng(1).normal(size=(6, 4))
+    model = from_torch(module, x)
+    params = model.init_from_weights()
+    assert "b.weight" not in params and "frozen.weight" not in params  # tied: one parameter; frozen: a constant
+    with torch.no_grad():
+        want = module.double()(torch.as_tensor(x)).numpy()
+    np.testing.assert_allclose(np.asarray(model.apply(params, x)), want, rtol=1e-12)
+    bare = from_torch(nn.Linear(4, 3), x)  # traced as F.linear
+    assert set(bare.init_from_weights()) == {"weight", "bias"}
+
+
+def test_data_in_either_image_layout_reaches_the_module_channels_first():
+    from chaosgd.datasets import from_arrays
+    from chaosgd.models.pytorch import from_torch_for_data
+
+    x_train, y_train, x_test, y_test = image_blobs()
+    torch.manual_seed(1)
+    module = SmallCNN()
+    first = np.moveaxis(x_train, -1, 1)  # (n, 1, 12, 12), as a torch TensorDataset holds it
+    for data in (x_train, first):
+        model = from_torch_for_data(module, data[:8])
+        with torch.no_grad():
+            want = module.double()(torch.as_tensor(first[:5])).numpy()
+        np.testing.assert_allclose(np.asarray(model.apply(model.init_from_weights(), data[:5])), want, rtol=1e-10)
+    cube = from_arrays(np.zeros((4, 3, 3, 3)), [0, 1, 0, 1], np.zeros((2, 3, 3, 3)), [0, 1])
+    conv = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten())
+    with pytest.raises(UnsupportedModule, match="both as they are and channels-first"):
+        from_torch_for_data(conv, cube.x_train)
+    with pytest.raises(UnsupportedModule, match="neither as they are nor channels-first"):
+        from_torch_for_data(nn.Sequential(nn.Conv2d(5, 2, 3), nn.Flatten()), x_train[:2])

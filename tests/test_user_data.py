@@ -57,6 +57,23 @@ def test_bad_arrays_are_refused_naming_the_array(change, message):
         from_arrays(**arrays)
 
 
+def test_frame_features_are_matched_by_name():
+    d = load_iris()
+    names = ["a", "b", "c", "d"]
+    train = pd.DataFrame(d.x_train, columns=names).assign(y=d.y_train)
+    test = pd.DataFrame(d.x_test, columns=names).assign(y=d.y_test)[["y", "d", "c", "b", "a"]]
+    np.testing.assert_array_equal(as_dataset(train, test, label="y").x_test, d.x_test)
+
+
+def test_labels_that_skip_a_class_are_refused_unless_the_classes_are_given():
+    d = load_iris()
+    with pytest.raises(DataError, match=r"class\(es\) 0 have no example"):
+        from_arrays(d.x_train, d.y_train + 1, d.x_test, d.y_test + 1)
+    assert from_arrays(d.x_train, d.y_train + 1, d.x_test, d.y_test + 1, n_classes=4).n_classes == 4
+    with pytest.raises(DataError, match="got '3'"):
+        from_arrays(d.x_train, d.y_train, d.x_test, d.y_test, n_classes="3")
+
+
 def test_frames_with_text_columns_or_no_label_are_refused():
     frame = pd.DataFrame({"a": [1.0, 2.0], "colour": ["red", "blue"], "y": [0, 1]})
     with pytest.raises(DataError, match="colour are not numeric"):
@@ -90,6 +107,17 @@ def npz_config(path, **training) -> Config:
                              "training": {"etas": [0.5], "epochs": 3, **training}})
 
 
+def test_a_finished_npz_run_is_reported_without_its_file(tmp_path):
+    from chaosgd.experiments.results import summarize
+    save_iris(tmp_path / "iris.npz")
+    store = sweep(npz_config(tmp_path / "iris.npz"), tmp_path / "run", log=lambda *a: None)
+    before = summarize(store.root).rows
+    (tmp_path / "iris.npz").unlink()
+    dataset.cache_clear()
+    after = summarize(store.root)
+    assert after.n_classes == 3 and after.rows[0]["stuck_at_chance"] == before[0]["stuck_at_chance"]
+
+
 def test_an_npz_run_pins_its_file_and_refuses_a_changed_one(tmp_path):
     save_iris(tmp_path / "iris.npz")
     config = npz_config(tmp_path / "iris.npz")
@@ -110,6 +138,7 @@ def test_an_npz_run_pins_its_file_and_refuses_a_changed_one(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ({"data": {"name": "npz"}}, "data.path: data.name = 'npz' needs data.path"),
+    ({"data": {"name": "iris", "path": "mine.npz"}}, "data set 'iris' reads no file"),
     ({"data": {"name": "iris", "sha256": "0" * 64}}, "data.sha256: only an npz data set"),
     ({"data": {"name": "npz", "path": "x.npz", "sha256": "xyz"}}, "64 lowercase hexadecimal"),
     ({"model": {"source": "not a name"}}, "model.source: must look like 'package.module:function'"),
@@ -133,6 +162,12 @@ def single():
 
 def broken():
     return 42
+
+def narrow():
+    return MLP((4, 5, 2))
+
+def raises():
+    raise KeyError("boom")
 '''
 
 
@@ -163,11 +198,24 @@ def test_a_user_model_from_configuration_runs_and_pins_its_code(tmp_path, user_m
     ("single", "makes parameters of dtype float32, not float64"),
     ("broken", "returned int, not a model"),
     ("absent", "has no function 'absent'"),
+    ("narrow", "shape \\(2, 2\\); the data has 3 classes"),
+    ("raises", "raised KeyError: 'boom'"),
 ])
 def test_user_models_that_cannot_run_are_refused(user_module, function, message):
     config = Config.from_dict({"model": {"source": f"{user_module}:{function}"}})
     with pytest.raises((ConfigError, ValueError), match=message):
         build(pinned(config))
+
+
+def test_a_module_edited_in_the_same_process_is_imported_again(tmp_path, user_module):
+    config = Config.from_dict({"model": {"source": f"{user_module}:make"}})
+    first = pinned(config)
+    assert build(first).model.widths == (4, 5, 3)
+    path = tmp_path / f"{user_module}.py"
+    path.write_text(path.read_text().replace("(example_shape[0], 5, n_classes)", "(example_shape[0], 9, n_classes)"))
+    edited = pinned(config)
+    assert edited.model.source_sha256 != first.model.source_sha256
+    assert build(edited).model.widths == (4, 9, 3)  # the code that runs is the file that is pinned
 
 
 def test_a_missing_module_is_named():
@@ -204,6 +252,16 @@ def test_measure_refuses_unknown_and_bad_settings():
         chaosgd.measure(MLP((4, 3)), load_iris(), etas=[1.0], epsilon=-1.0)
     with pytest.raises(TypeError, match="init\\(key\\) and apply"):
         chaosgd.measure(object(), load_iris(), etas=[1.0])
+    with pytest.raises(TypeError, match="etas must be a list"):
+        chaosgd.measure(MLP((4, 3)), load_iris(), etas=0.5)
+    with pytest.raises(ValueError, match="float32: epsilon-balls of 1e-8 need float64"):
+        chaosgd.measure(MLP((4, 3), dtype="float32"), load_iris(), etas=[1.0])
+    with pytest.raises(ValueError, match="one logit per class"):
+        chaosgd.measure(MLP((4, 2)), load_iris(), etas=[1.0])
+    with pytest.raises(ValueError, match="lacks x_test and has extra besides"):
+        d = load_iris()
+        chaosgd.measure(MLP((4, 3)), {"x_train": d.x_train, "y_train": d.y_train, "y_test": d.y_test, "extra": 1},
+                        etas=[1.0])
 
 
 def test_sweet_spot_of_a_model_in_memory():

@@ -33,9 +33,15 @@ def as_dataset(train, test, *, label: str | None = None, name: str = "user", n_c
     ``n_classes`` defaults to the largest label + 1 over both sets. Inputs become float64 (the model's dtype is
     applied later, ``Dataset.arrays``); images are ``(n, height, width, channels)`` for chaosgd's CNN.
     """
+    if _is_frame(train) and _is_frame(test) and set(train.columns) == set(test.columns):
+        test = test[list(train.columns)]  # features matched by name, not by position
     x_train, y_train = _split(train, "train", label)
     x_test, y_test = _split(test, "test", label)
     return from_arrays(x_train, y_train, x_test, y_test, name=name, n_classes=n_classes)
+
+
+def _is_frame(part) -> bool:
+    return hasattr(part, "columns") and hasattr(part, "drop")
 
 
 def from_arrays(x_train, y_train, x_test, y_test, *, name: str = "user", n_classes: int | None = None) -> Dataset:
@@ -52,9 +58,15 @@ def from_arrays(x_train, y_train, x_test, y_test, *, name: str = "user", n_class
                         "they must be the same")
     largest = int(max(y_train.max(), y_test.max()))
     if n_classes is None:
+        absent = sorted(set(range(largest + 1)) - set(np.unique(y_train)) - set(np.unique(y_test)))
+        if absent:  # (they would count as classes: chance accuracy and the model's outputs would be wrong)
+            raise DataError(f"labels go up to {largest} but class(es) {_some(absent)} have no example: labels must "
+                            "be 0, 1, ..., classes - 1 (remap them: numpy.unique(y, return_inverse=True)), or give "
+                            "n_classes= if some classes are really absent")
         n_classes = largest + 1
-    elif isinstance(n_classes, bool) or int(n_classes) != n_classes or largest >= n_classes:
-        raise DataError(f"n_classes must be an integer above every label (the largest is {largest}); got {n_classes}")
+    elif (isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or largest >= n_classes):
+        raise DataError(f"n_classes must be an integer above every label (the largest is {largest}); got "
+                        f"{n_classes!r}")
     if n_classes < 2:
         raise DataError(f"every label is {largest}: classification needs at least two classes")
     return Dataset(name, x_train, y_train, x_test, y_test, int(n_classes))
@@ -105,7 +117,7 @@ def file_sha256(path) -> str:
 
 def _split(part, which: str, label: str | None):
     """(x, y) of one set given in any of ``as_dataset``'s forms."""
-    if hasattr(part, "columns") and hasattr(part, "drop"):  # a pandas DataFrame
+    if _is_frame(part):  # a pandas DataFrame
         if label is None or label not in part.columns:
             raise DataError(f"the {which} frame needs label= naming its label column; columns: "
                             f"{', '.join(map(str, part.columns))}")
@@ -125,6 +137,10 @@ def _split(part, which: str, label: str | None):
         return part
     raise DataError(f"the {which} set must be a pair (x, y), a torch TensorDataset or a pandas DataFrame with "
                     f"label=; got {type(part).__name__}")
+
+
+def _some(values: list) -> str:
+    return ", ".join(map(str, values[:8])) + (f", ... ({len(values)} in all)" if len(values) > 8 else "")
 
 
 def _numpy(values, what: str) -> np.ndarray:

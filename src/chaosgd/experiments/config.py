@@ -83,6 +83,10 @@ class Data(_Section):
 
     def _check(self):
         _require(self.name in DATASETS, "data.name", f"unknown data set {self.name!r}; choose one of {list(DATASETS)}")
+        _require(self.name not in ("iris", "blobs") or self.path is None, "data.path",
+                 f"{self.path!r}, but data set {self.name!r} reads no file (Iris ships with chaosgd, the blobs are "
+                 "generated): a value set and never used. For your own data: data.name = 'npz', data.path = the "
+                 ".npz file")
         _require(self.name != "npz" or self.path is not None, "data.path",
                  "data.name = 'npz' needs data.path = the .npz file (x_train, y_train, x_test, y_test)")
         _require(self.sha256 is None or self.name == "npz", "data.sha256",

@@ -51,7 +51,7 @@ def measure(model, data, *, etas, initial: int = 10, copies: int = 3, epochs: in
     from chaosgd.objective import classification
 
     data_set = _dataset(data)
-    model = as_model(model, data_set.example_shape)
+    model = as_model(model, data_set)
     config = _config(etas, initial, copies, epochs, settings)
     problem = Problem(data_set, model, classification(model, l2=config.training.l2), data_set.arrays())
     rows, records = [], {}
@@ -70,7 +70,7 @@ def sweet_spot(model, data, *, eta_min: float = 0.01, eta_max: float = 20.0, ini
     from chaosgd.sweetspot import find_sweet_spot
 
     data_set = _dataset(data)
-    model = as_model(model, data_set.example_shape)
+    model = as_model(model, data_set)
     config = _config((1.0,), initial, copies, epochs, settings)
     e, t = config.ensemble, config.training
     evaluate = model_evaluator(model, data_set.arrays(), n_initial=initial, n_copies=copies, epsilon=e.epsilon,
@@ -80,17 +80,26 @@ def sweet_spot(model, data, *, eta_min: float = 0.01, eta_max: float = 20.0, ini
     return find_sweet_spot(evaluate, eta_min=eta_min, eta_max=eta_max, **(search or {}))
 
 
-def as_model(model, example_shape: tuple[int, ...]):
-    """``model`` as a chaosgd model: a torch module is translated (``from_torch``), with an example in its layout."""
+def as_model(model, data_set):
+    """``model`` as a chaosgd model for ``data_set``: a torch module is translated (``from_torch``) and checked on
+    the data's first examples; a model must output one logit per class and have float64 parameters."""
     import sys
+
+    from chaosgd.experiments.problem import check_outputs
+    from chaosgd.models.base import param_dtypes
 
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
-        from chaosgd.models.pytorch import from_torch, torch_example
-        return from_torch(model, torch_example(example_shape))
+        from chaosgd.models.pytorch import from_torch_for_data
+        model = from_torch_for_data(model, data_set.x_train[:8])
     if not (callable(getattr(model, "init", None)) and callable(getattr(model, "apply", None))):
         raise TypeError(f"model must have init(key) and apply(params, x), or be a torch nn.Module; got "
                         f"{type(model).__name__}")
+    dtypes = param_dtypes(model)
+    if dtypes != {"float64"}:
+        raise ValueError(f"the model's parameters are {', '.join(sorted(dtypes))}: epsilon-balls of 1e-8 need "
+                         "float64 parameters")
+    check_outputs(model, data_set)
     return model
 
 
@@ -99,7 +108,12 @@ def _dataset(data):
     if isinstance(data, Dataset):
         return data
     if isinstance(data, dict):
-        return from_arrays(**{k: data[k] for k in ("x_train", "y_train", "x_test", "y_test")})
+        keys = ("x_train", "y_train", "x_test", "y_test")
+        if set(data) != set(keys):
+            raise ValueError(f"a data dict holds exactly {', '.join(keys)}; this one lacks "
+                             f"{', '.join(k for k in keys if k not in data) or 'nothing'} and has "
+                             f"{', '.join(sorted(map(str, set(data) - set(keys)))) or 'nothing'} besides")
+        return from_arrays(**data)
     raise TypeError("data must be a Dataset (datasets.as_dataset) or a dict of x_train, y_train, x_test, y_test; got "
                     f"{type(data).__name__}")
 
@@ -111,6 +125,8 @@ def _config(etas, initial, copies, epochs, settings) -> Config:
     unknown = sorted(set(settings) - set(where))
     if unknown:
         raise TypeError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(where))}")
+    if isinstance(etas, (str, bytes)) or not hasattr(etas, "__iter__"):
+        raise TypeError(f"etas must be a list of learning rates, e.g. [0.1, 1.0]; got {etas!r}")
     values = {"ensemble": {"initial": initial, "copies": copies},
               "training": {"etas": [float(e) for e in etas], "epochs": epochs}, "analysis": {}}
     for name, value in settings.items():

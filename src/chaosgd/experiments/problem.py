@@ -119,17 +119,32 @@ def build_model(model: Model, data_set):
             raise ConfigError(f"model.source: the module of {model.source} has changed since the run started (its "
                               f"file's SHA-256 is now {digest(model.source)}, the run pinned "
                               f"{model.source_sha256}); restore it, or start a new run folder")
-        built = build(model.source, data_set.example_shape, data_set.n_classes)
+        built = build(model.source, data_set.x_train[:8], data_set.n_classes, dtype=model.dtype)
         dtypes = param_dtypes(built)
         if dtypes != {model.dtype}:
             raise ConfigError(f"model.dtype: {model.source} makes parameters of dtype {', '.join(sorted(dtypes))}, "
                               f"not {model.dtype}" + (" (epsilon-balls of 1e-8 need float64: build the parameters in "
                                                       "float64, with jax_enable_x64 on)" if model.dtype == "float64"
                                                       else ""))
+        try:
+            check_outputs(built, data_set)
+        except ValueError as error:
+            raise ConfigError(f"model.source: {model.source}: {error}") from None
         return built
     from chaosgd.models import for_dataset
     return for_dataset(model.architecture, data_set.example_shape, data_set.n_classes, hidden=model.hidden,
                        activation=model.activation, sigma=model.sigma, dtype=model.dtype, dropout=model.dropout)
+
+
+def check_outputs(model, data_set) -> None:
+    """Refuse a model whose logits are not one per class of ``data_set`` (from shapes only)."""
+    import jax
+
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((2, *data_set.example_shape), "float64"))
+    if out.shape != (2, data_set.n_classes):
+        raise ValueError(f"the model maps a batch of 2 examples to shape {out.shape}; the data has "
+                         f"{data_set.n_classes} classes, so it must be (2, {data_set.n_classes}): one logit per class")
 
 
 def check(config: Config) -> None:

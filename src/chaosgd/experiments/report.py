@@ -280,7 +280,7 @@ def _figures(summary, lyapunov_eta, plots) -> list[tuple[str, str, str]]:
                 + " (the finished learning rates nearest the paper's 0.01, 7.5 and 20).")]
     eta, why = representative_eta(rows, lyapunov_eta)
     rec = summary.records(config.training.etas.index(eta))
-    net = fit(rec, config)[1]
+    net = fit(rec, config, n_classes=summary.n_classes)[1]
     ic = int(rec.initial_condition[0])
     local = net.local[0]
     figures.append((f"Figure 2: distances around one initial condition, eta = {eta:g}",

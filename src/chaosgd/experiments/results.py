@@ -135,7 +135,8 @@ class Summary:
     """What a run folder holds: its configuration (as analysed: with ``changes``, the re-analysis settings, applied),
     one row per finished learning rate (per value of the second axis and learning rate in a 2-D sweep: the row
     then holds the axis's value under its name, e.g. ``training.batch_size``), the checked task results by name,
-    and the task files that could not be trusted (name -> why)."""
+    and the task files that could not be trusted (name -> why). ``n_classes``: of the data, as run.json recorded
+    it (so that a run on an npz file can be reported without the file); None: from the configuration."""
 
     config: Config
     rows: list[dict]
@@ -143,6 +144,7 @@ class Summary:
     problems: dict[str, str]
     n_tasks: int
     changes: dict = field(default_factory=dict)
+    n_classes: int | None = None
 
     @property
     def n_pending(self) -> int:
@@ -162,6 +164,8 @@ def summarize(run_dir: str | Path, *, changes: dict | None = None) -> Summary:
     ``changes``: re-analyse with other values of ``REANALYSIS_FIELDS`` (dotted names), the records as they are."""
     store = RunDir(run_dir)
     config = store.config()
+    classes = store.info().get("n_classes")
+    classes = classes if isinstance(classes, int) and classes >= 2 else None
     every = tasks(config)
     results, problems = store.scan(config, every)  # checked against the configuration that made them
     analysed = reanalysis(config, changes) if changes else config
@@ -171,12 +175,12 @@ def summarize(run_dir: str | Path, *, changes: dict | None = None) -> Summary:
         for k, eta in enumerate(config.training.etas):
             mine = [t for t in every if t.eta_index == k and t.point == (None if axis is None else j)]
             if all(t.name in results for t in mine):
-                row = fit(concatenate([results[t.name].records for t in mine]), point)[0]
+                row = fit(concatenate([results[t.name].records for t in mine]), point, n_classes=classes)[0]
                 where = {} if axis is None else {axis: value}
                 rows.append({**where, **row, "eta": eta})  # the grid's eta (float32 records hold a rounded one)
     # A grid may be written in any order; tables and figures go up in eta (within each value of the second axis).
     rows.sort(key=lambda row: (row.get(axis, 0), row["eta"]))
-    return Summary(analysed, rows, results, problems, len(every), dict(changes or {}))
+    return Summary(analysed, rows, results, problems, len(every), dict(changes or {}), classes)
 
 
 def columns(rows: list[dict]) -> tuple[str, ...]:

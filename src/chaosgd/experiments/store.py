@@ -301,7 +301,10 @@ def _digest(arrays: dict) -> str:
 
 def _run_info(config: Config) -> dict:
     import jax
+
+    from chaosgd.experiments.problem import n_classes
     return {"config_hash": config.hash(), "name": config.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "n_classes": n_classes(config.data),  # (a report then needs no data file)
             "versions": {"chaosgd": __import__("chaosgd").__version__, "jax": jax.__version__,
                          "numpy": np.__version__, "python": sys.version.split()[0]},
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),

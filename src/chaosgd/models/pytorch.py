@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 INITS = ("module", "weights")
+LAYOUTS = ("auto", "module", "channels_last")
 _TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
 
 
@@ -32,7 +33,8 @@ class UnsupportedModule(ValueError):
     """A torch module with a layer or operation chaosgd cannot translate; the message names it."""
 
 
-def from_torch(module, example_input, *, init: str | Callable = "module", dtype: str = "float64") -> "TorchModel":
+def from_torch(module, example_input, *, init: str | Callable = "module", dtype: str = "float64",
+               data_layout: str = "auto") -> "TorchModel":
     """A chaosgd model whose forward pass is ``module``'s and whose parameters are its trainable parameters.
 
     Args:
@@ -45,6 +47,9 @@ def from_torch(module, example_input, *, init: str | Callable = "module", dtype:
             every initial condition starts from the module's current weights (only the epsilon-ball differs); a
             callable ``init(module)`` re-initialises a copy in place, seeded the same way.
         dtype: of the parameters and the computation; float64 (default) is what epsilon-balls of 1e-8 need.
+        data_layout: how ``apply`` reads image batches: ``"auto"`` (default: as the module takes them, or
+            channels-last; refused where the two cannot be told apart, height = width = channels), ``"module"``
+            or ``"channels_last"``.
     """
     import torch
     import torch.fx
@@ -55,12 +60,19 @@ def from_torch(module, example_input, *, init: str | Callable = "module", dtype:
         raise ValueError(f"dtype must be one of {list(_TOLERANCE)}; got {dtype!r}")
     if not (callable(init) or init in INITS):
         raise ValueError(f"init must be one of {list(INITS)} or a callable init(module); got {init!r}")
+    if data_layout not in LAYOUTS:
+        raise ValueError(f"data_layout must be one of {list(LAYOUTS)}; got {data_layout!r}")
     torch_dtype = getattr(torch, dtype)
     net = copy.deepcopy(module).to(torch_dtype).eval()
     example = torch.as_tensor(np.asarray(example_input.detach().cpu() if hasattr(example_input, "detach")
                                          else example_input), dtype=torch_dtype)
-    with torch.no_grad():
-        out = net(example)
+    try:
+        with torch.no_grad():
+            out = net(example)
+    except Exception as error:
+        raise UnsupportedModule(f"{type(module).__name__} fails on the example input of shape "
+                                f"{tuple(example.shape)} ({type(error).__name__}: {error}); give an example batch in "
+                                "the module's own layout") from None
     if not isinstance(out, torch.Tensor):
         raise UnsupportedModule(f"{type(module).__name__} returns {type(out).__name__}; chaosgd needs a tensor of "
                                 "logits (examples, classes)")
@@ -79,16 +91,45 @@ def from_torch(module, example_input, *, init: str | Callable = "module", dtype:
         raise UnsupportedModule(f"{type(module).__name__} has no trainable parameters")
     if init == "module":
         _check_resettable(net)
-    model = TorchModel(net, program, names, example, dtype, init)
+    model = TorchModel(net, program, names, example, dtype, init, data_layout)
     model.check_against_torch()
     return model
+
+
+def from_torch_for_data(module, examples, *, dtype: str = "float64", init: str | Callable = "module"):
+    """``from_torch`` for a data set whose first ``examples`` (chaosgd's layout) are given: the example batch is
+    ``examples`` as they are or, for images, channels-first, whichever the module takes; the translation is checked
+    on those real examples. Refused when the module takes both (height = width = channels) or neither."""
+    import torch
+    examples = np.asarray(examples)
+    candidates = {"module": examples}
+    if examples.ndim == 4:
+        candidates["channels_last"] = np.moveaxis(examples, -1, 1)
+    fits, errors = {}, []
+    for layout, batch in candidates.items():
+        try:
+            with torch.no_grad():
+                copy.deepcopy(module).to(getattr(torch, dtype)).eval()(torch.as_tensor(batch, dtype=getattr(torch,
+                                                                                                            dtype)))
+            fits[layout] = batch
+        except Exception as error:
+            errors.append(f"shape {batch.shape[1:]}: {type(error).__name__}: {error}")
+    if len(fits) != 1:
+        raise UnsupportedModule(
+            f"{type(module).__name__} " + ("takes the data's examples both as they are and channels-first; call "
+                                           "from_torch(module, example_input, data_layout=...) to say which" if fits
+                                           else "takes the data's examples neither as they are nor channels-first ("
+                                           + "; ".join(errors) + ")"))
+    (layout, batch), = fits.items()
+    return from_torch(module, batch, init=init, dtype=dtype, data_layout=layout)
 
 
 class TorchModel:
     """``from_torch``'s model: ``init(key)``, ``apply(params, x, key=None)``; parameters are a dict by torch name."""
 
-    def __init__(self, net, program, names, example, dtype, init):
+    def __init__(self, net, program, names, example, dtype, init, data_layout):
         self._net, self._program, self.names, self._dtype, self._init = net, program, names, dtype, init
+        self._layout = data_layout
         self.example_shape = tuple(example.shape[1:])
         self._example = example
         self._weights = {n: p.detach().cpu().numpy().copy() for n, p in net.named_parameters() if n in names}
@@ -122,7 +163,7 @@ class TorchModel:
             return {n: values[n].detach().cpu().numpy().astype(self._dtype) for n in self.names}
 
     def apply(self, params, x, *, key=None):
-        return self._program.run(params, self._program.buffers, _to_layout(x, self.example_shape), key)
+        return self._program.run(params, _to_layout(x, self.example_shape, self._layout), key)
 
     def check_against_torch(self) -> None:
         """Refuse a translation whose forward pass is not the module's on the example input."""
@@ -144,13 +185,6 @@ class TorchModel:
         return {n: jnp.asarray(w) for n, w in self._weights.items()}
 
 
-def torch_example(example_shape: tuple[int, ...]) -> np.ndarray:
-    """A zero example for a torch module from chaosgd's per-example shape: images (height, width, channels) are
-    given channels-first, as torch's convolutions take them."""
-    shape = tuple(example_shape)
-    return np.zeros((1, shape[-1], *shape[:-1]) if len(shape) == 3 else (1, *shape))
-
-
 def _check_resettable(net) -> None:
     """init="module" re-runs reset_parameters; a parameter of a layer without one would not be re-initialised."""
     for layer_name, layer in net.named_modules():
@@ -162,12 +196,16 @@ def _check_resettable(net) -> None:
                                     "re-initialises them, or init='weights'")
 
 
-def _to_layout(x, shape: tuple[int, ...]):
+def _to_layout(x, shape: tuple[int, ...], layout: str = "auto"):
     """A batch in the module's per-example ``shape``: as is, from channels-last images, or from flat vectors."""
     got = tuple(x.shape[1:])
-    if got == shape:
+    moved = len(got) == len(shape) >= 2 and got == (*shape[1:], shape[0])  # (.., channels) -> (channels, ..)
+    if layout == "auto" and moved and got == shape:
+        raise ValueError(f"examples of shape {got} may be channels-last or already the module's layout: say which "
+                         "with from_torch(..., data_layout='channels_last' or 'module')")
+    if got == shape and layout != "channels_last":
         return x
-    if len(got) == len(shape) >= 2 and got == (*shape[1:], shape[0]):  # (.., channels) -> (channels, ..)
+    if moved:
         return jnp.moveaxis(x, -1, 1)
     if math.prod(got) == math.prod(shape):
         return x.reshape(x.shape[0], *shape)
@@ -180,8 +218,19 @@ class _Program:
     def __init__(self, net, graph):
         import torch
         self.modules = dict(net.named_modules())
-        self.buffers = {n: jnp.asarray(b.detach().cpu().numpy()) for n, b in net.named_buffers()}
-        self.params = {n for n, _ in net.named_parameters()}
+        # Constants: buffers (batch norm's running statistics) and frozen parameters, by their canonical names.
+        trained = {n for n, p in net.named_parameters() if p.requires_grad}
+        tensors = dict(net.named_parameters()) | dict(net.named_buffers())
+        self.constants = {n: jnp.asarray(t.detach().cpu().numpy()) for n, t in tensors.items() if n not in trained}
+        # Every path to a tensor (a tied weight has several) -> its canonical name; each layer's own tensors.
+        first = {id(t): n for n, t in tensors.items()}
+        self.canonical, self.own = {}, {}
+        for path, layer in net.named_modules(remove_duplicate=False):
+            mine = list(layer.named_parameters(recurse=False)) + list(layer.named_buffers(recurse=False))
+            for local, t in mine:
+                if t is not None:
+                    self.canonical[f"{path}.{local}" if path else local] = first[id(t)]
+            self.own[path] = [local for local, t in mine if t is not None]
         self.nodes = list(graph.nodes)
         self.dropout_rates = []
         self.dropout_index = {}
@@ -195,22 +244,30 @@ class _Program:
             elif node.op in ("call_function", "call_method"):
                 _function_rule(node)
 
-    def run(self, params, buffers, x, key):
+    def run(self, params, x, key):
         env = {}
 
-        def value(arg):
-            return jax.tree_util.tree_map(lambda a: env[a.name] if hasattr(a, "op") else a, arg,
-                                          is_leaf=lambda a: hasattr(a, "op"))
+        def tensor(path):
+            name = self.canonical[path]
+            return params[name] if name in params else self.constants[name]
+
+        def value(arg):  # graph nodes -> their values, inside fx's own lists and dicts too
+            if hasattr(arg, "op"):
+                return env[arg.name]
+            if isinstance(arg, (list, tuple)):
+                return type(arg)(value(a) for a in arg) if type(arg) in (list, tuple) else [value(a) for a in arg]
+            if isinstance(arg, dict):
+                return {k: value(v) for k, v in arg.items()}
+            return arg
 
         for node in self.nodes:
             if node.op == "placeholder":
                 env[node.name] = x
             elif node.op == "get_attr":
-                env[node.name] = params[node.target] if node.target in params else buffers[node.target]
+                env[node.name] = tensor(node.target)
             elif node.op == "call_module":
                 layer = self.modules[node.target]
-                own = {n.split(".")[-1]: params[n] for n in params if n.rsplit(".", 1)[0] == node.target}
-                own |= {n.split(".")[-1]: buffers[n] for n in buffers if n.rsplit(".", 1)[0] == node.target}
+                own = {local: tensor(f"{node.target}.{local}") for local in self.own[node.target]}
                 args = value(node.args)
                 if node.name in self.dropout_index:
                     env[node.name] = _dropout(args[0], layer.p, key, self.dropout_index[node.name])
@@ -359,14 +416,16 @@ def _function_rule(node):
         operator.add: operator.add, operator.sub: operator.sub, operator.mul: operator.mul,
         operator.truediv: operator.truediv, operator.neg: operator.neg, operator.getitem: operator.getitem,
         operator.matmul: operator.matmul, torch.matmul: operator.matmul,
-        torch.add: lambda a, b, alpha=1: a + alpha * b, torch.sub: lambda a, b, alpha=1: a - alpha * b,
+        torch.add: lambda input, other, alpha=1: input + alpha * other,
+        torch.sub: lambda input, other, alpha=1: input - alpha * other,
+        F.linear: lambda input, weight, bias=None: input @ weight.T + (0 if bias is None else bias),
         torch.mul: operator.mul, torch.relu: jax.nn.relu, torch.tanh: jnp.tanh, torch.sigmoid: jax.nn.sigmoid,
         F.relu: lambda x, inplace=False: jax.nn.relu(x), F.tanh: jnp.tanh, F.sigmoid: jax.nn.sigmoid,
         F.silu: lambda x, inplace=False: jax.nn.silu(x), F.softplus: lambda x, beta=1.0, threshold=20.0:
         _softplus(beta, threshold)(x), F.gelu: lambda x, approximate="none": jax.nn.gelu(
             x, approximate=approximate == "tanh"), F.leaky_relu: lambda x, negative_slope=0.01, inplace=False:
         jax.nn.leaky_relu(x, negative_slope), torch.flatten: _flatten,
-        torch.cat: lambda tensors, dim=0: jnp.concatenate(tensors, axis=dim),
+        torch.cat: lambda tensors, dim=0: jnp.concatenate(list(tensors), axis=dim),
         F.max_pool2d: lambda x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
         return_indices=False: _pool("max", 2, kernel_size, stride, padding, dilation, ceil_mode)(x),
         F.avg_pool2d: lambda x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -376,7 +435,7 @@ def _function_rule(node):
         "view": lambda x, *shape: x.reshape(*_shape(shape)), "reshape": lambda x, *shape: x.reshape(*_shape(shape)),
         "flatten": _flatten, "size": lambda x, dim=None: x.shape if dim is None else x.shape[dim],
         "contiguous": lambda x: x, "relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid,
-        "add": lambda a, b, alpha=1: a + alpha * b, "mul": operator.mul,
+        "add": lambda input, other, alpha=1: input + alpha * other, "mul": operator.mul,
     }
     if node.op == "call_method" and node.target in methods:
         return methods[node.target]
@@ -387,7 +446,7 @@ def _function_rule(node):
         raise UnsupportedModule(f"operation {node.name!r}: F.dropout (its training flag is fixed when traced); use "
                                 "an nn.Dropout layer, whose masks chaosgd draws in training")
     raise UnsupportedModule(f"operation {node.name!r} ({what}) is not supported; supported: +, -, *, /, @, "
-                            "activations, flatten, view/reshape/size, cat, max/average pooling")
+                            "linear, activations, flatten, view/reshape/size, cat, max/average pooling")
 
 
 def _shape(shape):

@@ -35,16 +35,20 @@ def factory(source: str):
     return made
 
 
-def build(source: str, example_shape: tuple[int, ...], n_classes: int):
-    """The model ``source``'s factory returns for a data set; it gets ``example_shape`` and ``n_classes`` as keyword
-    arguments if its signature names them. A torch module is converted (``from_torch``) with a zero example."""
+def build(source: str, examples, n_classes: int, dtype: str = "float64"):
+    """The model ``source``'s factory returns for a data set whose first training ``examples`` are given; it gets
+    ``example_shape`` and ``n_classes`` as keyword arguments if its signature names them. A torch module is
+    translated (``from_torch``, in ``dtype``) and checked on those examples."""
     make = factory(source)
     wanted = inspect.signature(make).parameters
-    given = {"example_shape": tuple(example_shape), "n_classes": int(n_classes)}
-    model = make(**{k: v for k, v in given.items() if k in wanted})
+    given = {"example_shape": tuple(examples.shape[1:]), "n_classes": int(n_classes)}
+    try:
+        model = make(**{k: v for k, v in given.items() if k in wanted})
+    except Exception as error:
+        raise SourceError(f"model.source: {source}(...) raised {type(error).__name__}: {error}") from error
     if _is_torch_module(model):
-        from chaosgd.models.pytorch import from_torch, torch_example
-        return from_torch(model, torch_example(example_shape))
+        from chaosgd.models.pytorch import from_torch_for_data
+        return from_torch_for_data(model, examples, dtype=dtype)
     if not (callable(getattr(model, "init", None)) and callable(getattr(model, "apply", None))):
         raise SourceError(f"model.source: {source} returned {type(model).__name__}, not a model: it must have "
                           "init(key) and apply(params, x) (e.g. chaosgd.models.FunctionModel) or be a torch "
@@ -59,20 +63,38 @@ def digest(source: str) -> str:
     path = getattr(module, "__file__", None)
     if path is None:
         raise SourceError(f"model.source: module {module.__name__} has no file whose content could pin the run")
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    return _file_sha256(path)
+
+
+_IMPORTED: dict[str, str] = {}  # module name -> SHA-256 of its file when this process imported it
 
 
 def _import(module_name: str):
+    """The module, imported again if its file changed since this process imported it (so that the code that runs
+    is the code whose digest a run pins, in a notebook too)."""
     if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())  # as `python -m` does, also for the installed `chaosgd` command and workers
+        sys.path.insert(0, os.getcwd())  # as `python -m` does, also for the installed `chaosgd` command and workers
+    imported_elsewhere = module_name in sys.modules and module_name not in _IMPORTED
     try:
-        return importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        if error.name and module_name.startswith(error.name):
+        parts = module_name.split(".")
+        if error.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}:
             raise SourceError(f"model.source: no module named {module_name!r} (looked in the current folder "
                               f"{os.getcwd()} and on sys.path)") from None
         raise  # the module exists but imports something missing: its own traceback says what
+    path = getattr(module, "__file__", None)
+    if path is not None:
+        now = _file_sha256(path)
+        if imported_elsewhere or _IMPORTED.get(module_name, now) != now:  # (its code may be older than its file)
+            module = importlib.reload(module)
+        _IMPORTED[module_name] = now
+    return module
+
+
+def _file_sha256(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _is_torch_module(value) -> bool:
