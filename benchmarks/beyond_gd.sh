@@ -18,3 +18,10 @@ for preset in mnist-momentum mnist-sgd mnist-adam; do
   cp "$RUNS/$preset-quick/results.csv" "$OUT/$preset-quick-results.csv"
   cp "$RUNS/$preset-quick/config.toml" "$OUT/$preset-quick-config.toml"
 done
+# SGD with B = 100 recorded every step (100 records an epoch; 10 a epoch leave its exponents unresolved from
+# eta = 2.5): 3 epochs, eta = 1, 2.5, 5.
+"$CHAOSGD" sweep mnist-sgd --quick --data-dir "$DATA" --name mnist-sgd-b100-every-step --set training.axis=none \
+  --set 'training.axis_values=[]' --set training.batch_size=100 --set training.records_per_epoch=100 \
+  --set training.epochs=3 --set 'training.etas=[1, 2.5, 5]' --out "$RUNS/mnist-sgd-b100-every-step" --quiet
+cp "$RUNS/mnist-sgd-b100-every-step/results.csv" "$OUT/mnist-sgd-b100-every-step-results.csv"
+cp "$RUNS/mnist-sgd-b100-every-step/config.toml" "$OUT/mnist-sgd-b100-every-step-config.toml"
