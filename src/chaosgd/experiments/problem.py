@@ -107,6 +107,9 @@ def n_classes(data: Data) -> int:
     return CLASSES[data.name] if data.name in CLASSES else dataset(data).n_classes
 
 
+_USER_MODELS: dict = {}
+
+
 def build_model(model: Model, data_set):
     """The model a ``Model`` section names, sized for ``data_set``: the built-in family, or the user's factory
     (``model.source``), whose module must still be the file the run pinned and whose parameters must have
@@ -115,10 +118,14 @@ def build_model(model: Model, data_set):
         from chaosgd.experiments.config import ConfigError
         from chaosgd.models.base import param_dtypes
         from chaosgd.models.source import build, digest
-        if model.source_sha256 is not None and digest(model.source) != model.source_sha256:
+        now = digest(model.source)
+        if model.source_sha256 is not None and now != model.source_sha256:
             raise ConfigError(f"model.source: the module of {model.source} has changed since the run started (its "
-                              f"file's SHA-256 is now {digest(model.source)}, the run pinned "
-                              f"{model.source_sha256}); restore it, or start a new run folder")
+                              f"file's SHA-256 is now {now}, the run pinned {model.source_sha256}); restore it, or "
+                              "start a new run folder")
+        key = (model, now, id(data_set))  # the same model object for every task of a process: compiled once
+        if key in _USER_MODELS:
+            return _USER_MODELS[key][1]
         built = build(model.source, data_set.x_train[:8], data_set.n_classes, dtype=model.dtype)
         dtypes = param_dtypes(built)
         if dtypes != {model.dtype}:
@@ -130,6 +137,8 @@ def build_model(model: Model, data_set):
             check_outputs(built, data_set)
         except ValueError as error:
             raise ConfigError(f"model.source: {model.source}: {error}") from None
+        _USER_MODELS.clear()  # one at a time; the data set is held, so its id is not reused meanwhile
+        _USER_MODELS[key] = (data_set, built)
         return built
     from chaosgd.models import for_dataset
     return for_dataset(model.architecture, data_set.example_shape, data_set.n_classes, hidden=model.hidden,

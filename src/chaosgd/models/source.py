@@ -16,7 +16,6 @@ import re
 import sys
 
 SOURCE_PATTERN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
-FACTORY_ARGUMENTS = ("example_shape", "n_classes")  # passed to a factory that names them
 
 
 class SourceError(ValueError):
