@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import statistics
 import subprocess
 import tempfile
 import time
@@ -24,18 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import chaosgd  # noqa: F401  (float64)
+from engine_throughput import median_time  # (run as a script: benchmarks/ is on the path)
 
 N, D, H = 60_000, 784, 64
 
 
 def median_seconds(fn, repeats: int) -> float:
     fn()  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_time(fn, repeats)
 
 
 def callback(f, shape, *args):

@@ -111,8 +111,8 @@ def test_records_within_epochs_through_a_grid_over_batch_sizes(tmp_path):
         reached = row["tau_median"]
         assert np.isinf(reached) or (3 * reached).is_integer()
         assert row["tau_median_steps"] == reached * row["steps_per_epoch"]
-    with pytest.raises(ConfigError, match=r"records_per_epoch: 4 does not divide the 3 steps of an epoch at batch "
-                                          r"size 40 .*divisors: 3"):
+    with pytest.raises(ConfigError, match=r"records_per_epoch: records per epoch must divide the 3 step\(s\) of "
+                                          r"an epoch \(batch size 40, 120 training examples\).*one of 1, 3; got 4"):
         sweep(config.with_values(**{"training.records_per_epoch": 4}), tmp_path / "bad", **QUIET)
     assert not (tmp_path / "bad").exists()
     with pytest.raises(ConfigError, match=r"batches of 200 hold the whole training set of 120 examples"):

@@ -199,7 +199,7 @@ def test_a_user_model_from_configuration_runs_and_pins_its_code(tmp_path, user_m
 
 
 @pytest.mark.parametrize("function, message", [
-    ("single", "makes parameters of dtype float32, not float64"),
+    ("single", "its parameters are float32, not float64"),
     ("broken", "returned int, not a model"),
     ("absent", "has no function 'absent'"),
     ("narrow", "shape \\(2, 2\\); the data has 3 classes"),
@@ -258,10 +258,12 @@ def test_measure_refuses_unknown_and_bad_settings():
         chaosgd.measure(object(), load_iris(), etas=[1.0])
     with pytest.raises(TypeError, match="etas must be a list"):
         chaosgd.measure(MLP((4, 3)), load_iris(), etas=0.5)
-    with pytest.raises(ValueError, match="float32: epsilon-balls of 1e-8 need float64"):
+    with pytest.raises(ValueError, match="the model: its parameters are float32, not float64"):
         chaosgd.measure(MLP((4, 3), dtype="float32"), load_iris(), etas=[1.0])
     with pytest.raises(ValueError, match="one logit per class"):
         chaosgd.measure(MLP((4, 2)), load_iris(), etas=[1.0])
+    with pytest.raises(ConfigError, match="batches of 200 hold the whole training set of 120 examples"):
+        chaosgd.measure(MLP((4, 3)), load_iris(), etas=[1.0], optimizer="sgd", batch_size=200, records_per_epoch=2)
     with pytest.raises(ValueError, match="lacks x_test and has extra besides"):
         d = load_iris()
         chaosgd.measure(MLP((4, 3)), {"x_train": d.x_train, "y_train": d.y_train, "y_test": d.y_test, "extra": 1},

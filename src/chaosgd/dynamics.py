@@ -78,7 +78,7 @@ def member_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: i
     """
     opt = rule.optimizer
     rate = _rate(opt, rule.steps_per_epoch(n_train), epochs)
-    check_parts(objective, rule, n_train, parts)
+    check_parts(rule, n_train, parts)
     if noisy(objective, rule, n_train):
         group = group_epoch(objective, rule, n_train, epochs, parts)
 
@@ -103,7 +103,7 @@ def group_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: in
     ``shared_noise``, else one network): ``params``, ``state``, ``eta`` and ``copy`` have a leading member axis,
     ``ic`` and ``t`` are scalars. Each minibatch is gathered once for the group, and its members' products with it
     are one wide product, as with full batches."""
-    check_parts(objective, rule, n_train, parts)
+    check_parts(rule, n_train, parts)
     if not noisy(objective, rule, n_train):
         return jax.vmap(member_epoch(objective, rule, n_train, epochs), in_axes=(0, 0, 0, None, None, 0, None))
     opt = rule.optimizer
@@ -139,7 +139,7 @@ def group_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: in
     return epoch
 
 
-def check_parts(objective: Objective, rule: UpdateRule, n_train: int, parts: int) -> None:
+def check_parts(rule: UpdateRule, n_train: int, parts: int) -> None:
     """Refuse ``parts`` (records per epoch) that is not a divisor of the steps of an epoch."""
     steps = rule.steps_per_epoch(n_train)
     if isinstance(parts, bool) or int(parts) != parts or parts < 1 or steps % parts:

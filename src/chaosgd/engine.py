@@ -141,7 +141,7 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
         raise ValueError("minibatches and dropout need data as a dict with 'x_train' and 'y_train' (examples on the "
                          "first axis)")
     n_train = data["x_train"].shape[0] if isinstance(data, dict) and "x_train" in data else 0
-    check_parts(objective, rule, n_train, records_per_epoch)
+    check_parts(rule, n_train, records_per_epoch)
     parts = int(records_per_epoch)
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {list(DISTANCES)}; got {distance!r}")

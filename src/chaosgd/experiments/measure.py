@@ -46,13 +46,14 @@ def measure(model, data, *, etas, initial: int = 10, copies: int = 3, epochs: in
     """
     import pandas as pd
 
-    from chaosgd.experiments.problem import Problem, train_as_configured
+    from chaosgd.experiments.problem import Problem, records_per_epoch, train_as_configured
     from chaosgd.experiments.results import fit
     from chaosgd.objective import classification
 
     data_set = _dataset(data)
     model = as_model(model, data_set)
     config = _config(etas, initial, copies, epochs, settings)
+    records_per_epoch(config, len(data_set.y_train), strict=True)  # refused before any training
     problem = Problem(data_set, model, classification(model, l2=config.training.l2), data_set.arrays())
     rows, records = [], {}
     for eta in config.training.etas:
@@ -85,8 +86,7 @@ def as_model(model, data_set):
     the data's first examples; a model must output one logit per class and have float64 parameters."""
     import sys
 
-    from chaosgd.experiments.problem import check_outputs
-    from chaosgd.models.base import param_dtypes
+    from chaosgd.experiments.problem import check_model
 
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
@@ -95,11 +95,10 @@ def as_model(model, data_set):
     if not (callable(getattr(model, "init", None)) and callable(getattr(model, "apply", None))):
         raise TypeError(f"model must have init(key) and apply(params, x), or be a torch nn.Module; got "
                         f"{type(model).__name__}")
-    dtypes = param_dtypes(model)
-    if dtypes != {"float64"}:
-        raise ValueError(f"the model's parameters are {', '.join(sorted(dtypes))}: epsilon-balls of 1e-8 need "
-                         "float64 parameters")
-    check_outputs(model, data_set)
+    try:
+        check_model(model, data_set)
+    except ValueError as error:
+        raise ValueError(f"the model: {error}") from None
     return model
 
 

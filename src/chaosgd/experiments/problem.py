@@ -116,7 +116,6 @@ def build_model(model: Model, data_set):
     ``model.dtype``."""
     if model.source is not None:
         from chaosgd.experiments.config import ConfigError
-        from chaosgd.models.base import param_dtypes
         from chaosgd.models.source import build, digest
         now = digest(model.source)
         if model.source_sha256 is not None and now != model.source_sha256:
@@ -127,14 +126,8 @@ def build_model(model: Model, data_set):
         if key in _USER_MODELS:
             return _USER_MODELS[key][1]
         built = build(model.source, data_set.x_train[:8], data_set.n_classes, dtype=model.dtype)
-        dtypes = param_dtypes(built)
-        if dtypes != {model.dtype}:
-            raise ConfigError(f"model.dtype: {model.source} makes parameters of dtype {', '.join(sorted(dtypes))}, "
-                              f"not {model.dtype}" + (" (epsilon-balls of 1e-8 need float64: build the parameters in "
-                                                      "float64, with jax_enable_x64 on)" if model.dtype == "float64"
-                                                      else ""))
         try:
-            check_outputs(built, data_set)
+            check_model(built, data_set, model.dtype)
         except ValueError as error:
             raise ConfigError(f"model.source: {model.source}: {error}") from None
         _USER_MODELS.clear()  # one at a time; the data set is held, so its id is not reused meanwhile
@@ -145,10 +138,18 @@ def build_model(model: Model, data_set):
                        activation=model.activation, sigma=model.sigma, dtype=model.dtype, dropout=model.dropout)
 
 
-def check_outputs(model, data_set) -> None:
-    """Refuse a model whose logits are not one per class of ``data_set`` (from shapes only)."""
+def check_model(model, data_set, dtype: str = "float64") -> None:
+    """Refuse a user's model whose parameters are not of ``dtype`` or whose logits are not one per class of
+    ``data_set`` (from shapes only)."""
     import jax
 
+    from chaosgd.models.base import param_dtypes
+
+    dtypes = param_dtypes(model)
+    if dtypes != {dtype}:
+        raise ValueError(f"its parameters are {', '.join(sorted(dtypes))}, not {dtype} (model.dtype)"
+                         + ("; epsilon-balls of 1e-8 need float64: build them in float64, with jax_enable_x64 on"
+                            if dtype == "float64" else ""))
     params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((2, *data_set.example_shape), "float64"))
     if out.shape != (2, data_set.n_classes):
@@ -169,6 +170,7 @@ def records_per_epoch(config: Config, n_train: int | None = None, *, strict: boo
     """Records per epoch of a 1-D configuration: ``training.records_per_epoch``, which must divide the steps of an
     epoch; 1 with full batches (one step an epoch: the full-batch point of a sweep over the batch size), refused
     there if ``strict``. ``n_train``: the training set's size (default: that of ``config.data``)."""
+    from chaosgd.dynamics import check_parts
     from chaosgd.experiments.config import ConfigError
     r = config.training.records_per_epoch
     n_train = len(dataset(config.data).y_train) if n_train is None else n_train
@@ -178,12 +180,10 @@ def records_per_epoch(config: Config, n_train: int | None = None, *, strict: boo
             raise ConfigError(f"training.records_per_epoch: {r}, but batches of {config.training.batch_size} hold "
                               f"the whole training set of {n_train} examples: one step, so one record, an epoch")
         return 1
-    if steps % r:
-        divisors = [k for k in range(2, steps + 1) if steps % k == 0]
-        where = f"at batch size {config.training.batch_size}" if config.training.batch_size else ""
-        raise ConfigError(f"training.records_per_epoch: {r} does not divide the {steps} steps of an epoch {where} "
-                          f"(so records would not fall between steps); divisors: "
-                          f"{', '.join(map(str, divisors[:8]))}{', …' if len(divisors) > 8 else ''}")
+    try:
+        check_parts(config.rule, n_train, r)
+    except ValueError as error:
+        raise ConfigError(f"training.records_per_epoch: {error}") from None
     return r
 
 
