@@ -13,6 +13,7 @@ after ``kill -9`` (``workers``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -262,6 +263,7 @@ class DaskExecutor(Executor):
             raise ValueError("the dask executor needs dask.distributed: pip install 'chaosgd[dask]'") from None
         self.retries = retries
         self._cluster = None
+        self._stopped = False
         if scheduler is None:
             n = max(1, int(workers or os.cpu_count() or 1))
             # As for the processes executor, the cluster's processes start with Ctrl-C ignored (their own workers
@@ -315,11 +317,19 @@ class DaskExecutor(Executor):
                     on_result(key, result)
         except BaseException:
             self.client.cancel(list(in_flight))
+            self._stopped = True
             raise
         finally:
             _SOFT.remove(self)
 
     def close(self):
+        if self._stopped and self._cluster is not None:
+            # A stopped sweep's local workers are killed first, as the processes executor's are: a graceful close
+            # waits on a worker busy in its task, and meanwhile the scheduler may close under it, which makes the
+            # worker print a heartbeat traceback. Their results are not wanted (files are written atomically).
+            for nanny in self._cluster.workers.values():
+                with contextlib.suppress(Exception):
+                    os.kill(nanny.pid, signal.SIGKILL)
         self.client.close()
         if self._cluster is not None:
             self._cluster.close()
