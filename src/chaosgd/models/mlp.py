@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from chaosgd.gemm import gemm
 from chaosgd.models.base import DTYPES, normal_weights_zero_biases
 
 ACTIVATIONS = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
@@ -54,9 +55,13 @@ class MLP:
     def apply(self, params, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         h = x.reshape(x.shape[0], -1)
-        for i, layer in enumerate(params[:-1]):
-            h = act(h @ layer["w"] + layer["b"])
+        for i, layer in enumerate(params):
+            # The first product, the data against each network's weights, is most of an epoch's work: it runs on
+            # the CPU's BLAS (chaosgd.gemm), which also folds an ensemble's weights into one wide product.
+            z = (gemm(h, layer["w"]) if i == 0 else h @ layer["w"]) + layer["b"]
+            if i == len(params) - 1:
+                return z
+            h = act(z)
             if key is not None and self.dropout > 0:
                 keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1 - self.dropout, h.shape)
                 h = jnp.where(keep, h / (1 - self.dropout), 0)
-        return h @ params[-1]["w"] + params[-1]["b"]
