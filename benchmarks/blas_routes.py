@@ -1,9 +1,8 @@
 """Routes to the CPU's fastest float64 GEMM from inside a jitted program, for issue "the engine at the hardware
 limit": the two large products of K networks' epoch (``X @ W`` and ``X^T @ G``, X = 60000 x 784, width 64K) timed
 with numpy (OpenBLAS), XLA's own product, XLA calling numpy through ``jax.pure_callback``, and XLA calling scipy's
-OpenBLAS ``dgemm`` through an FFI custom call (``blas_ffi_gemm.cc``, compiled here with g++ against jaxlib's
-headers; its results are checked against numpy's). Median of ``--repeats``; GFLOP/s. Random data (the cost does not
-depend on the values).
+OpenBLAS ``dgemm`` through an FFI custom call (``chaosgd.gemm``, the engine's route; its results are checked against
+numpy's). Median of ``--repeats``; GFLOP/s. Random data (the cost does not depend on the values).
 
 Run:  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/blas_routes.py [--k 8]
 """
@@ -11,10 +10,7 @@ Run:  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/b
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import chaosgd  # noqa: F401  (float64)
+from chaosgd.gemm import blas_available, gemm
 from engine_throughput import median_time  # (run as a script: benchmarks/ is on the path)
 
 N, D, H = 60_000, 784, 64
@@ -35,34 +32,6 @@ def median_seconds(fn, repeats: int) -> float:
 
 def callback(f, shape, *args):
     return jax.pure_callback(f, jax.ShapeDtypeStruct(shape, args[0].dtype), *args)
-
-
-def ffi_gemm():
-    """``gemm(a, b, trans_a)`` through the FFI custom call, or None where it cannot be built (no g++)."""
-    import scipy.linalg.cython_blas as cython_blas
-
-    folder = Path(tempfile.mkdtemp(prefix="chaosgd-ffi-"))
-    try:
-        subprocess.run(["g++", "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{jax.ffi.include_dir()}",
-                        str(Path(__file__).with_name("blas_ffi_gemm.cc")), "-o", str(folder / "gemm.so")],
-                       check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as error:
-        print(f"FFI route not built: {error}")
-        return None
-    capsule = cython_blas.__pyx_capi__["dgemm"]
-    api = ctypes.pythonapi
-    api.PyCapsule_GetName.restype, api.PyCapsule_GetName.argtypes = ctypes.c_char_p, [ctypes.py_object]
-    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    address = np.int64(api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule)))
-    lib = ctypes.cdll.LoadLibrary(str(folder / "gemm.so"))
-    jax.ffi.register_ffi_target("chaosgd_blas_gemm", jax.ffi.pycapsule(lib.BlasGemm), platform="cpu")
-
-    def gemm(a, b, trans_a=False):
-        rows = a.shape[1] if trans_a else a.shape[0]
-        return jax.ffi.ffi_call("chaosgd_blas_gemm", jax.ShapeDtypeStruct((rows, b.shape[1]), a.dtype))(
-            a, b, fn=address, trans_a=trans_a)
-    return gemm
 
 
 def main() -> None:
@@ -85,8 +54,7 @@ def main() -> None:
         "XLA -> pure_callback -> numpy": flop / median_seconds(
             lambda: jax.block_until_ready(via_numpy(xj, wj, gj)), args.repeats) / 1e9,
     }
-    gemm = ffi_gemm()
-    if gemm is not None:
+    if blas_available():
         via_ffi = jax.jit(lambda x, w, g: (gemm(x, w), gemm(x, g, trans_a=True)))
         got = via_ffi(xj, wj, gj)
         error = max(float(np.abs(np.asarray(got[0]) - x @ w).max()), float(np.abs(np.asarray(got[1]) - x.T @ g).max()))

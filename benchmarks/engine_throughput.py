@@ -9,8 +9,10 @@ For ensembles of K = 1 .. 32 networks it measures network-epochs per second of
 
 and, in the same run, the float64 rate of the two matrix products that dominate one network-epoch, at the same
 shapes the engine sees for K networks: ``X (60000x784) @ W (784 x 64K)`` and ``X^T @ G (60000 x 64K)``, with numpy
-(OpenBLAS) and with JAX (XLA). The faster of the two is the limit. Median of ``--repeats`` timings each. On a GPU
-backend only XLA's products (cuBLAS) are timed.
+(OpenBLAS, into result buffers allocated once, as the engine's compiled loop reuses its own) and with JAX (XLA's
+product). The faster of the two is the limit. Median of ``--repeats`` timings each. On a GPU backend only XLA's
+products (cuBLAS) are timed. The engine's products run on OpenBLAS through ``chaosgd.gemm`` on CPU;
+``CHAOSGD_GEMM=xla`` times it with XLA's product instead (the route is saved with the results).
 
 Run:  CHAOSGD_DATA=DATA .venv/bin/python benchmarks/engine_throughput.py [--ks 1 2 4 8 16 32]
 (on machines where OPENBLAS_CORETYPE is set, unset it and OPENBLAS_L2_SIZE for this command so numpy's GEMM runs at
@@ -35,6 +37,7 @@ import chaosgd
 from chaosgd import MLP, classification, epsilon_ball, initial_conditions, run
 from chaosgd.datasets import load
 from chaosgd.dynamics import FULL_BATCH_GD, member_epoch
+from chaosgd.gemm import route as gemm_route
 
 N, D, H, C = 60_000, 784, 64, 10
 GEMM_FLOP = 2 * 2 * N * D * H  # forward X@W1 and weight gradient X^T@G, per network
@@ -56,8 +59,15 @@ def gemm_seconds(k, x_np, repeats):
     w = rng.standard_normal((D, H * k))
     g = rng.standard_normal((N, H * k))
     if jax.default_backend() == "cpu":
-        x_np @ w  # warm-up
-        numpy_s = median_time(lambda: (x_np @ w, x_np.T @ g), repeats)
+        # Into buffers allocated once, as the engine's compiled loop reuses its own: a fresh 60,000 x 64K result
+        # each call costs numpy page faults that are not the product's.
+        forward, gradient = np.empty((N, H * k)), np.empty((D, H * k))
+        np.matmul(x_np, w, out=forward)  # warm-up
+
+        def products():
+            np.matmul(x_np, w, out=forward)
+            np.matmul(x_np.T, g, out=gradient)
+        numpy_s = median_time(products, repeats)
     else:  # on an accelerator the host's BLAS is not the limit
         numpy_s = float("inf")
     x_j, w_j, g_j = jnp.asarray(x_np), jnp.asarray(w), jnp.asarray(g)
@@ -122,8 +132,9 @@ def loop_runner(k, model, data, epochs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
-    parser.add_argument("--epochs", type=int, default=10, help="epochs per timing (the final forward pass that "
-                        "records theta(T) is amortised over them, as over the 201 of a real run)")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs per timing: the final forward pass that "
+                        "records theta(T) (half an epoch's products) is amortised over them as over the 201 of a real "
+                        "run; it adds about 1/(2 epochs) to the time of each")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--loop-ks", type=int, nargs="+", default=[1, 8, 32], help="K values for the plain loop")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results") / "engine_throughput.json"))
@@ -174,6 +185,7 @@ def main():
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                "backend": jax.default_backend(), "jax": jax.__version__, "chaosgd": chaosgd.__version__,
+                               "gemm_route": gemm_route(),
                                "epochs": args.epochs, "repeats": args.repeats, "rows": rows}, indent=2))
 
 

@@ -210,3 +210,11 @@ def test_a_foreign_task_file_cannot_restore_its_configuration_into_a_run(run, tm
     (run / "run.json").unlink()
     with pytest.raises(ConfigError, match="belong to different configurations"):
         summarize(run)
+
+
+def test_run_json_says_which_matrix_product_the_machine_used(tmp_path, monkeypatch):
+    RunDir(tmp_path / "blas").prepare(small_config())
+    assert RunDir(tmp_path / "blas").info()["machine"]["matrix_product"] == "blas"  # a compiler is on this machine
+    monkeypatch.setenv("CHAOSGD_GEMM", "xla")
+    RunDir(tmp_path / "xla").prepare(small_config())
+    assert RunDir(tmp_path / "xla").info()["machine"]["matrix_product"] == "xla"

@@ -2,6 +2,7 @@
 // XLA's own CPU product reaches about half of OpenBLAS's speed at the engine's shapes. Built by gemm.py at first
 // use with the system's C++ compiler against jaxlib's FFI headers; gemm.py hands over dgemm's address once.
 #include <cstdint>
+#include <mutex>
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -9,6 +10,9 @@ typedef void (*dgemm_t)(const char*, const char*, const int*, const int*, const 
                         const double*, const int*, const double*, const int*, const double*, double*, const int*);
 
 static dgemm_t dgemm = nullptr;
+// One product at a time: XLA runs independent operations on several threads, and two products at once would each
+// start OpenBLAS's threads on the same cores (the test set's small product then waited out the large one anyway).
+static std::mutex one_at_a_time;
 
 extern "C" void chaosgd_set_dgemm(void* address) { dgemm = reinterpret_cast<dgemm_t>(address); }
 
@@ -27,6 +31,7 @@ static ffi::Error Gemm(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, ffi::Re
   // BLAS is column-major, where a row-major matrix reads as its transpose: compute C^T = op(B)^T op(A)^T.
   const double one = 1.0, zero = 0.0;
   const int ldb = trans_b ? k : n, lda = trans_a ? m : k;
+  std::lock_guard<std::mutex> lock(one_at_a_time);
   dgemm(trans_b ? "T" : "N", trans_a ? "T" : "N", &n, &m, &k, &one, b.typed_data(), &ldb, a.typed_data(), &lda,
         &zero, out, &n);
   return ffi::Error::Success();

@@ -9,8 +9,8 @@ into one wide product (``X @ [W_1 ... W_K]``, ``X^T @ [G_1 ... G_K]``), the shap
 On CPU, float64 products are lowered to an XLA FFI custom call (``gemm.cc``, compiled at first use with the system's
 C++ compiler into a cache folder) that calls the ``dgemm`` scipy ships; any other platform or dtype, or a machine
 without a compiler (a warning says so, once), gets XLA's own product. Results differ from XLA's product only in the
-order of the sums (last-bit roundoff). ``CHAOSGD_GEMM=xla`` in the environment, set before the process starts,
-turns the BLAS route off.
+order of the sums (last-bit roundoff). ``CHAOSGD_GEMM=xla`` in the environment turns the BLAS route off; it is read
+when a program is compiled, so set it before the process starts (programs compiled earlier keep their route).
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ def route() -> str:
         raise ValueError(f"CHAOSGD_GEMM={os.environ['CHAOSGD_GEMM']!r} is not a route of the matrix product; "
                          f"choose one of {list(ROUTES)}")
     return chosen
+
+
+def blas_available() -> bool:
+    """Whether float64 products on CPU run on BLAS here: the route is ``"blas"`` and the library built and loaded."""
+    return route() == "blas" and _library() is not None
 
 
 def _xla(a, b, *, trans_a, trans_b):
@@ -137,7 +142,7 @@ _lower_ffi = jax.ffi.ffi_lowering(_TARGET)
 def _lower_cpu(ctx, a, b, *, trans_a, trans_b):
     shapes = [aval.shape for aval in (*ctx.avals_in, *ctx.avals_out)]
     if (ctx.avals_out[0].dtype == np.float64 and max(max(s, default=0) for s in shapes) <= _INT_MAX
-            and route() == "blas" and _library() is not None):
+            and blas_available()):
         return _lower_ffi(ctx, a, b, trans_a=trans_a, trans_b=trans_b)
     return _lower_xla(ctx, a, b, trans_a=trans_a, trans_b=trans_b)
 
@@ -168,25 +173,32 @@ def cache_folder() -> Path:
     return Path(base) / "chaosgd"
 
 
+def _folders():
+    """Folders to keep the library in: the user's cache folder, else one of the user's own in the temporary folder
+    (only folders this user owns: a library is loaded into the process)."""
+    for folder in (cache_folder(), Path(tempfile.gettempdir()) / f"chaosgd-{os.getuid()}"):
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if folder.stat().st_uid == os.getuid() and os.access(folder, os.W_OK):
+            yield folder
+
+
 def _build() -> Path:
     source = Path(__file__).with_name("gemm.cc")
     include = jax.ffi.include_dir()
     # The library depends on the source, jaxlib's FFI headers and the machine: a change of any builds a new one.
     tag = hashlib.sha256(b"\0".join([source.read_bytes(), jax.__version__.encode(), include.encode(),
                                      platform.machine().encode()])).hexdigest()[:16]
-    folders = [cache_folder(), Path(tempfile.gettempdir()) / f"chaosgd-{os.getuid()}"]
+    folders = list(_folders())
     for folder in folders:
         if (folder / f"gemm-{tag}.so").is_file():
             return folder / f"gemm-{tag}.so"
-    for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(folder, os.W_OK):
-            break
-    else:
-        raise RuntimeError(f"no writable folder for the compiled library (tried {', '.join(map(str, folders))})")
+    if not folders:
+        raise RuntimeError(f"no writable folder of this user's for the compiled library (tried {cache_folder()} "
+                           "and the temporary folder)")
+    folder = folders[0]
     # Compiled under a unique name, then renamed: processes building at once never load a part of a file.
     partial_file = folder / f".gemm-{tag}-{uuid.uuid4().hex[:12]}.so"
     compiler = os.environ.get("CXX", "c++")

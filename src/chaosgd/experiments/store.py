@@ -308,4 +308,11 @@ def _run_info(config: Config) -> dict:
             "versions": {"chaosgd": __import__("chaosgd").__version__, "jax": jax.__version__,
                          "numpy": np.__version__, "python": sys.version.split()[0]},
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                        "cpus": os.cpu_count(), "jax_backend": jax.default_backend()}}
+                        "cpus": os.cpu_count(), "jax_backend": jax.default_backend(),
+                        "matrix_product": _matrix_product(jax.default_backend())}}
+
+
+def _matrix_product(backend: str) -> str:
+    """Which route the float64 products of the MLP take here (``chaosgd.gemm``): "blas" or "xla"."""
+    from chaosgd.gemm import blas_available
+    return "blas" if backend == "cpu" and blas_available() else "xla"
