@@ -14,7 +14,7 @@ import pytest
 from jax.test_util import check_grads
 
 from chaosgd import MLP, classification, epsilon_ball, initial_conditions, run
-from chaosgd.gemm import _xla, gemm
+from chaosgd.gemm import _xla, blas_available, gemm
 
 FLAGS = [(False, False), (True, False), (False, True), (True, True)]
 
@@ -44,6 +44,7 @@ def test_product_equals_numpys(m, k, n, trans_a, trans_b):
 
 
 def test_float64_products_run_the_custom_call_and_others_xlas_product():
+    assert blas_available()  # a compiler is on this machine: the other tests here exercise the custom call
     a, b = operands(6, 5, 4, False, False)
     assert CUSTOM_CALL in compiled_text(gemm, a, b)
     assert CUSTOM_CALL not in compiled_text(gemm, a.astype(np.float32), b.astype(np.float32))
@@ -82,7 +83,7 @@ def test_derivatives_of_every_order_match_finite_differences_and_xlas_product(tr
 
 
 @pytest.mark.parametrize("trans_a,trans_b", FLAGS)
-@pytest.mark.parametrize("in_axes", [(None, 0), (None, 2), (0, None), (1, None), (0, 0), (2, 1)])
+@pytest.mark.parametrize("in_axes", [(None, 0), (None, 1), (None, 2), (0, None), (1, None), (2, None), (0, 0)])
 def test_batched_products_equal_one_product_each(trans_a, trans_b, in_axes):
     m, k, n, size = 5, 4, 3, 6
     rng = np.random.default_rng(3)
@@ -127,6 +128,7 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     text = jax.jit(gemm).lower(a, b).compile().as_text()
     assert np.array_equal(np.asarray(jax.jit(gemm)(a, b)), a @ b)
+    assert np.array_equal(np.asarray(jax.jit(gemm)(b.T, a.T)), b.T @ a.T)  # a second program: no second warning
 print("custom call" if 'custom_call_target="chaosgd_gemm"' in text else "xla")
 print("|".join(str(w.message) for w in caught))
 """
@@ -140,13 +142,30 @@ def test_without_a_compiler_a_warning_says_so_and_xlas_product_is_used(tmp_path)
     route, warning = done.stdout.splitlines()
     assert route == "xla"
     assert "BLAS matrix product is not available" in warning and "no-such-compiler" in warning
+    assert warning.count("not available") == 1  # once, though two programs were compiled
+
+
+def test_a_cache_folder_others_may_write_to_is_not_used(tmp_path):
+    """A library from there could be anyone's: it is built in the user's own temporary folder instead."""
+    shared = tmp_path / "cache" / "chaosgd"
+    shared.mkdir(parents=True)
+    shared.chmod(0o777)
+    (tmp_path / "tmp").mkdir()
+    done = run_python(CHECK, XDG_CACHE_HOME=str(tmp_path / "cache"), TMPDIR=str(tmp_path / "tmp"))
+    assert done.stdout.splitlines() == ["custom call", ""], done.stderr
+    assert not list(shared.iterdir())
+    assert len(list((tmp_path / "tmp" / f"chaosgd-{os.getuid()}").glob("gemm-*.so"))) == 1
 
 
 def test_a_fresh_cache_builds_the_library_once_and_the_environment_chooses_the_route(tmp_path):
     done = run_python(CHECK, XDG_CACHE_HOME=str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["custom call", ""]
-    assert len(list((tmp_path / "chaosgd").glob("gemm-*.so"))) == 1
+    [library] = (tmp_path / "chaosgd").glob("gemm-*.so")
+    library.write_bytes(b"not a library")  # e.g. cut short by a full disk: built afresh
+    done = run_python(CHECK, XDG_CACHE_HOME=str(tmp_path))
+    assert done.stdout.splitlines() == ["custom call", ""], done.stderr
+    assert library.read_bytes().startswith(b"\x7fELF")
     done = run_python(CHECK, XDG_CACHE_HOME=str(tmp_path), CHAOSGD_GEMM="xla")
     assert done.stdout.splitlines() == ["xla", ""], done.stderr
     done = run_python(CHECK, XDG_CACHE_HOME=str(tmp_path), CHAOSGD_GEMM="openblas")

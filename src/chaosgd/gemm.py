@@ -19,6 +19,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import stat
 import subprocess
 import tempfile
 import threading
@@ -159,12 +160,17 @@ def _library():
     """The custom call's library, built, loaded and registered with XLA on first use; None where that failed."""
     with _lock:
         if "library" not in _loaded:
+            _loaded["library"] = None
             try:
-                _loaded["library"] = _load(_build())
+                path = _build()
+                try:
+                    _loaded["library"] = _load(path)
+                except OSError:  # a broken file (a full disk, a foreign build): built afresh once
+                    path.unlink(missing_ok=True)
+                    _loaded["library"] = _load(_build())
             except Exception as error:  # no compiler, no scipy BLAS, a read-only disk...: XLA's product still works
-                _loaded["library"] = None
                 warnings.warn(f"chaosgd: the BLAS matrix product is not available ({error}); using XLA's own "
-                              "product, about half as fast on CPU", RuntimeWarning, stacklevel=2)
+                              "product, slower on CPU (docs/benchmarks.md)", RuntimeWarning, stacklevel=2)
         return _loaded["library"]
 
 
@@ -173,45 +179,70 @@ def cache_folder() -> Path:
     return Path(base) / "chaosgd"
 
 
+def _private(path: Path, *, folder: bool) -> bool:
+    """Whether ``path`` is this user's own (not a link) and nobody else may write to it: a library from there is
+    loaded into the process."""
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return False
+    kind = stat.S_ISDIR if folder else stat.S_ISREG
+    return kind(status.st_mode) and status.st_uid == os.getuid() and not status.st_mode & 0o022
+
+
 def _folders():
-    """Folders to keep the library in: the user's cache folder, else one of the user's own in the temporary folder
-    (only folders this user owns: a library is loaded into the process)."""
+    """Folders the library may be kept in: the user's cache folder, else one of the user's own in the temporary
+    folder; created where missing, and only if private."""
     for folder in (cache_folder(), Path(tempfile.gettempdir()) / f"chaosgd-{os.getuid()}"):
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError:
             continue
-        if folder.stat().st_uid == os.getuid() and os.access(folder, os.W_OK):
+        if _private(folder, folder=True):
             yield folder
+
+
+def _tag(source: Path, include: str) -> str:
+    """What the library depends on: its source, jax's and jaxlib's versions, the FFI headers it was compiled
+    against, the compiler and the machine. A change of any builds a new one."""
+    import jaxlib
+
+    headers = sorted((Path(include) / "xla" / "ffi" / "api").glob("*.h"))
+    parts = [source.read_bytes(), jax.__version__.encode(), jaxlib.__version__.encode(), include.encode(),
+             os.environ.get("CXX", "c++").encode(), platform.machine().encode(), *(h.read_bytes() for h in headers)]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
 def _build() -> Path:
     source = Path(__file__).with_name("gemm.cc")
     include = jax.ffi.include_dir()
-    # The library depends on the source, jaxlib's FFI headers and the machine: a change of any builds a new one.
-    tag = hashlib.sha256(b"\0".join([source.read_bytes(), jax.__version__.encode(), include.encode(),
-                                     platform.machine().encode()])).hexdigest()[:16]
+    name = f"gemm-{_tag(source, include)}.so"
     folders = list(_folders())
     for folder in folders:
-        if (folder / f"gemm-{tag}.so").is_file():
-            return folder / f"gemm-{tag}.so"
+        if _private(folder / name, folder=False):
+            return folder / name
     if not folders:
-        raise RuntimeError(f"no writable folder of this user's for the compiled library (tried {cache_folder()} "
+        raise RuntimeError(f"no private folder of this user's for the compiled library (tried {cache_folder()} "
                            "and the temporary folder)")
     folder = folders[0]
+    if not os.access(folder, os.W_OK):
+        raise RuntimeError(f"{folder} is not writable")
     # Compiled under a unique name, then renamed: processes building at once never load a part of a file.
-    partial_file = folder / f".gemm-{tag}-{uuid.uuid4().hex[:12]}.so"
+    partial_file = folder / f".{name}-{uuid.uuid4().hex[:12]}"
     compiler = os.environ.get("CXX", "c++")
     try:
-        done = subprocess.run([compiler, "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{include}", str(source),
-                               "-o", str(partial_file)], capture_output=True, text=True, timeout=600)
-    except FileNotFoundError:
-        raise RuntimeError(f"no C++ compiler {compiler!r} (set CXX to one)") from None
-    if done.returncode != 0:
-        partial_file.unlink(missing_ok=True)
-        raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[-500:]}")
-    os.replace(partial_file, folder / f"gemm-{tag}.so")
-    return folder / f"gemm-{tag}.so"
+        try:
+            done = subprocess.run([compiler, "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{include}", str(source),
+                                   "-o", str(partial_file)], capture_output=True, text=True, timeout=600)
+        except FileNotFoundError:
+            raise RuntimeError(f"no C++ compiler {compiler!r} (set CXX to one)") from None
+        if done.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[-500:]}")
+        os.chmod(partial_file, 0o755)
+        os.replace(partial_file, folder / name)
+    finally:
+        partial_file.unlink(missing_ok=True)  # after a failure, a time-out or Ctrl-C
+    return folder / name
 
 
 def _load(path: Path):

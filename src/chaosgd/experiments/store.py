@@ -186,7 +186,7 @@ class RunDir:
     def write_task(self, config: Config, task: Task, records: Records, *, seconds: float, sharpness=None) -> Path:
         header = {"format": FORMAT, "config_hash": config.hash(), "config_toml": config.to_toml(),
                   "task": task.identity(), "seconds": seconds, "host": platform.node(),
-                  "chaosgd": __import__("chaosgd").__version__,
+                  "chaosgd": __import__("chaosgd").__version__, "matrix_product": _matrix_product(),
                   "network_epochs": records.network_epochs, "naive_network_epochs": records.naive_network_epochs}
         arrays = records.arrays()
         if sharpness is not None:
@@ -309,10 +309,13 @@ def _run_info(config: Config) -> dict:
                          "numpy": np.__version__, "python": sys.version.split()[0]},
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "cpus": os.cpu_count(), "jax_backend": jax.default_backend(),
-                        "matrix_product": _matrix_product(jax.default_backend())}}
+                        "matrix_product": _matrix_product()}}
 
 
-def _matrix_product(backend: str) -> str:
-    """Which route the float64 products of the MLP take here (``chaosgd.gemm``): "blas" or "xla"."""
+def _matrix_product() -> str:
+    """Which route the float64 products of the MLP take in this process (``chaosgd.gemm``): "blas" or "xla"
+    (recorded in run.json and, as workers may differ, in each task file)."""
+    import jax
+
     from chaosgd.gemm import blas_available
-    return "blas" if backend == "cpu" and blas_available() else "xla"
+    return "blas" if jax.default_backend() == "cpu" and blas_available() else "xla"
