@@ -221,12 +221,11 @@ def _build() -> Path:
     for folder in folders:
         if _private(folder / name, folder=False):
             return folder / name
-    if not folders:
-        raise RuntimeError(f"no private folder of this user's for the compiled library (tried {cache_folder()} "
-                           "and the temporary folder)")
-    folder = folders[0]
-    if not os.access(folder, os.W_OK):
-        raise RuntimeError(f"{folder} is not writable")
+    writable = [folder for folder in folders if os.access(folder, os.W_OK)]
+    if not writable:
+        raise RuntimeError(f"no private, writable folder of this user's for the compiled library (tried "
+                           f"{cache_folder()} and the temporary folder)")
+    folder = writable[0]
     # Compiled under a unique name, then renamed: processes building at once never load a part of a file.
     partial_file = folder / f".{name}-{uuid.uuid4().hex[:12]}"
     compiler = os.environ.get("CXX", "c++")
