@@ -37,7 +37,7 @@ import chaosgd
 from chaosgd import MLP, classification, epsilon_ball, initial_conditions, run
 from chaosgd.datasets import load
 from chaosgd.dynamics import FULL_BATCH_GD, member_epoch
-from chaosgd.gemm import blas_available
+from chaosgd.gemm import route_in_use
 
 N, D, H, C = 60_000, 784, 64, 10
 GEMM_FLOP = 2 * 2 * N * D * H  # forward X@W1 and weight gradient X^T@G, per network
@@ -185,7 +185,7 @@ def main():
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                "backend": jax.default_backend(), "jax": jax.__version__, "chaosgd": chaosgd.__version__,
-                               "gemm_route": "blas" if jax.default_backend() == "cpu" and blas_available() else "xla",
+                               "gemm_route": route_in_use(),
                                "epochs": args.epochs, "repeats": args.repeats, "rows": rows}, indent=2))
 
 

@@ -62,6 +62,12 @@ def blas_available() -> bool:
     return route() == "blas" and _library() is not None
 
 
+def route_in_use() -> str:
+    """The route float64 products take in this process on its default backend: "blas" or "xla" (what run folders
+    and benchmarks record)."""
+    return "blas" if jax.default_backend() == "cpu" and blas_available() else "xla"
+
+
 def _xla(a, b, *, trans_a, trans_b):
     return (a.T if trans_a else a) @ (b.T if trans_b else b)
 

@@ -313,9 +313,7 @@ def _run_info(config: Config) -> dict:
 
 
 def _matrix_product() -> str:
-    """Which route the float64 products of the MLP take in this process (``chaosgd.gemm``): "blas" or "xla"
-    (recorded in run.json and, as workers may differ, in each task file)."""
-    import jax
-
-    from chaosgd.gemm import blas_available
-    return "blas" if jax.default_backend() == "cpu" and blas_available() else "xla"
+    """The route of the MLP's float64 products in this process (``chaosgd.gemm``), recorded in run.json and, as
+    workers may differ, in each task file."""
+    from chaosgd.gemm import route_in_use
+    return route_in_use()
