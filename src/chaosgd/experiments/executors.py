@@ -254,7 +254,7 @@ class DaskExecutor(Executor):
     """A Dask cluster: the scheduler at ``scheduler``, or a LocalCluster of ``workers`` single-threaded processes.
     Tasks whose worker dies are rescheduled by Dask; progress within a task is not relayed. On Ctrl-C the futures
     are cancelled, but a task already running on a remote worker may finish and write its file (harmless: it is the
-    same deterministic result)."""
+    same deterministic result). After a stop, Dask's own logging in this process is left at CRITICAL."""
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None, retries: int = 2):
         try:
@@ -273,9 +273,10 @@ class DaskExecutor(Executor):
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
             try:
                 with worker_environment(n):
-                    # Dask's workers log each cancelled task as a warning: noise when a sweep is stopped.
+                    # Dask's workers log each cancelled task as a warning: noise when a sweep is stopped. The
+                    # dashboard takes a free port: on Dask's fixed one, a second sweep at once prints a warning.
                     self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                 silence_logs=logging.ERROR)
+                                                 silence_logs=logging.ERROR, dashboard_address=":0")
             finally:
                 if main:
                     signal.signal(signal.SIGINT, previous)
@@ -327,7 +328,19 @@ class DaskExecutor(Executor):
             # A stopped sweep's local workers are killed first, as the processes executor's are: a graceful close
             # waits on a worker busy in its task, and meanwhile the scheduler may close under it, which makes the
             # worker print a heartbeat traceback. Their results are not wanted (files are written atomically).
-            for nanny in self._cluster.workers.values():
+            # Their nannies are told first not to start new workers in their place, and Dask's own logging in this
+            # process stays quiet from here on: the comms closed under it are logged with tracebacks, some after
+            # the cluster has put its log levels back. The process is stopping: nothing of ours is logged there.
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
+            nannies = list(self._cluster.workers.values())
+
+            async def no_restarts():
+                for nanny in nannies:
+                    nanny.close_gracefully()
+
+            with contextlib.suppress(Exception):
+                self._cluster.sync(no_restarts)
+            for nanny in nannies:
                 with contextlib.suppress(Exception):
                     os.kill(nanny.pid, signal.SIGKILL)
         self.client.close()
