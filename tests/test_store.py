@@ -219,3 +219,23 @@ def test_run_json_says_which_matrix_product_the_machine_used(tmp_path, monkeypat
     monkeypatch.setenv("CHAOSGD_GEMM", "xla")
     RunDir(tmp_path / "xla").prepare(small_config())
     assert RunDir(tmp_path / "xla").info()["machine"]["matrix_product"] == "xla"
+
+
+def test_a_report_flags_tasks_that_took_different_matrix_product_routes(run, monkeypatch):
+    lines = []
+    write_report(run, log=lines.append)
+    assert "Matrix products: blas in every task" in (run / "report.html").read_text()
+    assert not any("routes" in line for line in lines)
+    store, config = RunDir(run), small_config()
+    task = tasks(config)[0]
+    kept = store.load_task(task, config.hash())
+    monkeypatch.setattr("chaosgd.experiments.store._matrix_product", lambda: "xla")  # as a worker without a compiler
+    store.write_task(config, task, kept.records, seconds=kept.seconds)
+    assert store.load_task(task, config.hash()).matrix_product == "xla"
+    lines.clear()
+    write_report(run, log=lines.append)
+    n = len(tasks(config))
+    mixed = [line for line in lines if "different matrix-product routes" in line]
+    assert len(mixed) == 1 and f"blas: {n - 1}, xla: 1 tasks" in mixed[0], lines
+    page = (run / "report.html").read_text()
+    assert "different matrix-product routes" in page and "in every task" not in page

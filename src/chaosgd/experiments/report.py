@@ -7,6 +7,7 @@ import base64
 import html
 import io
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,8 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
         if summary.n_pending:
             log(f"{summary.n_pending} of {summary.n_tasks} tasks are not finished: their learning rates are left out "
                 "(run the sweep again to finish them)")
+        if len(_routes(summary.results)) > 1:
+            log(_mixed_routes(_routes(summary.results)))
         if summary.changes:
             log(f"re-analysis of {store.root} with " + ", ".join(f"{k} = {v}" for k, v in summary.changes.items())
                 + f": report, results.csv (and results.parquet with pyarrow) in {dest}")
@@ -128,7 +131,7 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
         f"<p>Configuration hash {e(run_config.hash())}; {n_tasks - n_pending} of {n_tasks} "
         f"tasks finished" + (f" (<b>{n_pending} pending</b>: rerun the sweep to complete it)" if n_pending else "")
         + f". Compute: {seconds:.1f} s over {net_epochs:,} network-epochs, against {naive:,} for running every "
-        f"network every epoch ({net_epochs / max(naive, 1):.0%}).</p>",
+        f"network every epoch ({net_epochs / max(naive, 1):.0%}).{e(_route_note(summary.results))}</p>",
         f"<p>{e(_training(config))}</p>",
     ]
     for value, mine in _by_point(config, rows):
@@ -136,6 +139,8 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
         parts.append(f"<p><b>{e(where + edge_of_chaos(mine, config.training.target, hold=config.training.target_hold))}"
                      "</b></p>")
     parts.append(_problems(summary.problems))
+    if len(_routes(summary.results)) > 1:
+        parts.append(f"<p><b>{e(_mixed_routes(_routes(summary.results)))}</b></p>")
     for value, mine in _by_point(config, rows):
         parts += ["<h2>Results by learning rate" + ("" if value is None else f" at {e(axis)} = {value:g}") + "</h2>",
                   _table(mine)]
@@ -343,6 +348,29 @@ def _problems(problems: dict[str, str]) -> str:
     items = "".join(f"<li>{html.escape(why)}</li>" for why in problems.values())
     return (f"<p><b>{len(problems)} task file(s) could not be trusted</b> and were left out (their learning rates "
             f"count as unfinished; rerun the sweep to recompute them):</p><ul>{items}</ul>")
+
+
+def _routes(results: dict) -> dict[str, int]:
+    """How many finished tasks took each matrix-product route (``chaosgd.gemm``); files of 0.5.0 and before, which
+    do not say, count as "not recorded"."""
+    return dict(Counter(r.matrix_product or "not recorded" for r in results.values()))
+
+
+def _route_note(results: dict) -> str:
+    routes = _routes(results)
+    if len(routes) != 1:
+        return ""
+    route, = routes
+    return f" Matrix products: {route} in every task (chaosgd.gemm)."
+
+
+def _mixed_routes(routes: dict[str, int]) -> str:
+    """The warning for a run whose workers took different routes: the routes round differently in the last bit, and
+    chaos amplifies that like any perturbation, so such a run is not bit-reproducible as a whole."""
+    counts = ", ".join(f"{route}: {n}" for route, n in sorted(routes.items()))
+    return (f"Tasks took different matrix-product routes ({counts} tasks; chaosgd.gemm): their results agree with one "
+            "another only to roundoff, which grows like any perturbation at chaotic learning rates. For one route "
+            "everywhere, give every worker a C++ compiler, or set CHAOSGD_GEMM=xla for all of them.")
 
 
 def edge_of_chaos(rows, target: float, p_high: float = 95.0, hold: int = 1) -> str:

@@ -52,6 +52,7 @@ class TaskResult:
     seconds: float
     host: str
     sharpness: object | None  # sharpness.SharpnessTrack when training.sharpness_every > 0
+    matrix_product: str | None = None  # the worker's route (chaosgd.gemm); None: a file of 0.5.0 or before
 
 
 class RunDir:
@@ -220,7 +221,9 @@ class RunDir:
                                        **({"limit": float(arrays["sharpness_limit"]),
                                            "kind": str(arrays["sharpness_kind"])} if "sharpness_limit" in arrays
                                           else {}))  # files of 0.3.0 and before: full-batch GD
-        return TaskResult(task, records, float(header["seconds"]), header["host"], sharpness)
+        route = header.get("matrix_product")
+        return TaskResult(task, records, float(header["seconds"]), header["host"], sharpness,
+                          route if isinstance(route, str) else None)
 
     def scan(self, config: Config, all_tasks: list[Task]) -> tuple[dict[str, TaskResult], dict[str, str]]:
         """Check every task file: the results of the trusted ones by task name, and why each other file that
