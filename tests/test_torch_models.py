@@ -266,3 +266,29 @@ def test_data_in_either_image_layout_reaches_the_module_channels_first():
         from_torch_for_data(conv, cube.x_train)
     with pytest.raises(UnsupportedModule, match="neither as they are nor channels-first"):
         from_torch_for_data(nn.Sequential(nn.Conv2d(5, 2, 3), nn.Flatten()), x_train[:2])
+
+
+def test_linear_layers_take_the_blas_route_with_an_ensemble_in_one_product():
+    """Linear layers and F.linear go through chaosgd.gemm: on a batch of vectors the ensemble's first-layer weights
+    become one wide BLAS product (as the MLP's), with values as torch's."""
+    from test_gemm import CUSTOM_CALL
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = iris_mlp()
+
+        def forward(self, x):
+            first, second = self.inner[0], self.inner[2]
+            return nn.functional.linear(torch.tanh(nn.functional.linear(x, first.weight, first.bias)),
+                                        second.weight, second.bias)
+
+    x = load_iris().x_train
+    for module in (iris_mlp(), Functional()):
+        model = from_torch(module, x[:2])
+        params = initial_conditions(model, 3, seed=0)
+        ensemble = jax.jit(jax.vmap(model.apply, in_axes=(0, None)))
+        assert ensemble.lower(params, x).compile().as_text().count(CUSTOM_CALL) == 1  # the shared-input layer
+        with torch.no_grad():
+            expected = module.double()(torch.as_tensor(x)).numpy()
+        np.testing.assert_allclose(model.apply(model.init_from_weights(), x), expected, rtol=1e-12, atol=1e-12)

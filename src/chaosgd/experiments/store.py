@@ -316,7 +316,7 @@ def _run_info(config: Config) -> dict:
 
 
 def _matrix_product() -> str:
-    """The route of the MLP's float64 products in this process (``chaosgd.gemm``), recorded in run.json and, as
-    workers may differ, in each task file."""
+    """The route of float64 products through ``chaosgd.gemm`` in this process (the MLP's first layer, PyTorch
+    Linear layers), recorded in run.json and, as workers may differ, in each task file."""
     from chaosgd.gemm import route_in_use
     return route_in_use()
