@@ -121,8 +121,25 @@ def test_an_expansion_faster_than_the_records_is_flagged_not_measured():
     fast = planted(4.5, 2, epochs=60)[None]   # one initial condition, 5 copies
     fit = local_exponent(fast[0])
     assert fit.unresolved and fit.stop - fit.start < 5
-    net = network_exponent(np.concatenate([fast, planted(0.68, 30, epochs=60)[None]]))
+    slow = planted(0.68, 30, epochs=60)[None]
+    net = network_exponent(np.concatenate([fast, slow, slow]))
     assert net.n_unresolved == 1
+    # Left out of lambda_NMLE and p, as a fit that is not a measurement: only the two resolved ones enter.
+    assert net.n_fitted == 2 and net.n_excluded == 0 and net.p == 100.0 and net.n_positive == 2
+    # An unresolved fit that reads as positive (a clean jump of e^8 in 4 records) is not counted as positive either.
+    jump = planted(2.0, 4, epochs=60)[None]
+    assert local_exponent(jump[0]).positive and local_exponent(jump[0]).unresolved
+    mixed = network_exponent(np.concatenate([jump, planted(0.0, 30, epochs=60)[None]]))
+    assert mixed.n_positive == 0 and mixed.p == 0.0 and mixed.p_interval()[0] == 0.0
+    # With every step recorded (full batches) nothing lies between records: a fast expansion is measured.
+    assert not local_exponent(jump[0], steps_per_record=1).unresolved
+    assert local_exponent(jump[0], steps_per_record=10).unresolved
+    full = network_exponent(np.concatenate([jump, planted(0.0, 30, epochs=60)[None]]), steps_per_record=1)
+    assert full.n_unresolved == 0 and full.n_positive == 1 and full.p == 50.0
+    assert net.mean == pytest.approx(local_exponent(slow[0]).exponent)
+    alone = network_exponent(fast)
+    assert alone.n_fitted == 0 and np.isnan(alone.p) and np.isnan(alone.mean) and alone.n_unresolved == 1
+    assert np.isnan(network_exponent(slow).std)  # one exponent has no spread to report
     assert not local_exponent(planted(0.68, 30)).unresolved
     assert not local_exponent(planted(0.5, 3)).unresolved     # a short rise of 1.5: too small to matter
 

@@ -1,3 +1,4 @@
+import json
 import math
 import re
 
@@ -79,6 +80,29 @@ def test_when_p_never_reaches_p_high_the_answer_is_the_highest_p():
     spot = find_sweet_spot(fake, eta_min=0.01, eta_max=20, p_high=95)
     assert not spot.p_high_reached and spot.eta == 1.0 and spot.low < 1 < spot.high
     assert max(e.eta for e in spot.evaluations) == 20 * 10 ** 2  # widened two decades, not six
+
+
+def test_unresolved_exponents_count_as_unknown_never_as_not_positive():
+    """An exponent too fast for the records is neither positive nor not: p's range over them decides a side when
+    it can; where it cannot, the point bounds the search from above, like divergence, and is never suggested."""
+    # 4 resolved, all positive, 2 unresolved: p is 67..100 %, developed at p_high = 50, open at 95.
+    e = Evaluation(3.0, 100.0, 51, 100, 4, 1.0, 0.0, 10, n_unresolved=2)
+    assert e.p_range() == pytest.approx((400 / 6, 100.0))
+    assert e.developed(50) and e.decided(50) and not e.open(50)
+    assert e.open(95) and not e.developed(95) and not e.decided(95)
+    low = Evaluation(3.0, 0.0, 0, 40, 4, 0.0, 0.0, 10, n_unresolved=1)  # at most 20 %: below p_high either way
+    assert not low.developed(95) and not low.open(95) and low.p_range() == (0.0, 20.0)
+
+    def fake(eta, open_from=2.0):  # p = 0 below eta = 1, developed on [1, open_from), open from there on
+        if eta < 1:
+            return Evaluation(eta, 0.0, 0, 20, 20, -0.1, 0.0, 10)
+        if eta < open_from:
+            return Evaluation(eta, 100.0, 85, 100, 20, 0.5, 0.0, 10)
+        return Evaluation(eta, 100.0, 51, 100, 4, 5.0, 0.0, 10, n_unresolved=16)
+    spot = find_sweet_spot(fake, eta_min=0.1, eta_max=10, p_high=95, rel_width=0.05)
+    assert 1 <= spot.eta < 1.05 and spot.p_high_reached
+    edge = find_sweet_spot(lambda eta: fake(eta, open_from=1.0), eta_min=0.1, eta_max=10, p_high=95, rel_width=0.05)
+    assert edge.diverging_edge and math.isnan(edge.eta) and edge.low < 1 <= edge.high  # never an open point
 
 
 def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
@@ -325,7 +349,7 @@ def test_the_search_trains_with_the_configured_optimiser(changes, eta_range):
     try:
         assert evaluate.config.rule == config.rule
         spot = find_sweet_spot(evaluate, eta_min=eta_range[0], eta_max=eta_range[1], p_high=50, rel_width=0.5)
-        if spot.p_high_reached:
+        if spot.p_high_reached and not spot.diverging_edge:  # (B = 40: at large eta, unresolved per epoch)
             assert spot.low < spot.eta <= spot.high and evaluate(spot.eta).p >= 50
         # Each evaluation is p of the ensemble trained by that optimiser, computed here again from scratch.
         e = spot.evaluations[0]
@@ -335,3 +359,21 @@ def test_the_search_trains_with_the_configured_optimiser(changes, eta_range):
         assert evaluation_from_records(records, e.eta, **config.analysis.fit).p == e.p
     finally:
         evaluate.close()
+
+
+def test_the_command_line_says_when_unresolved_exponents_end_the_search(tmp_path, capsys):
+    """Minibatches of 40 on Iris, one record an epoch (3 steps): at large eta the copies part between records. The
+    search stops at the first learning rate whose unresolved exponents leave p open, suggests nothing, and says
+    why; each evaluation line counts the unresolved."""
+    from chaosgd.cli import main
+
+    assert main(["sweetspot", "iris", "--quick", "--set", "training.optimizer=sgd", "--set", "training.batch_size=40",
+                 "--set", "ensemble.initial=6", "--set", "ensemble.copies=2", "--eta-min", "0.05", "--eta-max", "5",
+                 "--p-high", "60", "--rel-width", "0.5", "--search-epochs", "30", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"no learning rate evaluated below eta = [\d.]+ reached p >= 60%, and there \d of 6 exponents "
+                     r"are too fast for the records", out), out
+    assert "unresolved (left out)" in out and "suggested" not in out
+    saved = json.loads((tmp_path / "sweetspot.json").read_text())
+    assert saved["diverging_edge"] and math.isnan(saved["eta"])
+    assert any(e["n_unresolved"] for e in saved["evaluations"])

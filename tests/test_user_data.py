@@ -1,5 +1,7 @@
 """A user's own data (arrays, tensors, frames, .npz) and model (model.source), from Python and from configuration."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -43,6 +45,7 @@ def test_torch_tensors_and_tensor_datasets():
     (dict(y_train=np.array(["a"] * 120)), "whole-number class labels"),
     (dict(y_train=np.full(120, 0.5)), "not whole numbers"),
     (dict(y_train=-np.ones(120, dtype=int)), "negative label -1"),
+    (dict(y_train=np.full(120, 1e20)), "y_train holds the label 1e"),
     (dict(y_train=np.eye(3)[np.zeros(120, dtype=int)]), "one-hot"),
     (dict(x_train=np.full((120, 4), np.nan)), "not finite"),
     (dict(x_test=np.zeros((30, 5))), "train examples have shape (4,) but test examples (5,)"),
@@ -70,6 +73,11 @@ def test_labels_that_skip_a_class_are_refused_unless_the_classes_are_given():
     with pytest.raises(DataError, match=r"class\(es\) 0 have no example"):
         from_arrays(d.x_train, d.y_train + 1, d.x_test, d.y_test + 1)
     assert from_arrays(d.x_train, d.y_train + 1, d.x_test, d.y_test + 1, n_classes=4).n_classes == 4
+    # One stray huge label: named at once, without a list as long as the label (that took all memory).
+    huge = np.r_[2 ** 40, d.y_test[1:]]
+    with pytest.raises(DataError, match=r"up to 1099511627776 but class\(es\) 3, 4, 5, 6, 7, 8, 9, 10, \.\.\. "
+                                        r"\(1099511627773 in all\)"):
+        from_arrays(d.x_train, d.y_train, d.x_test, huge)
     with pytest.raises(DataError, match="got '3'"):
         from_arrays(d.x_train, d.y_train, d.x_test, d.y_test, n_classes="3")
 
@@ -241,9 +249,9 @@ def test_measure_gives_the_numbers_of_the_same_sweep(tmp_path):
                           progress=False)
     assert list(got.table["eta"]) == [0.3, 8.0] and set(got.records) == {0.3, 8.0}
     for row, (_, mine) in zip(rows, got.table.iterrows()):
-        for column in ("lambda_nmle", "p_percent", "reached_percent", "tau_rmst", "final_loss_mean"):
+        for column in ("lambda_nmle", "p_percent", "reached_percent", "tau_rmst", "final_loss_mean", "n_unresolved"):
             assert mine[column] == pytest.approx(row[column], rel=1e-12, nan_ok=True), column
-    assert got.table["lambda_nmle"].iloc[1] > got.table["lambda_nmle"].iloc[0]
+    assert got.table["lambda_nmle"].notna().all() and got.table["p_percent"].iloc[0] > 0  # numbers, not blanks
 
 
 def test_measure_refuses_unknown_and_bad_settings():
@@ -268,6 +276,14 @@ def test_measure_refuses_unknown_and_bad_settings():
         d = load_iris()
         chaosgd.measure(MLP((4, 3)), {"x_train": d.x_train, "y_train": d.y_train, "y_test": d.y_test, "extra": 1},
                         etas=[1.0])
+    # A Dataset made by hand gets the checks of arrays: bad data is refused, not reported as divergence.
+    d = load_iris()
+    for bad, message in ((dataclasses.replace(d, x_train=np.where(np.arange(4) == 0, np.nan, d.x_train)),
+                          "not finite"),
+                         (dataclasses.replace(d, y_train=d.y_train + 0.5), "not whole numbers"),
+                         (dataclasses.replace(d, n_classes=2), "n_classes must be an integer above every label")):
+        with pytest.raises(DataError, match=message):
+            chaosgd.measure(MLP((4, 3)), bad, etas=[1.0])
 
 
 def test_sweet_spot_of_a_model_in_memory():

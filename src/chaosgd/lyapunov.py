@@ -51,6 +51,8 @@ class LocalExponent:
         positive: True when r2 > r2_min and exponent > lambda_min.
         log_distance: y(t) for every record, so the fit can be shown and checked.
         records_per_epoch: r, records per epoch of ``log_distance``.
+        steps_per_record: optimiser steps between two records (1: every step is recorded, nothing lies between);
+            None: not known.
     """
 
     exponent: float
@@ -63,6 +65,7 @@ class LocalExponent:
     positive: bool
     log_distance: np.ndarray
     records_per_epoch: int = 1
+    steps_per_record: int | None = None
 
     def line(self, t) -> np.ndarray:
         """The fitted line at epochs ``t``."""
@@ -82,8 +85,9 @@ class LocalExponent:
     def unresolved(self) -> bool:
         """The curve rose by more than ``UNRESOLVED_RISE`` within fewer than ``UNRESOLVED_RECORDS`` records: the
         expansion happened between a few records, and neither the slope nor whether it counts as positive is
-        measured (record more often: ``training.records_per_epoch``)."""
-        if not np.isfinite(self.exponent):
+        measured (record more often: ``training.records_per_epoch``). Never when every step is recorded
+        (``steps_per_record == 1``, full batches): a fast expansion is then measured step by step, as in any map."""
+        if not np.isfinite(self.exponent) or self.steps_per_record == 1:
             return False
         rise = self.log_distance[self.stop] - self.log_distance[self.start]
         return bool(self.stop - self.start < UNRESOLVED_RECORDS and rise > UNRESOLVED_RISE)
@@ -213,7 +217,7 @@ def fit_line(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
 def local_exponent(distance: np.ndarray, *, window: tuple[int, int] | None = None, r2_min: float = R2_MIN,
                    lambda_min: float = LAMBDA_MIN, plateau: int | None = PLATEAU,
                    stopped_at: int | None = None, quiet_rise: float | None = QUIET_RISE,
-                   records_per_epoch: int = 1) -> LocalExponent:
+                   records_per_epoch: int = 1, steps_per_record: int | None = None) -> LocalExponent:
     """The local exponent lambda_Omega(0) of one initial condition from its copies' distances (shape (M, T + 1)).
 
     ``window=(start, stop)`` fixes the fitted epochs (inclusive). By default the window is ``(0, tau)`` with tau the
@@ -224,7 +228,8 @@ def local_exponent(distance: np.ndarray, *, window: tuple[int, int] | None = Non
     ``stopped_at``: the copies were stopped after this epoch (later entries are NaN and ignored).
 
     ``records_per_epoch`` r: the distances hold r records an epoch (shape (M, T r + 1)); ``window`` and ``plateau``
-    stay in epochs, ``stopped_at`` counts records, and the exponent is per epoch.
+    stay in epochs, ``stopped_at`` counts records, and the exponent is per epoch. ``steps_per_record``: optimiser
+    steps between records, which decides whether a fast expansion can be unresolved (``LocalExponent.unresolved``).
     """
     r = int(records_per_epoch)
     if r < 1:
@@ -234,7 +239,7 @@ def local_exponent(distance: np.ndarray, *, window: tuple[int, int] | None = Non
         d = d[:, :stopped_at + 1]
     y, n_copies = mean_log_distance(d)
     if n_copies == 0 or y.size < 3:
-        return LocalExponent(np.nan, np.nan, np.nan, np.nan, 0, y.size - 1, n_copies, False, y, r)
+        return LocalExponent(np.nan, np.nan, np.nan, np.nan, 0, y.size - 1, n_copies, False, y, r, steps_per_record)
     if window is None:
         settled = settled_epoch(y, plateau * r, quiet_rise=quiet_rise) if plateau else None
         start, stop = 0, saturation_epoch(y if settled is None else y[:settled + 1])
@@ -246,7 +251,7 @@ def local_exponent(distance: np.ndarray, *, window: tuple[int, int] | None = Non
     t = np.arange(start, stop + 1) / r
     slope, intercept, r2, stderr = fit_line(t, y[start:stop + 1])
     return LocalExponent(slope, intercept, r2, stderr, start, stop, n_copies,
-                         bool(r2 > r2_min and slope > lambda_min), y, r)
+                         bool(r2 > r2_min and slope > lambda_min), y, r, steps_per_record)
 
 
 @dataclass(frozen=True)
@@ -254,11 +259,12 @@ class NetworkExponent:
     """lambda_NMLE and p over a set S of initial conditions.
 
     Attributes:
-        mean: lambda_NMLE, the mean of the local exponents that could be fitted.
-        std: their standard deviation (the paper's error bar).
+        mean: lambda_NMLE, the mean of the local exponents that could be fitted and are resolved.
+        std: their standard deviation (the paper's error bar; NaN from a single one).
         ci_low, ci_high: bootstrap confidence interval of the mean (``confidence`` level).
-        p: percentage of the fitted initial conditions whose local exponent is positive.
-        n_fitted: initial conditions that entered; n_excluded: those left out (all copies diverged or at d = 0).
+        p: percentage of those initial conditions whose local exponent is positive (NaN when there are none).
+        n_fitted: initial conditions that entered; n_excluded: those left out because nothing could be fitted (all
+            copies diverged or at d = 0); the unresolved ones (``n_unresolved``) are left out too.
         local: the per-initial-condition fits.
     """
 
@@ -278,7 +284,8 @@ class NetworkExponent:
 
     @property
     def n_positive(self) -> int:
-        return sum(f.positive for f in self.local)
+        """Positive local exponents among those that entered p (fitted and resolved)."""
+        return sum(f.positive for f in self.local if np.isfinite(f.exponent) and not f.unresolved)
 
     @property
     def n_unresolved(self) -> int:
@@ -305,28 +312,32 @@ class NetworkExponent:
 def network_exponent(distance: np.ndarray, *, window=None, r2_min: float = R2_MIN, lambda_min: float = LAMBDA_MIN,
                      plateau: int | None = PLATEAU, stopped_at=None, confidence: float = 0.95,
                      n_bootstrap: int = 2000, seed: int = 0, quiet_rise: float | None = QUIET_RISE,
-                     records_per_epoch: int = 1) -> NetworkExponent:
+                     records_per_epoch: int = 1, steps_per_record: int | None = None) -> NetworkExponent:
     """lambda_NMLE = <lambda_Omega(0)> over S, with its spread, a bootstrap CI and p (percentage positive).
 
     ``distance`` has shape (S, M, T + 1), as ``Records.distance`` of the groups of one learning rate, and
     ``stopped_at`` (S,) as ``Records.copies_stopped_at`` (-1: ran to the end); ``records_per_epoch`` as
-    ``Records.per_epoch`` (see ``local_exponent``).
+    ``Records.per_epoch`` and ``steps_per_record`` (see ``local_exponent``).
     """
     distance = np.asarray(distance, dtype=float)
     stops = np.full(distance.shape[0], -1) if stopped_at is None else np.asarray(stopped_at)
     fits = tuple(local_exponent(d, window=window, r2_min=r2_min, lambda_min=lambda_min, plateau=plateau,
-                                stopped_at=int(s), quiet_rise=quiet_rise, records_per_epoch=records_per_epoch)
+                                stopped_at=int(s), quiet_rise=quiet_rise, records_per_epoch=records_per_epoch,
+                                steps_per_record=steps_per_record)
                  for d, s in zip(distance, stops))
     values = np.array([f.exponent for f in fits])
-    ok = np.isfinite(values)
+    excluded = int((~np.isfinite(values)).sum())
+    # An unresolved fit (its expansion fell between a few records) is not a measurement: it enters neither the
+    # mean nor p, and is counted by n_unresolved.
+    ok = np.isfinite(values) & ~np.array([f.unresolved for f in fits], dtype=bool)
     n = int(ok.sum())
     if n == 0:
-        return NetworkExponent(np.nan, np.nan, np.nan, np.nan, confidence, np.nan, 0, len(fits), fits)
+        return NetworkExponent(np.nan, np.nan, np.nan, np.nan, confidence, np.nan, 0, excluded, fits)
     v = values[ok]
     lo, hi = _mean_interval(v, confidence, n_bootstrap, seed)
     positive = np.array([f.positive for f, k in zip(fits, ok) if k])
-    return NetworkExponent(float(v.mean()), float(v.std(ddof=1)) if n > 1 else 0.0, float(lo), float(hi),
-                           confidence, 100 * int(positive.sum()) / n, n, len(fits) - n, fits)
+    return NetworkExponent(float(v.mean()), float(v.std(ddof=1)) if n > 1 else np.nan, float(lo), float(hi),
+                           confidence, 100 * int(positive.sum()) / n, n, excluded, fits)
 
 
 def _mean_interval(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:

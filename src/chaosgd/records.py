@@ -84,6 +84,13 @@ class Records:
         return int(values[0]) if values.size else 1
 
     @property
+    def steps_per_record(self) -> int | None:
+        """Optimiser steps between two records (1: every step recorded, as with full batches); None when the groups
+        differ."""
+        values = np.unique(np.asarray(self.steps_per_epoch) // self.per_epoch)
+        return int(values[0]) if values.size == 1 else None
+
+    @property
     def epochs(self) -> int:
         """Number of epochs T (records hold T r + 1 entries, t = 0, 1/r, .. T)."""
         return (self.loss.shape[-1] - 1) // self.per_epoch

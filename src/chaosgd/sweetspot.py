@@ -6,7 +6,8 @@ by bisection on an initial range [eta_min, eta_max] with p(eta_min) = 0 and p(et
 on log eta: it brackets the onset (widening the range by factors of 10 if needed), then bisects until the bracket's
 relative width is below ``rel_width``. Each evaluation only trains for the first epochs, which the exponential phase
 occupies. Learning rates whose reference networks mostly diverge are beyond the useful range: they bound the bracket
-from above but are never suggested.
+from above but are never suggested; so do those where exponents too fast for the records (``n_unresolved``) leave
+open whether p reaches p_high.
 
 Confidence: every p comes with a Wilson interval at the evaluator's confidence level. A learning rate whose interval
 still contains p_high is undecided; with ``max_initial`` the search trains more initial conditions there (doubling,
@@ -38,13 +39,30 @@ class Evaluation:
     diverged_fraction: float
     network_epochs: int
     stored: bool = False  # taken from a sweep's store instead of computed
+    n_unresolved: int = 0  # local exponents too fast for the records: not in p, not in n
+
+    def p_range(self) -> tuple[float, float]:
+        """The lowest and the highest p that the unresolved exponents allow (each might count as positive or not);
+        both are p when every exponent is resolved."""
+        if not self.n_unresolved:
+            return self.p, self.p
+        positive = round(self.p * self.n / 100) if self.n else 0
+        total = self.n + self.n_unresolved
+        return 100 * positive / total, 100 * (positive + self.n_unresolved) / total
 
     def developed(self, p_high: float) -> bool:
-        return self.p >= p_high
+        """p >= p_high, whatever the unresolved exponents are."""
+        return self.p_range()[0] >= p_high
+
+    def open(self, p_high: float) -> bool:
+        """Whether p >= p_high depends on the unresolved exponents: the records cannot tell. Like a learning rate
+        that diverges, such a point bounds the search from above and is never suggested."""
+        low, high = self.p_range()
+        return low < p_high <= high
 
     def decided(self, p_high: float) -> bool:
-        """The interval lies on one side of p_high (or the references diverge)."""
-        return self.diverges or self.ci_high < p_high or self.ci_low >= p_high
+        """The interval lies on one side of p_high (or the references diverge), and so do the unresolved."""
+        return self.diverges or (not self.open(p_high) and (self.ci_high < p_high or self.ci_low >= p_high))
 
     @property
     def diverges(self) -> bool:
@@ -59,7 +77,8 @@ class SweetSpot:
     low: float
     high: float
     evaluations: tuple[Evaluation, ...] = field(default=())
-    diverging_edge: bool = False  # p never reached p_high below the learning rates that diverge; eta is NaN
+    diverging_edge: bool = False  # p never reached p_high below the learning rates that diverge (or where p is
+    # left open by unresolved exponents: Evaluation.open); eta is NaN
     p_high_reached: bool = True  # False: p stayed below p_high; eta is then the learning rate of the highest p
     confident: bool = False  # both ends of the bracket are decided at the evaluations' confidence level
     # (With max_initial the ends are always decided; the bracket may then stay wider than rel_width where p is
@@ -74,10 +93,11 @@ def evaluation_from_records(records, eta: float, *, confidence: float = 0.95, st
                             **fit) -> Evaluation:
     """An ``Evaluation`` from engine records of one learning rate (``fit``: r2_min, lambda_min, plateau)."""
     net = network_exponent(records.distance, stopped_at=records.copies_stopped_at,
-                           records_per_epoch=records.per_epoch, **fit)
+                           records_per_epoch=records.per_epoch, steps_per_record=records.steps_per_record, **fit)
     low, high = net.p_interval(confidence)
     return Evaluation(float(eta), float(net.p) if net.n_fitted else 0.0, low, high, net.n_fitted, net.mean,
-                      float((records.diverged_at[:, 0] >= 0).mean()), records.network_epochs, stored)
+                      float((records.diverged_at[:, 0] >= 0).mean()), records.network_epochs, stored,
+                      net.n_unresolved)
 
 
 def check_search(*, eta_min: float, eta_max: float, p_high: float = 95.0, rel_width: float = 0.1, parallel: int = 1,
@@ -158,7 +178,7 @@ def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, 
         return at_all([eta])[0]
 
     def high_side(e: Evaluation) -> bool:
-        return e.diverges or e.developed(p_high)
+        return e.diverges or e.open(p_high) or e.developed(p_high)
 
     # Start from what is known, if it already brackets an onset: the first step from a low to a high point.
     ordered = sorted(done.values(), key=lambda e: e.eta)
@@ -200,7 +220,7 @@ def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, 
     developed = [e for e in done.values() if low <= e.eta <= high and e.developed(p_high) and not e.diverges]
     evaluations = tuple(sorted(done.values(), key=lambda e: e.eta))
     confident = done[low].decided(p_high) and done[high].decided(p_high)
-    if not developed:  # the bracket closed on the start of divergence, not on developed chaos
+    if not developed:  # the bracket closed on the start of divergence (or of unresolved p), not on developed chaos
         return SweetSpot(math.nan, float(low), float(high), evaluations, diverging_edge=True, confident=confident)
     return SweetSpot(float(min(e.eta for e in developed)), float(low), float(high), evaluations,
                      confident=confident)

@@ -163,8 +163,14 @@ def cmd_sweetspot(args) -> int:
         "p_high": args.p_high, "p_high_reached": spot.p_high_reached,
         "evaluations": [e.__dict__ for e in spot.evaluations]}, indent=2, default=float))
     if spot.diverging_edge:
-        print(f"p never reached {args.p_high:g}% below the learning rates that diverge ({spot.low:.4g} .. "
-              f"{spot.high:.4g}); no suggestion; evidence in {out}")
+        edge = next(e for e in spot.evaluations if e.eta == spot.high)
+        why = ("the references mostly diverge" if edge.diverges else
+               f"{edge.n_unresolved} of {edge.n + edge.n_unresolved} exponents are too fast for the records, which "
+               "leaves open whether p reaches it")
+        undecided = (f"; no learning rate between could be decided with {args.max_initial} initial conditions"
+                     if spot.high / spot.low - 1 > args.rel_width else "")
+        print(f"no learning rate evaluated below eta = {spot.high:.4g} reached p >= {args.p_high:g}%, and there "
+              f"{why} (bracket {spot.low:.4g} .. {spot.high:.4g}{undecided}); no suggestion; evidence in {out}")
         return 0
     if not spot.p_high_reached:
         best = next(e for e in spot.evaluations if e.eta == spot.eta)
@@ -202,6 +208,7 @@ class LoggedEvaluator:
     def log(e, note: str = ""):
         print(f"eta = {e.eta:.4g}: p = {e.p:.0f}% (CI {e.ci_low:.0f}..{e.ci_high:.0f}, {e.n} initial conditions), "
               f"lambda_NMLE = {e.lambda_nmle:.3f}" + (", diverges" if e.diverges else "")
+              + (f", {e.n_unresolved} unresolved (left out)" if e.n_unresolved else "")
               + (f"; {note}" if note else ""), flush=True)
         return e
 

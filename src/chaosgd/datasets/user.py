@@ -58,9 +58,13 @@ def from_arrays(x_train, y_train, x_test, y_test, *, name: str = "user", n_class
                         "they must be the same")
     largest = int(max(y_train.max(), y_test.max()))
     if n_classes is None:
-        absent = sorted(set(range(largest + 1)) - set(np.unique(y_train)) - set(np.unique(y_test)))
-        if absent:  # (they would count as classes: chance accuracy and the model's outputs would be wrong)
-            raise DataError(f"labels go up to {largest} but class(es) {_some(absent)} have no example: labels must "
+        present = np.union1d(y_train, y_test)
+        n_absent = largest + 1 - present.size
+        if n_absent:  # (they would count as classes: chance accuracy and the model's outputs would be wrong)
+            # The first absent labels lie below present.size + 8: never a list as long as the largest label.
+            first = np.setdiff1d(np.arange(min(largest + 1, present.size + 8)), present)[:8].tolist()
+            some = ", ".join(map(str, first)) + (f", ... ({n_absent} in all)" if n_absent > len(first) else "")
+            raise DataError(f"labels go up to {largest} but class(es) {some} have no example: labels must "
                             "be 0, 1, ..., classes - 1 (remap them: numpy.unique(y, return_inverse=True)), or give "
                             "n_classes= if some classes are really absent")
         n_classes = largest + 1
@@ -139,10 +143,6 @@ def _split(part, which: str, label: str | None):
                     f"label=; got {type(part).__name__}")
 
 
-def _some(values: list) -> str:
-    return ", ".join(map(str, values[:8])) + (f", ... ({len(values)} in all)" if len(values) > 8 else "")
-
-
 def _numpy(values, what: str) -> np.ndarray:
     if hasattr(values, "detach"):  # a torch tensor
         values = values.detach().cpu().numpy()
@@ -173,6 +173,9 @@ def _labels(values, what: str) -> np.ndarray:
         raise DataError(f"{what} must be one class label per example, shape (examples,); got shape {y.shape} "
                         "(one-hot labels: take argmax first)")
     if y.dtype.kind == "f" and len(y) and np.isfinite(y).all() and (y == np.round(y)).all():
+        if np.abs(y).max() >= 2 ** 62:
+            raise DataError(f"{what} holds the label {np.abs(y).max():g}, too large for a class index; labels must "
+                            "be 0, 1, ..., classes - 1")
         y = y.astype(np.int64)  # whole numbers stored as floats
     if y.dtype.kind not in "iu":
         raise DataError(f"{what} must hold whole-number class labels 0, 1, ...; got dtype {y.dtype}"

@@ -104,8 +104,9 @@ def as_model(model, data_set):
 
 def _dataset(data):
     from chaosgd.datasets import Dataset, from_arrays
-    if isinstance(data, Dataset):
-        return data
+    if isinstance(data, Dataset):  # built by hand, it may never have been checked: the same checks as arrays
+        return from_arrays(data.x_train, data.y_train, data.x_test, data.y_test, name=data.name,
+                           n_classes=data.n_classes)
     if isinstance(data, dict):
         keys = ("x_train", "y_train", "x_test", "y_test")
         if set(data) != set(keys):

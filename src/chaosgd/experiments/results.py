@@ -47,10 +47,11 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None,
     and how many of them had reached the target before; final loss and test accuracy of the reference networks that
     did not diverge (nor stop early: ``training.stop_references``); the fraction of reference networks that
     diverged; ``n_unresolved``: local exponents whose exponential phase was too short for the records
-    (``LocalExponent.unresolved``: lambda and p are not measured there). ``window``: fit every local exponent over
-    these epochs instead of the automatic [0, tau]. Times are in epochs, one pass over the training set, so the
-    same number of per-example gradients whatever the batch size; ``tau_median_steps`` is the median in optimiser
-    steps (``steps_per_epoch`` an epoch), and ``records_per_epoch`` says how finely the records resolve them.
+    (``LocalExponent.unresolved``: left out of lambda and p, which are NaN when none is resolved). ``window``: fit
+    every local exponent over these epochs instead of the automatic [0, tau]. Times are in epochs, one pass over
+    the training set, so the same number of per-example gradients whatever the batch size; ``tau_median_steps`` is
+    the median in optimiser steps (``steps_per_epoch`` an epoch), and ``records_per_epoch`` says how finely the
+    records resolve them.
     ``n_classes``: of the data (default: that of ``config.data``), for chance accuracy.
     """
     from chaosgd.experiments.problem import n_classes as classes_of
@@ -58,7 +59,8 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None,
     classes = classes_of(config.data) if n_classes is None else n_classes
     r = records.per_epoch
     net = network_exponent(records.distance, window=window, stopped_at=records.copies_stopped_at,
-                           confidence=CONFIDENCE, records_per_epoch=r, **config.analysis.fit)
+                           confidence=CONFIDENCE, records_per_epoch=r, steps_per_record=records.steps_per_record,
+                           **config.analysis.fit)
     tt = time_to_accuracy(records.test_accuracy, config.training.target, hold=config.training.target_hold,
                           records_per_epoch=r)
     surv = tt.survival(CONFIDENCE)
@@ -96,11 +98,14 @@ def summary_line(config: Config, results: list[TaskResult], where: dict | None =
     diverged = round(row["diverged_fraction"] * row["n_initial"])
     stuck = row["stuck_at_chance"]
     point = "".join(f"{name} = {value:g}, " for name, value in (where or {}).items())
-    return (f"{point}eta = {row['eta']:g}: lambda_NMLE = {net.mean:.3f} ± {net.std:.3f}, p = {net.p:.0f}%, "
+    exponent = ("lambda_NMLE and p not measured" if not net.n_fitted else
+                f"lambda_NMLE = {net.mean:.3f}" + (f" ± {net.std:.3f}" if np.isfinite(net.std) else "")
+                + f", p = {net.p:.0f}%")
+    return (f"{point}eta = {row['eta']:g}: {exponent}, "
             f"{tt.describe(CONFIDENCE)}" + (f", {diverged} diverged" if diverged else "")
             + (f", {stuck} stuck at chance accuracy" if stuck else "")
-            + (f"; {row['n_unresolved']} exponential phase(s) too short for the records: lambda and p not "
-               "measured" if row["n_unresolved"] else ""))
+            + (f"; {row['n_unresolved']} exponential phase(s) too short for the records, left out of lambda and p"
+               if row["n_unresolved"] else ""))
 
 
 # Settings that only read the records: a finished run can be re-analysed with other values of these without
