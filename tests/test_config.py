@@ -45,6 +45,8 @@ def test_quick_scale_is_smaller_and_named():
     ({"training.target_hold": 3, "training.stop_references": True},
      r"training\.target_hold: stop_references stops a reference at its first passage"),
     ({"analysis.chance_margin": 1.0}, r"analysis\.chance_margin: must be in \[0, 1\)"),
+    ({"analysis.chance_margin": 0.9}, r"analysis\.chance_margin: 0\.9: chance on iris is 1/3.*less than 0\.667"),
+    ({"analysis.lambda_min": -1.0}, r"analysis\.lambda_min: must be a finite slope >= 0"),
     ({"training.optimizer": "adagrad"}, r"training\.optimizer: unknown optimizer 'adagrad'; choose one of"),
     ({"training.momentum": 0.5}, r"training\.momentum: is read by momentum and nesterov only, not by optimizer 'gd'"),
     ({"training.optimizer": "adam", "training.momentum": 0.5}, r"training\.momentum: .*not by optimizer 'adam'"),

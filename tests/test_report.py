@@ -42,6 +42,9 @@ def test_report_of_an_unfinished_run_says_so(tmp_path):
         path.unlink()
     page = write_report(tmp_path).read_text()
     assert "3 pending" in page and len(summarize(tmp_path).rows) == 2
+    # Its conclusions are of the finished learning rates only, and say so.
+    assert "<b>Provisional, from 2 of 3 learning rates (pending: eta = 10): " in page
+    assert "on this grid" not in page
 
 
 def test_cli_sweep_report_and_reproduce(tmp_path, capsys):

@@ -239,3 +239,11 @@ def test_a_report_flags_tasks_that_took_different_matrix_product_routes(run, mon
     assert len(mixed) == 1 and f"blas: {n - 1}, xla: 1 tasks" in mixed[0], lines
     page = (run / "report.html").read_text()
     assert "different matrix-product routes" in page and "in every task" not in page
+
+
+def test_an_edited_class_count_in_run_json_is_refused(run):
+    info = json.loads((run / "run.json").read_text())
+    info["n_classes"] = 7  # chance accuracy (stuck networks) would be computed against 1/7
+    (run / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match="n_classes is 7, but iris has 3 classes"):
+        summarize(run)

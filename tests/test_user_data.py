@@ -174,6 +174,9 @@ def broken():
 def narrow():
     return MLP((4, 5, 2))
 
+def wide_input():
+    return MLP((5, 8, 3))
+
 def raises():
     raise KeyError("boom")
 '''
@@ -212,6 +215,7 @@ def test_a_user_model_from_configuration_runs_and_pins_its_code(tmp_path, user_m
     ("absent", "has no function 'absent'"),
     ("narrow", "shape \\(2, 2\\); the data has 3 classes"),
     ("raises", "raised KeyError: 'boom'"),
+    ("wide_input", r"cannot take a batch of the data's examples, shape \(2, 4\)"),
 ])
 def test_user_models_that_cannot_run_are_refused(user_module, function, message):
     config = Config.from_dict({"model": {"source": f"{user_module}:{function}"}})
@@ -233,6 +237,19 @@ def test_a_module_edited_in_the_same_process_is_imported_again(tmp_path, user_mo
 def test_a_missing_module_is_named():
     with pytest.raises(ValueError, match="no module named 'no_such_module_here'"):
         pinned(Config.from_dict({"model": {"source": "no_such_module_here:make"}}))
+
+
+@pytest.mark.parametrize("code, message", [
+    ("import no_such_dependency_here\n", r"failed at .*\.py:1: ModuleNotFoundError: No module named 'no_such_dep"),
+    ("x = 1\ny = undefined_thing\n", r"failed at .*\.py:2: NameError: name 'undefined_thing'"),
+    ("def make(:\n", r"failed at .*\.py:1: SyntaxError: "),
+])
+def test_a_module_that_fails_to_import_is_named_with_where(tmp_path, monkeypatch, code, message):
+    name = f"broken_{tmp_path.name}"
+    (tmp_path / f"{name}.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match=f"model.source: importing {name} " + message):
+        pinned(Config.from_dict({"model": {"source": f"{name}:make"}}))
 
 
 def test_measure_gives_the_numbers_of_the_same_sweep(tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chaosgd.datasets import DATASETS
+from chaosgd.datasets import CLASSES, DATASETS
 from chaosgd.models.source import SOURCE_PATTERN
 from chaosgd.experiments.fields import ConfigError, from_text, require, typed
 from chaosgd.engine import DISTANCES
@@ -327,6 +327,9 @@ class Analysis(_Section):
         _require(0 <= self.r2_min <= 1, "analysis.r2_min", f"must be in [0, 1]; got {self.r2_min}")
         _require(0 <= self.chance_margin < 1, "analysis.chance_margin",
                  f"must be in [0, 1); got {self.chance_margin}")
+        _require(bool(np.isfinite(self.lambda_min)) and self.lambda_min >= 0, "analysis.lambda_min",
+                 f"must be a finite slope >= 0 (a negative one would count shrinking distances as chaos); got "
+                 f"{self.lambda_min}")
         _require(self.plateau >= 1, "analysis.plateau", f"must be an integer >= 1; got {self.plateau}")
 
     @property
@@ -358,11 +361,16 @@ class Config(_Section):
                  f"{self.name!r} is not allowed: it names the run folder, so use 1-100 letters, digits, '.', '_' or "
                  "'-', starting with a letter or digit (no '/', no '..')")
         _require(self.block >= 1, "block", f"must be an integer >= 1; got {self.block}")
+        classes = CLASSES.get(self.data.name)  # (a user's data set is checked when its classes are known: fit)
+        _require(classes is None or 1 / classes + self.analysis.chance_margin < 1, "analysis.chance_margin",
+                 f"{self.analysis.chance_margin:g}: chance on {self.data.name} is 1/{classes}, and chance plus the "
+                 f"margin must stay below 1 (or every network counts as stuck at chance); use less than "
+                 f"{1 - 1 / (classes or 1):.3g}")
         resolution = self.model.weight_scale * float(np.finfo(self.model.dtype).eps)
         _require(self.ensemble.epsilon > resolution, "ensemble.epsilon",
                  f"{self.ensemble.epsilon:g} is at or below the resolution of {self.model.dtype} for weights of "
-                 f"size {self.model.weight_scale:g} (about {resolution:.2g}); use model.dtype = \"float64\" or a "
-                 f"larger epsilon")
+                 f"size {self.model.weight_scale:g} (about {resolution:.2g}); use a larger epsilon"
+                 + (' or model.dtype = "float64"' if self.model.dtype != "float64" else ""))
         t = self.training
         _require(self.ensemble.distance == "parameters" or t.optimizer not in STATELESS, "ensemble.distance",
                  f"state, but optimizer {t.optimizer!r} keeps no state: the distance is over the parameters anyway; "

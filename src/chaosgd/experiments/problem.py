@@ -151,7 +151,11 @@ def check_model(model, data_set, dtype: str = "float64") -> None:
                          + ("; epsilon-balls of 1e-8 need float64: build them in float64, with jax_enable_x64 on"
                             if dtype == "float64" else ""))
     params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-    out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((2, *data_set.example_shape), "float64"))
+    try:
+        out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((2, *data_set.example_shape), "float64"))
+    except (TypeError, ValueError) as error:  # (shape errors of jax.numpy and of chaosgd.gemm)
+        raise ValueError(f"the model cannot take a batch of the data's examples, shape (2, "
+                         f"{', '.join(map(str, data_set.example_shape))}): {error}") from None
     if out.shape != (2, data_set.n_classes):
         raise ValueError(f"the model maps a batch of 2 examples to shape {out.shape}; the data has "
                          f"{data_set.n_classes} classes, so it must be (2, {data_set.n_classes}): one logit per class")

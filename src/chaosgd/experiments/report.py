@@ -136,8 +136,9 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
     ]
     for value, mine in _by_point(config, rows):
         where = "" if value is None else f"{axis} = {value:g}: "
-        parts.append(f"<p><b>{e(where + edge_of_chaos(mine, config.training.target, hold=config.training.target_hold))}"
-                     "</b></p>")
+        pending = sorted(set(config.training.etas) - {r["eta"] for r in mine})
+        edge = edge_of_chaos(mine, config.training.target, hold=config.training.target_hold, pending=pending)
+        parts.append(f"<p><b>{e(where + edge)}</b></p>")
     parts.append(_problems(summary.problems))
     if len(_routes(summary.results)) > 1:
         parts.append(f"<p><b>{e(_mixed_routes(_routes(summary.results)))}</b></p>")
@@ -373,12 +374,23 @@ def _mixed_routes(routes: dict[str, int]) -> str:
             "everywhere, give every worker a C++ compiler, or set CHAOSGD_GEMM=xla for all of them.")
 
 
-def edge_of_chaos(rows, target: float, p_high: float = 95.0, hold: int = 1) -> str:
+def edge_of_chaos(rows, target: float, p_high: float = 95.0, hold: int = 1, pending=()) -> str:
     """Sentences for practitioners: where sensitivity is fully developed on this grid, where training to the target
     was fastest by the restricted mean time (censoring-aware; among learning rates whose references mostly do not
-    diverge, naming those whose intervals overlap it), and where networks end stuck at chance accuracy."""
+    diverge, naming those whose intervals overlap it), and where networks end stuck at chance accuracy.
+    ``pending``: learning rates of the grid not finished yet; the sentences then speak of the finished ones only and
+    say that they are provisional."""
     if not rows:
         return "No learning rate is finished yet."
+    text = _edge_sentences(rows, target, p_high, hold)
+    if not pending:
+        return text
+    return (f"Provisional, from {len(rows)} of {len(rows) + len(pending)} learning rates (pending: eta = "
+            + ", ".join(f"{eta:g}" for eta in pending) + "): "
+            + text.replace("on this grid", "among the finished learning rates"))
+
+
+def _edge_sentences(rows, target: float, p_high: float, hold: int) -> str:
     developed = [r for r in rows if r["p_percent"] >= p_high and r["diverged_fraction"] <= 0.5
                  and 2 * r.get("n_unresolved", 0) <= r["n_initial"]]
     if developed:

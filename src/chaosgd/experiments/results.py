@@ -57,6 +57,10 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None,
     from chaosgd.experiments.problem import n_classes as classes_of
 
     classes = classes_of(config.data) if n_classes is None else n_classes
+    if 1 / classes + config.analysis.chance_margin >= 1:
+        raise ValueError(f"analysis.chance_margin = {config.analysis.chance_margin:g}: with {classes} classes, "
+                         f"chance plus the margin is not below 1 (every network would count as stuck at chance); "
+                         f"use less than {1 - 1 / classes:.3g}")
     r = records.per_epoch
     net = network_exponent(records.distance, window=window, stopped_at=records.copies_stopped_at,
                            confidence=CONFIDENCE, records_per_epoch=r, steps_per_record=records.steps_per_record,
@@ -170,7 +174,13 @@ def summarize(run_dir: str | Path, *, changes: dict | None = None) -> Summary:
     store = RunDir(run_dir)
     config = store.config()
     classes = store.info().get("n_classes")
-    classes = classes if isinstance(classes, int) and classes >= 2 else None
+    classes = classes if isinstance(classes, int) and not isinstance(classes, bool) and classes >= 2 else None
+    from chaosgd.datasets import CLASSES
+    known = CLASSES.get(config.data.name)
+    if classes is not None and known is not None and classes != known:
+        raise ConfigError(f"{store.info_path}: n_classes is {classes}, but {config.data.name} has {known} classes: "
+                          "the file was edited or damaged; delete it, and the next sweep of this run's "
+                          "configuration writes it again")
     every = tasks(config)
     results, problems = store.scan(config, every)  # checked against the configuration that made them
     analysed = reanalysis(config, changes) if changes else config

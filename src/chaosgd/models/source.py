@@ -14,6 +14,7 @@ import inspect
 import os
 import re
 import sys
+import traceback
 
 SOURCE_PATTERN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
@@ -81,7 +82,9 @@ def _import(module_name: str):
         if error.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}:
             raise SourceError(f"model.source: no module named {module_name!r} (looked in the current folder "
                               f"{os.getcwd()} and on sys.path)") from None
-        raise  # the module exists but imports something missing: its own traceback says what
+        raise SourceError(_failed_import(module_name, error)) from error  # it imports something missing
+    except Exception as error:  # its code fails when imported: say where, as its traceback would
+        raise SourceError(_failed_import(module_name, error)) from error
     path = getattr(module, "__file__", None)
     if path is not None:
         now = _file_sha256(path)
@@ -89,6 +92,17 @@ def _import(module_name: str):
             module = importlib.reload(module)
         _IMPORTED[module_name] = now
     return module
+
+
+def _failed_import(module_name: str, error: BaseException) -> str:
+    """What went wrong importing a user's module, and where (the file and line of the failure)."""
+    if isinstance(error, SyntaxError) and error.filename:
+        where = f"{error.filename}:{error.lineno}"
+    else:
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+    return (f"model.source: importing {module_name} failed at {where}: {type(error).__name__}: "
+            f"{getattr(error, 'msg', None) if isinstance(error, SyntaxError) else error}")
 
 
 def _file_sha256(path) -> str:
