@@ -333,3 +333,18 @@ def test_the_installed_command_runs_a_user_model_on_npz_data(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "all 1 tasks are done" in done.stdout + done.stderr
     assert 'source_sha256 = "' in (tmp_path / "run" / "config.toml").read_text()
+
+
+def test_a_user_model_replaces_the_presets_built_in_one_on_the_command_line(tmp_path, user_module, capsys):
+    """The default experiment (the iris preset) sets model.hidden; --model.source alone replaces that model (the
+    preset's value is not "set and never used"), while a model field given beside it still is refused."""
+    from chaosgd.cli import main
+
+    common = ["--training.etas", "0.1", "--ensemble.initial", "2", "--training.epochs", "3", "--executor", "serial",
+              "--quiet"]
+    assert main(["sweep", "--model.source", f"{user_module}:make", "--out", str(tmp_path / "run"), *common]) == 0
+    assert RunDir(tmp_path / "run").config().model.source == f"{user_module}:make"
+    capsys.readouterr()
+    assert main(["sweep", "--model.source", f"{user_module}:make", "--model.hidden", "12", "--out",
+                 str(tmp_path / "both"), *common]) == 2
+    assert "model.hidden is set too" in capsys.readouterr().err

@@ -83,6 +83,11 @@ def experiment(args, **overrides) -> Config:
             changes[key] = parse_text(key, text)
     changes.update(parse_assignment(item) for item in args.set)
     changes.update(overrides)
+    if changes.get("model.source") and config.model.source is None:
+        # The user's model replaces the preset's built-in one: the preset's values of its fields go back to their
+        # defaults (unless given here too, which the check then refuses by name).
+        from chaosgd.experiments.config import BUILT_IN_MODEL, Model
+        changes = {**{f"model.{name}": getattr(Model(), name) for name in BUILT_IN_MODEL}, **changes}
     return config.with_values(**changes) if changes else config
 
 

@@ -97,7 +97,7 @@ class Data(_Section):
         _require(self.seed >= 0, "data.seed", f"must be >= 0; got {self.seed}")
 
 
-_BUILT_IN_MODEL = ("architecture", "hidden", "activation", "sigma", "dropout")  # what model.source replaces
+BUILT_IN_MODEL = ("architecture", "hidden", "activation", "sigma", "dropout")  # what model.source replaces
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ class Model(_Section):
             _require(SOURCE_PATTERN.fullmatch(self.source) is not None, "model.source",
                      f"must look like 'package.module:function'; got {self.source!r}")
             built_in = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
-                        for f in fields(Model) if f.name in _BUILT_IN_MODEL}
+                        for f in fields(Model) if f.name in BUILT_IN_MODEL}
             changed = [name for name, default in built_in.items() if getattr(self, name) != default]
             _require(not changed, "model.source", f"your model replaces the built-in one, but model."
                      f"{', model.'.join(changed)} {'is' if len(changed) == 1 else 'are'} set too: a value set and "
