@@ -82,7 +82,8 @@ def test_resume_skips_finished_tasks_and_completes(tmp_path, reference):
 
 def test_resuming_with_another_configuration_is_refused(tmp_path):
     RunDir(tmp_path).prepare(small_config())
-    with pytest.raises(ConfigError, match="holds a run of another configuration"):
+    with pytest.raises(ConfigError, match="holds a run of another configuration .*; it differs in training.epochs = "
+                                          "30 there, 31 here\\); resume it"):
         sweep(small_config(**{"training.epochs": 31}), tmp_path, executor="serial", progress=False)
 
 

@@ -122,8 +122,28 @@ class RunDir:
             why = (f" (or the same, but the content of {' or '.join(pinned)} has changed since the run started)"
                    if pinned else "")
             raise ConfigError(f"{self.root} holds a run of another configuration{why} (hash {theirs}, this one is "
-                              f"{mine}); resume it with the configuration it was made with, or choose another "
-                              "folder")
+                              f"{mine}{self._differences(theirs, config)}); resume it with the configuration it was "
+                              "made with, or choose another folder")
+
+    def _differences(self, theirs: str, config: Config) -> str:
+        """The fields in which ``config`` differs from the run's own configuration, when config.toml holds it."""
+        try:
+            other = Config.load(self.config_path)
+        except ConfigError:
+            return ""
+        if other.hash() != theirs:
+            return ""
+
+        def flat(values: dict, prefix="") -> dict:
+            out = {}
+            for key, value in values.items():
+                out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+            return out
+
+        a, b = flat(other.to_dict()), flat(config.to_dict())
+        differ = [f"{k} = {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(set(a) | set(b))
+                  if a.get(k) != b.get(k)]
+        return "; it differs in " + "; ".join(differ) if differ else ""
 
     def config(self) -> Config:
         """The configuration of an existing run, checked against its hash; a deleted config.toml is restored from
