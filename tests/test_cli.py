@@ -46,6 +46,9 @@ def test_a_misspelled_option_is_answered_with_the_nearest_one(capsys):
     with pytest.raises(SystemExit):
         main(["toymap", "--reus"])  # sweetspot's --reuse is not toymap's
     assert "did you mean" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a prefix is not taken for the option it begins (argparse's abbreviations)
+        main(["sweep", "iris", "--training.epoch", "5"])
+    assert "unrecognized arguments: --training.epoch 5; did you mean --training.epochs?" in capsys.readouterr().err
 
 
 def test_run_stops_copies_unless_asked_to_keep_them_with_the_same_exponents(tmp_path):

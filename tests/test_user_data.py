@@ -348,3 +348,9 @@ def test_a_user_model_replaces_the_presets_built_in_one_on_the_command_line(tmp_
     assert main(["sweep", "--model.source", f"{user_module}:make", "--model.hidden", "12", "--out",
                  str(tmp_path / "both"), *common]) == 2
     assert "model.hidden is set too" in capsys.readouterr().err
+
+
+def test_more_training_examples_than_the_data_has_are_refused():
+    with pytest.raises(ConfigError, match="data.n_train: 100000, but iris has 120 training examples"):
+        dataset(Config.from_dict({"data": {"n_train": 100000}}).data)
+    assert len(dataset(Config.from_dict({"data": {"n_train": 120}}).data).y_train) == 120

@@ -35,7 +35,12 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with the nearest option of the chosen command named when one is misspelled."""
+    """argparse, with the nearest option of the chosen command named when one is misspelled, and no abbreviations
+    (``--training.epoch`` would be taken for ``--training.epochs``: a misspelling is named instead)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def parse_args(self, args=None, namespace=None):
         parsed, extras = self.parse_known_args(args, namespace)

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from chaosgd.experiments.config import Config, Data, Ensemble, Model
+from chaosgd.experiments.config import Config, ConfigError, Data, Ensemble, Model
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,9 @@ def dataset(data: Data):
     loaded = load(data.name, path=data.path, standardize=data.standardize, seed=data.seed, sha256=data.sha256)
     if data.n_train is not None:
         n = data.n_train
+        if n > len(loaded.y_train):  # (the run would record n and train on fewer)
+            raise ConfigError(f"data.n_train: {n}, but {data.name} has {len(loaded.y_train)} training examples; "
+                              f"use at most {len(loaded.y_train)}, or leave it unset for all of them")
         loaded = Dataset(loaded.name, loaded.x_train[:n], loaded.y_train[:n], loaded.x_test, loaded.y_test,
                          loaded.n_classes)
     return loaded
@@ -115,7 +118,6 @@ def build_model(model: Model, data_set):
     (``model.source``), whose module must still be the file the run pinned and whose parameters must have
     ``model.dtype``."""
     if model.source is not None:
-        from chaosgd.experiments.config import ConfigError
         from chaosgd.models.source import build, digest
         now = digest(model.source)
         if model.source_sha256 is not None and now != model.source_sha256:
