@@ -100,6 +100,8 @@ def test_unknown_fields_and_bad_toml_are_refused():
         Config.from_toml("[training\n")
     with pytest.raises(ConfigError, match="unknown preset 'mnist'; choose one of"):
         preset("mnist")
+    with pytest.raises(TypeError, match="quick must be True or False; got 'no'"):
+        preset("iris", quick="no")
 
 
 def test_hash_ignores_the_name_but_not_the_numbers():

@@ -283,6 +283,11 @@ def test_measure_refuses_unknown_and_bad_settings():
         chaosgd.measure(object(), load_iris(), etas=[1.0])
     with pytest.raises(TypeError, match="etas must be a list"):
         chaosgd.measure(MLP((4, 3)), load_iris(), etas=0.5)
+    with pytest.raises(TypeError, match="etas must be a list"):
+        chaosgd.measure(MLP((4, 3)), load_iris(), etas=np.array([[0.1, 1.0]]))
+    for bad in (True, "0.1"):  # never read as 1.0 or 0.1
+        with pytest.raises(TypeError, match=f"etas must be numbers; got {bad!r}"):
+            chaosgd.measure(MLP((4, 3)), load_iris(), etas=[bad])
     with pytest.raises(ValueError, match="the model: its parameters are float32, not float64"):
         chaosgd.measure(MLP((4, 3), dtype="float32"), load_iris(), etas=[1.0])
     with pytest.raises(ValueError, match="one logit per class"):

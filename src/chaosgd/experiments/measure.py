@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
 from chaosgd.experiments.config import Analysis, Config, Ensemble, Training
 
 _SECTIONS = {"ensemble": Ensemble, "training": Training, "analysis": Analysis}
@@ -125,8 +127,12 @@ def _config(etas, initial, copies, epochs, settings) -> Config:
     unknown = sorted(set(settings) - set(where))
     if unknown:
         raise TypeError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(where))}")
-    if isinstance(etas, (str, bytes)) or not hasattr(etas, "__iter__"):
+    if isinstance(etas, (str, bytes)) or not hasattr(etas, "__iter__") or np.ndim(etas) > 1:
         raise TypeError(f"etas must be a list of learning rates, e.g. [0.1, 1.0]; got {etas!r}")
+    etas = list(etas)
+    bad = [e for e in etas if isinstance(e, (bool, np.bool_)) or not isinstance(e, (int, float, np.number))]
+    if bad:  # (float() would take True as 1.0 and "0.1" as 0.1)
+        raise TypeError(f"etas must be numbers; got {bad[0]!r} ({type(bad[0]).__name__})")
     values = {"ensemble": {"initial": initial, "copies": copies},
               "training": {"etas": [float(e) for e in etas], "epochs": epochs}, "analysis": {}}
     for name, value in settings.items():

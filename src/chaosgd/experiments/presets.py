@@ -9,6 +9,8 @@ growing eta, and where training is fastest — shows in minutes.
 
 from __future__ import annotations
 
+import numpy as np
+
 from chaosgd.experiments.config import PAPER_ETAS, Config, ConfigError, Data, Ensemble, Model, Training
 
 _SIGMOID_ETAS = PAPER_ETAS + (25.0, 30.0, 35.0, 40.0)  # the paper: the sigmoid's rise comes only past eta ~ 30
@@ -70,6 +72,8 @@ def preset(name: str, *, quick: bool = False) -> Config:
     """The configuration of one of the paper's experiments (``PRESETS``), at paper or quick scale."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    if not isinstance(quick, (bool, np.bool_)):  # ("no" would be true)
+        raise TypeError(f"quick must be True or False; got {quick!r}")
     config = PRESETS[name]
     if not quick:
         return config
