@@ -159,6 +159,16 @@ def test_an_edited_config_toml_is_written_again_by_the_runs_own_configuration(ru
     assert (run / "config.toml").read_text() == small_config().to_toml()
 
 
+def test_an_edited_config_toml_without_run_json_is_refused_not_reported_as_unfinished(run, capsys):
+    (run / "config.toml").write_text(small_config(**{"training.epochs": 31}).to_toml())
+    (run / "run.json").unlink()
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "does not match the run's task files" in err and "Delete it to restore" in err
+    (run / "config.toml").unlink()
+    assert summarize(run).config == small_config() and summarize(run).n_pending == 0  # restored from the tasks
+
+
 def test_a_run_json_that_is_not_chaosgds_is_a_message(run, capsys):
     (run / "run.json").write_text("[]")
     assert main(["report", str(run)]) == 2

@@ -159,6 +159,14 @@ class RunDir:
                                   f"says {recorded}): it was edited after the run started. Delete it to restore the "
                                   "run's own configuration from its task files, or start a new run folder with the "
                                   "new one")
+            if recorded is None:  # run.json is gone: the task files are the record of what was run
+                theirs = {h["config_hash"] for h in _checked_headers(self.tasks_dir)}
+                if theirs and config.hash() not in theirs:
+                    raise ConfigError(f"{self.config_path} does not match the run's task files (its hash is "
+                                      f"{config.hash()}, theirs {', '.join(sorted(theirs))}) and run.json is "
+                                      "missing: it was edited after the run started. Delete it to restore the run's "
+                                      "own configuration from its task files, or start a new run folder with the "
+                                      "new one")
             return config
         headers = list(_checked_headers(self.tasks_dir))
         if recorded is None and len({h["config_hash"] for h in headers}) > 1:
