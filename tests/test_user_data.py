@@ -359,3 +359,12 @@ def test_more_training_examples_than_the_data_has_are_refused():
     with pytest.raises(ConfigError, match="data.n_train: 100000, but iris has 120 training examples"):
         dataset(Config.from_dict({"data": {"n_train": 100000}}).data)
     assert len(dataset(Config.from_dict({"data": {"n_train": 120}}).data).y_train) == 120
+
+
+def test_a_missing_npz_file_says_where_a_relative_path_was_read_from(tmp_path, monkeypatch):
+    from chaosgd.datasets import DataNotFoundError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataNotFoundError, match=f"data.path: mine.npz: cannot be read as the .npz file .*read from the "
+                                                f"current folder, {tmp_path}"):
+        pinned(Config.from_dict({"data": {"name": "npz", "path": "mine.npz"}, "model": {"hidden": [8]}}))

@@ -8,6 +8,7 @@ tasks can run in any order, in any process, on any machine, and any single one c
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -81,8 +82,10 @@ def pinned(config: Config) -> Config:
         try:
             pins["data.sha256"] = file_sha256(config.data.path)
         except OSError as error:
+            relative = ("" if os.path.isabs(config.data.path) else
+                        f"; a relative path is read from the current folder, {os.getcwd()}")
             raise DataNotFoundError(f"data.path: {config.data.path}: cannot be read as the .npz file "
-                                    f"({error.strerror})") from None
+                                    f"({error.strerror}{relative})") from None
     if config.model.source is not None and config.model.source_sha256 is None:
         from chaosgd.models.source import digest
         pins["model.source_sha256"] = digest(config.model.source)
