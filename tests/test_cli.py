@@ -97,3 +97,14 @@ def test_command_options_are_checked_before_anything_is_computed_or_made(tmp_pat
     assert "exists and is not a folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["sweep", "--workers", "x"])
+
+
+def test_a_field_that_the_commands_own_option_sets_is_not_silently_overridden(tmp_path, capsys):
+    assert main(["sharpness", "iris", "--quick", "--every", "2", "--training.sharpness_every", "3", "--out",
+                 str(tmp_path / "s")]) == 2
+    assert ("training.sharpness_every = 3 is given, but chaosgd sharpness sets it to 2 from its own options"
+            in capsys.readouterr().err)
+    assert main(["lyapunov", "iris", "--quick", "--eta", "1", "--window", "0", "10", "--set",
+                 "training.stop_copies=true", "--out", str(tmp_path / "l")]) == 2
+    assert "training.stop_copies = True is given, but chaosgd lyapunov sets it to False" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "l").exists()

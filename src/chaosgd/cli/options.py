@@ -82,6 +82,10 @@ def experiment(args, **overrides) -> Config:
         if text is not None:
             changes[key] = parse_text(key, text)
     changes.update(parse_assignment(item) for item in args.set)
+    for key, value in overrides.items():  # a field the command sets from its own options would silently win
+        if key in changes and changes[key] != value:
+            raise ValueError(f"{key} = {changes[key]!r} is given, but chaosgd {args.command} sets it to {value!r} "
+                             f"from its own options (see chaosgd {args.command} --help); leave it out")
     changes.update(overrides)
     if changes.get("model.source") and config.model.source is None:
         # The user's model replaces the preset's built-in one: the preset's values of its fields go back to their
