@@ -41,6 +41,8 @@ def test_lyapunov_command_finite_and_tangent(tmp_path, capsys):
     with pytest.raises(SystemExit):  # argparse refuses an unknown estimator and lists the choices
         main(base + ["--estimator", "adjoint", "--out", str(tmp_path)])
     assert "finite" in capsys.readouterr().err
+    assert main(base + ["--k", "3", "--out", str(tmp_path / "k")]) == 2  # an option the finite estimator ignores
+    assert "--k 3: the number of top exponents is an option of --estimator tangent" in capsys.readouterr().err
 
 
 def test_plot_functions_draw_on_given_axes():

@@ -41,6 +41,9 @@ def cmd_lyapunov(args) -> int:
                          f"{config.training.epochs}; got {args.window[0]} {args.window[1]}")
     if args.k < 1:
         raise ValueError(f"--k must be >= 1; got {args.k}")
+    if args.k != 1 and args.estimator != "tangent":
+        raise ValueError(f"--k {args.k}: the number of top exponents is an option of --estimator tangent; the "
+                         "finite estimator measures the largest one")
     window = f"-window{args.window[0]}-{args.window[1]}" if args.window else ""
     out = out_folder(args, RUNS / f"{config.name}-lyapunov-eta{args.eta:g}{window}")
     plots = pyplot_free_plots()
