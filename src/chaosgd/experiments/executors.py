@@ -363,15 +363,11 @@ def open_executor(name: str, *, workers: int | None = None, scheduler: str | Non
 
 
 def check_executor(name: str, workers: int | None = None, scheduler: str | None = None) -> None:
-    """Refuse an unknown executor, a worker count below 1 (or above 1 for the serial executor, which would ignore
-    it), or a scheduler address for an executor other than Dask."""
+    """Refuse an unknown executor, a worker count below 1, or a scheduler address for an executor other than Dask."""
     if name not in EXECUTORS:
         raise ValueError(f"unknown executor {name!r}; choose one of {list(EXECUTORS)}")
     if workers is not None and (int(workers) != workers or workers < 1):
         raise ValueError(f"workers must be an integer >= 1; got {workers}")
-    if workers is not None and workers > 1 and name == "serial":
-        raise ValueError(f"{workers} workers, but the serial executor runs one task at a time in this process; "
-                         "workers are for the processes and dask executors")
     if scheduler is not None and name != "dask":
         raise ValueError(f"a scheduler address is for the dask executor, not {name!r}")
 
