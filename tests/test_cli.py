@@ -108,3 +108,9 @@ def test_a_field_that_the_commands_own_option_sets_is_not_silently_overridden(tm
                  "training.stop_copies=true", "--out", str(tmp_path / "l")]) == 2
     assert "training.stop_copies = True is given, but chaosgd lyapunov sets it to False" in capsys.readouterr().err
     assert not (tmp_path / "s").exists() and not (tmp_path / "l").exists()
+
+
+def test_several_workers_for_the_serial_executor_are_refused_on_the_command_line(tmp_path, capsys):
+    assert main(["sweep", "iris", "--executor", "serial", "--workers", "4", "--out", str(tmp_path / "run")]) == 2
+    assert "--workers 4: the serial executor runs one task at a time" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

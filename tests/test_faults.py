@@ -55,8 +55,8 @@ def running_sweep(tmp_path, toml, executor):
     if executor == "dask":
         pytest.importorskip("dask.distributed")
     run = tmp_path / "run"
-    proc, log = start(["sweep", str(toml), "--out", str(run), "--executor", executor, "--workers", "2", "--quiet"],
-                      tmp_path)
+    workers = [] if executor == "serial" else ["--workers", "2"]  # (several are refused for serial)
+    proc, log = start(["sweep", str(toml), "--out", str(run), "--executor", executor, *workers, "--quiet"], tmp_path)
     if not wait_for(lambda: running(run)):
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail(log.read_text())

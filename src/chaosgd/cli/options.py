@@ -124,8 +124,13 @@ def run_sweep(args, config=None, folder=None):
     from chaosgd.experiments.sweep import sweep
 
     config = config or experiment(args)
+    executor = executor_of(args)
+    if executor == "serial" and args.workers is not None and args.workers > 1:  # (it would be ignored)
+        raise ValueError(f"--workers {args.workers}: the serial executor runs one task at a time in this process"
+                         + (" (the default with --device gpu)" if args.executor is None else "")
+                         + "; workers are for --executor processes or dask")
     use_device(args.device)
-    return sweep(config, folder or out_folder(args, RUNS / config.name), executor=executor_of(args),
+    return sweep(config, folder or out_folder(args, RUNS / config.name), executor=executor,
                  workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
 
 
