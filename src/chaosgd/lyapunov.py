@@ -92,6 +92,11 @@ class LocalExponent:
         rise = self.log_distance[self.stop] - self.log_distance[self.start]
         return bool(self.stop - self.start < UNRESOLVED_RECORDS and rise > UNRESOLVED_RISE)
 
+    @property
+    def measured(self) -> bool:
+        """A fit that enters lambda_NMLE and p: something could be fitted, and it is resolved."""
+        return bool(np.isfinite(self.exponent)) and not self.unresolved
+
 
 def mean_log_distance(distance: np.ndarray) -> tuple[np.ndarray, int]:
     """``y(t) = mean_j ln d_j(t)`` over the copies whose distance is finite and > 0 at every epoch.
@@ -285,7 +290,7 @@ class NetworkExponent:
     @property
     def n_positive(self) -> int:
         """Positive local exponents among those that entered p (fitted and resolved)."""
-        return sum(f.positive for f in self.local if np.isfinite(f.exponent) and not f.unresolved)
+        return sum(f.positive for f in self.local if f.measured)
 
     @property
     def n_unresolved(self) -> int:
@@ -325,19 +330,17 @@ def network_exponent(distance: np.ndarray, *, window=None, r2_min: float = R2_MI
                                 stopped_at=int(s), quiet_rise=quiet_rise, records_per_epoch=records_per_epoch,
                                 steps_per_record=steps_per_record)
                  for d, s in zip(distance, stops))
-    values = np.array([f.exponent for f in fits])
-    excluded = int((~np.isfinite(values)).sum())
     # An unresolved fit (its expansion fell between a few records) is not a measurement: it enters neither the
     # mean nor p, and is counted by n_unresolved.
-    ok = np.isfinite(values) & ~np.array([f.unresolved for f in fits], dtype=bool)
-    n = int(ok.sum())
+    v = np.array([f.exponent for f in fits if f.measured])
+    excluded = sum(not np.isfinite(f.exponent) for f in fits)
+    n = v.size
     if n == 0:
         return NetworkExponent(np.nan, np.nan, np.nan, np.nan, confidence, np.nan, 0, excluded, fits)
-    v = values[ok]
     lo, hi = _mean_interval(v, confidence, n_bootstrap, seed)
-    positive = np.array([f.positive for f, k in zip(fits, ok) if k])
+    positive = sum(f.positive for f in fits if f.measured)
     return NetworkExponent(float(v.mean()), float(v.std(ddof=1)) if n > 1 else np.nan, float(lo), float(hi),
-                           confidence, 100 * int(positive.sum()) / n, n, excluded, fits)
+                           confidence, 100 * positive / n, n, excluded, fits)
 
 
 def _mean_interval(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:

@@ -427,6 +427,16 @@ class Config(_Section):
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def value(self, key: str):
+        """The value of a field by its dotted name (``training.epochs``)."""
+        section, name = _split(key)
+        return getattr(getattr(self, section) if section else self, name)
+
+    def differences(self, other: "Config") -> dict[str, tuple]:
+        """The fields whose values differ, as (this one's, ``other``'s) by dotted name."""
+        return {key: (self.value(key), other.value(key)) for key in field_names()
+                if self.value(key) != other.value(key)}
+
     @property
     def rule(self):
         """How each network is trained besides its learning rate (``dynamics.UpdateRule``): the optimiser, the

@@ -69,14 +69,15 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
                          "results.csv keep describing the run's own configuration")
     dest = store.root if out is None else _reanalysis_folder(out, store)
     summary = summary or summarize(store, changes=changes)  # a caller that summarized the run already passes it
+    routes = _routes(summary.results)
     if log is not None:
         for why in summary.problems.values():
             log(f"left out, cannot be trusted: {why}")
         if summary.n_pending:
             log(f"{summary.n_pending} of {summary.n_tasks} tasks are not finished: their learning rates are left out "
                 "(run the sweep again to finish them)")
-        if len(_routes(summary.results)) > 1:
-            log(_mixed_routes(_routes(summary.results)))
+        if len(routes) > 1:
+            log(_mixed_routes(routes))
         if summary.changes:
             log(f"re-analysis of {store.root} with " + ", ".join(f"{k} = {v}" for k, v in summary.changes.items())
                 + f": report, results.csv (and results.parquet with pyarrow) in {dest}")
@@ -131,7 +132,7 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
         f"<p>Configuration hash {e(run_config.hash())}; {n_tasks - n_pending} of {n_tasks} "
         f"tasks finished" + (f" (<b>{n_pending} pending</b>: rerun the sweep to complete it)" if n_pending else "")
         + f". Compute: {seconds:.1f} s over {net_epochs:,} network-epochs, against {naive:,} for running every "
-        f"network every epoch ({net_epochs / max(naive, 1):.0%}).{e(_route_note(summary.results))}</p>",
+        f"network every epoch ({net_epochs / max(naive, 1):.0%}).{e(_route_note(routes))}</p>",
         f"<p>{e(_training(config))}</p>",
     ]
     for value, mine in _by_point(config, rows):
@@ -140,8 +141,8 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
         edge = edge_of_chaos(mine, config.training.target, hold=config.training.target_hold, pending=pending)
         parts.append(f"<p><b>{e(where + edge)}</b></p>")
     parts.append(_problems(summary.problems))
-    if len(_routes(summary.results)) > 1:
-        parts.append(f"<p><b>{e(_mixed_routes(_routes(summary.results)))}</b></p>")
+    if len(routes) > 1:
+        parts.append(f"<p><b>{e(_mixed_routes(routes))}</b></p>")
     for value, mine in _by_point(config, rows):
         parts += ["<h2>Results by learning rate" + ("" if value is None else f" at {e(axis)} = {value:g}") + "</h2>",
                   _table(mine)]
@@ -178,14 +179,9 @@ def _reanalysis(root: Path, run, changes: dict) -> str:
     """The line that says a report re-reads a run (configuration ``run``) with other settings, and which."""
     if not changes:
         return ""
-    settings = "; ".join(f"{key} = {value} (the run: {_value(run, key)})" for key, value in changes.items())
+    settings = "; ".join(f"{key} = {value} (the run: {run.value(key)})" for key, value in changes.items())
     return (f"<p><b>Re-analysis</b> of the run in {html.escape(str(root))} with {html.escape(settings)}: the "
             "records are the run's own, nothing was trained again.</p>")
-
-
-def _value(config, key: str):
-    section, _, name = key.rpartition(".")
-    return getattr(getattr(config, section) if section else config, name)
 
 
 def _by_point(config, rows) -> list[tuple[float | None, list[dict]]]:
@@ -357,8 +353,7 @@ def _routes(results: dict) -> dict[str, int]:
     return dict(Counter(r.matrix_product or "not recorded" for r in results.values()))
 
 
-def _route_note(results: dict) -> str:
-    routes = _routes(results)
+def _route_note(routes: dict[str, int]) -> str:
     if len(routes) != 1:
         return ""
     route, = routes

@@ -133,16 +133,7 @@ class RunDir:
             return ""
         if other.hash() != theirs:
             return ""
-
-        def flat(values: dict, prefix="") -> dict:
-            out = {}
-            for key, value in values.items():
-                out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
-            return out
-
-        a, b = flat(other.to_dict()), flat(config.to_dict())
-        differ = [f"{k} = {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(set(a) | set(b))
-                  if a.get(k) != b.get(k)]
+        differ = [f"{key} = {a!r} there, {b!r} here" for key, (a, b) in other.differences(config).items()]
         return "; it differs in " + "; ".join(differ) if differ else ""
 
     def config(self) -> Config:
