@@ -315,8 +315,8 @@ def test_sweet_spot_of_a_model_in_memory():
     data = load("blobs").arrays()  # 8 features, 3 classes
     spot = chaosgd.sweet_spot(MLP((8, 16, 3)), data, eta_min=0.1, eta_max=30.0, initial=6, copies=2, epochs=60,
                               search={"p_high": 50, "rel_width": 0.3})
-    assert spot.low < spot.eta <= spot.high and len(spot.evaluations) >= 3
-    assert all(e.n == 6 for e in spot.evaluations)
+    assert spot.low <= spot.eta <= spot.high and len(spot.evaluations) >= 3 and spot.at(spot.eta).trainable
+    assert all(e.n_networks == 6 for e in spot.evaluations)
 
 
 def test_the_installed_command_runs_a_user_model_on_npz_data(tmp_path):

@@ -222,26 +222,52 @@ def plot_p_and_tau(rows: list[dict], *, ax=None):
     return ax
 
 
-def plot_sweet_spot(spot, *, p_high: float = 95.0, ax=None):
-    """p(eta) of every evaluation of a sweet-spot search, with its confidence interval, the final bracket shaded
-    and the suggestion marked; diverging learning rates as crosses."""
-    ax = _axes(ax)
-    ok = [e for e in spot.evaluations if not e.diverges]
-    bad = [e for e in spot.evaluations if e.diverges]
-    ax.errorbar([e.eta for e in ok], [e.p for e in ok],
-                yerr=[[e.p - e.ci_low for e in ok], [e.ci_high - e.p for e in ok]], fmt="o", capsize=3,
-                label="p (Wilson CI)")
-    if bad:
-        ax.plot([e.eta for e in bad], [0] * len(bad), "rx", label="diverges")
-    ax.axvspan(spot.low, spot.high, color="0.85", zorder=0, label="final bracket")
-    ax.axhline(p_high, color="k", ls=":", lw=1)
+def plot_sweet_spot(spot, *, axes=None):
+    """The learning-rate search in the spirit of lr_find's plot, over log eta: above, p (Wilson interval) and
+    lambda_NMLE (bootstrap interval, right axis) with the onset's bracket shaded; below, the training progress of
+    every evaluation (t interval), failed learning rates (most networks diverged or at chance) as red crosses, the
+    recommendation's interval shaded and the recommendation marked. Returns the two axes."""
+    if axes is None:
+        import matplotlib.pyplot as plt
+        _, axes = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True, constrained_layout=True)
+    top, bottom = axes
+    evaluations = [e for e in spot.evaluations if e.n]
+    eta = np.array([e.eta for e in evaluations])
+    top.errorbar(eta, [e.p for e in evaluations], yerr=[[e.p - e.ci_low for e in evaluations],
+                                                         [e.ci_high - e.p for e in evaluations]],
+                 fmt="D", color="tab:blue", capsize=3, label="p (Wilson CI)")
+    top.axhline(spot.p_high, color="tab:blue", ls=":", lw=1)
+    twin = top.twinx()
+    lam = np.array([e.lambda_nmle for e in evaluations])
+    twin.errorbar(eta, lam, yerr=np.nan_to_num([lam - [e.lambda_low for e in evaluations],
+                                                [e.lambda_high for e in evaluations] - lam]),
+                  fmt="o", color="tab:purple", ms=4, capsize=2, label=r"$\lambda_{NMLE}$ (CI)")
+    twin.set_ylabel(r"$\lambda_{NMLE}$ (per epoch)", color="tab:purple")
+    if spot.onset is not None and np.isfinite(spot.onset.eta):
+        top.axvspan(spot.onset.low, spot.onset.high, color="tab:blue", alpha=0.15, label="onset of chaos")
+    top.set_ylabel("p (%)", color="tab:blue")
+    top.set_ylim(-5, 105)
+    top.legend(handles=[h for a in (top, twin) for h in a.get_legend_handles_labels()[0]], fontsize=7,
+               loc="upper left")
+    ok = [e for e in spot.evaluations if e.trainable]
+    failed = [e for e in spot.evaluations if not e.trainable]
+    bottom.errorbar([e.eta for e in ok], [e.progress for e in ok],
+                    yerr=[[e.progress - e.progress_low for e in ok], [e.progress_high - e.progress for e in ok]],
+                    fmt="o", color="tab:green", capsize=3, label="training progress (t CI)")
+    if failed:
+        bottom.plot([e.eta for e in failed], [e.progress for e in failed], "x", color="tab:red", ms=8,
+                    label="most networks fail")
     if np.isfinite(spot.eta):
-        ax.axvline(spot.eta, color="tab:red", ls="--", label=rf"suggested $\eta$ = {spot.eta:.4g}")
-    ax.set_xscale("log")
-    ax.set_xlabel(r"learning rate $\eta$")
-    ax.set_ylabel("p (%)")
-    ax.legend(fontsize=8)
-    return ax
+        for ax in axes:
+            ax.axvline(spot.eta, color="tab:red", ls="--", lw=1)
+        bottom.axvspan(spot.low, spot.high, color="tab:green", alpha=0.15, label="as fast (overlapping CI)")
+        bottom.plot([], [], color="tab:red", ls="--", label=rf"recommended $\eta$ = {spot.eta:.3g}")
+    epochs = max((e.epochs for e in spot.evaluations), default=0)
+    bottom.set_ylabel(f"progress to target\n(mean over {epochs} epochs)")
+    bottom.set_ylim(-0.05, 1.05)
+    bottom.legend(fontsize=7, loc="lower left")
+    _log_eta_axis(bottom, np.array([e.eta for e in spot.evaluations]))
+    return axes
 
 
 # Quantities of a 2-D sweep drawn as heatmaps: (column of results.csv, title, colour map).

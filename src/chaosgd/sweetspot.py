@@ -1,272 +1,234 @@
-"""Find the edge of chaos: the smallest learning rate at which sensitivity to initial conditions is fully developed.
+"""The learning rate to train with, and the onset of chaos beside it, from one search over log eta.
 
-The paper (its closing paragraphs) proposes locating, before training, the learning rate where p — the percentage of
-initial conditions with a positive local exponent — goes from 0 to about 100 %, because training is fastest there,
-by bisection on an initial range [eta_min, eta_max] with p(eta_min) = 0 and p(eta_max) ~ 100 %. Here the search runs
-on log eta: it brackets the onset (widening the range by factors of 10 if needed), then bisects until the bracket's
-relative width is below ``rel_width``. Each evaluation only trains for the first epochs, which the exponential phase
-occupies. Learning rates whose reference networks mostly diverge are beyond the useful range: they bound the bracket
-from above but are never suggested; so do those where exponents too fast for the records (``n_unresolved``) leave
-open whether p reaches p_high.
+The paper (arXiv:2506.08523) finds training fastest where chaos sets in — where p, the percentage of initial
+conditions with a positive local exponent, rises to about 100 % — and proposes to locate that learning rate before
+training. Measured on more tasks (docs/design.md, "Deciding a learning rate") the fastest learning rate lies at
+the onset or below it, and where p peaks networks may already have stopped learning (Iris: p tops out at 74 % at
+eta = 1, where 38 of 50 networks end at chance). So this search measures, at each learning rate it evaluates, both
+sensitivity and trainability on the same short runs (``chaosgd.evaluation``), recommends the learning rate of the
+best measured training progress among those where most networks train, and reports the onset of chaos beside it,
+with its bracket: the onset bounds the search from above, the progress decides the recommendation.
 
-Confidence: every p comes with a Wilson interval at the evaluator's confidence level. A learning rate whose interval
-still contains p_high is undecided; with ``max_initial`` the search trains more initial conditions there (doubling,
-up to ``max_initial``) until the interval lies on one side, so that the final bracket holds at that confidence
-(``SweetSpot.confident``). With ``parallel = k`` the bracket is cut by k learning rates at once (multisection), whose
-evaluations run side by side (``Evaluator.many``). This module is the search alone, over any ``evaluate``; the
-evaluators of configurations and of users' models are in ``chaosgd.experiments.search``.
+The search, on the log grid eta_min * step**k:
+1. Scan up from the middle of [eta_min, eta_max] until most networks fail (diverge or end at chance), or chaos is
+   developed (p >= p_high) while progress has fallen below the best so far; then down until progress falls below
+   the best. While the best lies at an end of the range the scan goes on past it, up to ``WIDEN`` decades.
+2. Refine: the neighbours of the best trainable learning rate at half the spacing (on log eta), until the spacing
+   is at most 1 + ``rel_width``.
+3. Where p crosses p_high between two evaluated neighbours, the onset is bisected to the same resolution
+   (``chaosgd.onset.find_onset``, which also adds initial conditions at its ends with ``max_initial``).
+4. With ``max_initial``: where another learning rate's progress interval reaches the best's, both get more initial
+   conditions (doubling, up to ``max_initial``).
+
+The recommendation is the trainable learning rate of the highest progress; its interval, the trainable learning
+rates evaluated whose progress intervals reach the best's. Where no learning rate trains, ``eta`` is NaN and
+``reason`` says why: the search always answers, never with None.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
-from chaosgd.lyapunov import network_exponent
+from chaosgd.defaults import CONFIDENCE, P_HIGH
+from chaosgd.evaluation import Evaluation
+from chaosgd.onset import Onset, check_search, find_onset
 
-
-@dataclass(frozen=True)
-class Evaluation:
-    """p at one learning rate, with a Wilson confidence interval, lambda_NMLE and the fraction that diverged."""
-
-    eta: float
-    p: float
-    ci_low: float
-    ci_high: float
-    n: int
-    lambda_nmle: float
-    diverged_fraction: float
-    network_epochs: int
-    stored: bool = False  # taken from a sweep's store instead of computed
-    n_unresolved: int = 0  # local exponents too fast for the records: not in p, not in n
-
-    def p_range(self) -> tuple[float, float]:
-        """The lowest and the highest p that the unresolved exponents allow (each might count as positive or not);
-        both are p when every exponent is resolved."""
-        if not self.n_unresolved:
-            return self.p, self.p
-        positive = round(self.p * self.n / 100) if self.n else 0
-        total = self.n + self.n_unresolved
-        return 100 * positive / total, 100 * (positive + self.n_unresolved) / total
-
-    def developed(self, p_high: float) -> bool:
-        """p >= p_high, whatever the unresolved exponents are."""
-        return self.p_range()[0] >= p_high
-
-    def open(self, p_high: float) -> bool:
-        """Whether p >= p_high depends on the unresolved exponents: the records cannot tell. Like a learning rate
-        that diverges, such a point bounds the search from above and is never suggested."""
-        low, high = self.p_range()
-        return low < p_high <= high
-
-    def decided(self, p_high: float) -> bool:
-        """The interval lies on one side of p_high (or the references diverge), and so do the unresolved."""
-        return self.diverges or (not self.open(p_high) and (self.ci_high < p_high or self.ci_low >= p_high))
-
-    @property
-    def diverges(self) -> bool:
-        return self.diverged_fraction > 0.5
+STEP = 10 ** 0.5  # the scan's spacing on eta: two points a decade
+REL_WIDTH = 10 ** 0.25 - 1  # refined to four points a decade around the recommendation and the onset
+WIDEN = 2  # decades the scan may go past an end of [eta_min, eta_max] while the best progress lies at that end
 
 
 @dataclass(frozen=True)
 class SweetSpot:
-    """The suggested learning rate and the evidence: every evaluation, and the final bracket [low, high]."""
+    """The recommended learning rate ``eta`` with its interval [``low``, ``high``], the onset of chaos (None where
+    p did not cross p_high between two learning rates evaluated), every evaluation, and ``reason``: the answer in
+    words, with why the recommendation and the onset differ."""
 
     eta: float
     low: float
     high: float
-    evaluations: tuple[Evaluation, ...] = field(default=())
-    diverging_edge: bool = False  # p never reached p_high below the learning rates that diverge (or where p is
-    # left open by unresolved exponents: Evaluation.open); eta is NaN
-    p_high_reached: bool = True  # False: p stayed below p_high; eta is then the learning rate of the highest p
-    confident: bool = False  # both ends of the bracket are decided at the evaluations' confidence level
-    # (With max_initial the ends are always decided; the bracket may then stay wider than rel_width where p is
-    # too close to p_high to tell apart with that many initial conditions.)
+    onset: Onset | None
+    evaluations: tuple[Evaluation, ...]
+    p_high: float
+    reason: str
+    confidence: float = CONFIDENCE
 
     @property
     def network_epochs(self) -> int:
+        """Network-epochs this search computed (stored evaluations it reused are free)."""
         return sum(e.network_epochs for e in self.evaluations if not e.stored)
 
+    @property
+    def p_high_reached(self) -> bool:
+        return self.onset is not None and math.isfinite(self.onset.eta)
 
-def evaluation_from_records(records, eta: float, *, confidence: float = 0.95, stored: bool = False,
-                            **fit) -> Evaluation:
-    """An ``Evaluation`` from engine records of one learning rate (``fit``: r2_min, lambda_min, plateau)."""
-    net = network_exponent(records.distance, stopped_at=records.copies_stopped_at,
-                           records_per_epoch=records.per_epoch, steps_per_record=records.steps_per_record, **fit)
-    low, high = net.p_interval(confidence)
-    return Evaluation(float(eta), float(net.p) if net.n_fitted else 0.0, low, high, net.n_fitted, net.mean,
-                      float((records.diverged_at[:, 0] >= 0).mean()), records.network_epochs, stored,
-                      net.n_unresolved)
+    def at(self, eta: float) -> Evaluation:
+        return next(e for e in self.evaluations if e.eta == eta)
 
-
-def check_search(*, eta_min: float, eta_max: float, p_high: float = 95.0, rel_width: float = 0.1, parallel: int = 1,
-                 max_initial: int | None = None, n_initial: int | None = None, confidence: float = 0.95) -> None:
-    """Refuse search settings that cannot work, before anything is computed; each message names the setting."""
-    if not (math.isfinite(eta_min) and math.isfinite(eta_max) and 0 < eta_min < eta_max):
-        raise ValueError(f"eta_min and eta_max: need 0 < eta_min < eta_max, both finite; got {eta_min}, {eta_max}")
-    if not 0 < p_high < 100:
-        raise ValueError(f"p_high: the p (%) that counts as developed must be in (0, 100); got {p_high}")
-    if not (math.isfinite(rel_width) and rel_width > 0):
-        raise ValueError(f"rel_width must be a finite number > 0; got {rel_width}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence: the level of the Wilson intervals must be in (0, 1); got {confidence}")
-    if int(parallel) != parallel or parallel < 1:
-        raise ValueError(f"parallel must be an integer >= 1; got {parallel}")
-    if max_initial is not None and (int(max_initial) != max_initial or max_initial < 1):
-        raise ValueError(f"max_initial must be an integer >= 1 or None; got {max_initial}")
-    if max_initial is not None and n_initial is not None and max_initial < n_initial:
-        raise ValueError(f"max_initial ({max_initial}) is below the initial conditions of one evaluation "
-                         f"({n_initial}): it could never add any")
+    def to_dict(self) -> dict:
+        """Plain data for ``sweetspot.json``."""
+        onset = None if self.onset is None else {
+            "eta": self.onset.eta, "bracket": [self.onset.low, self.onset.high], "confident": self.onset.confident,
+            "diverging_edge": self.onset.diverging_edge}
+        return {"eta": self.eta, "interval": [self.low, self.high], "reason": self.reason, "onset": onset,
+                "p_high": self.p_high, "p_high_reached": self.p_high_reached, "confidence": self.confidence,
+                "network_epochs": self.network_epochs,
+                "evaluations": [asdict(e) for e in self.evaluations]}
 
 
-WIDEN_UP = 2  # decades above eta_max tried before answering with the highest p instead of an onset
-
-
-def _highest_p(done: dict[float, "Evaluation"]) -> SweetSpot:
-    """The answer when p never reaches p_high: the smallest learning rate of the highest p among those that do not
-    diverge, bracketed by its evaluated neighbours."""
-    evaluations = tuple(sorted(done.values(), key=lambda e: e.eta))
-    # Never empty: the search only gives up widening at a learning rate that does not diverge.
-    best = max((e for e in evaluations if not e.diverges), key=lambda e: e.p)
-    k = evaluations.index(best)
-    low, high = evaluations[max(k - 1, 0)].eta, evaluations[min(k + 1, len(evaluations) - 1)].eta
-    return SweetSpot(best.eta, low, high, evaluations, p_high_reached=False)
+def _rises(e: Evaluation, p_high: float) -> bool:
+    """p has reached p_high here, or the records cannot tell (unresolved), or the references diverge."""
+    return e.diverges or e.open(p_high) or e.developed(p_high)
 
 
 def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, eta_max: float,
-                    p_high: float = 95.0, rel_width: float = 0.1, max_evaluations: int = 30,
-                    known: dict[float, Evaluation] | None = None, parallel: int = 1,
-                    max_initial: int | None = None) -> SweetSpot:
-    """Bracket and bisect (on log eta) the smallest eta with p >= ``p_high`` and no divergence.
+                    p_high: float = P_HIGH, rel_width: float = REL_WIDTH, step: float = STEP,
+                    known: dict[float, Evaluation] | None = None, parallel: int = 1, max_initial: int | None = None,
+                    max_evaluations: int = 40, confidence: float = CONFIDENCE) -> SweetSpot:
+    """Recommend a learning rate by measured training progress and locate the onset of chaos (module docstring).
 
-    When p stays below ``p_high`` up to ``WIDEN_UP`` decades above ``eta_max``, the answer is the learning rate of
-    the highest p measured (``SweetSpot.p_high_reached`` is False): where sensitivity is most developed.
-
-    ``evaluate(eta)`` measures p (an ``Evaluator``, or any function returning an ``Evaluation``); ``known`` holds
-    evaluations already made (a sweep's store), used before computing anything: the initial bracket is tightened to
-    the known points around the onset. ``parallel``: learning rates per round once the onset is bracketed (k cuts
-    shrink the bracket (k + 1)-fold; ``evaluate.many`` runs them side by side). ``max_initial``: train more initial
-    conditions where p's interval contains p_high, up to this many (needs an ``Evaluator``; stored points are kept
-    as they are).
+    ``evaluate(eta)``: an ``Evaluator`` (``chaosgd.experiments.search``) or any function returning an
+    ``Evaluation`` with its progress measured. ``known``: evaluations already made (a sweep's store, of the same
+    horizon), used before anything is computed. ``parallel``: learning rates evaluated at once (``evaluate.many``
+    runs them side by side). ``max_initial``: more initial conditions where a decision is open. ``confidence``:
+    the level of the evaluations' intervals, for the words of ``reason``.
     """
     check_search(eta_min=eta_min, eta_max=eta_max, p_high=p_high, rel_width=rel_width, parallel=parallel,
-                 max_initial=max_initial, n_initial=getattr(evaluate, "n_initial", None))
+                 max_initial=max_initial, n_initial=getattr(evaluate, "n_initial", None), confidence=confidence)
+    if not (math.isfinite(step) and step > 1):
+        raise ValueError(f"step: the scan's ratio between learning rates must be a finite number > 1; got {step}")
     if max_initial is not None and not hasattr(evaluate, "extend"):
         raise ValueError("max_initial needs an Evaluator (config_evaluator, model_evaluator or a subclass), which can "
                          "train more initial conditions at a learning rate")
     done: dict[float, Evaluation] = dict(known or {})
 
-    def firm(e: Evaluation) -> Evaluation:
-        """More initial conditions until p's interval is on one side of p_high, or max_initial is reached."""
-        while (max_initial is not None and not e.stored and not e.decided(p_high)
-               and evaluate.initial(e.eta) < max_initial):
-            e = evaluate.extend(e.eta, min(evaluate.initial(e.eta), max_initial - evaluate.initial(e.eta)))
-        return e
-
-    def at_all(etas):
+    def at_all(etas: list[float]) -> list[Evaluation]:
         new = [eta for eta in dict.fromkeys(etas) if eta not in done]
         if new:
             if sum(not e.stored for e in done.values()) + len(new) > max_evaluations:
-                raise RuntimeError(f"no bracket of relative width {rel_width} after {max_evaluations} evaluations")
+                raise RuntimeError(f"the search needed more than max_evaluations = {max_evaluations} evaluations")
             results = evaluate.many(new) if len(new) > 1 and hasattr(evaluate, "many") else map(evaluate, new)
-            for eta, e in zip(new, results):
-                done[eta] = firm(e)
+            done.update(zip(new, results))
+            if any(math.isnan(done[eta].progress) for eta in new):
+                raise ValueError("the evaluations do not measure training progress: the evaluator needs the target "
+                                 "accuracy (target=...)")
         return [done[eta] for eta in etas]
 
-    def at(eta):
-        return at_all([eta])[0]
+    def best() -> Evaluation | None:
+        trainable = [e for e in done.values() if e.trainable and math.isfinite(e.progress)]
+        return max(trainable, key=lambda e: (e.progress, e.eta)) if trainable else None  # ties: the larger
 
-    def high_side(e: Evaluation) -> bool:
-        return e.diverges or e.open(p_high) or e.developed(p_high)
+    def grid(k: int) -> float:
+        return float(eta_min * step ** k)
 
-    # Start from what is known, if it already brackets an onset: the first step from a low to a high point.
-    ordered = sorted(done.values(), key=lambda e: e.eta)
-    crossings = [(a.eta, b.eta) for a, b in zip(ordered, ordered[1:]) if not high_side(a) and high_side(b)]
-    low, high = crossings[0] if crossings else (eta_min, eta_max)
-    for _ in range(6):  # widen downwards until p is below p_high at the low end
-        if not high_side(at(low)):
-            break
-        high, low = low, low / 10
-    else:
-        raise RuntimeError(f"p >= {p_high}% already at eta = {low * 10:g}: no onset found above it")
-    if not high_side(at(high)):
-        # p(eta) need not be monotonic (it can rise and fall again before divergence): look at one learning rate a
-        # decade inside the range before widening it.
-        decade = low * 10
-        while decade < high and not high_side(at(decade)):
-            low, decade = decade, decade * 10
-        if decade < high:
-            high = decade
-    for _ in range(WIDEN_UP + 1):  # widen upwards until the high end is developed (or diverging)
-        if high_side(at(high)):
-            break
-        low, high = high, high * 10
-    else:
-        return _highest_p(done)
-    while high / low - 1 > rel_width:
-        # k cuts, evenly spaced on log eta; the new bracket is the first low-to-high step among them. With
-        # max_initial, only points decided at the confidence level may become an end: when no cut is, the onset is
-        # resolved as finely as max_initial initial conditions allow, and the search stops there.
-        cuts = [low * (high / low) ** (i / (parallel + 1)) for i in range(1, parallel + 1)]
-        inner = at_all(cuts)
-        if max_initial is not None:
-            inner = [e for e in inner if e.decided(p_high)]
-            if not inner:
+    top = max(1, math.ceil(math.log(eta_max / eta_min) / math.log(step) - 1e-9))
+    widen = round(WIDEN * math.log(10) / math.log(step))
+    start = top // 2
+
+    k = start  # 1. scan up
+    while k <= top + widen:
+        chunk = [j for j in range(k, k + parallel) if j <= top + widen]
+        leader = best()
+        stop = False
+        for j, e in zip(chunk, at_all([grid(j) for j in chunk])):
+            worse = leader is not None and e.progress < leader.progress
+            if not e.trainable or (_rises(e, p_high) and worse):
+                stop = True
                 break
-        points = [done[low]] + inner + [done[high]]
-        step = next(i for i in range(1, len(points)) if high_side(points[i]))
-        low, high = points[step - 1].eta, points[step].eta
-    developed = [e for e in done.values() if low <= e.eta <= high and e.developed(p_high) and not e.diverges]
+            leader = best()
+        k = chunk[-1] + 1
+        if stop or (k > top and best() is not None and best().eta < grid(k - 1)):
+            break
+    k = start - 1  # ... and down
+    while k >= -widen:
+        e = at_all([grid(k)])[0]
+        leader = best()  # (while nothing trains, the scan goes on down)
+        if leader is not None and (e.progress < leader.progress or (k < 0 and leader.eta > e.eta)):
+            break
+        k -= 1
+
+    spacing = step  # 2. refine around the best
+    while spacing > 1 + rel_width + 1e-12 and best() is not None:
+        spacing = math.sqrt(spacing)
+        at_all([best().eta / spacing, best().eta * spacing])
+
+    if max_initial is not None:  # 4. more initial conditions where the best is not yet told apart
+        for _ in range(8):
+            leader = best()
+            if leader is None:
+                break
+            rivals = [e for e in done.values() if e.trainable and e is not leader and not e.stored
+                      and e.progress_high >= leader.progress_low]
+            grow = [e.eta for e in [leader] + rivals if not e.stored and evaluate.initial(e.eta) < max_initial]
+            if not rivals or not grow:
+                break
+            for eta in grow:
+                done[eta] = evaluate.extend(eta, min(evaluate.initial(eta), max_initial - evaluate.initial(eta)))
+
+    onset = None  # 3. the onset, bisected where the evaluations bracket it
+    ordered = sorted(done.values(), key=lambda e: e.eta)
+    crossings = [(a, b) for a, b in zip(ordered, ordered[1:]) if not _rises(a, p_high) and _rises(b, p_high)]
+    if crossings:
+        a, b = crossings[0]
+        onset = find_onset(evaluate, eta_min=a.eta, eta_max=b.eta, p_high=p_high, rel_width=rel_width,
+                           known=done, parallel=parallel, max_initial=max_initial, max_evaluations=max_evaluations)
+        done.update({e.eta: e for e in onset.evaluations})
+
     evaluations = tuple(sorted(done.values(), key=lambda e: e.eta))
-    confident = done[low].decided(p_high) and done[high].decided(p_high)
-    if not developed:  # the bracket closed on the start of divergence (or of unresolved p), not on developed chaos
-        return SweetSpot(math.nan, float(low), float(high), evaluations, diverging_edge=True, confident=confident)
-    return SweetSpot(float(min(e.eta for e in developed)), float(low), float(high), evaluations,
-                     confident=confident)
+    leader = best()
+    if leader is None:
+        return SweetSpot(math.nan, math.nan, math.nan, onset, evaluations, p_high,
+                         _reason(None, (), onset, evaluations, p_high, confidence), confidence)
+    peers = [e for e in evaluations if e.trainable and e.progress_high >= leader.progress_low]
+    return SweetSpot(leader.eta, min(e.eta for e in peers), max(e.eta for e in peers), onset, evaluations, p_high,
+                     _reason(leader, peers, onset, evaluations, p_high, confidence), confidence)
 
 
-class Evaluator:
-    """Measures p at a learning rate from ``n_initial`` initial conditions, and can add more of them.
+def _failure(e: Evaluation) -> str:
+    n = e.n_networks or 1
+    parts = [f"{round(e.diverged_fraction * n)} of {n} diverge"] if e.diverged_fraction else []
+    if e.stuck_fraction:
+        parts.append(f"{round(e.stuck_fraction * n)} of {n} end at chance accuracy")
+    return " and ".join(parts) or "none fails"
 
-    Subclasses say how a block of initial conditions is trained (``records``); the records of each learning rate are
-    kept, so ``extend`` trains only the new initial conditions. ``many`` evaluates several learning rates (one after
-    another here; side by side in subclasses that can).
-    """
 
-    def __init__(self, n_initial: int, *, confidence: float = 0.95, **fit):
-        if int(n_initial) != n_initial or n_initial < 1:
-            raise ValueError(f"n_initial must be an integer >= 1; got {n_initial}")
-        self.n_initial, self.confidence, self.fit = int(n_initial), confidence, fit
-        self._records: dict[float, object] = {}
-        self._evaluations: dict[float, Evaluation] = {}  # of the records above, computed once per addition
-
-    def records(self, eta: float, first: int, count: int):
-        """Engine records of initial conditions ``first .. first + count - 1`` at ``eta``."""
-        raise NotImplementedError
-
-    def initial(self, eta: float) -> int:
-        """Initial conditions trained so far at ``eta``."""
-        records = self._records.get(float(eta))
-        return 0 if records is None else len(records.initial_condition)
-
-    def _add(self, eta: float, records) -> Evaluation:
-        from chaosgd.records import concatenate
-
-        eta = float(eta)
-        self._records[eta] = records if eta not in self._records else concatenate([self._records[eta], records])
-        self._evaluations[eta] = evaluation_from_records(self._records[eta], eta, confidence=self.confidence,
-                                                         **self.fit)
-        return self._evaluations[eta]
-
-    def __call__(self, eta: float) -> Evaluation:
-        if float(eta) in self._evaluations:
-            return self._evaluations[float(eta)]
-        return self._add(eta, self.records(float(eta), 0, self.n_initial))
-
-    def extend(self, eta: float, count: int) -> Evaluation:
-        """Train ``count`` more initial conditions at ``eta`` and evaluate all of them."""
-        return self._add(eta, self.records(float(eta), self.initial(eta), int(count)))
-
-    def many(self, etas) -> list[Evaluation]:
-        return [self(eta) for eta in etas]
+def _reason(leader, peers, onset, evaluations, p_high, confidence) -> str:
+    """The answer in words: the recommendation and why, the onset of chaos and how the two relate."""
+    span = f"eta = {evaluations[0].eta:.3g} .. {evaluations[-1].eta:.3g}"
+    if leader is None:
+        worst = ", ".join(f"{e.eta:.3g}: {_failure(e)}" for e in evaluations)
+        return (f"No learning rate evaluated ({span}) trains: at every one most networks diverge or end at chance "
+                f"accuracy ({worst}). Try a lower eta_min, a longer search budget, or another model or data "
+                "scaling.")
+    low, high = min(e.eta for e in peers), max(e.eta for e in peers)
+    text = (f"eta = {leader.eta:.3g}: the fastest training measured over the first {leader.epochs} epochs "
+            f"(progress {leader.progress:.2f} [{leader.progress_low:.2f}, {leader.progress_high:.2f}] of the "
+            f"target, from {leader.n_networks} networks)")
+    text += (f"; eta = {low:.3g} .. {high:.3g} train as fast within the {confidence:.0%} intervals."
+             if low < high else "; no other learning rate evaluated trains as fast.")
+    above = [e for e in evaluations if e.eta > leader.eta]
+    edge = next((e for e in above if not e.trainable), None)
+    if edge is not None:
+        below_edge = max(e.eta for e in evaluations if e.eta < edge.eta)
+        text += f" Above eta = {below_edge:.3g} networks stop learning (at {edge.eta:.3g}, {_failure(edge)})."
+    if onset is not None and math.isfinite(onset.eta):
+        where = ("at the onset" if onset.low < leader.eta <= onset.high else
+                 f"a factor {onset.eta / leader.eta:.2g} below the onset" if leader.eta < onset.eta else
+                 f"a factor {leader.eta / onset.eta:.2g} above the onset")
+        text += (f" Chaos sets in (p >= {p_high:g}%) between eta = {onset.low:.3g} and {onset.high:.3g}: the "
+                 f"recommendation lies {where}.")
+    else:
+        chaotic = [e for e in evaluations if not e.diverges and e.n]
+        top = max(chaotic, key=lambda e: e.p_range()[1], default=None)
+        if top is not None and top.developed(p_high):
+            text += f" p is already >= {p_high:g}% at the lowest learning rate evaluated ({evaluations[0].eta:.3g})."
+        elif top is not None:
+            trains = " where networks train" if edge is not None else ""
+            text += (f" p never reaches {p_high:g}%{trains} (at most {top.p:.0f}% at eta = {top.eta:.3g}, of "
+                     f"{top.n} initial conditions).")
+        if onset is not None and onset.diverging_edge:
+            text += (f" Between eta = {onset.low:.3g} and {onset.high:.3g} p goes from below {p_high:g}% to where the "
+                     "references diverge or their exponents are too fast for the records.")
+    return text

@@ -93,97 +93,104 @@ def cmd_report(args) -> int:
 def add_sweetspot(p: argparse.ArgumentParser) -> None:
     import inspect
 
-    from chaosgd.experiments.search import ConfigEvaluator
+    from chaosgd.defaults import CONFIDENCE, SEARCH_COPIES, SEARCH_INITIAL
     from chaosgd.sweetspot import find_sweet_spot
 
     # The search's own defaults, so that they live in one place.
     search = {k: v.default for k, v in inspect.signature(find_sweet_spot).parameters.items()}
-    evaluator = {k: v.default for k, v in inspect.signature(ConfigEvaluator).parameters.items()}
     add_experiment(p)
     add_out(p, "runs/<name>-sweetspot")
     add_execution(p)
     p.add_argument("--eta-min", type=float, default=0.01, help="low end of the initial range")
     p.add_argument("--eta-max", type=float, default=20.0, help="high end of the initial range")
     p.add_argument("--rel-width", type=float, default=search["rel_width"],
-                   help="stop when high/low - 1 is below this")
-    p.add_argument("--p-high", type=float, default=search["p_high"], help="p (%%) that counts as fully developed")
-    p.add_argument("--confidence", type=float, default=evaluator["confidence"],
-                   help="level of the Wilson intervals")
-    p.add_argument("--search-epochs", type=int, default=evaluator["epochs"],
-                   help="epochs per evaluation: the exponential phase only")
+                   help="resolution around the recommendation and the onset: neighbours at most 1 + this apart "
+                        "(default: four points a decade)")
+    p.add_argument("--p-high", type=float, default=search["p_high"],
+                   help="p (%%) that counts as fully developed chaos: the onset")
+    p.add_argument("--confidence", type=float, default=CONFIDENCE, help="level of every interval")
+    p.add_argument("--search-epochs", type=int,
+                   help="epochs per evaluation (default: half the configuration's epochs, at most 60)")
+    p.add_argument("--search-initial", type=int,
+                   help=f"initial conditions per evaluation (default: {SEARCH_INITIAL}, or the configuration's if "
+                        "fewer)")
+    p.add_argument("--search-copies", type=int, default=SEARCH_COPIES,
+                   help="perturbed copies per initial condition in the evaluations")
     p.add_argument("--parallel", type=int, default=search["parallel"],
-                   help="learning rates evaluated per round once the onset is bracketed (1: bisection); they run "
-                        "side by side on the executor (processes, or dask with --scheduler)")
+                   help="learning rates evaluated at once; they run side by side on the executor (processes, or "
+                        "dask with --scheduler)")
     p.add_argument("--max-initial", type=int,
-                   help="where p's confidence interval still contains --p-high, train more initial conditions "
-                        "(doubling) up to this many, so that the bracket holds at --confidence (default: no more)")
-    p.add_argument("--reuse", metavar="RUN", help="a sweep's run folder whose finished learning rates are reused")
+                   help="where a decision is open (progress intervals that overlap the best's, p's interval "
+                        "containing --p-high at the onset), train more initial conditions (doubling) up to this many")
+    p.add_argument("--reuse", metavar="RUN",
+                   help="a sweep's run folder whose finished learning rates are reused (it must have trained "
+                        "--search-epochs epochs)")
     p.add_argument("--train", action="store_true",
-                   help="then train the configuration's initial conditions at the suggested eta for its full epoch "
-                        "budget and report the time to its target accuracy")
+                   help="then train the configuration's initial conditions at the recommended eta for its full "
+                        "epoch budget and report the time to its target accuracy")
 
 
 def cmd_sweetspot(args) -> int:
     import json
+    import time
 
     from chaosgd.atomic import atomic_write
-    from chaosgd.experiments.search import config_evaluator, stored_evaluations
+    from chaosgd.defaults import SEARCH_INITIAL
+    from chaosgd.experiments.search import config_evaluator, search_epochs, stored_evaluations
     from chaosgd.experiments.sweep import Interrupted
-    from chaosgd.sweetspot import check_search, find_sweet_spot
+    from chaosgd.onset import check_search
+    from chaosgd.sweetspot import find_sweet_spot
 
     config = one_point(experiment(args), "the sweet-spot search")
+    initial = args.search_initial or min(SEARCH_INITIAL, config.ensemble.initial)
     check_search(eta_min=args.eta_min, eta_max=args.eta_max, p_high=args.p_high, rel_width=args.rel_width,
-                 parallel=args.parallel, max_initial=args.max_initial, n_initial=config.ensemble.initial,
-                 confidence=args.confidence)
-    if args.search_epochs < 1:
-        raise ValueError(f"--search-epochs must be >= 1; got {args.search_epochs}")
+                 parallel=args.parallel, max_initial=args.max_initial, n_initial=initial, confidence=args.confidence)
+    for name in ("search_epochs", "search_initial", "search_copies"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {value}")
+    epochs = args.search_epochs or search_epochs(config)
     use_device(args.device)
     plots = pyplot_free_plots()
     out = out_folder(args, RUNS / f"{config.name}-sweetspot")
-    known = stored_evaluations(args.reuse, confidence=args.confidence, like=config) if args.reuse else None
-    for e in sorted((known or {}).values(), key=lambda e: e.eta):
-        LoggedEvaluator.log(e, f"reused from {args.reuse}")
     executor = args.executor or ("processes" if args.parallel > 1 and args.device != "gpu" else "serial")
-    evaluate = LoggedEvaluator(config_evaluator(config, epochs=args.search_epochs, confidence=args.confidence,
-                                                store=out / "evaluations", executor=executor,
-                                                workers=args.workers or args.parallel, scheduler=args.scheduler))
+    evaluate = LoggedEvaluator(config_evaluator(config, epochs=epochs, initial=initial, copies=args.search_copies,
+                                                confidence=args.confidence, store=out / "evaluations",
+                                                executor=executor, workers=args.workers or args.parallel,
+                                                scheduler=args.scheduler))
+    started = time.monotonic()
     try:
+        known = stored_evaluations(args.reuse, evaluate.inner) if args.reuse else None
+        for e in sorted((known or {}).values(), key=lambda e: e.eta):
+            LoggedEvaluator.log(e, f"reused from {args.reuse}")
         spot = find_sweet_spot(evaluate, eta_min=args.eta_min, eta_max=args.eta_max, p_high=args.p_high,
                                rel_width=args.rel_width, known=known, parallel=args.parallel,
-                               max_initial=args.max_initial)
+                               max_initial=args.max_initial, confidence=args.confidence)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted: the evaluations finished so far are kept in {out / 'evaluations'}; run "
                           "the same command again to resume") from None
     finally:
         evaluate.close()
-    plots.save(plots.plot_sweet_spot(spot, p_high=args.p_high), out / "sweetspot.png")
-    atomic_write(out / "sweetspot.json", json.dumps({
-        "eta": spot.eta, "bracket": [spot.low, spot.high], "diverging_edge": spot.diverging_edge,
-        "network_epochs": spot.network_epochs, "confident": spot.confident, "confidence": args.confidence,
-        "p_high": args.p_high, "p_high_reached": spot.p_high_reached,
-        "evaluations": [e.__dict__ for e in spot.evaluations]}, indent=2, default=float))
-    if spot.diverging_edge:
-        edge = next(e for e in spot.evaluations if e.eta == spot.high)
-        why = ("the references mostly diverge" if edge.diverges else
-               f"{edge.n_unresolved} of {edge.n + edge.n_unresolved} exponents are too fast for the records, which "
-               "leaves open whether p reaches it")
-        undecided = (f"; no learning rate between could be decided with {args.max_initial} initial conditions"
-                     if spot.high / spot.low - 1 > args.rel_width else "")
-        print(f"no learning rate evaluated below eta = {spot.high:.4g} reached p >= {args.p_high:g}%, and there "
-              f"{why} (bracket {spot.low:.4g} .. {spot.high:.4g}{undecided}); no suggestion; evidence in {out}")
-        return 0
-    if not spot.p_high_reached:
-        best = next(e for e in spot.evaluations if e.eta == spot.eta)
-        print(f"p never reached {args.p_high:g}% (up to eta = {spot.evaluations[-1].eta:.4g}); the highest p is "
-              f"{best.p:.0f}% (Wilson CI {best.ci_low:.0f}..{best.ci_high:.0f}, {best.n} initial conditions) at "
-              f"eta = {spot.eta:.4g}: suggested eta = {spot.eta:.4g} (neighbours evaluated: {spot.low:.4g} .. "
-              f"{spot.high:.4g}), {spot.network_epochs:,} network-epochs; evidence in {out}. A lower --p-high "
-              "locates where p rises.")
+    seconds = time.monotonic() - started
+    grid = len(config.training.etas) * config.ensemble.initial * (1 + config.ensemble.copies) * config.training.epochs
+    cost = {"network_epochs": spot.network_epochs, "seconds": round(seconds, 1), "grid_network_epochs": grid,
+            "fraction_of_grid": spot.network_epochs / grid, "search_epochs": epochs, "search_initial": initial,
+            "search_copies": args.search_copies}
+    plots.save(plots.plot_sweet_spot(spot)[0], out / "sweetspot.png")
+    atomic_write(out / "sweetspot.json", json.dumps({**spot.to_dict(), "cost": cost}, indent=2, default=float))
+    if spot.eta == spot.eta:
+        print(f"recommended eta = {spot.eta:.4g} (interval {spot.low:.4g} .. {spot.high:.4g})")
     else:
-        print(f"suggested eta = {spot.eta:.4g} (bracket {spot.low:.4g} .. {spot.high:.4g}, "
-              + ("both ends decided" if spot.confident else "not both ends decided")
-              + f" at {args.confidence:.0%} confidence), {spot.network_epochs:,} network-epochs; evidence in {out}")
-    if args.train:
+        print("no recommended eta")
+    if spot.onset is not None and spot.p_high_reached:
+        print(f"onset of chaos (p >= {args.p_high:g}%): eta = {spot.onset.eta:.4g}, bracket {spot.onset.low:.4g} .. "
+              f"{spot.onset.high:.4g}, " + ("both ends decided" if spot.onset.confident else "not both ends decided")
+              + f" at {args.confidence:.0%} confidence")
+    print(spot.reason)
+    print(f"cost: {spot.network_epochs:,} network-epochs in {seconds:.0f} s, {cost['fraction_of_grid']:.1%} of the "
+          f"configuration's grid ({len(config.training.etas)} learning rates x {config.ensemble.initial} x "
+          f"(1 + {config.ensemble.copies}) networks x {config.training.epochs} epochs = {grid:,}); evidence in {out}")
+    if args.train and spot.eta == spot.eta:
         from chaosgd.experiments.results import summarize
 
         trained = run_sweep(args, config.with_values(**{"training.etas": (spot.eta,)}), out / "trained")
@@ -207,7 +214,9 @@ class LoggedEvaluator:
     @staticmethod
     def log(e, note: str = ""):
         print(f"eta = {e.eta:.4g}: p = {e.p:.0f}% (CI {e.ci_low:.0f}..{e.ci_high:.0f}, {e.n} initial conditions), "
-              f"lambda_NMLE = {e.lambda_nmle:.3f}" + (", diverges" if e.diverges else "")
+              f"lambda_NMLE = {e.lambda_nmle:.3f}, progress {e.progress:.2f} [{e.progress_low:.2f}, "
+              f"{e.progress_high:.2f}]" + (", diverges" if e.diverges else "")
+              + (f", {e.stuck_fraction:.0%} stuck at chance" if e.stuck_fraction else "")
               + (f", {e.n_unresolved} unresolved (left out)" if e.n_unresolved else "")
               + (f"; {note}" if note else ""), flush=True)
         return e

@@ -2,7 +2,7 @@
 
 ``measure`` trains an ensemble at each learning rate on the same path as ``chaosgd sweep`` (``problem.train``) and
 fits it with the same estimators (``results.fit``): one row per learning rate, the columns of ``results.csv``.
-``sweet_spot`` runs the sweet-spot search on it. Settings are the configuration's fields by their short names
+``sweet_spot`` runs the learning-rate search on it. Settings are the configuration's fields by their short names
 (``epsilon``, ``optimizer``, ``batch_size``, ``target``, ``plateau``, ...), with the configuration's defaults and
 checks; nothing is written to disk.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chaosgd.experiments.config import Analysis, Config, Ensemble, Training
+from chaosgd.defaults import SEARCH_COPIES, SEARCH_INITIAL
 
 _SECTIONS = {"ensemble": Ensemble, "training": Training, "analysis": Analysis}
 _NOT_HERE = {"etas", "axis", "axis_values", "sharpness_every", "sharpness_examples", "sharpness_method",
@@ -64,11 +65,14 @@ def measure(model, data, *, etas, initial: int = 10, copies: int = 3, epochs: in
     return Measurement(pd.DataFrame(rows), records, config)
 
 
-def sweet_spot(model, data, *, eta_min: float = 0.01, eta_max: float = 20.0, initial: int = 10, copies: int = 3,
-               epochs: int = 60, search: dict | None = None, **settings):
-    """The smallest learning rate at which sensitivity is fully developed (``sweetspot.find_sweet_spot``) for
-    ``model`` on ``data`` (as ``measure`` takes them), searched over [eta_min, eta_max]; ``search``: more options
-    of ``find_sweet_spot`` (``p_high``, ``rel_width``, ``max_initial``, ...)."""
+def sweet_spot(model, data, *, eta_min: float = 0.01, eta_max: float = 20.0, initial: int = SEARCH_INITIAL,
+               copies: int = SEARCH_COPIES, epochs: int = 60, search: dict | None = None, **settings):
+    """The learning rate to train ``model`` on ``data`` with (as ``measure`` takes them), and the onset of chaos
+    beside it (``sweetspot.find_sweet_spot``, returning a ``SweetSpot``), searched from [eta_min, eta_max] with
+    ``initial`` initial conditions and ``copies`` perturbed copies per evaluation, each trained ``epochs`` epochs.
+
+    ``target`` (a setting, default 0.9) is the test accuracy that training progress is measured towards;
+    ``search``: more options of ``find_sweet_spot`` (``p_high``, ``rel_width``, ``max_initial``, ``parallel``)."""
     from chaosgd.experiments.search import model_evaluator
     from chaosgd.sweetspot import find_sweet_spot
 
@@ -78,8 +82,9 @@ def sweet_spot(model, data, *, eta_min: float = 0.01, eta_max: float = 20.0, ini
     e, t = config.ensemble, config.training
     evaluate = model_evaluator(model, data_set.arrays(), n_initial=initial, n_copies=copies, epsilon=e.epsilon,
                                perturb=e.perturb, distance=e.distance, epochs=epochs, seed=e.seed, l2=t.l2,
-                               rule=config.rule,
-                               records_per_epoch=t.records_per_epoch, **config.analysis.fit)
+                               rule=config.rule, records_per_epoch=t.records_per_epoch, target=t.target,
+                               n_classes=data_set.n_classes, chance_margin=config.analysis.chance_margin,
+                               **config.analysis.fit)
     return find_sweet_spot(evaluate, eta_min=eta_min, eta_max=eta_max, **(search or {}))
 
 

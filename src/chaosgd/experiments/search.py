@@ -1,24 +1,35 @@
-"""Evaluators for the sweet-spot search (``chaosgd.sweetspot.find_sweet_spot``): p at a learning rate, measured for
-a configuration (through the same executors and run store as sweeps, so an interrupted search resumes) or for a
-user's own model and arrays.
+"""Evaluators for the learning-rate search (``chaosgd.sweetspot.find_sweet_spot``): sensitivity and trainability at
+a learning rate (``chaosgd.evaluation``), measured for a configuration (through the same executors and run store as
+sweeps, so an interrupted search resumes) or for a user's own model and arrays.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import tempfile
 
 from chaosgd.experiments.config import UPDATE_RULE_FIELDS, Config, ConfigError, Ensemble, Training
 from chaosgd.experiments.executors import open_executor
-from chaosgd.experiments.problem import Task, check, pinned, train
+from chaosgd.defaults import CONFIDENCE, SEARCH_COPIES, SEARCH_INITIAL
+from chaosgd.evaluation import Evaluation, Evaluator
+from chaosgd.experiments.problem import Task, check, n_classes, pinned, train
 from chaosgd.experiments.results import summarize
 from chaosgd.experiments.store import RunDir, TaskFileError
-from chaosgd.sweetspot import Evaluation, Evaluator, evaluation_from_records
+
+
+
+def search_epochs(config: Config) -> int:
+    """The default budget of an evaluation: half the configuration's epochs, at most 60 (the exponential phase and
+    the start of training, where learning rates differ most in speed)."""
+    return max(1, min(60, math.ceil(config.training.epochs / 2)))
 
 
 class ConfigEvaluator(Evaluator):
-    """A configuration's model, data and ensemble, trained for the first ``epochs`` only (copies run every epoch).
+    """A configuration's model, data and epsilon-ball, ``initial`` initial conditions with ``copies`` perturbed
+    copies each (default: the configuration's), trained for ``epochs`` only (copies run every epoch); training
+    progress towards the configuration's target, chance from its data's classes.
 
     Every evaluation is a task (at a learning rate off any grid) written to the run folder ``store`` (a temporary
     folder if None), and read back from it when it is already there, so a search that was stopped resumes where it
@@ -26,8 +37,9 @@ class ConfigEvaluator(Evaluator):
     rates side by side on it.
     """
 
-    def __init__(self, config: Config, *, epochs: int = 60, confidence: float = 0.95, store=None,
-                 executor: str = "serial", workers: int | None = None, scheduler: str | None = None, log=None):
+    def __init__(self, config: Config, *, epochs: int = 60, initial: int | None = None, copies: int | None = None,
+                 confidence: float = CONFIDENCE, store=None, executor: str = "serial", workers: int | None = None,
+                 scheduler: str | None = None, log=None):
         if config.training.axis is not None:
             raise ConfigError(f"the sweet-spot search takes one configuration; this one sweeps {config.training.axis} "
                               "too (training.axis): search at one of its values (Config.at(value))")
@@ -35,10 +47,14 @@ class ConfigEvaluator(Evaluator):
             raise ConfigError(f"the sweet-spot search trains for its own number of epochs (--search-epochs), over "
                               f"which the {config.training.schedule} schedule would follow another path than the "
                               "sweep's; search under the constant schedule")
-        super().__init__(config.ensemble.initial, confidence=confidence, **config.analysis.fit)
-        # Only what shapes p enters the search's store and its hash: not the sweep's grid (the search picks its own
-        # learning rates; (1.0,) stands in), its target or sharpness tracking. Copies run every epoch.
-        self.config = pinned(dataclasses.replace(config, training=Training(
+        ensemble = dataclasses.replace(config.ensemble, initial=initial or config.ensemble.initial,
+                                       copies=copies or config.ensemble.copies)
+        super().__init__(ensemble.initial, confidence=confidence, target=config.training.target,
+                         n_classes=n_classes(config.data), chance_margin=config.analysis.chance_margin,
+                         **config.analysis.fit)
+        # Only what shapes the records enters the search's store and its hash: not the sweep's grid (the search
+        # picks its own learning rates; (1.0,) stands in), its target or sharpness tracking. Copies run every epoch.
+        self.config = pinned(dataclasses.replace(config, ensemble=ensemble, training=Training(
             etas=(1.0,), epochs=int(epochs), l2=config.training.l2, stop_copies=False,
             records_per_epoch=config.training.records_per_epoch,
             **{name: getattr(config.training, name) for name in UPDATE_RULE_FIELDS})))
@@ -102,26 +118,31 @@ def config_evaluator(config: Config, **options) -> ConfigEvaluator:
     return ConfigEvaluator(config, **options)
 
 
-def stored_evaluations(run_dir, *, confidence: float = 0.95, like: Config | None = None) -> dict[float, Evaluation]:
-    """Evaluations of every finished learning rate of a sweep's run folder, marked as stored.
+def stored_evaluations(run_dir, evaluator: ConfigEvaluator) -> dict[float, Evaluation]:
+    """Evaluations of every finished learning rate of a sweep's run folder, marked as stored, for the search of
+    ``evaluator``.
 
-    ``like``: the configuration of the search they are for; a run of another problem (data, model, epsilon-ball,
-    update rule, L2 term or analysis differ) is refused, naming the fields. Its number of initial conditions and its
-    epoch budget may differ: p's interval reflects the first, and the fit's causal window the second."""
+    A run of another problem (data, model, epsilon, update rule, L2 term or analysis differ) is refused, naming the
+    fields, and so is one of another horizon: p and the training progress depend on the epochs trained (Iris at
+    eta = 0.5: p = 48 % over 201 epochs, 40 % over 60), so a sweep is reused only by a search of its epoch budget
+    (the message says which). Its numbers of initial conditions and of copies may differ: p's interval reflects the
+    first; the second only smooths each exponent's fit."""
+    like = evaluator.config
     summary = summarize(run_dir)
     config = summary.config
     if config.training.axis is not None:
         raise ConfigError(f"{run_dir} is a 2-D sweep (over eta and {config.training.axis}); --reuse takes a sweep "
                           "over eta alone")
-    if like is not None:
-        differ = [f"{k} ({a!r} there, {b!r} here)" for k, (a, b) in
-                  _problem_fields(config, like).items() if a != b]
-        if differ:
-            raise ConfigError(f"{run_dir} is a run of another problem than this search: {'; '.join(differ)}. "
-                              "--reuse needs the same data, model, epsilon-ball, update rule, L2 term and analysis")
+    if config.training.epochs != like.training.epochs:
+        raise ConfigError(f"{run_dir} trained {config.training.epochs} epochs and this search evaluates "
+                          f"{like.training.epochs}: p and the training progress depend on the horizon, so they "
+                          f"cannot be mixed; search with --search-epochs {config.training.epochs} to reuse it")
+    differ = [f"{k} ({a!r} there, {b!r} here)" for k, (a, b) in _problem_fields(config, like).items() if a != b]
+    if differ:
+        raise ConfigError(f"{run_dir} is a run of another problem than this search: {'; '.join(differ)}. "
+                          "--reuse needs the same data, model, epsilon, update rule, L2 term and analysis")
     finished = {row["eta"] for row in summary.rows}
-    return {eta: evaluation_from_records(summary.records(k), eta, confidence=confidence, stored=True,
-                                         **config.analysis.fit)
+    return {eta: evaluator.evaluation(summary.records(k), eta, stored=True)
             for k, eta in enumerate(config.training.etas) if eta in finished}
 
 
@@ -130,7 +151,7 @@ def _problem_fields(a: Config, b: Config) -> dict[str, tuple]:
     pairs = {}
     for section in ("data", "model", "ensemble", "analysis"):
         for name, value in getattr(a, section).__dict__.items():
-            if (section, name) not in (("data", "path"), ("ensemble", "initial")):
+            if (section, name) not in (("data", "path"), ("ensemble", "initial"), ("ensemble", "copies")):
                 pairs[f"{section}.{name}"] = (value, getattr(getattr(b, section), name))
     for name in ("l2", "records_per_epoch") + UPDATE_RULE_FIELDS:
         pairs[f"training.{name}"] = (getattr(a.training, name), getattr(b.training, name))
@@ -141,12 +162,17 @@ class ModelEvaluator(Evaluator):
     """Any model with ``init(key)`` and ``apply(params, x)`` (see ``models.FunctionModel``) on the user's arrays
     ``data = {"x_train", "y_train", "x_test", "y_test"}``, trained in this process."""
 
-    def __init__(self, model, data, *, n_initial: int = 10, n_copies: int = 3, epsilon: float = 1e-8,
-                 epochs: int = 60, seed: int = 0, l2: float = 0.0, confidence: float = 0.95, rule=None,
-                 records_per_epoch: int = 1, perturb: str = "all", distance: str = "parameters", **fit):
+    def __init__(self, model, data, *, n_initial: int = SEARCH_INITIAL, n_copies: int = SEARCH_COPIES,
+                 epsilon: float = 1e-8, epochs: int = 60, seed: int = 0, l2: float = 0.0,
+                 confidence: float = CONFIDENCE, rule=None, records_per_epoch: int = 1, perturb: str = "all",
+                 distance: str = "parameters", target: float = 0.9, n_classes: int | None = None,
+                 chance_margin: float = 0.05, **fit):
         from chaosgd.objective import classification
 
-        super().__init__(n_initial, confidence=confidence, **fit)
+        if n_classes is None:  # (the labels the data holds: chance is 1 / classes)
+            n_classes = int(max(data["y_train"].max(), data["y_test"].max())) + 1
+        super().__init__(n_initial, confidence=confidence, target=target, n_classes=n_classes,
+                         chance_margin=chance_margin, **fit)
         self.model, self.data, self.epochs = model, data, epochs
         self.ensemble = Ensemble(initial=n_initial, copies=n_copies, epsilon=epsilon, seed=seed, perturb=perturb,
                                  distance=distance)

@@ -1,0 +1,7 @@
+"""Defaults that several parts of chaosgd share, each defined once here."""
+
+CONFIDENCE = 0.95  # the level of every confidence interval: tables, reports and the learning-rate search
+P_HIGH = 95.0  # p (%) at which sensitivity counts as fully developed: the onset of chaos
+MOSTLY = 0.5  # "most networks": more than this fraction diverged (or failed to train) rules a learning rate out
+SEARCH_INITIAL = 4  # initial conditions per evaluation of the learning-rate search (more where it is undecided)
+SEARCH_COPIES = 1  # perturbed copies per initial condition there: an exponent's sign needs one; more smooth its fit

@@ -1,0 +1,123 @@
+"""The learning-rate recommendation (chaosgd.sweetspot) on constructed evaluations: where networks train, where
+they are stuck or diverge, where p never develops or develops only where nothing trains; and its progress measure."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from chaosgd.evaluation import Evaluation, mean_interval, progress_scores
+from chaosgd.sweetspot import find_sweet_spot
+
+
+def world(progress, p=lambda eta: 0.0, stuck=lambda eta: 0.0, diverged=lambda eta: 0.0, unresolved=lambda eta: 0,
+          n=20, calls=None):
+    """An evaluate(eta) whose every number is a function of log eta, with a fixed +-0.03 progress interval."""
+    def evaluate(eta):
+        if calls is not None:
+            calls.append(eta)
+        value, pp = progress(eta), p(eta)
+        return Evaluation(eta, pp, max(0.0, pp - 15), min(100.0, pp + 15), n, pp / 100, diverged(eta), 100,
+                          n_unresolved=unresolved(eta), progress=value, progress_low=value - 0.03,
+                          progress_high=value + 0.03, stuck_fraction=stuck(eta), epochs=30, n_networks=n)
+    return evaluate
+
+
+def bump(peak, width=1.0, height=0.9):
+    """Progress highest at ``peak``, falling quadratically in log10(eta)."""
+    return lambda eta: max(0.0, height - 0.3 * (math.log10(eta / peak) / width) ** 2)
+
+
+def step(at, low=0.0, high=100.0):
+    return lambda eta: high if eta >= at else low
+
+
+def test_the_recommendation_is_the_fastest_trainable_learning_rate_within_the_resolution():
+    calls = []
+    spot = find_sweet_spot(world(bump(0.3), p=step(2.0), calls=calls), eta_min=0.01, eta_max=20)
+    assert 0.3 / 10 ** 0.25 <= spot.eta <= 0.3 * 10 ** 0.25
+    assert spot.low <= spot.eta <= spot.high
+    assert spot.onset is not None and spot.onset.low < 2.0 <= spot.onset.high and spot.p_high_reached
+    assert spot.onset.high / spot.onset.low <= 10 ** 0.25 + 1e-9
+    assert "below the onset" in spot.reason and len(calls) == len(set(calls)) <= 12
+    # Every learning rate whose progress interval reaches the best's is in the interval, and only those.
+    best = spot.at(spot.eta)
+    peers = [e.eta for e in spot.evaluations if e.trainable and e.progress_high >= best.progress_low]
+    assert (spot.low, spot.high) == (min(peers), max(peers))
+
+
+@pytest.mark.parametrize("failure", ["stuck", "diverged"])
+def test_never_where_most_networks_fail_even_if_their_numbers_look_fast(failure):
+    """Progress rising up to eta = 10, but from eta = 1 on most networks fail: the recommendation stays below 1 and
+    the reason names the edge."""
+    fails = lambda eta: 0.8 if eta >= 1 else 0.0  # noqa: E731
+    spot = find_sweet_spot(world(lambda eta: min(0.95, 0.5 + 0.2 * math.log10(eta / 0.01)), **{failure: fails}),
+                           eta_min=0.01, eta_max=20)
+    assert spot.eta < 1 and spot.high < 1 and spot.at(spot.eta).trainable
+    assert "networks stop learning" in spot.reason
+    assert ("16 of 20 end at chance accuracy" if failure == "stuck" else "16 of 20 diverge") in spot.reason
+
+
+def test_p_never_high_the_recommendation_stands_and_the_reason_says_so():
+    spot = find_sweet_spot(world(bump(0.1), p=lambda eta: 70.0 if eta > 0.5 else 10.0), eta_min=0.01, eta_max=20)
+    assert spot.onset is None and not spot.p_high_reached and math.isfinite(spot.eta)
+    assert "p never reaches 95%" in spot.reason and "at most 70%" in spot.reason
+
+
+def test_p_high_only_where_nothing_trains():
+    """Chaos develops only where networks are stuck: the onset is reported, the recommendation is below it."""
+    spot = find_sweet_spot(world(bump(0.5), p=step(3.0), stuck=lambda eta: 1.0 if eta >= 3.0 else 0.0),
+                           eta_min=0.01, eta_max=20)
+    assert spot.eta < 3.0 and spot.at(spot.eta).trainable
+    assert "networks stop learning" in spot.reason
+
+
+def test_nothing_trains_gives_nan_and_a_reason_never_none():
+    spot = find_sweet_spot(world(lambda eta: 0.3, stuck=lambda eta: 1.0), eta_min=0.1, eta_max=10)
+    assert math.isnan(spot.eta) and math.isnan(spot.low) and math.isnan(spot.high)
+    assert spot.reason.startswith("No learning rate evaluated") and "end at chance accuracy" in spot.reason
+    assert min(e.eta for e in spot.evaluations) == pytest.approx(0.1 / 100)  # it looked two decades lower too
+    text = json.dumps(spot.to_dict())  # plain data, NaN included
+    assert json.loads(text)["eta"] != json.loads(text)["eta"]
+
+
+def test_the_scan_widens_where_the_best_lies_at_an_end():
+    spot = find_sweet_spot(world(bump(50.0), p=step(500.0)), eta_min=0.01, eta_max=1.0)
+    assert 50 / 10 ** 0.25 <= spot.eta <= 50 * 10 ** 0.25
+    low = find_sweet_spot(world(bump(0.002), p=step(1.0)), eta_min=0.1, eta_max=10.0)
+    assert 0.002 / 10 ** 0.25 <= low.eta <= 0.002 * 10 ** 0.25
+
+
+def test_unresolved_exponents_leave_the_onset_open_and_the_reason_says_so():
+    spot = find_sweet_spot(world(bump(0.3), p=lambda eta: 100.0 if eta >= 2 else 0.0,
+                                 unresolved=lambda eta: 15 if eta >= 2 else 0), eta_min=0.01, eta_max=20)
+    assert spot.onset is not None and spot.onset.diverging_edge and not spot.p_high_reached
+    assert "too fast for the records" in spot.reason and math.isfinite(spot.eta)
+
+
+def test_evaluations_without_progress_are_refused():
+    evaluate = lambda eta: Evaluation(eta, 0.0, 0, 10, 6, 0.0, 0.0, 10)  # noqa: E731  (progress not measured)
+    with pytest.raises(ValueError, match="target"):
+        find_sweet_spot(evaluate, eta_min=0.1, eta_max=10)
+
+
+def test_progress_is_the_time_average_of_the_capped_accuracy_and_its_t_interval():
+    accuracy = np.array([[0.1, 0.5, 0.9, 0.95], [0.1, np.nan, np.nan, np.nan], [0.2, 0.45, 0.45, 0.9]])
+    scores = progress_scores(accuracy, 0.9)
+    assert scores == pytest.approx([(0.1 + 0.5 + 0.9 + 0.9) / 0.9 / 4, 0.1 / 0.9 / 4, (0.2 + 0.9 + 0.9) / 0.9 / 4])
+    mean, low, high = mean_interval(scores, 0.95)
+    half = 4.302653 * np.std(scores, ddof=1) / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    assert mean == pytest.approx(scores.mean()) and low == pytest.approx(max(0, mean - half), rel=1e-6)
+    assert high == pytest.approx(min(1, mean + half), rel=1e-6)
+    assert mean_interval(scores[:1]) == (scores[0], 0.0, 1.0)
+
+
+def test_the_same_seed_gives_the_same_recommendation(blobs):
+    import chaosgd
+    from chaosgd.models import MLP
+
+    data = blobs.arrays()
+    a, b = (chaosgd.sweet_spot(MLP((6, 16, 3)), data, eta_min=0.1, eta_max=30.0, epochs=30, target=0.8)
+            for _ in range(2))
+    assert a == b and np.isfinite(a.eta) and all(e.n_networks == 4 for e in a.evaluations)
