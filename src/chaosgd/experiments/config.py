@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chaosgd.datasets import CLASSES, DATASETS
+from chaosgd.datasets import CLASSES, DATASETS, PACKAGED
 from chaosgd.models.source import SOURCE_PATTERN
 from chaosgd.experiments.fields import ConfigError, from_text, require, typed
 from chaosgd.engine import DISTANCES
@@ -77,16 +77,17 @@ class Data(_Section):
                                     "npz: the .npz file holding x_train, y_train, x_test, y_test")
     standardize: bool = _field(False, "standardise each feature by training-set statistics (the paper does not)")
     n_train: int | None = _field(None, "keep only the first n training examples (default: all)")
-    seed: int = _field(0, "seed of Iris's train/test split and of the synthetic blobs")
+    seed: int = _field(0, "seed of the train/test split of Iris and of the sklearn: data sets, and of the synthetic "
+                          "blobs")
     sha256: str | None = _field(None, "npz only: the file's SHA-256, filled in when a run starts; a file that no "
                                       "longer matches is refused")
 
     def _check(self):
         _require(self.name in DATASETS, "data.name", f"unknown data set {self.name!r}; choose one of {list(DATASETS)}")
-        _require(self.name not in ("iris", "blobs") or self.path is None, "data.path",
-                 f"{self.path!r}, but data set {self.name!r} reads no file (Iris ships with chaosgd, the blobs are "
-                 "generated): a value set and never used. For your own data: data.name = 'npz', data.path = the "
-                 ".npz file")
+        _require(self.name not in ("iris", "blobs", *PACKAGED) or self.path is None, "data.path",
+                 f"{self.path!r}, but data set {self.name!r} reads no file (Iris ships with chaosgd, the sklearn: "
+                 "data sets with scikit-learn, the blobs are generated): a value set and never used. For your own "
+                 "data: data.name = 'npz', data.path = the .npz file")
         _require(self.name != "npz" or self.path is not None, "data.path",
                  "data.name = 'npz' needs data.path = the .npz file (x_train, y_train, x_test, y_test)")
         _require(self.sha256 is None or self.name == "npz", "data.sha256",
