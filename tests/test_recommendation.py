@@ -102,10 +102,16 @@ def test_evaluations_without_progress_are_refused():
         find_sweet_spot(evaluate, eta_min=0.1, eta_max=10)
 
 
-def test_progress_is_the_time_average_of_the_capped_accuracy_and_its_t_interval():
-    accuracy = np.array([[0.1, 0.5, 0.9, 0.95], [0.1, np.nan, np.nan, np.nan], [0.2, 0.45, 0.45, 0.9]])
+def test_progress_counts_epochs_at_the_target_fully_and_half_the_accuracy_before_and_its_t_interval():
+    accuracy = np.array([[0.1, 0.5, 0.9, 0.8], [0.1, np.nan, np.nan, np.nan], [0.2, 0.45, 0.45, 0.6]])
     scores = progress_scores(accuracy, 0.9)
-    assert scores == pytest.approx([(0.1 + 0.5 + 0.9 + 0.9) / 0.9 / 4, 0.1 / 0.9 / 4, (0.2 + 0.9 + 0.9) / 0.9 / 4])
+    # Reached at t = 2 and held as reached (first passage) although it falls back; diverged after t = 0; never.
+    assert scores == pytest.approx([(0.5 * (0.1 + 0.5) / 0.9 + 2) / 4, 0.5 * 0.1 / 0.9 / 4,
+                                    0.5 * (0.2 + 0.45 + 0.45 + 0.6) / 0.9 / 4])
+    # One minus the restricted mean time to target over the budget, up to the constant 1 - PRE, where all reach it:
+    times = np.array([1, 2, 3])
+    steps = np.array([[0.0] * t + [0.95] * (5 - t) for t in times])
+    assert 1 - progress_scores(steps, 0.9) == pytest.approx(times / 5)
     mean, low, high = mean_interval(scores, 0.95)
     half = 4.302653 * np.std(scores, ddof=1) / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
     assert mean == pytest.approx(scores.mean()) and low == pytest.approx(max(0, mean - half), rel=1e-6)

@@ -62,8 +62,12 @@ def test_the_grid_report_has_heatmaps_and_the_csv_its_axis(grid_run):
 def test_commands_that_measure_one_point_refuse_a_grid(grid_run, capsys):
     with pytest.raises(ConfigError, match="sweet-spot search takes one configuration"):
         config_evaluator(momentum_grid())
-    with pytest.raises(ConfigError, match="2-D sweep"):
-        stored_evaluations(grid_run)
+    search = config_evaluator(momentum_grid().at(0.5), epochs=20)
+    try:
+        with pytest.raises(ConfigError, match="2-D sweep"):
+            stored_evaluations(grid_run, search)
+    finally:
+        search.close()
     assert main(["lyapunov", "iris", "--set", "training.optimizer=momentum", "--set", "training.axis=training.momentum",
                  "--set", "training.axis_values=0,0.5", "--out", str(grid_run.parent / "lyap")]) == 2
     assert "lyapunov measures one configuration" in capsys.readouterr().err
@@ -89,8 +93,12 @@ def test_a_reused_sweep_of_another_optimiser_is_refused(tmp_path):
     plain = small_config(**{"training.etas": (2.5,)})
     sweep(plain, tmp_path / "gd", **QUIET)
     adam = plain.with_values(**{"training.optimizer": "adam"})
-    with pytest.raises(ConfigError, match="training.optimizer \\('gd' there, 'adam' here\\)"):
-        stored_evaluations(tmp_path / "gd", like=adam)
+    search = config_evaluator(adam, epochs=plain.training.epochs)
+    try:
+        with pytest.raises(ConfigError, match="training.optimizer \\('gd' there, 'adam' here\\)"):
+            stored_evaluations(tmp_path / "gd", search)
+    finally:
+        search.close()
 
 
 def test_records_within_epochs_through_a_grid_over_batch_sizes(tmp_path):

@@ -20,7 +20,7 @@ from chaosgd.sweetspot import find_sweet_spot  # noqa: E402
 from chaosgd.experiments import PRESETS, Config, RunDir, preset, summarize, sweep  # noqa: E402
 from chaosgd.experiments.measure import measure, sweet_spot  # noqa: E402
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 __all__ = ["measure", "sweet_spot", "Config", "preset", "PRESETS", "sweep", "summarize", "RunDir", "find_sweet_spot",
            "run", "initial_conditions", "epsilon_ball", "check_epsilon", "MLP", "CNN", "count_parameters",

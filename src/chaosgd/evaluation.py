@@ -5,12 +5,14 @@ percentage of initial conditions with a positive local exponent, with its Wilson
 paper's sensitivity (arXiv:2506.08523) — and, from the reference networks of the same runs, how well they train:
 the fraction that diverged, the fraction that ended stuck at chance accuracy, and their training progress,
 
-    progress_i = 1/(T+1) sum_{t=0..T} min(a_i(t), target) / target,
+    progress_i = 1/(T+1) sum_{t=0..T} h_i(t),   h_i(t) = 1 once a_i has reached the target (first passage),
+                                                 before that PRE * min(a_i(t), target) / target,
 
-the time average over the budget of reference i's test accuracy a_i(t), capped at the target accuracy (1 when it
-holds the target from the start, 0 for a network that diverged). Reaching the target sooner raises it, as does
-holding it: it orders learning rates as the restricted mean time to the target does, but it is defined when no
-network reaches the target within the short budget. Its interval is Student's t over the initial conditions.
+a time average over the budget of reference i's test accuracy a_i(t) (0 after a network diverged). Up to the
+constant 1 - PRE it is one minus the restricted mean time to the target over the budget, as the full runs are
+judged (first passage, ``training.target_hold = 1``), and among networks that do not reach the target within the
+short budget it still orders them by how close they came (that part weighs PRE = 1/2, so that reaching the target
+sooner always counts for more). Its interval is Student's t over the initial conditions.
 
 ``Evaluator`` trains initial conditions at a learning rate and keeps their records, so that more can be added
 where a decision is open (``extend``).
@@ -90,11 +92,15 @@ class Evaluation:
         return self.failed_fraction <= MOSTLY
 
 
+PRE = 0.5  # the weight of the accuracy before a network first reaches the target (module docstring)
+
+
 def progress_scores(test_accuracy: np.ndarray, target: float) -> np.ndarray:
-    """Each reference network's time-averaged test accuracy capped at ``target``, as a fraction of it; the records
-    of a network after it diverged (NaN) count as 0."""
-    capped = np.minimum(np.nan_to_num(np.asarray(test_accuracy, dtype=float), nan=0.0), target) / target
-    return capped.mean(axis=1)
+    """Each reference network's training progress over its records (module docstring); records after it diverged
+    (NaN) count as accuracy 0."""
+    accuracy = np.nan_to_num(np.asarray(test_accuracy, dtype=float), nan=0.0)
+    reached = np.maximum.accumulate(accuracy >= target, axis=1)
+    return np.where(reached, 1.0, PRE * np.minimum(accuracy, target) / target).mean(axis=1)
 
 
 def mean_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
