@@ -33,18 +33,25 @@ def step(at, low=0.0, high=100.0):
     return lambda eta: high if eta >= at else low
 
 
-def test_the_recommendation_is_the_fastest_trainable_learning_rate_within_the_resolution():
+def test_the_fastest_within_the_resolution_and_the_edge_rule_takes_the_largest_as_fast_below_the_onset():
     calls = []
     spot = find_sweet_spot(world(bump(0.3), p=step(2.0), calls=calls), eta_min=0.01, eta_max=20)
-    assert 0.3 / 10 ** 0.25 <= spot.eta <= 0.3 * 10 ** 0.25
-    assert spot.low <= spot.eta <= spot.high
+    assert 0.3 / 10 ** 0.25 <= spot.fastest <= 0.3 * 10 ** 0.25 and spot.rule == "edge" and spot.eta == spot.edge
+    assert spot.low <= spot.fastest <= spot.eta <= spot.high
     assert spot.onset is not None and spot.onset.low < 2.0 <= spot.onset.high and spot.p_high_reached
     assert spot.onset.high / spot.onset.low <= 10 ** 0.25 + 1e-9
     assert "below the onset" in spot.reason and len(calls) == len(set(calls)) <= 12
-    # Every learning rate whose progress interval reaches the best's is in the interval, and only those.
-    best = spot.at(spot.eta)
+    # Every learning rate whose progress interval reaches the best's is in the interval, and only those; the edge
+    # rule takes the largest of them not above the onset.
+    best = spot.at(spot.fastest)
     peers = [e.eta for e in spot.evaluations if e.trainable and e.progress_high >= best.progress_low]
     assert (spot.low, spot.high) == (min(peers), max(peers))
+    tied = [e.eta for e in spot.evaluations if e.trainable and e.progress >= best.progress_low]
+    assert spot.edge == max(eta for eta in tied if eta <= spot.onset.eta)
+    fastest = find_sweet_spot(world(bump(0.3), p=step(2.0)), eta_min=0.01, eta_max=20, rule="fastest")
+    assert fastest.eta == fastest.fastest == spot.fastest and fastest.evaluations == spot.evaluations
+    with pytest.raises(ValueError, match="rule must be one of edge, fastest"):
+        find_sweet_spot(world(bump(0.3)), eta_min=0.01, eta_max=20, rule="steepest")
 
 
 @pytest.mark.parametrize("failure", ["stuck", "diverged"])
@@ -84,9 +91,9 @@ def test_nothing_trains_gives_nan_and_a_reason_never_none():
 
 def test_the_scan_widens_where_the_best_lies_at_an_end():
     spot = find_sweet_spot(world(bump(50.0), p=step(500.0)), eta_min=0.01, eta_max=1.0)
-    assert 50 / 10 ** 0.25 <= spot.eta <= 50 * 10 ** 0.25
+    assert 50 / 10 ** 0.25 <= spot.fastest <= 50 * 10 ** 0.25
     low = find_sweet_spot(world(bump(0.002), p=step(1.0)), eta_min=0.1, eta_max=10.0)
-    assert 0.002 / 10 ** 0.25 <= low.eta <= 0.002 * 10 ** 0.25
+    assert 0.002 / 10 ** 0.25 <= low.fastest <= 0.002 * 10 ** 0.25
 
 
 def test_unresolved_exponents_leave_the_onset_open_and_the_reason_says_so():

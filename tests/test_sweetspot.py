@@ -126,8 +126,8 @@ def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
     assert count_parameters(model) == 6 * 16 + 16 + 16 * 3 + 3
     evaluate = model_evaluator(model, blobs.arrays(), n_initial=6, n_copies=2, epochs=60)
     spot = find_sweet_spot(evaluate, eta_min=0.1, eta_max=30.0, p_high=50, rel_width=0.2)
-    best = evaluate(spot.eta)
-    assert spot.low <= spot.eta <= spot.high and best.trainable
+    best = evaluate(spot.fastest)
+    assert spot.low <= spot.fastest <= spot.eta <= spot.high and best.trainable and evaluate(spot.eta).trainable
     assert best.progress == max(e.progress for e in spot.evaluations if e.trainable)
 
     assert main(["sweetspot", "iris", "--quick", "--p-high", "50", "--out", str(tmp_path), "--search-epochs", "40",
@@ -307,10 +307,11 @@ def test_sweetspot_on_iris_with_defaults_recommends_where_networks_train_with_th
     text = capsys.readouterr().out
     saved = json.loads((out / "sweetspot.json").read_text())
     best = next(e for e in saved["evaluations"] if e["eta"] == saved["eta"])
-    assert best["stuck_fraction"] == 0 and best["diverged_fraction"] == 0 and best["progress"] > 0.8
+    assert best["stuck_fraction"] + best["diverged_fraction"] <= 0.25 and best["progress"] > 0.8
     assert saved["interval"][0] <= saved["eta"] <= saved["interval"][1] and saved["reason"] in text
     assert "networks stop learning" in saved["reason"]  # the failing edge above the recommendation is named
     assert all(e["eta"] < 1 for e in saved["evaluations"] if e["progress"] >= best["progress"])
+    assert saved["fastest"] <= saved["eta"] == saved["edge"]
     reached, total = map(int, re.search(r"(\d+)/(\d+) reached 90%", text).groups())
     assert total == 50 and reached > 25
     cost = saved["cost"]

@@ -20,8 +20,12 @@ The search, on the log grid eta_min * step**k:
 4. With ``max_initial``: where another learning rate's progress interval reaches the best's, both get more initial
    conditions (doubling, up to ``max_initial``).
 
-The recommendation is the trainable learning rate of the highest progress; its interval, the trainable learning
-rates evaluated whose progress intervals reach the best's. Where no learning rate trains, ``eta`` is NaN and
+The learning rate of the best measured progress (``SweetSpot.fastest``) is a noisy pick among learning rates that
+train about as fast: a few networks over a short budget cannot see the rare network that stalls on a plateau,
+which the full runs' time to target counts. The default rule (``"edge"``, ``SweetSpot.edge``) breaks that tie as
+the paper suggests: the largest learning rate whose progress lies inside the fastest's interval, not above the
+onset of chaos; ``docs/lr_finders.md`` measures both rules against full grids. Its interval: the trainable
+learning rates evaluated whose progress intervals reach the fastest's. Where no learning rate trains, ``eta`` is NaN and
 ``reason`` says why: the search always answers, never with None.
 """
 
@@ -37,6 +41,7 @@ from chaosgd.onset import Onset, check_search, find_onset
 
 STEP = 10 ** 0.5  # the scan's spacing on eta: two points a decade
 REL_WIDTH = 10 ** 0.25 - 1  # refined to four points a decade around the recommendation and the onset
+RULES = ("edge", "fastest")  # how the recommendation is chosen among the learning rates that train as fast
 WIDEN = 2  # decades the scan may go past an end of [eta_min, eta_max] while the best progress lies at that end
 
 
@@ -54,6 +59,9 @@ class SweetSpot:
     p_high: float
     reason: str
     confidence: float = CONFIDENCE
+    fastest: float = math.nan  # the learning rate of the best progress measured ("fastest" rule)
+    edge: float = math.nan  # the largest as fast as it, not above the onset ("edge" rule)
+    rule: str = "edge"  # which of the two is ``eta``
 
     @property
     def network_epochs(self) -> int:
@@ -72,7 +80,8 @@ class SweetSpot:
         onset = None if self.onset is None else {
             "eta": self.onset.eta, "bracket": [self.onset.low, self.onset.high], "confident": self.onset.confident,
             "diverging_edge": self.onset.diverging_edge}
-        return {"eta": self.eta, "interval": [self.low, self.high], "reason": self.reason, "onset": onset,
+        return {"eta": self.eta, "interval": [self.low, self.high], "rule": self.rule, "fastest": self.fastest,
+                "edge": self.edge, "reason": self.reason, "onset": onset,
                 "p_high": self.p_high, "p_high_reached": self.p_high_reached, "confidence": self.confidence,
                 "network_epochs": self.network_epochs,
                 "evaluations": [asdict(e) for e in self.evaluations]}
@@ -86,15 +95,20 @@ def _rises(e: Evaluation, p_high: float) -> bool:
 def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, eta_max: float,
                     p_high: float = P_HIGH, rel_width: float = REL_WIDTH, step: float = STEP,
                     known: dict[float, Evaluation] | None = None, parallel: int = 1, max_initial: int | None = None,
-                    max_evaluations: int = 40, confidence: float = CONFIDENCE) -> SweetSpot:
+                    max_evaluations: int = 40, confidence: float = CONFIDENCE, rule: str = "edge") -> SweetSpot:
     """Recommend a learning rate by measured training progress and locate the onset of chaos (module docstring).
 
     ``evaluate(eta)``: an ``Evaluator`` (``chaosgd.experiments.search``) or any function returning an
     ``Evaluation`` with its progress measured. ``known``: evaluations already made (a sweep's store, of the same
     horizon), used before anything is computed. ``parallel``: learning rates evaluated at once (``evaluate.many``
     runs them side by side). ``max_initial``: more initial conditions where a decision is open. ``confidence``:
-    the level of the evaluations' intervals, for the words of ``reason``.
+    the level of the evaluations' intervals, for the words of ``reason``. ``rule``: ``"edge"`` recommends the
+    largest learning rate, not above the onset of chaos, that trains as fast as the fastest measured (its progress
+    inside the fastest's interval); ``"fastest"`` the one of the best measured progress (``RULES``; both are in the
+    result).
     """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
     check_search(eta_min=eta_min, eta_max=eta_max, p_high=p_high, rel_width=rel_width, parallel=parallel,
                  max_initial=max_initial, n_initial=getattr(evaluate, "n_initial", None), confidence=confidence)
     if not (math.isfinite(step) and step > 1):
@@ -180,10 +194,15 @@ def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, 
     leader = best()
     if leader is None:
         return SweetSpot(math.nan, math.nan, math.nan, onset, evaluations, p_high,
-                         _reason(None, (), onset, evaluations, p_high, confidence), confidence)
+                         _reason(None, None, (), onset, evaluations, p_high, confidence), confidence, rule=rule)
     peers = [e for e in evaluations if e.trainable and e.progress_high >= leader.progress_low]
-    return SweetSpot(leader.eta, min(e.eta for e in peers), max(e.eta for e in peers), onset, evaluations, p_high,
-                     _reason(leader, peers, onset, evaluations, p_high, confidence), confidence)
+    onset_eta = onset.eta if onset is not None and math.isfinite(onset.eta) else math.inf
+    tied = [e for e in peers if e.progress >= leader.progress_low and e.eta <= onset_eta]
+    edge = max(tied, key=lambda e: e.eta, default=leader)
+    chosen = edge if rule == "edge" else leader
+    return SweetSpot(chosen.eta, min(e.eta for e in peers), max(e.eta for e in peers), onset, evaluations, p_high,
+                     _reason(chosen, leader, peers, onset, evaluations, p_high, confidence), confidence,
+                     fastest=leader.eta, edge=edge.eta, rule=rule)
 
 
 def _failure(e: Evaluation) -> str:
@@ -194,7 +213,7 @@ def _failure(e: Evaluation) -> str:
     return " and ".join(parts) or "none fails"
 
 
-def _reason(leader, peers, onset, evaluations, p_high, confidence) -> str:
+def _reason(chosen, leader, peers, onset, evaluations, p_high, confidence) -> str:
     """The answer in words: the recommendation and why, the onset of chaos and how the two relate."""
     span = f"eta = {evaluations[0].eta:.3g} .. {evaluations[-1].eta:.3g}"
     if leader is None:
@@ -203,20 +222,26 @@ def _reason(leader, peers, onset, evaluations, p_high, confidence) -> str:
                 f"accuracy ({worst}). Try a lower eta_min, a longer search budget, or another model or data "
                 "scaling.")
     low, high = min(e.eta for e in peers), max(e.eta for e in peers)
-    text = (f"eta = {leader.eta:.3g}: the fastest training measured over the first {leader.epochs} epochs "
-            f"(progress {leader.progress:.2f} [{leader.progress_low:.2f}, {leader.progress_high:.2f}] of the "
-            f"target, from {leader.n_networks} networks)")
+    def progress(e):
+        return f"progress {e.progress:.2f} [{e.progress_low:.2f}, {e.progress_high:.2f}]"
+    fastest = (f"the fastest training measured over the first {leader.epochs} epochs ({progress(leader)} of the way "
+               f"to the target, from {leader.n_networks} networks)")
+    if chosen is leader:
+        text = f"eta = {chosen.eta:.3g}: {fastest}"
+    else:
+        text = (f"eta = {chosen.eta:.3g} ({progress(chosen)}): the largest learning rate not above the onset of chaos "
+                f"whose progress lies inside the interval of {fastest}, at eta = {leader.eta:.3g}")
     text += (f"; eta = {low:.3g} .. {high:.3g} train as fast within the {confidence:.0%} intervals."
              if low < high else "; no other learning rate evaluated trains as fast.")
-    above = [e for e in evaluations if e.eta > leader.eta]
+    above = [e for e in evaluations if e.eta > chosen.eta]
     edge = next((e for e in above if not e.trainable), None)
     if edge is not None:
         below_edge = max(e.eta for e in evaluations if e.eta < edge.eta)
         text += f" Above eta = {below_edge:.3g} networks stop learning (at {edge.eta:.3g}, {_failure(edge)})."
     if onset is not None and math.isfinite(onset.eta):
-        where = ("at the onset" if onset.low < leader.eta <= onset.high else
-                 f"a factor {onset.eta / leader.eta:.2g} below the onset" if leader.eta < onset.eta else
-                 f"a factor {leader.eta / onset.eta:.2g} above the onset")
+        where = ("at the onset" if onset.low < chosen.eta <= onset.high else
+                 f"a factor {onset.eta / chosen.eta:.2g} below the onset" if chosen.eta < onset.eta else
+                 f"a factor {chosen.eta / onset.eta:.2g} above the onset")
         text += (f" Chaos sets in (p >= {p_high:g}%) between eta = {onset.low:.3g} and {onset.high:.3g}: the "
                  f"recommendation lies {where}.")
     else:
