@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from chaosgd.cli import main
 from chaosgd.experiments.results import summarize
@@ -113,4 +114,17 @@ def test_a_field_that_the_commands_own_option_sets_is_not_silently_overridden(tm
 def test_several_workers_for_the_serial_executor_are_refused_on_the_command_line(tmp_path, capsys):
     assert main(["sweep", "iris", "--executor", "serial", "--workers", "4", "--out", str(tmp_path / "run")]) == 2
     assert "--workers 4: the serial executor runs one task at a time" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, first", [
+    (["--training.etas", "0.1", "--set", "training.etas=[1,10]"], "--training.etas"),
+    (["--set", "training.etas=[1,10]", "--training.etas", "0.1"], "--training.etas"),
+    (["--set", "training.epochs=5", "--set", "training.epochs=6"], "--set training.epochs=5"),
+    (["--data-dir", "DATA", "--set", "data.path=OTHER"], "--data-dir"),
+])
+def test_a_field_given_twice_is_refused_in_either_order(tmp_path, capsys, argv, first):
+    assert main(["sweep", "iris", *argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "is given twice" in err and first in err
     assert not (tmp_path / "run").exists()

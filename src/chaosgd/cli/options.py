@@ -81,7 +81,14 @@ def experiment(args, **overrides) -> Config:
         text = getattr(args, f"field:{key}", None)
         if text is not None:
             changes[key] = parse_text(key, text)
-    changes.update(parse_assignment(item) for item in args.set)
+    given = {"data.path": "--data-dir"} if args.data_dir else {}
+    given.update({key: f"--{key}" for key in changes if key != "data.path"})
+    for item in args.set:  # a field given twice would silently take the last value
+        key, value = parse_assignment(item)
+        if key in given:
+            raise ValueError(f"{key} is given twice ({given[key]} and --set {item}); give each field once")
+        given[key] = f"--set {item}"
+        changes[key] = value
     for key, value in overrides.items():  # a field the command sets from its own options would silently win
         if key in changes and changes[key] != value:
             raise ValueError(f"{key} = {changes[key]!r} is given, but chaosgd {args.command} sets it to {value!r} "
