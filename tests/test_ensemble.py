@@ -50,6 +50,21 @@ def test_epsilon_below_float32_resolution_is_refused():
     epsilon_ball(initial_conditions(MLP((4, 10, 3)), 2), 3, epsilon=1e-8)  # float64: accepted
 
 
+@pytest.mark.parametrize("model, epsilon", [(MLP((4, 10, 3)), 10.0), (MLP((4, 10, 3)), 0.1), (CNN(), 1e-3)])
+def test_an_epsilon_not_small_against_the_weights_is_refused(model, epsilon):
+    """A ball comparable to the weights leaves no room for an exponential phase (epsilon = 10 read p = 0 on Iris);
+    the CNN's weights are N(0, 0.01^2), so its limit is a hundred times lower."""
+    from chaosgd.experiments.config import Config, ConfigError
+
+    centres = initial_conditions(model, 1)
+    with pytest.raises(ValueError, match="not small against weights"):
+        epsilon_ball(centres, 1, epsilon=epsilon)
+    epsilon_ball(centres, 1, epsilon=1e-3 if isinstance(model, MLP) else 1e-5)  # a tenth of the limit: accepted
+    if isinstance(model, MLP):
+        with pytest.raises(ConfigError, match="ensemble.epsilon: .* is not small against weights of size 1"):
+            Config.from_dict({"name": "x", "ensemble": {"epsilon": epsilon}})
+
+
 @pytest.mark.parametrize("kwargs, message", [({"epsilon": -1.0}, ">= 0"), ({"perturb": "biases"}, "perturb"),
                                              ({"epsilon": float("nan")}, "finite")])
 def test_bad_ball_arguments_are_refused(kwargs, message):

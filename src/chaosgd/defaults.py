@@ -5,3 +5,5 @@ P_HIGH = 95.0  # p (%) at which sensitivity counts as fully developed: the onset
 MOSTLY = 0.5  # "most networks": more than this fraction diverged (or failed to train) rules a learning rate out
 SEARCH_INITIAL = 4  # initial conditions per evaluation of the learning-rate search (more where it is undecided)
 SEARCH_COPIES = 1  # perturbed copies per initial condition there: an exponent's sign needs one; more smooth its fit
+EPSILON_MAX = 1e-2  # the largest epsilon-ball radius, as a fraction of the weights' typical size: a larger ball
+# starts its copies too near the phase-space diameter for an exponential phase (epsilon = 10 read p = 0)

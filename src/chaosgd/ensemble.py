@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chaosgd.defaults import EPSILON_MAX
 from chaosgd.models.base import Model, weight_mask
 
 PERTURB_MODES = ("all", "weights")
@@ -39,7 +40,8 @@ def _initialise(model, n_initial, seed, first):
 
 
 def check_epsilon(params, epsilon: float, perturb: str = "all") -> None:
-    """Refuse an epsilon that the parameters' dtype cannot represent at their scale.
+    """Refuse an epsilon that the parameters' dtype cannot represent at their scale, or that is not small against
+    it (above ``defaults.EPSILON_MAX`` times the weights' typical size).
 
     A perturbation at or below ``rms(w) * finfo(dtype).eps`` is lost in rounding when added to weights of size
     ``rms(w)`` (for example epsilon = 1e-8 on N(0, 1) weights in float32), so the "ball" would collapse to its centre.
@@ -62,6 +64,11 @@ def check_epsilon(params, epsilon: float, perturb: str = "all") -> None:
             f"epsilon = {epsilon:g} is at or below the resolution of {dtype} for weights of typical size "
             f"{scale:.3g} (about {resolution:.2g}): the perturbation would be rounded away. Use float64 parameters "
             f"(the default) or an epsilon well above {resolution:.2g}.")
+    if epsilon > EPSILON_MAX * scale:
+        raise ValueError(
+            f"epsilon = {epsilon:g} is not small against weights of typical size {scale:.3g}: the copies would start "
+            f"too far apart for an exponential phase to be measured; use at most {EPSILON_MAX:g} x that "
+            f"({EPSILON_MAX * scale:.2g}); the paper's is 1e-8.")
 
 
 def epsilon_ball(centres, n_copies: int, *, epsilon: float = 1e-8, perturb: str = "all", seed: int = 0,

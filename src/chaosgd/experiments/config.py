@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from chaosgd.datasets import CLASSES, DATASETS, PACKAGED
+from chaosgd.defaults import EPSILON_MAX
 from chaosgd.models.source import SOURCE_PATTERN
 from chaosgd.experiments.fields import ConfigError, from_text, require, typed
 from chaosgd.engine import DISTANCES
@@ -372,6 +373,11 @@ class Config(_Section):
                  f"{self.ensemble.epsilon:g} is at or below the resolution of {self.model.dtype} for weights of "
                  f"size {self.model.weight_scale:g} (about {resolution:.2g}); use a larger epsilon"
                  + (' or model.dtype = "float64"' if self.model.dtype != "float64" else ""))
+        _require(self.ensemble.epsilon <= EPSILON_MAX * self.model.weight_scale, "ensemble.epsilon",
+                 f"{self.ensemble.epsilon:g} is not small against weights of size {self.model.weight_scale:g}: the "
+                 "copies would start too far apart for an exponential phase to be measured (their distance "
+                 f"saturates at once and p reads 0); use at most {EPSILON_MAX:g} x the weights' size "
+                 f"({EPSILON_MAX * self.model.weight_scale:.2g}); the paper's is 1e-8")
         t = self.training
         _require(self.ensemble.distance == "parameters" or t.optimizer not in STATELESS, "ensemble.distance",
                  f"state, but optimizer {t.optimizer!r} keeps no state: the distance is over the parameters anyway; "
