@@ -128,3 +128,19 @@ def test_a_field_given_twice_is_refused_in_either_order(tmp_path, capsys, argv, 
     err = capsys.readouterr().err
     assert "is given twice" in err and first in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_far_past_divergence_reports_without_overflow_warnings_and_prints_dashes(tmp_path, capsys):
+    """Every network at 1e200 diverges, at 1e150 losses reach 1e149: the report is written, no overflow warning
+    reaches the terminal, and the console shows what is not measured as the report does ("–", not nan)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["run", "iris", "--model.activation", "relu", "--training.etas", "1e150,1e200",
+                     "--ensemble.initial", "2", "--ensemble.copies", "1", "--training.epochs", "20", "--executor",
+                     "serial", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    assert not [w for w in caught if "overflow" in str(w.message)]
+    out = capsys.readouterr().out
+    assert "nan" not in out and "[–, –]" in out and "e+149" in out
+    assert (tmp_path / "run" / "report.html").is_file()

@@ -38,13 +38,16 @@ def cmd_run(args) -> int:
     first = f"{axis.split('.')[-1]:>12} " if axis else ""
     print(first + f"{'eta':>8} {'lambda_NMLE':>12} {'p':>5} {'loss(T)':>9} {'test acc(T)':>11} {'diverged':>8} "
           f"{'stuck':>6}  reached {target:.0%}, median and restricted mean epochs to it [95 % CI]")
+    def number(value, spec):  # what the report prints for a value that is not measured
+        return format("–", spec.split(".")[0]) if value != value else format(value, spec)
+
     for r in summary.rows:
         median = f"> {r['tau_horizon']}" if r["tau_median"] == float("inf") else f"{r['tau_median']:g}"
-        print((f"{r[axis]:>12g} " if axis else "") + f"{r['eta']:>8g} {r['lambda_nmle']:>12.4f} "
-              f"{r['p_percent']:>4.0f}% {r['final_loss_mean']:>9.4f} {r['final_test_accuracy_mean']:>11.3f} "
-              f"{r['diverged_fraction']:>8.0%} {r['stuck_at_chance']:>6}  "
-              f"{r['n_initial'] - r['tau_censored']}/{r['n_initial']}, median {median}, "
-              f"{r['tau_rmst']:.1f} [{r['tau_rmst_ci_low']:.1f}, {r['tau_rmst_ci_high']:.1f}]")
+        print((f"{r[axis]:>12g} " if axis else "") + f"{r['eta']:>8g} {number(r['lambda_nmle'], '>12.4f')} "
+              f"{number(r['p_percent'], '>4.0f')}% {number(r['final_loss_mean'], '>9.4g')} "
+              f"{number(r['final_test_accuracy_mean'], '>11.3f')} {r['diverged_fraction']:>8.0%} "
+              f"{r['stuck_at_chance']:>6}  {r['n_initial'] - r['tau_censored']}/{r['n_initial']}, median {median}, "
+              f"{r['tau_rmst']:.4g} [{number(r['tau_rmst_ci_low'], '.4g')}, {number(r['tau_rmst_ci_high'], '.4g')}]")
     report(store, summary=summary)
     return 0
 

@@ -7,6 +7,7 @@ import base64
 import html
 import io
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -59,6 +60,15 @@ def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=
     left out, named in the report and, through ``log``, one line each. ``summary``: the run's ``summarize()``, when
     the caller has it already (it is not computed twice).
     """
+    # Learning rates far past divergence give numbers whose logarithmic axes overflow while drawn: the figures
+    # show them as they can, without numpy's and matplotlib's overflow warnings on the terminal.
+    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
+        warnings.filterwarnings("ignore", message="overflow encountered", category=RuntimeWarning)
+        return _write_report(run_dir, lyapunov_eta=lyapunov_eta, log=log, summary=summary, changes=changes,
+                             out=out)
+
+
+def _write_report(run_dir, *, lyapunov_eta, log, summary, changes, out) -> Path:
     from chaosgd import plots
 
     if lyapunov_eta is not None and not (np.isfinite(lyapunov_eta) and lyapunov_eta > 0):
