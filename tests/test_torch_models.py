@@ -292,3 +292,34 @@ def test_linear_layers_take_the_blas_route_with_an_ensemble_in_one_product():
         with torch.no_grad():
             expected = module.double()(torch.as_tensor(x)).numpy()
         np.testing.assert_allclose(model.apply(model.init_from_weights(), x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_custom_autograd_function_is_refused_by_name():
+    """fx traces a Function's forward inline and drops its backward: a gradient-reversal layer would train the
+    other way without a word. It is refused, naming the Function; torch's own use of Functions is left alone."""
+    import torch
+
+    from chaosgd.models.pytorch import UnsupportedModule, from_torch
+
+    class Reverse(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 1.0
+
+        @staticmethod
+        def backward(ctx, grad):
+            return -grad
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 8), torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.b(Reverse.apply(torch.tanh(self.a(x))))
+
+    with pytest.raises(UnsupportedModule, match="custom autograd Function Reverse is not supported"):
+        from_torch(Net(), torch.zeros(2, 4, dtype=torch.float64))
+    x = torch.ones(3, requires_grad=True)
+    Reverse.apply(x).sum().backward()
+    assert x.grad.tolist() == [-1.0, -1.0, -1.0]  # the Function itself still works after the translation

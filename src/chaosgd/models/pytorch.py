@@ -83,7 +83,9 @@ def from_torch(module, example_input, *, init: str | Callable = "module", dtype:
                                 f"{dtype} parameters (a dtype fixed inside its forward pass); chaosgd needs {dtype} "
                                 "end to end")
     try:
-        graph = torch.fx.symbolic_trace(net).graph
+        graph = _trace(net)
+    except UnsupportedModule:
+        raise
     except Exception as error:  # data-dependent control flow and the like
         raise UnsupportedModule(f"torch.fx cannot trace {type(module).__name__} ({type(error).__name__}: {error}); "
                                 "chaosgd translates modules whose forward pass is a fixed graph of layers") from None
@@ -96,6 +98,22 @@ def from_torch(module, example_input, *, init: str | Callable = "module", dtype:
     model = TorchModel(net, program, names, example, dtype, init, data_layout)
     model.check_against_torch()
     return model
+
+
+def _trace(net):
+    """The fx graph of ``net``. A custom ``torch.autograd.Function`` is refused by name: fx traces its forward
+    inline and drops its backward, so the gradients that chaosgd takes of the translation would not be the
+    module's (a gradient-reversal Function would train the other way)."""
+    import torch
+    import torch.fx
+    from unittest import mock
+
+    def refuse(cls, *args, **kwargs):
+        raise UnsupportedModule(f"custom autograd Function {cls.__name__} is not supported: chaosgd differentiates "
+                                "the forward pass itself, so the Function's own backward would be ignored; write "
+                                "its forward and backward as one differentiable forward, or leave it out")
+    with mock.patch.object(torch.autograd.Function, "apply", classmethod(refuse)):
+        return torch.fx.symbolic_trace(net).graph
 
 
 def from_torch_for_data(module, examples, *, dtype: str = "float64", init: str | Callable = "module"):
