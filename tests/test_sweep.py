@@ -69,6 +69,18 @@ def test_dask_local_cluster_gives_the_same_numbers(tmp_path, reference):
     assert_same(load_records(tmp_path), reference)
 
 
+def test_the_dask_executor_honours_retries_on_its_local_cluster():
+    """A task whose worker died is run again by Dask's scheduler, up to its allowed failures: ``retries``."""
+    pytest.importorskip("dask.distributed")
+    from chaosgd.experiments.executors import open_executor
+
+    pool = open_executor("dask", workers=1, retries=5)
+    try:
+        assert pool._cluster.scheduler.allowed_failures == 5
+    finally:
+        pool.close()
+
+
 def test_resume_skips_finished_tasks_and_completes(tmp_path, reference):
     sweep(small_config(), tmp_path, executor="serial", progress=False, log=lambda *a: None)
     for path in sorted((tmp_path / "tasks").glob("*.npz"))[::2]:

@@ -258,6 +258,7 @@ class DaskExecutor(Executor):
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None, retries: int = 2):
         try:
+            import dask
             from dask.distributed import Client, LocalCluster
         except ImportError:
             raise ValueError("the dask executor needs dask.distributed: pip install 'chaosgd[dask]'") from None
@@ -272,7 +273,9 @@ class DaskExecutor(Executor):
             main = threading.current_thread() is threading.main_thread()
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
             try:
-                with worker_environment(n):
+                # A task whose worker died is run again by the scheduler up to its allowed-failures times: the
+                # local scheduler takes ``retries`` for it (a running scheduler keeps its own setting).
+                with worker_environment(n), dask.config.set({"distributed.scheduler.allowed-failures": retries}):
                     # Dask's workers log each cancelled task as a warning: noise when a sweep is stopped. The
                     # dashboard takes a free port: on Dask's fixed one, a second sweep at once prints a warning.
                     self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
@@ -297,7 +300,7 @@ class DaskExecutor(Executor):
                 while len(in_flight) < capacity and (item := source()) is not None:
                     key, args = item
                     # No retries of a task that raised (the sweep stops at once); a task whose worker died is
-                    # rescheduled by Dask itself (its distributed.scheduler.allowed-failures setting).
+                    # rescheduled by Dask itself (allowed-failures: ``retries`` on a local cluster).
                     future = self.client.submit(worker_call, fn, key, args, key=f"chaosgd-{key}-{time.time_ns()}",
                                                 retries=0, pure=False)
                     in_flight[future] = key
