@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chaosgd.defaults import CONFIDENCE
+
 R2_MIN = 0.9
 LAMBDA_MIN = 0.05
 PLATEAU = 40  # epochs of plateau after the knee that settle the fit (see local_exponent)
@@ -315,7 +317,7 @@ class NetworkExponent:
 
 
 def network_exponent(distance: np.ndarray, *, window=None, r2_min: float = R2_MIN, lambda_min: float = LAMBDA_MIN,
-                     plateau: int | None = PLATEAU, stopped_at=None, confidence: float = 0.95,
+                     plateau: int | None = PLATEAU, stopped_at=None, confidence: float = CONFIDENCE,
                      n_bootstrap: int = 2000, seed: int = 0, quiet_rise: float | None = QUIET_RISE,
                      records_per_epoch: int = 1, steps_per_record: int | None = None) -> NetworkExponent:
     """lambda_NMLE = <lambda_Omega(0)> over S, with its spread, a bootstrap CI and p (percentage positive).

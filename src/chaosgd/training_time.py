@@ -19,6 +19,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from chaosgd.defaults import CONFIDENCE
+
 
 @dataclass(frozen=True)
 class Survival:
@@ -101,12 +103,12 @@ class TrainingTime:
         reached = self.epoch[~self.censored]
         return float(reached.std(ddof=1) / np.sqrt(reached.size)) if reached.size > 1 else float("nan")
 
-    def survival(self, confidence: float = 0.95) -> Survival:
+    def survival(self, confidence: float = CONFIDENCE) -> Survival:
         """Kaplan-Meier curve, median, RMST and fraction reached, with intervals at ``confidence``."""
         return survival(self.epoch[~self.censored], np.full(self.n_censored, self.horizon), horizon=self.horizon,
                         confidence=confidence)
 
-    def describe(self, confidence: float = 0.95) -> str:
+    def describe(self, confidence: float = CONFIDENCE) -> str:
         n = self.epoch.size
         passage = f"{self.target:.0%}" + (f" held {self.hold} epochs" if self.hold > 1 else "")
         if self.n_censored == n:
@@ -144,7 +146,7 @@ def time_to_accuracy(test_accuracy: np.ndarray, target: float, *, hold: int = 1,
     return TrainingTime(epoch=epoch, censored=censored, target=float(target), budget=budget, hold=int(hold))
 
 
-def survival(reached_at, censored_at, *, horizon: float, confidence: float = 0.95) -> Survival:
+def survival(reached_at, censored_at, *, horizon: float, confidence: float = CONFIDENCE) -> Survival:
     """Survival summary of event times ``reached_at`` and right-censoring times ``censored_at`` (times > those), in
     epochs, restricted to the integer ``horizon`` (every time must lie in [0, horizon])."""
     from scipy import stats

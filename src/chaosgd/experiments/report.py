@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from chaosgd.atomic import atomic_write
+from chaosgd.defaults import MOSTLY, P_HIGH
 from chaosgd.experiments.results import fit, loss_curves, summarize, write_csv, write_parquet
 from chaosgd.experiments.store import RunDir
 
@@ -36,7 +37,7 @@ def representative_eta(rows: list[dict], wanted: float | None = None) -> tuple[f
     done = np.array([r["eta"] for r in rows])
     if wanted is not None:  # checked by write_report
         return float(done[np.argmin(np.abs(np.log(done) - np.log(wanted)))]), f"the grid's nearest to {wanted:g}"
-    calm = [r for r in rows if r["diverged_fraction"] <= 0.5 and np.isfinite(r["p_percent"])] or rows
+    calm = [r for r in rows if r["diverged_fraction"] <= MOSTLY and np.isfinite(r["p_percent"])] or rows
     onset = [r for r in calm if r["p_percent"] >= REPRESENTATIVE_P]
     if onset:
         return onset[0]["eta"], f"the first with p >= {REPRESENTATIVE_P:g} %"
@@ -379,7 +380,7 @@ def _mixed_routes(routes: dict[str, int]) -> str:
             "everywhere, give every worker a C++ compiler, or set CHAOSGD_GEMM=xla for all of them.")
 
 
-def edge_of_chaos(rows, target: float, p_high: float = 95.0, hold: int = 1, pending=()) -> str:
+def edge_of_chaos(rows, target: float, p_high: float = P_HIGH, hold: int = 1, pending=()) -> str:
     """Sentences for practitioners: where sensitivity is fully developed on this grid, where training to the target
     was fastest by the restricted mean time (censoring-aware; among learning rates whose references mostly do not
     diverge, naming those whose intervals overlap it), and where networks end stuck at chance accuracy.
@@ -396,7 +397,7 @@ def edge_of_chaos(rows, target: float, p_high: float = 95.0, hold: int = 1, pend
 
 
 def _edge_sentences(rows, target: float, p_high: float, hold: int) -> str:
-    developed = [r for r in rows if r["p_percent"] >= p_high and r["diverged_fraction"] <= 0.5
+    developed = [r for r in rows if r["p_percent"] >= p_high and r["diverged_fraction"] <= MOSTLY
                  and 2 * r.get("n_unresolved", 0) <= r["n_initial"]]
     if developed:
         first = developed[0]
@@ -406,7 +407,7 @@ def _edge_sentences(rows, target: float, p_high: float, hold: int) -> str:
                      "accuracy (sensitivity without learning)")
     else:
         text = f"p never reaches {p_high:g} % on this grid"
-    calm = [r for r in rows if r["reached_percent"] > 0 and r["diverged_fraction"] <= 0.5]
+    calm = [r for r in rows if r["reached_percent"] > 0 and r["diverged_fraction"] <= MOSTLY]
     if calm:
         best = min(calm, key=lambda r: r["tau_rmst"])
         median = (f"median > {best['tau_horizon']}" if np.isinf(best["tau_median"])

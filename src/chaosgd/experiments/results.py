@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from chaosgd.atomic import atomic_write
+from chaosgd.defaults import CONFIDENCE
 from chaosgd.experiments.config import Config, ConfigError
 from chaosgd.experiments.problem import tasks
 from chaosgd.experiments.store import RunDir, TaskResult
@@ -31,7 +32,6 @@ COLUMNS = ("eta", "lambda_nmle", "lambda_std", "lambda_ci_low", "lambda_ci_high"
 INTEGER_COLUMNS = frozenset({"n_initial", "n_excluded", "n_unresolved", "tau_horizon", "tau_censored",
                              "stuck_at_chance", "reached_then_stuck", "network_epochs", "naive_network_epochs",
                              "steps_per_epoch", "records_per_epoch"})
-CONFIDENCE = 0.95  # of every interval in the table
 
 
 def fit(records, config: Config, *, window: tuple[int, int] | None = None,
