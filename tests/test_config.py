@@ -246,3 +246,26 @@ def test_quick_is_for_presets_and_a_folder_does_not_hide_one(tmp_path, monkeypat
     (tmp_path / "iris").mkdir()  # a folder that happens to carry a preset's name
     assert main(["sweep", "iris", "--training.epochs", "2.5"]) == 2
     assert "training.epochs: must be an integer" in capsys.readouterr().err
+
+
+def test_every_exception_chaosgd_raises_on_purpose_derives_from_one_base():
+    """A caller can catch ChaosgdError; each class keeps the builtin base it is a kind of."""
+    import chaosgd.datasets.fetch as fetch
+    import chaosgd.datasets.packaged as packaged
+    import chaosgd.engine as engine
+    import chaosgd.experiments.executors as executors
+    import chaosgd.experiments.store as store
+    import chaosgd.models.pytorch as pytorch
+    import chaosgd.models.source as source
+    from chaosgd import ChaosgdError
+    from chaosgd.datasets import DataError, DataNotFoundError, IDXError
+    from chaosgd.experiments.config import ConfigError
+
+    classes = [engine.BudgetError, packaged.MissingExtraError, IDXError, DataNotFoundError, fetch.ChecksumError,
+               fetch.FetchError, DataError, pytorch.UnsupportedModule, source.SourceError, executors.TaskFailed,
+               ConfigError, store.TaskFileError]
+    for cls in classes:
+        assert issubclass(cls, ChaosgdError) and len(cls.__mro__) > 4, cls
+    assert issubclass(DataNotFoundError, FileNotFoundError) and issubclass(ConfigError, ValueError)
+    with pytest.raises(ChaosgdError):
+        Config.from_dict({"name": "x", "ensemble": {"copies": 0}})

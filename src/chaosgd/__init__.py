@@ -8,6 +8,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from chaosgd.engine import run  # noqa: E402
+from chaosgd.errors import ChaosgdError  # noqa: E402
 from chaosgd.lyapunov import local_exponent, network_exponent  # noqa: E402
 from chaosgd.sharpness import top_eigenvalue, top_eigenvalues, track_sharpness  # noqa: E402
 from chaosgd.tangent import tangent_exponents  # noqa: E402
@@ -22,7 +23,7 @@ from chaosgd.experiments.measure import measure, sweet_spot  # noqa: E402
 
 __version__ = "0.7.0"
 
-__all__ = ["measure", "sweet_spot", "Config", "preset", "PRESETS", "sweep", "summarize", "RunDir", "find_sweet_spot",
-           "run", "initial_conditions", "epsilon_ball", "check_epsilon", "MLP", "CNN", "count_parameters",
-           "Objective", "classification", "Records", "local_exponent", "network_exponent", "tangent_exponents",
-           "top_eigenvalue", "top_eigenvalues", "track_sharpness", "time_to_accuracy"]
+__all__ = ["ChaosgdError", "measure", "sweet_spot", "Config", "preset", "PRESETS", "sweep", "summarize", "RunDir",
+           "find_sweet_spot", "run", "initial_conditions", "epsilon_ball", "check_epsilon", "MLP", "CNN",
+           "count_parameters", "Objective", "classification", "Records", "local_exponent", "network_exponent",
+           "tangent_exponents", "top_eigenvalue", "top_eigenvalues", "track_sharpness", "time_to_accuracy"]

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from chaosgd.dynamics import FULL_BATCH_GD, UpdateRule, check_parts, group_epoch, member_epoch, noisy
+from chaosgd.errors import ChaosgdError
 from chaosgd.objective import Objective
 from chaosgd.records import Records, concatenate
 
@@ -57,7 +58,7 @@ class StopRule(Protocol):
     def __call__(self, distance: np.ndarray, checked: np.ndarray) -> np.ndarray: ...
 
 
-class BudgetError(ValueError):
+class BudgetError(ChaosgdError, ValueError):
     """Not even one group (a reference and its M copies) fits in the memory budget of ``run``.
 
     Attributes:

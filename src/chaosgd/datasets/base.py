@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from chaosgd.errors import ChaosgdError
+
 DATA_ENV = "CHAOSGD_DATA"
 
 
@@ -60,5 +62,5 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
     return Path.home() / ".chaosgd" / "data"
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(ChaosgdError, FileNotFoundError):
     """A data set's files are not where chaosgd looked; the message says where it looked and how to get them."""

@@ -24,6 +24,7 @@ from chaosgd.atomic import atomic_write
 from chaosgd.datasets.base import data_dir
 from chaosgd.datasets.cifar10 import TEST_FILES, TRAIN_FILES
 from chaosgd.datasets.idx import IDXError, read_bytes, read_idx
+from chaosgd.errors import ChaosgdError
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,11 @@ SOURCES = {
 }
 
 
-class ChecksumError(ValueError):
+class ChecksumError(ChaosgdError, ValueError):
     """A downloaded file whose MD5 differs from the published one (and whose content does not match either)."""
 
 
-class FetchError(RuntimeError):
+class FetchError(ChaosgdError, RuntimeError):
     """A data set that could not be fetched (no network, server error, a folder in a file's place, ...).
 
     The one-line message names the URL or path and, for network failures, the files to put where by hand.

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from chaosgd.errors import ChaosgdError
+
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IDXError(ValueError):
+class IDXError(ChaosgdError, ValueError):
     """A data file that is not what it should be (damaged gzip, wrong magic, truncated, wrong shape).
 
     The message names the file and says how to replace it.

@@ -28,6 +28,7 @@ import numpy as np
 
 from chaosgd.datasets.base import Dataset
 from chaosgd.datasets.user import from_arrays
+from chaosgd.errors import ChaosgdError
 
 PREFIX = "sklearn:"
 TEST_FRACTION = 0.2
@@ -54,7 +55,7 @@ PACKAGED: dict[str, Packaged] = {
 }
 
 
-class MissingExtraError(ImportError, ValueError):
+class MissingExtraError(ChaosgdError, ImportError, ValueError):
     """A data set needs a package that is not installed; the message names the extra that installs it."""
 
 

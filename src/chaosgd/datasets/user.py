@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from chaosgd.datasets.base import DataNotFoundError, Dataset
+from chaosgd.errors import ChaosgdError
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-class DataError(ValueError):
+class DataError(ChaosgdError, ValueError):
     """User data that cannot be trained on as given; the message says which array, what is wrong and what is
     allowed."""
 

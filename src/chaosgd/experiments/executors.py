@@ -24,6 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
+from chaosgd.errors import ChaosgdError
 from chaosgd.experiments.workers import call as worker_call
 from chaosgd.experiments.workers import environment as worker_environment
 from chaosgd.experiments.workers import init as worker_init
@@ -55,7 +56,7 @@ def check_stop() -> None:
         raise KeyboardInterrupt
 
 
-class TaskFailed(RuntimeError):
+class TaskFailed(ChaosgdError, RuntimeError):
     """A task raised: the message names the task and the error."""
 
     def __init__(self, key, error: BaseException | str):

@@ -15,8 +15,10 @@ import typing
 
 import numpy as np
 
+from chaosgd.errors import ChaosgdError
 
-class ConfigError(ValueError):
+
+class ConfigError(ChaosgdError, ValueError):
     """A configuration value that is not allowed; the message names the field."""
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from chaosgd.atomic import atomic_write
+from chaosgd.errors import ChaosgdError
 from chaosgd.experiments.config import Config, ConfigError
 from chaosgd.experiments.problem import Task
 from chaosgd.records import Records
@@ -39,7 +40,7 @@ FORMAT = 3  # of task files; files of other formats are recomputed
 _SHARPNESS = ("epoch", "value", "residual", "loss")
 
 
-class TaskFileError(ValueError):
+class TaskFileError(ChaosgdError, ValueError):
     """A task file that cannot be trusted; the message says which file and why."""
 
 

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chaosgd.errors import ChaosgdError
 from chaosgd.gemm import gemm
 
 INITS = ("module", "weights")
@@ -31,7 +32,7 @@ LAYOUTS = ("auto", "module", "channels_last")
 _TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
 
 
-class UnsupportedModule(ValueError):
+class UnsupportedModule(ChaosgdError, ValueError):
     """A torch module with a layer or operation chaosgd cannot translate; the message names it."""
 
 

@@ -16,10 +16,12 @@ import re
 import sys
 import traceback
 
+from chaosgd.errors import ChaosgdError
+
 SOURCE_PATTERN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 
-class SourceError(ValueError):
+class SourceError(ChaosgdError, ValueError):
     """A ``model.source`` that cannot be imported or does not give a model; the message says which and why."""
 
 
