@@ -196,8 +196,9 @@ def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, 
         return SweetSpot(math.nan, math.nan, math.nan, onset, evaluations, p_high,
                          _reason(None, None, (), onset, evaluations, p_high, confidence), confidence, rule=rule)
     peers = [e for e in evaluations if e.trainable and e.progress_high >= leader.progress_low]
-    onset_eta = onset.eta if onset is not None and math.isfinite(onset.eta) else math.inf
-    tied = [e for e in peers if e.progress >= leader.progress_low and e.eta <= onset_eta]
+    # Not above the onset: where the bracket closed on divergence or unresolved exponents, not above its low end.
+    cap = math.inf if onset is None else onset.eta if math.isfinite(onset.eta) else onset.low
+    tied = [e for e in peers if e.progress >= leader.progress_low and e.eta <= cap]
     edge = max(tied, key=lambda e: e.eta, default=leader)
     chosen = edge if rule == "edge" else leader
     return SweetSpot(chosen.eta, min(e.eta for e in peers), max(e.eta for e in peers), onset, evaluations, p_high,
