@@ -46,7 +46,7 @@ def test_the_fastest_within_the_resolution_and_the_edge_rule_takes_the_largest_a
     best = spot.at(spot.fastest)
     peers = [e.eta for e in spot.evaluations if e.trainable and e.progress_high >= best.progress_low]
     assert (spot.low, spot.high) == (min(peers), max(peers))
-    tied = [e.eta for e in spot.evaluations if e.trainable and e.progress >= best.progress_low]
+    tied = [e.eta for e in spot.evaluations if e.trainable and e.progress_high >= best.progress]
     assert spot.edge == max(eta for eta in tied if eta <= spot.onset.eta)
     fastest = find_sweet_spot(world(bump(0.3), p=step(2.0)), eta_min=0.01, eta_max=20, rule="fastest")
     assert fastest.eta == fastest.fastest == spot.fastest and fastest.evaluations == spot.evaluations

@@ -138,7 +138,7 @@ def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
     trained = out.split("trained at")[1]
     assert re.search(r"\d+/\d+ reached 90%, restricted mean [\d.]+ epochs \[95 % CI [\d.]+, [\d.]+\] up to epoch",
                      trained)
-    assert list((tmp_path / "trained" / "tasks").glob("*.npz"))
+    assert list((tmp_path / "trained").glob("eta-*/tasks/*.npz"))
     assert (tmp_path / "sweetspot.png").is_file() and (tmp_path / "sweetspot.json").is_file()
     # Every evaluation is stored: the same search again computes nothing and recommends the same learning rate.
     stored = len(list((tmp_path / "evaluations" / "tasks").glob("*.npz")))

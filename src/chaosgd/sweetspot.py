@@ -23,8 +23,9 @@ The search, on the log grid eta_min * step**k:
 The learning rate of the best measured progress (``SweetSpot.fastest``) is a noisy pick among learning rates that
 train about as fast: a few networks over a short budget cannot see the rare network that stalls on a plateau,
 which the full runs' time to target counts. The default rule (``"edge"``, ``SweetSpot.edge``) breaks that tie as
-the paper suggests: the largest learning rate whose progress lies inside the fastest's interval, not above the
-onset of chaos; ``docs/lr_finders.md`` measures both rules against full grids. Its interval: the trainable
+the paper suggests: the largest learning rate not above the onset of chaos whose progress interval reaches the
+fastest's measured progress (the measurements cannot tell it slower); ``docs/lr_finders.md`` measures both rules
+against full grids, and the ways of telling "as fast" that were tried. Its interval: the trainable
 learning rates evaluated whose progress intervals reach the fastest's. Where no learning rate trains, ``eta`` is NaN and
 ``reason`` says why: the search always answers, never with None.
 """
@@ -60,7 +61,7 @@ class SweetSpot:
     reason: str
     confidence: float = CONFIDENCE
     fastest: float = math.nan  # the learning rate of the best progress measured ("fastest" rule)
-    edge: float = math.nan  # the largest as fast as it, not above the onset ("edge" rule)
+    edge: float = math.nan  # the largest not told slower than it, not above the onset ("edge" rule)
     rule: str = "edge"  # which of the two is ``eta``
 
     @property
@@ -103,9 +104,9 @@ def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, 
     horizon), used before anything is computed. ``parallel``: learning rates evaluated at once (``evaluate.many``
     runs them side by side). ``max_initial``: more initial conditions where a decision is open. ``confidence``:
     the level of the evaluations' intervals, for the words of ``reason``. ``rule``: ``"edge"`` recommends the
-    largest learning rate, not above the onset of chaos, that trains as fast as the fastest measured (its progress
-    inside the fastest's interval); ``"fastest"`` the one of the best measured progress (``RULES``; both are in the
-    result).
+    largest learning rate, not above the onset of chaos, that the measurements cannot tell slower than the fastest
+    (its progress interval reaches the fastest's progress); ``"fastest"`` the one of the best measured progress
+    (``RULES``; both are in the result).
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
@@ -198,7 +199,7 @@ def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, 
     peers = [e for e in evaluations if e.trainable and e.progress_high >= leader.progress_low]
     # Not above the onset: where the bracket closed on divergence or unresolved exponents, not above its low end.
     cap = math.inf if onset is None else onset.eta if math.isfinite(onset.eta) else onset.low
-    tied = [e for e in peers if e.progress >= leader.progress_low and e.eta <= cap]
+    tied = [e for e in peers if e.progress_high >= leader.progress and e.eta <= cap]
     edge = max(tied, key=lambda e: e.eta, default=leader)
     chosen = edge if rule == "edge" else leader
     return SweetSpot(chosen.eta, min(e.eta for e in peers), max(e.eta for e in peers), onset, evaluations, p_high,
@@ -231,7 +232,7 @@ def _reason(chosen, leader, peers, onset, evaluations, p_high, confidence) -> st
         text = f"eta = {chosen.eta:.3g}: {fastest}"
     else:
         text = (f"eta = {chosen.eta:.3g} ({progress(chosen)}): the largest learning rate not above the onset of chaos "
-                f"whose progress lies inside the interval of {fastest}, at eta = {leader.eta:.3g}")
+                f"whose progress interval reaches {fastest}, at eta = {leader.eta:.3g}")
     text += (f"; eta = {low:.3g} .. {high:.3g} train as fast within the {confidence:.0%} intervals."
              if low < high else "; no other learning rate evaluated trains as fast.")
     above = [e for e in evaluations if e.eta > chosen.eta]

@@ -196,7 +196,9 @@ def cmd_sweetspot(args) -> int:
     if args.train and spot.eta == spot.eta:
         from chaosgd.experiments.results import summarize
 
-        trained = run_sweep(args, config.with_values(**{"training.etas": (spot.eta,)}), out / "trained")
+        # (one folder per learning rate: a search resumed with other settings may recommend another)
+        trained = run_sweep(args, config.with_values(**{"training.etas": (spot.eta,)}),
+                            out / "trained" / f"eta-{spot.eta:.6g}")
         row = summarize(trained).rows[0]
         print(f"trained at eta = {spot.eta:.4g}: {row['n_initial'] - row['tau_censored']}/{row['n_initial']} reached "
               f"{config.training.target:.0%}, restricted mean {row['tau_rmst']:.1f} epochs [95 % CI "
