@@ -134,3 +134,16 @@ def test_the_same_seed_gives_the_same_recommendation(blobs):
     a, b = (chaosgd.sweet_spot(MLP((6, 16, 3)), data, eta_min=0.1, eta_max=30.0, epochs=30, target=0.8)
             for _ in range(2))
     assert a == b and np.isfinite(a.eta) and all(e.n_networks == 4 for e in a.evaluations)
+
+
+def test_the_scan_lands_on_a_stored_learning_rate_not_a_roundoff_away():
+    """0.01 * sqrt(10)**4 is 1.0000000000000002: the scan must take a sweep's stored 1.0 for it, not evaluate a
+    second point a roundoff apart (which read as an onset between 1 and 1)."""
+    calls = []
+    evaluate = world(bump(0.3), p=step(2.0), calls=calls)
+    known = {1.0: evaluate(1.0), 0.1: evaluate(0.1)}
+    calls.clear()
+    spot = find_sweet_spot(evaluate, eta_min=0.01, eta_max=20, known=known)
+    assert 1.0 not in calls and 0.1 not in calls
+    etas = sorted(e.eta for e in spot.evaluations)
+    assert all(b / a > 1.01 for a, b in zip(etas, etas[1:]))

@@ -88,6 +88,12 @@ class SweetSpot:
                 "evaluations": [asdict(e) for e in self.evaluations]}
 
 
+def _tidy(eta: float) -> float:
+    """eta to 12 significant digits: 0.01 * sqrt(10)**4 is 1.0000000000000002, and a sweep's stored 1.0 is the same
+    learning rate (two evaluations a roundoff apart would read as a jump between neighbours)."""
+    return float(f"{eta:.12g}")
+
+
 def _rises(e: Evaluation, p_high: float) -> bool:
     """p has reached p_high here, or the records cannot tell (unresolved), or the references diverge."""
     return e.diverges or e.open(p_high) or e.developed(p_high)
@@ -136,7 +142,7 @@ def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, 
         return max(trainable, key=lambda e: (e.progress, e.eta)) if trainable else None  # ties: the larger
 
     def grid(k: int) -> float:
-        return float(eta_min * step ** k)
+        return _tidy(eta_min * step ** k)
 
     top = max(1, math.ceil(math.log(eta_max / eta_min) / math.log(step) - 1e-9))
     widen = round(WIDEN * math.log(10) / math.log(step))
@@ -167,7 +173,7 @@ def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, 
     spacing = step  # 2. refine around the best
     while spacing > 1 + rel_width + 1e-12 and best() is not None:
         spacing = math.sqrt(spacing)
-        at_all([best().eta / spacing, best().eta * spacing])
+        at_all([_tidy(best().eta / spacing), _tidy(best().eta * spacing)])
 
     if max_initial is not None:  # 4. more initial conditions where the best is not yet told apart
         for _ in range(8):
