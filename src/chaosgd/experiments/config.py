@@ -215,8 +215,10 @@ class Training(_Section):
     target: float = _field(0.9, "test accuracy that defines the training time, a fraction in (0, 1]")
     target_hold: int = _field(1, "epochs the test accuracy must stay at or above the target (1: first passage, "
                                  "the paper's)")
-    stop_copies: bool = _field(True, "stop perturbed copies once their exponent's fit is settled (changes no "
-                                     "result; analysis.plateau)")
+    stop_copies: bool = _field(True, "stop perturbed copies once their exponent's fit is settled (analysis."
+                                     "plateau; saves work). The rest are then computed in smaller groups, which "
+                                     "moves last-bit rounding that chaos amplifies: in the chaotic regime results "
+                                     "agree statistically, not bit for bit")
     stop_references: bool = _field(False, "stop a reference once it reached the target and its copies stopped")
     sharpness_every: int = _field(0, "track the top Hessian eigenvalue of initial condition 0 every this many "
                                      "epochs (0: not tracked)")
@@ -354,7 +356,9 @@ class Config(_Section):
     ensemble: Ensemble = field(default_factory=Ensemble)
     training: Training = field(default_factory=Training)
     analysis: Analysis = field(default_factory=Analysis)
-    block: int = _field(10, "initial conditions per sweep task")
+    block: int = _field(10, "initial conditions per sweep task (another block groups the networks differently, "
+                            "which moves last-bit rounding: in the chaotic regime results agree statistically, not "
+                            "bit for bit)")
 
     def _check(self):
         for name, cls in _SECTIONS.items():
