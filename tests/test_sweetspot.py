@@ -325,8 +325,8 @@ def test_a_search_reusing_a_sweep_of_its_horizon_and_a_fresh_search_agree(tmp_pa
     from chaosgd.cli import main
 
     common = ["iris", "--quick", "--quiet", "--executor", "serial"]
-    assert main(["sweep", *common, "--set", "training.etas=[0.01, 0.1, 1]", "--set", "training.epochs=30", "--out",
-                 str(tmp_path / "grid")]) == 0
+    assert main(["sweep", *common, "--set", "training.etas=[0.01, 0.1, 1]", "--set", "training.epochs=30", "--set",
+                 "ensemble.initial=6", "--set", "ensemble.copies=3", "--out", str(tmp_path / "grid")]) == 0
     spots = {}
     for name, extra in (("fresh", []), ("reused", ["--reuse", str(tmp_path / "grid")])):
         assert main(["sweetspot", "iris", "--quick", "--search-epochs", "30", "--search-initial", "6",
@@ -337,7 +337,7 @@ def test_a_search_reusing_a_sweep_of_its_horizon_and_a_fresh_search_agree(tmp_pa
     stored = [e for e in reused["evaluations"] if e["stored"]]
     assert stored and not any(e["stored"] for e in fresh["evaluations"])
     # A stored learning rate that the fresh search also evaluated gives the same evaluation: same horizon, same
-    # initial conditions (the sweep's first 6 of its 6) and copies.
+    # 6 initial conditions and 3 copies.
     same = {e["eta"]: e for e in fresh["evaluations"]}
     for e in stored:
         if e["eta"] in same:
