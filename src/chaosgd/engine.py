@@ -443,36 +443,63 @@ def _segment(program, joint, solo, data, t0, length, n_members, final, progress,
 
 
 def _groups_that_fit(objective, params, data, n_members, memory_budget) -> int:
-    """Groups per chunk under ``memory_budget``, from the sizes of all intermediates of one member's step.
+    """Groups per chunk under ``memory_budget``, from the sizes of all intermediates of one member's step."""
+    budget, source = memory_budget_and_source(memory_budget)
+    one = jax.tree_util.tree_map(lambda x: x[0, 0], params)
+    needed = group_bytes(objective, one, data, n_members)
+    if needed > budget:
+        raise BudgetError(
+            f"one group (a reference and its {n_members - 1} copies) needs about {needed / 2**30:.3g} GiB "
+            f"({needed} bytes), more than the memory budget of {budget / 2**30:.3g} GiB "
+            f"({int(budget)} bytes, from {source}). Use fewer copies (ensemble.copies), float32 (model.dtype, "
+            f"with a larger ensemble.epsilon), a smaller training subset (data.n_train), or a larger budget "
+            f"(CHAOSGD_MEMORY_BUDGET=<bytes>, or run(memory_budget=...)).", needed, budget)
+    return int(budget // needed)
+
+
+def group_bytes(objective, one, data, n_members: int) -> int:
+    """Bytes one group's step needs: the sizes of all intermediates of one member's loss and gradient, plus four
+    copies of its parameters, times the group's members. ``one`` (one member's parameters) and ``data`` may be
+    arrays or ``jax.ShapeDtypeStruct``s: only shapes are read.
 
     Summing every intermediate of the traced program over-counts what XLA keeps alive at once, so this errs on the
     safe side.
     """
-    source = "memory_budget"
-    if memory_budget is None:
-        source = ("CHAOSGD_MEMORY_BUDGET" if float(os.environ.get("CHAOSGD_MEMORY_BUDGET", 0))
-                  else "half the machine's memory")
-        memory_budget = default_memory_budget()
-    one = jax.tree_util.tree_map(lambda x: x[0, 0], params)
     jaxpr = jax.make_jaxpr(jax.value_and_grad(objective.loss, has_aux=True))(one, data)
-    per_member = sum(np.prod(v.aval.shape) * v.aval.dtype.itemsize
+    # (Python integers: a configuration's absurd width must give an absurd size, not an int64 overflow.)
+    per_member = sum(math.prod(v.aval.shape) * v.aval.dtype.itemsize
                      for eqn in jaxpr.jaxpr.eqns for v in eqn.outvars if hasattr(v.aval, "shape"))
-    per_member += 4 * sum(x.nbytes for x in jax.tree_util.tree_leaves(one))
-    needed = int(per_member * n_members)
-    if needed > memory_budget:
-        raise BudgetError(
-            f"one group (a reference and its {n_members - 1} copies) needs about {needed / 2**30:.3g} GiB "
-            f"({needed} bytes), more than the memory budget of {memory_budget / 2**30:.3g} GiB "
-            f"({int(memory_budget)} bytes, from {source}). Use fewer copies (ensemble.copies), float32 (model.dtype, "
-            f"with a larger ensemble.epsilon), a smaller training subset (data.n_train), or a larger budget "
-            f"(CHAOSGD_MEMORY_BUDGET=<bytes>, or run(memory_budget=...)).", needed, memory_budget)
-    return int(memory_budget // needed)
+    per_member += 4 * sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(one))
+    return int(per_member * n_members)
+
+
+def memory_budget_and_source(memory_budget: float | None = None) -> tuple[float, str]:
+    """The budget in bytes (``memory_budget``, else the default) and where it comes from, for messages."""
+    if memory_budget is not None:
+        return float(memory_budget), "memory_budget"
+    told = _budget_from_environment()
+    return default_memory_budget(), ("CHAOSGD_MEMORY_BUDGET" if told else "half the machine's memory")
 
 
 def default_memory_budget() -> float:
     """Bytes a run may use when not told: ``$CHAOSGD_MEMORY_BUDGET``, else half of the device's memory (the
     executors give each worker process its share through that variable)."""
-    return float(os.environ.get("CHAOSGD_MEMORY_BUDGET", 0)) or 0.5 * _machine_memory()
+    return _budget_from_environment() or 0.5 * _machine_memory()
+
+
+def _budget_from_environment() -> float:
+    """``$CHAOSGD_MEMORY_BUDGET`` in bytes (0 when unset or empty); refused when it is not a number > 0."""
+    text = os.environ.get("CHAOSGD_MEMORY_BUDGET", "").strip()
+    if not text:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise BudgetError(f"CHAOSGD_MEMORY_BUDGET={text!r} is not a memory budget: give bytes as a number > 0 "
+                          "(e.g. 8e9), or unset it for half the machine's memory", 0, math.nan)
+    return value
 
 
 def _machine_memory() -> float:

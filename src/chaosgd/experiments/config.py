@@ -37,6 +37,12 @@ CHANCE_MARGIN = 0.05
 PAPER_ETAS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0)
 # A name becomes a folder under the runs folder: no separators, no leading dot, nothing that escapes it.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# Beyond these a run cannot be represented: JAX's random keys take seeds of 64-bit signed integers, and compiled
+# programs count initial conditions and records (epochs x records per epoch) in int32.
+SEED_MAX = 2**63 - 1
+COUNT_MAX = 2**31 - 1
+# Task files of one run folder: far beyond any sweep worth running, and few enough to list and check quickly.
+TASKS_MAX = 1_000_000
 
 
 _require = require  # short local name for the many range checks below
@@ -96,7 +102,7 @@ class Data(_Section):
         _require(self.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.sha256) is not None, "data.sha256",
                  f"must be 64 lowercase hexadecimal digits (a SHA-256); got {self.sha256!r}")
         _require(self.n_train is None or self.n_train >= 1, "data.n_train", f"must be >= 1; got {self.n_train}")
-        _require(self.seed >= 0, "data.seed", f"must be >= 0; got {self.seed}")
+        _require(0 <= self.seed <= SEED_MAX, "data.seed", f"must be an integer in [0, 2^63 - 1]; got {self.seed}")
 
 
 BUILT_IN_MODEL = ("architecture", "hidden", "activation", "sigma", "dropout")  # what model.source replaces
@@ -165,12 +171,15 @@ class Ensemble(_Section):
                                          "e.g. the momentum buffer)")
 
     def _check(self):
-        _require(self.initial >= 1, "ensemble.initial", f"must be an integer >= 1; got {self.initial}")
-        _require(self.copies >= 1, "ensemble.copies", f"M must be an integer >= 1; got {self.copies}")
+        _require(1 <= self.initial <= COUNT_MAX, "ensemble.initial",
+                 f"must be an integer in [1, 2^31 - 1]; got {self.initial}")
+        _require(1 <= self.copies <= COUNT_MAX, "ensemble.copies", f"M must be an integer in [1, 2^31 - 1]; got "
+                                                                   f"{self.copies}")
         _require(self.epsilon > 0, "ensemble.epsilon", f"must be a finite number > 0; got {self.epsilon}")
         _require(self.perturb in PERTURB_MODES, "ensemble.perturb",
                  f"unknown mode {self.perturb!r}; choose one of {list(PERTURB_MODES)}")
-        _require(self.seed >= 0, "ensemble.seed", f"must be >= 0; got {self.seed}")
+        _require(0 <= self.seed <= SEED_MAX, "ensemble.seed",
+                 f"must be an integer in [0, 2^63 - 1]; got {self.seed}")
         _require(self.distance in DISTANCES, "ensemble.distance",
                  f"unknown choice {self.distance!r}; choose one of {list(DISTANCES)}")
 
@@ -288,6 +297,9 @@ class Training(_Section):
                  f"must be an integer >= 0 (0: full batch); got {self.batch_size}")
         _require(self.records_per_epoch >= 1, "training.records_per_epoch",
                  f"must be an integer >= 1; got {self.records_per_epoch}")
+        _require(self.epochs * self.records_per_epoch <= COUNT_MAX, "training.epochs",
+                 f"{self.epochs} epochs x {self.records_per_epoch} record(s) an epoch is more records than a run can "
+                 "count (2^31 - 1)")
         _require(self.records_per_epoch == 1 or self.batch_size or self.axis == "training.batch_size",
                  "training.records_per_epoch", "more than one record an epoch needs minibatches (training.batch_size "
                  "> 0): a full-batch epoch is one step")
@@ -367,6 +379,13 @@ class Config(_Section):
                  f"{self.name!r} is not allowed: it names the run folder, so use 1-100 letters, digits, '.', '_' or "
                  "'-', starting with a letter or digit (no '/', no '..')")
         _require(self.block >= 1, "block", f"must be an integer >= 1; got {self.block}")
+        points, etas = len(self.training.axis_values) or 1, len(self.training.etas)
+        n_tasks = points * etas * -(-self.ensemble.initial // self.block)
+        _require(n_tasks <= TASKS_MAX, "ensemble.initial",
+                 f"{self.ensemble.initial} initial conditions in blocks of {self.block}, at {etas} learning rate(s)"
+                 + (f" and {points} values of {self.training.axis}" if self.training.axis else "")
+                 + f", make {n_tasks:,} tasks, more than a run folder holds ({TASKS_MAX:,}); use fewer initial "
+                 "conditions or a larger block")
         classes = CLASSES.get(self.data.name)  # (a user's data set is checked when its classes are known: fit)
         _require(classes is None or 1 / classes + self.analysis.chance_margin < 1, "analysis.chance_margin",
                  f"{self.analysis.chance_margin:g}: chance on {self.data.name} is 1/{classes}, and chance plus the "

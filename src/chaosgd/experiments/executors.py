@@ -366,6 +366,16 @@ def open_executor(name: str, *, workers: int | None = None, scheduler: str | Non
     return DaskExecutor(workers, scheduler, retries)
 
 
+def local_workers(name: str, workers: int | None = None, scheduler: str | None = None) -> int | None:
+    """Processes of this machine that share its memory budget while ``name`` runs tasks; None when they run on a
+    Dask scheduler's machines."""
+    if name == "serial":
+        return 1
+    if name == "dask" and scheduler is not None:
+        return None
+    return max(1, int(workers or os.cpu_count() or 1))
+
+
 def check_executor(name: str, workers: int | None = None, scheduler: str | None = None) -> None:
     """Refuse an unknown executor, a worker count below 1, or a scheduler address for an executor other than Dask."""
     if name not in EXECUTORS:

@@ -8,6 +8,7 @@ tasks can run in any order, in any process, on any machine, and any single one c
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -166,13 +167,59 @@ def check_model(model, data_set, dtype: str = "float64") -> None:
                          f"{data_set.n_classes} classes, so it must be (2, {data_set.n_classes}): one logit per class")
 
 
-def check(config: Config) -> None:
+def check(config: Config, *, workers: int | None = 1, count: int | None = None) -> None:
     """Load the data and build the model, so that a configuration that cannot run (its data missing, a CNN on
-    tabular data, a depth of a 2-D sweep that the CNN cannot take) is refused before a run folder is made for it."""
+    tabular data, a depth of a 2-D sweep that the CNN cannot take, a task larger than the memory budget) is refused
+    before a run folder is made for it. ``workers``: processes that share this machine's memory budget (None: the
+    tasks run elsewhere, and their size is checked there). ``count``: initial conditions a task trains (default: the
+    configuration's block)."""
     for value, point in config.points:
         build_model(point.model, dataset(point.data))
         # (a sweep over batch sizes records once an epoch where a batch holds the whole set)
         records_per_epoch(point, strict=value is None or config.training.axis != "training.batch_size")
+        if workers is not None:
+            check_size(point, workers=workers, count=count)
+
+
+def check_size(config: Config, *, workers: int = 1, count: int | None = None) -> None:
+    """Refuse a 1-D configuration whose largest task does not fit in its worker's share of the memory budget,
+    from shapes alone, before any parameters exist: the block's networks with their optimiser state, their
+    records, the data, and one group's step (``engine.group_bytes``). Raises ``engine.BudgetError``."""
+    import jax
+
+    from chaosgd.engine import BudgetError, group_bytes, memory_budget_and_source
+    from chaosgd.objective import classification
+
+    data_set = dataset(config.data)
+    model = build_model(config.model, data_set)
+    one = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    state = jax.eval_shape(config.rule.optimizer.init, one)
+    arrays = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in data_set.arrays(config.model.dtype).items()}
+    members = 1 + config.ensemble.copies
+    n_records = config.training.epochs * records_per_epoch(config) + 1
+    # Each initial condition: its networks as built, on the device and in a chunk, with their optimiser state;
+    # its records (loss, accuracies, distances, in float64) twice (the chunks' and their concatenation).
+    per_initial = (members * (3 * _size(one) + _size(state))
+                   + 2 * 8 * n_records * (members + members + (members - 1) + 1))
+    fixed = group_bytes(classification(model), one, arrays, members) + _size(arrays)
+    count = min(count or config.block, config.ensemble.initial)
+    budget, source = memory_budget_and_source()
+    share = budget / max(1, workers)
+    needed = fixed + count * per_initial
+    if needed <= share:
+        return
+    fits = int((share - fixed) // per_initial)
+    shared = f", shared by {workers} worker processes" if workers > 1 else ""
+    raise BudgetError(
+        f"a task of {count} initial condition(s), each a reference and {members - 1} copies of "
+        f"{_size(one, itemsize=False):,} parameters trained for {config.training.epochs} epochs, needs about "
+        f"{needed / 2**30:.3g} GiB ({needed} bytes), more than its memory budget of {share / 2**30:.3g} GiB "
+        f"({int(share)} bytes, from {source}{shared}). Use "
+        + (f"a smaller block (block = {fits} fits), " if fits >= 1 else "")
+        + "fewer copies (ensemble.copies), fewer epochs or a smaller model, float32 (model.dtype, with a larger "
+        "ensemble.epsilon), a smaller training subset (data.n_train)"
+        + (", fewer workers (--workers)" if workers > 1 else "")
+        + ", or a larger budget (CHAOSGD_MEMORY_BUDGET=<bytes>).", needed, share)
 
 
 def records_per_epoch(config: Config, n_train: int | None = None, *, strict: bool = False) -> int:
@@ -260,3 +307,9 @@ def task_sharpness(config: Config, task: Task):
     return track_sharpness(problem.objective, params, task.eta, problem.arrays, epochs=t.epochs,
                            every=t.sharpness_every, method=t.sharpness_method, iterations=t.sharpness_iterations,
                            hessian_examples=t.sharpness_examples, seed=config.ensemble.seed, rule=config.rule)
+
+
+def _size(tree, *, itemsize: bool = True) -> int:
+    """Bytes (or entries) of a pytree of arrays or ``jax.ShapeDtypeStruct``s."""
+    import jax
+    return sum(math.prod(x.shape) * (x.dtype.itemsize if itemsize else 1) for x in jax.tree_util.tree_leaves(tree))

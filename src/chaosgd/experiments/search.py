@@ -11,7 +11,7 @@ import shutil
 import tempfile
 
 from chaosgd.experiments.config import UPDATE_RULE_FIELDS, Config, ConfigError, Ensemble, Training
-from chaosgd.experiments.executors import open_executor
+from chaosgd.experiments.executors import local_workers, open_executor
 from chaosgd.defaults import CONFIDENCE, SEARCH_COPIES, SEARCH_INITIAL
 from chaosgd.evaluation import Evaluation, Evaluator
 from chaosgd.experiments.problem import Task, check, n_classes, pinned, train
@@ -58,7 +58,8 @@ class ConfigEvaluator(Evaluator):
             etas=(1.0,), epochs=int(epochs), l2=config.training.l2, stop_copies=False,
             records_per_epoch=config.training.records_per_epoch,
             **{name: getattr(config.training, name) for name in UPDATE_RULE_FIELDS})))
-        check(self.config)  # refused before its store is made
+        # Refused before its store is made; an evaluation is one task of all its initial conditions.
+        check(self.config, workers=local_workers(executor, workers, scheduler), count=ensemble.initial)
         self._temporary = None
         if store is None:
             store = self._temporary = tempfile.mkdtemp(prefix="chaosgd-search-")

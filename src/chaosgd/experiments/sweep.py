@@ -18,7 +18,7 @@ from pathlib import Path
 from chaosgd.atomic import atomic_write
 from chaosgd.experiments.claims import HEARTBEAT
 from chaosgd.experiments.config import Config
-from chaosgd.experiments.executors import check_executor, check_stop, open_executor
+from chaosgd.experiments.executors import check_executor, check_stop, local_workers, open_executor
 from chaosgd.experiments.problem import (Task, check, pinned, records_per_epoch, run_task, task_config, task_sharpness,
                                          tasks)
 from chaosgd.experiments.store import RunDir, TaskFileError
@@ -53,7 +53,7 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
         raise ValueError(f"claim_timeout must exceed {2 * HEARTBEAT:g} s, twice the claims' heartbeat (else live "
                          f"claims would be taken over); got {claim_timeout}")
     config = pinned(config)
-    check(config)
+    check(config, workers=local_workers(executor, workers, scheduler))
     store = RunDir(run_dir).prepare(config, log)
     every = tasks(config)
     by_name = {t.name: t for t in every}
