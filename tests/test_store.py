@@ -248,7 +248,31 @@ def test_a_report_flags_tasks_that_took_different_matrix_product_routes(run, mon
     mixed = [line for line in lines if "different matrix-product routes" in line]
     assert len(mixed) == 1 and f"blas: {n - 1}, xla: 1 tasks" in mixed[0], lines
     page = (run / "report.html").read_text()
-    assert "different matrix-product routes" in page and "in every task" not in page
+    assert "different matrix-product routes" in page and "Matrix products:" not in page
+
+
+def test_a_report_flags_tasks_computed_by_different_versions(run, monkeypatch):
+    import jax
+    lines = []
+    write_report(run, log=lines.append)
+    import chaosgd
+    mine = f"chaosgd {chaosgd.__version__}, jax {jax.__version__}, numpy {np.__version__}"
+    assert f"Versions: {mine} in every task" in (run / "report.html").read_text()
+    assert not any("versions" in line for line in lines)
+    store, config = RunDir(run), small_config()
+    task = tasks(config)[0]
+    kept = store.load_task(task, config.hash())
+    # As a run resumed after an upgrade: one task of another jax.
+    monkeypatch.setattr("chaosgd.experiments.store._versions",
+                        lambda: {"chaosgd": chaosgd.__version__, "jax": "0.9.0", "numpy": np.__version__})
+    store.write_task(config, task, kept.records, seconds=kept.seconds)
+    assert "jax 0.9.0" in store.load_task(task, config.hash()).versions
+    lines.clear()
+    write_report(run, log=lines.append)
+    mixed = [line for line in lines if "different versions" in line]
+    assert len(mixed) == 1 and f"{mine}: {len(tasks(config)) - 1}" in mixed[0] and "jax 0.9.0" in mixed[0], lines
+    page = (run / "report.html").read_text()
+    assert "computed by different versions" in page and "Versions:" not in page
 
 
 def test_an_edited_class_count_in_run_json_is_refused(run):

@@ -81,6 +81,7 @@ def _write_report(run_dir, *, lyapunov_eta, log, summary, changes, out) -> Path:
     dest = store.root if out is None else _reanalysis_folder(out, store)
     summary = summary or summarize(store, changes=changes)  # a caller that summarized the run already passes it
     routes = _routes(summary.results)
+    versions = _versions(summary.results)
     if log is not None:
         for why in summary.problems.values():
             log(f"left out, cannot be trusted: {why}")
@@ -89,6 +90,8 @@ def _write_report(run_dir, *, lyapunov_eta, log, summary, changes, out) -> Path:
                 "(run the sweep again to finish them)")
         if len(routes) > 1:
             log(_mixed_routes(routes))
+        if len(versions) > 1:
+            log(_mixed_versions(versions))
         if summary.changes:
             log(f"re-analysis of {store.root} with " + ", ".join(f"{k} = {v}" for k, v in summary.changes.items())
                 + f": report, results.csv (and results.parquet with pyarrow) in {dest}")
@@ -143,7 +146,8 @@ def _write_report(run_dir, *, lyapunov_eta, log, summary, changes, out) -> Path:
         f"<p>Configuration hash {e(run_config.hash())}; {n_tasks - n_pending} of {n_tasks} "
         f"tasks finished" + (f" (<b>{n_pending} pending</b>: rerun the sweep to complete it)" if n_pending else "")
         + f". Compute: {seconds:.1f} s over {net_epochs:,} network-epochs, against {naive:,} for running every "
-        f"network every epoch ({net_epochs / max(naive, 1):.0%}).{e(_route_note(routes))}</p>",
+        f"network every epoch ({net_epochs / max(naive, 1):.0%}).{e(_route_note(routes))}"
+        + (f" Versions: {e(next(iter(versions)))} in every task." if len(versions) == 1 else "") + "</p>",
         f"<p>{e(_training(config))}</p>",
     ]
     for value, mine in _by_point(config, rows):
@@ -154,6 +158,8 @@ def _write_report(run_dir, *, lyapunov_eta, log, summary, changes, out) -> Path:
     parts.append(_problems(summary.problems))
     if len(routes) > 1:
         parts.append(f"<p><b>{e(_mixed_routes(routes))}</b></p>")
+    if len(versions) > 1:
+        parts.append(f"<p><b>{e(_mixed_versions(versions))}</b></p>")
     for value, mine in _by_point(config, rows):
         parts += ["<h2>Results by learning rate" + ("" if value is None else f" at {e(axis)} = {value:g}") + "</h2>",
                   _table(mine)]
@@ -378,6 +384,18 @@ def _mixed_routes(routes: dict[str, int]) -> str:
     return (f"Tasks took different matrix-product routes ({counts} tasks; chaosgd.gemm): their results agree with one "
             "another only to roundoff, which grows like any perturbation at chaotic learning rates. For one route "
             "everywhere, give every worker a C++ compiler, or set CHAOSGD_GEMM=xla for all of them.")
+
+
+def _versions(results: dict) -> dict[str, int]:
+    """How many finished tasks each set of versions computed (a run resumed after an upgrade holds several)."""
+    return dict(Counter(r.versions or "not recorded" for r in results.values()))
+
+
+def _mixed_versions(versions: dict[str, int]) -> str:
+    counts = "; ".join(f"{v}: {n}" for v, n in sorted(versions.items()))
+    return (f"Tasks were computed by different versions ({counts} tasks; run.json names the first run's): another "
+            "version may round differently, and chaos amplifies that, so its tasks agree with the others "
+            "statistically, not bit for bit. For one version everywhere, rerun into a new folder.")
 
 
 def edge_of_chaos(rows, target: float, p_high: float = P_HIGH, hold: int = 1, pending=()) -> str:

@@ -54,6 +54,7 @@ class TaskResult:
     host: str
     sharpness: object | None  # sharpness.SharpnessTrack when training.sharpness_every > 0
     matrix_product: str | None = None  # the worker's route (chaosgd.gemm); None: a file of 0.5.0 or before
+    versions: str | None = None  # "chaosgd 0.8.0, jax 0.10.2, numpy 2.1.3" of the worker; None: not recorded
 
 
 class RunDir:
@@ -207,7 +208,8 @@ class RunDir:
     def write_task(self, config: Config, task: Task, records: Records, *, seconds: float, sharpness=None) -> Path:
         header = {"format": FORMAT, "config_hash": config.hash(), "config_toml": config.to_toml(),
                   "task": task.identity(), "seconds": seconds, "host": platform.node(),
-                  "chaosgd": __import__("chaosgd").__version__, "matrix_product": _matrix_product(),
+                  "chaosgd": __import__("chaosgd").__version__, "versions": _versions(),
+                  "matrix_product": _matrix_product(),
                   "network_epochs": records.network_epochs, "naive_network_epochs": records.naive_network_epochs}
         arrays = records.arrays()
         if sharpness is not None:
@@ -243,7 +245,7 @@ class RunDir:
                                           else {}))  # files of 0.3.0 and before: full-batch GD
         route = header.get("matrix_product")
         return TaskResult(task, records, float(header["seconds"]), header["host"], sharpness,
-                          route if isinstance(route, str) else None)
+                          route if isinstance(route, str) else None, _versions_text(header))
 
     def scan(self, config: Config, all_tasks: list[Task]) -> tuple[dict[str, TaskResult], dict[str, str]]:
         """Check every task file: the results of the trusted ones by task name, and why each other file that
@@ -322,14 +324,28 @@ def _digest(arrays: dict) -> str:
     return h.hexdigest()
 
 
+def _versions() -> dict:
+    """The versions that decide a task's numbers, recorded in run.json and, as workers and resumed runs may
+    differ, in each task file."""
+    import jax
+    return {"chaosgd": __import__("chaosgd").__version__, "jax": jax.__version__, "numpy": np.__version__}
+
+
+def _versions_text(header: dict) -> str | None:
+    """A task file's versions as one line; files of 0.7.0 and before record chaosgd's alone."""
+    versions = header.get("versions")
+    if isinstance(versions, dict):
+        return ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+    return f"chaosgd {header['chaosgd']} (others not recorded)" if isinstance(header.get("chaosgd"), str) else None
+
+
 def _run_info(config: Config) -> dict:
     import jax
 
     from chaosgd.experiments.problem import n_classes
     return {"config_hash": config.hash(), "name": config.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "n_classes": n_classes(config.data),  # (a report then needs no data file)
-            "versions": {"chaosgd": __import__("chaosgd").__version__, "jax": jax.__version__,
-                         "numpy": np.__version__, "python": sys.version.split()[0]},
+            "versions": {**_versions(), "python": sys.version.split()[0]},
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "cpus": os.cpu_count(), "jax_backend": jax.default_backend(),
                         "matrix_product": _matrix_product()}}
