@@ -81,6 +81,30 @@ def test_the_dask_executor_honours_retries_on_its_local_cluster():
         pool.close()
 
 
+def test_a_dask_scheduler_without_workers_is_said_not_waited_on_in_silence(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("dask.distributed")
+    import threading
+
+    from dask.distributed import LocalCluster
+
+    from chaosgd.experiments.executors import clear_stop, request_stop
+    from chaosgd.experiments.sweep import Interrupted
+
+    monkeypatch.setattr("chaosgd.experiments.executors.NO_WORKERS_SAY", 0.5)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster:
+        stopper = threading.Timer(4.0, request_stop)  # the user's Ctrl-C, once the message is out
+        stopper.start()
+        try:
+            with pytest.raises(Interrupted):
+                sweep(small_config(), tmp_path, executor="dask", scheduler=cluster.scheduler_address, progress=False,
+                      log=lambda *a: None)
+        finally:
+            stopper.cancel()
+            clear_stop()
+    err = capsys.readouterr().err
+    assert f"the Dask scheduler at {cluster.scheduler_address} has no workers" in err and "dask worker" in err
+
+
 def test_resume_skips_finished_tasks_and_completes(tmp_path, reference):
     sweep(small_config(), tmp_path, executor="serial", progress=False, log=lambda *a: None)
     for path in sorted((tmp_path / "tasks").glob("*.npz"))[::2]:

@@ -18,6 +18,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -30,6 +31,7 @@ from chaosgd.experiments.workers import environment as worker_environment
 from chaosgd.experiments.workers import init as worker_init
 
 _POLL = 0.25  # seconds between looks at the in-flight tasks, and at signals
+NO_WORKERS_SAY = 10.0  # seconds a Dask scheduler may have no workers before the sweep says that it waits for some
 _STOP = threading.Event()  # set by the command line's signal handler: a Ctrl-C that Python lost is still seen
 
 
@@ -295,6 +297,7 @@ class DaskExecutor(Executor):
 
         in_flight: dict = {}
         _SOFT.append(self)
+        no_workers_since, said = None, False
         try:
             while True:
                 capacity = self.capacity
@@ -311,6 +314,16 @@ class DaskExecutor(Executor):
                     dask_wait(list(in_flight), timeout=_POLL, return_when="FIRST_COMPLETED")
                 except TimeoutError:
                     check_stop()
+                    if not self.client.nthreads():  # a scheduler without workers would wait in silence
+                        no_workers_since = no_workers_since or time.monotonic()
+                        if not said and time.monotonic() - no_workers_since > NO_WORKERS_SAY:
+                            said = True
+                            address = self.client.scheduler.address
+                            print(f"chaosgd: the Dask scheduler at {address} has no workers; the tasks wait until "
+                                  f"some join (start them with `dask worker {address}`; Ctrl-C stops)",
+                                  file=sys.stderr, flush=True)
+                    else:
+                        no_workers_since = None
                     continue
                 check_stop()
                 for future in [f for f in in_flight if f.done()]:
