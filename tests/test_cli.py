@@ -74,6 +74,17 @@ def test_version_and_help_show_every_default(capsys):
     for option in ("--out", "--training.epochs", "--ensemble.initial", "--analysis.plateau", "--set", "--executor"):
         assert option in text
     assert "(default 201)" in text and "(default 40)" in text
+    assert "runs that module's code" in text  # model.source: a configuration file can run code
+
+
+def test_no_help_shows_docstring_markup(capsys):
+    import pytest
+
+    from chaosgd.cli import COMMANDS
+    for command in [[]] + [[name] for name, *_ in COMMANDS] + [["data"], ["data", "fetch"]]:
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        assert "``" not in capsys.readouterr().out, command
 
 
 def test_command_options_are_checked_before_anything_is_computed_or_made(tmp_path, capsys):

@@ -234,6 +234,12 @@ def test_a_module_edited_in_the_same_process_is_imported_again(tmp_path, user_mo
     assert build(edited).model.widths == (4, 9, 3)  # the code that runs is the file that is pinned
 
 
+@pytest.mark.parametrize("source", ["os:abort", "os.path:join", "sys:exit", "subprocess:run"])
+def test_standard_library_functions_are_refused_before_they_run(source):
+    with pytest.raises(ValueError, match="a module of Python's standard library, not a model factory"):
+        pinned(Config.from_dict({"model": {"source": source}}))
+
+
 def test_a_missing_module_is_named():
     with pytest.raises(ValueError, match="no module named 'no_such_module_here'"):
         pinned(Config.from_dict({"model": {"source": "no_such_module_here:make"}}))

@@ -26,13 +26,17 @@ COMMANDS = (
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows an option's default unless its help already says it or there is none to show."""
+    """Shows an option's default unless its help already says it or there is none to show, and texts taken from
+    docstrings without their reStructuredText quotes."""
 
     def _get_help_string(self, action):
-        text = action.help or ""
+        text = (action.help or "").replace("``", "")
         if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
             return text
         return super()._get_help_string(action)
+
+    def _format_text(self, text):
+        return super()._format_text(text.replace("``", ""))
 
 
 class _Parser(argparse.ArgumentParser):

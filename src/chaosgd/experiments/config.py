@@ -120,7 +120,9 @@ class Model(_Section):
     dropout: float = _field(0.0, "MLP only: probability of dropping each hidden unit in training (masks shared by a "
                                  "reference and its copies, see training.shared_noise)")
     source: str | None = _field(None, "your own model: 'package.module:function', a factory returning it (given "
-                                      "example_shape and n_classes if it names them); replaces architecture")
+                                      "example_shape and n_classes if it names them); replaces architecture. It "
+                                      "runs that module's code, as `python -m` would: run configuration files "
+                                      "you trust")
     source_sha256: str | None = _field(None, "with source: the module file's SHA-256, filled in when a run "
                                              "starts; a changed file is refused")
 

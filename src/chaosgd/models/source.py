@@ -4,6 +4,9 @@ The function is a factory that returns the model (anything with ``init(key)`` an
 ``nn.Module``, converted by ``from_torch``). It is imported by name in every process that trains, so sweeps, the
 sweet-spot search and reports work for it from the command line and on Dask workers alike; the folder the command
 runs in is importable, as for ``python -m``. The module file's SHA-256 pins the code a run was made with.
+
+Naming a module runs its code: a configuration file with ``model.source`` is code, to be run only when trusted.
+Functions of the standard library (``os:abort``) are refused: they are never model factories.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ def factory(source: str):
     if not SOURCE_PATTERN.fullmatch(source):
         raise SourceError(f"model.source must look like 'package.module:function'; got {source!r}")
     module_name, function = source.split(":")
+    if module_name.split(".")[0] in sys.stdlib_module_names:  # (os:abort would end the process without a word)
+        raise SourceError(f"model.source: {module_name} is a module of Python's standard library, not a model "
+                          "factory; name a function of your own module, e.g. mymodels:make")
     module = _import(module_name)
     made = getattr(module, function, None)
     if not callable(made):
