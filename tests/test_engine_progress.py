@@ -92,3 +92,24 @@ def test_a_run_without_progress_compiles_no_callback(blobs, monkeypatch):
     assert traced == []
     run(classification(model), params, 1.0, blobs.arrays(), epochs=12, progress=lambda n: None)
     assert traced
+
+
+def test_the_bar_says_compiling_then_estimates_from_work_seen_and_never_passes_its_total(monkeypatch):
+    from chaosgd import progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    bar = progress.ProgressBar(total=10, desc="t", parts=3)
+    try:
+        assert "compiling" in str(bar.bar)
+        clock[0] += 600  # ten minutes of compiling: no estimate of days follows from it
+        bar.update(3)
+        assert bar.bar.n == 1 and "measuring" in str(bar.bar)
+        clock[0] += 10
+        bar.update(6)  # 2 more network-epochs in 10 s: 7 left at 5 s each
+        assert bar.bar.n == 3 and "ETA 00:35" in str(bar.bar)
+        for _ in range(40):
+            bar.update(1)  # thirds of network-epochs, more than the total
+        assert bar.bar.n == 10 == bar.total
+    finally:
+        bar.close()

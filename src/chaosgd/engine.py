@@ -163,9 +163,8 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
         groups_per_chunk = _groups_that_fit(objective, params, data, n_members, memory_budget)
     groups_per_chunk = max(1, min(int(groups_per_chunk), n_groups))
 
-    bar = None if callable(progress) else _progress_bar(n_groups * n_members * epochs, progress)
-    report = progress if callable(progress) else None if bar is None else (
-        bar.update if parts == 1 else lambda n: bar.update(n / parts))  # the bar counts network-epochs
+    bar = None if callable(progress) else _progress_bar(n_groups * n_members * epochs, progress, parts)
+    report = progress if callable(progress) else None if bar is None else bar.update
     key = next(_KEYS)
     if report is not None:
         _REPORTERS[key] = report
@@ -509,8 +508,8 @@ def _machine_memory() -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def _progress_bar(total, enabled):
+def _progress_bar(total, enabled, parts):
     if not enabled or total == 0:
         return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, unit="net-epoch", unit_scale=True, desc="training", smoothing=0.1)
+    from chaosgd.progress import ProgressBar
+    return ProgressBar(total, "training", parts)

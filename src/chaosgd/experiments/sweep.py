@@ -172,23 +172,23 @@ class _Bar:
     finished task counts in full."""
 
     def __init__(self, config: Config, todo: list[Task]):
-        from tqdm.auto import tqdm
+        from chaosgd.progress import ProgressBar
 
         per_network = config.training.epochs
         self.per_epoch = {t.name: records_per_epoch(task_config(config, t)) for t in todo}
-        self.size = {t.name: t.count * (1 + config.ensemble.copies) * per_network * self.per_epoch[t.name]
-                     for t in todo}
-        self.seen = dict.fromkeys(self.size, 0)
-        self.bar = tqdm(total=sum(self.size[t] / self.per_epoch[t] for t in self.size), unit="net-epoch",
-                        unit_scale=True, desc=config.name, smoothing=0.05)
+        self.epochs = {t.name: t.count * (1 + config.ensemble.copies) * per_network for t in todo}
+        self.seen = dict.fromkeys(self.epochs, 0)  # network-records each task reported
+        self.bar = ProgressBar(sum(self.epochs.values()), config.name)
 
     def advance(self, name: str, n: int) -> None:
-        n = min(n, self.size[name] - self.seen[name])
-        self.seen[name] += n
-        self.bar.update(n / self.per_epoch[name] if self.per_epoch[name] > 1 else n)
+        # In whole network-epochs of each task (tasks may record a different number of times an epoch).
+        size = self.epochs[name] * self.per_epoch[name]
+        before = self.seen[name] // self.per_epoch[name]
+        self.seen[name] = min(size, self.seen[name] + n)
+        self.bar.update(self.seen[name] // self.per_epoch[name] - before)
 
     def finish(self, name: str) -> None:
-        self.advance(name, self.size[name])
+        self.advance(name, self.epochs[name] * self.per_epoch[name])
 
     def write(self, line: str) -> None:
         self.bar.write(line)
