@@ -155,3 +155,16 @@ def test_a_run_far_past_divergence_reports_without_overflow_warnings_and_prints_
     out = capsys.readouterr().out
     assert "nan" not in out and "[–, –]" in out and "e+149" in out
     assert (tmp_path / "run" / "report.html").is_file()
+
+
+def test_a_preset_on_other_data_is_named_after_both():
+    from chaosgd.cli import parser
+    from chaosgd.cli.options import experiment
+
+    def name(*words):
+        return experiment(parser().parse_args(["sweep", "iris", *words])).name
+
+    assert name("--data.name", "npz", "--data.path", "/somewhere/my data.npz") == "iris-my-data"
+    assert name("--quick", "--set", "data.name=sklearn:wine") == "iris-quick-sklearn-wine"
+    assert name("--data.name", "sklearn:wine", "--name", "wine-run") == "wine-run"  # a name given is kept
+    assert name("--data.name", "iris") == "iris"  # the preset's own data

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 from chaosgd.experiments.config import Config, field_names, field_type, parse_assignment, parse_text
@@ -68,7 +69,8 @@ def experiment(args, **overrides) -> Config:
     from chaosgd.experiments.presets import preset
 
     path = Path(args.experiment)
-    if path.suffix == ".toml" or path.is_file():
+    path_given = path.suffix == ".toml" or path.is_file()
+    if path_given:
         if args.quick:
             raise ValueError(f"--quick scales a preset down; {path} is a configuration file: set its fields instead")
         config = Config.load(path)
@@ -94,6 +96,11 @@ def experiment(args, **overrides) -> Config:
             raise ValueError(f"{key} = {changes[key]!r} is given, but chaosgd {args.command} sets it to {value!r} "
                              f"from its own options (see chaosgd {args.command} --help); leave it out")
     changes.update(overrides)
+    data = changes.get("data.name", config.data.name)
+    if not path_given and "name" not in changes and data != config.data.name:
+        # A preset on other data is another experiment: named (and foldered) after both, not as the preset.
+        what = Path(changes.get("data.path") or "data").stem if data == "npz" else data
+        changes["name"] = (config.name + "-" + re.sub(r"[^A-Za-z0-9._-]+", "-", what))[:100]
     if changes.get("model.source") and config.model.source is None:
         # The user's model replaces the preset's built-in one: the preset's values of its fields go back to their
         # defaults (unless given here too, which the check then refuses by name).
