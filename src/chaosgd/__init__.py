@@ -7,23 +7,41 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from chaosgd.engine import run  # noqa: E402
-from chaosgd.errors import ChaosgdError  # noqa: E402
-from chaosgd.lyapunov import local_exponent, network_exponent  # noqa: E402
-from chaosgd.sharpness import top_eigenvalue, top_eigenvalues, track_sharpness  # noqa: E402
-from chaosgd.tangent import tangent_exponents  # noqa: E402
-from chaosgd.training_time import time_to_accuracy  # noqa: E402
-from chaosgd.ensemble import check_epsilon, epsilon_ball, initial_conditions  # noqa: E402
-from chaosgd.models import CNN, MLP, count_parameters  # noqa: E402
-from chaosgd.objective import Objective, classification  # noqa: E402
-from chaosgd.records import Records  # noqa: E402
-from chaosgd.sweetspot import find_sweet_spot  # noqa: E402
-from chaosgd.experiments import PRESETS, Config, RunDir, preset, summarize, sweep  # noqa: E402
-from chaosgd.experiments.measure import measure, sweet_spot  # noqa: E402
-
 __version__ = "0.7.0"
+
+# The public API, imported when first used: ``import chaosgd`` stays quick (the command line's --help, each worker
+# process), and what a script never uses (scipy, the experiment layer) is never loaded.
+_EXPORTS = {
+    "chaosgd.errors": ("ChaosgdError",),
+    "chaosgd.experiments.measure": ("measure", "sweet_spot"),
+    "chaosgd.experiments": ("Config", "preset", "PRESETS", "sweep", "summarize", "RunDir"),
+    "chaosgd.sweetspot": ("find_sweet_spot",),
+    "chaosgd.engine": ("run",),
+    "chaosgd.ensemble": ("initial_conditions", "epsilon_ball", "check_epsilon"),
+    "chaosgd.models": ("MLP", "CNN", "count_parameters"),
+    "chaosgd.objective": ("Objective", "classification"),
+    "chaosgd.records": ("Records",),
+    "chaosgd.lyapunov": ("local_exponent", "network_exponent"),
+    "chaosgd.tangent": ("tangent_exponents",),
+    "chaosgd.sharpness": ("top_eigenvalue", "top_eigenvalues", "track_sharpness"),
+    "chaosgd.training_time": ("time_to_accuracy",),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = ["ChaosgdError", "measure", "sweet_spot", "Config", "preset", "PRESETS", "sweep", "summarize", "RunDir",
            "find_sweet_spot", "run", "initial_conditions", "epsilon_ball", "check_epsilon", "MLP", "CNN",
            "count_parameters", "Objective", "classification", "Records", "local_exponent", "network_exponent",
            "tangent_exponents", "top_eigenvalue", "top_eigenvalues", "track_sharpness", "time_to_accuracy"]
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'chaosgd' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value  # (found directly from now on)
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
