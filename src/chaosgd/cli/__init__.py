@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -92,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from chaosgd.experiments.executors import clear_stop, request_stop
+    from chaosgd.experiments.executors import clear_stop, request_stop, task_still_running
 
     args = parser().parse_args(argv)
     received = []
@@ -108,7 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except KeyboardInterrupt as interrupted:
         print(f"chaosgd: {interrupted}" if str(interrupted) else "chaosgd: interrupted", file=sys.stderr)
-        return 128 + (received[0] if received else signal.SIGINT)  # the shell's convention: 130, 143
+        code = 128 + (received[0] if received else signal.SIGINT)  # the shell's convention: 130, 143
+        if argv is None and task_still_running():
+            # An abandoned serial task still compiling would be killed inside XLA as the interpreter ends, which
+            # aborts the process ("terminate called ..."): end it here instead (task files are written atomically).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except (ValueError, OSError, RuntimeError) as error:
         print(f"chaosgd: error: {error}", file=sys.stderr)
         return 2

@@ -53,6 +53,11 @@ def clear_stop() -> None:
     _STOP.clear()
 
 
+def task_still_running() -> bool:
+    """Whether a serial task abandoned by a stop is still running in its thread (compiling, or loading data)."""
+    return any(t.name.startswith("chaosgd-task-") and t.is_alive() for t in threading.enumerate())
+
+
 def check_stop() -> None:
     if _STOP.is_set():
         raise KeyboardInterrupt
@@ -69,9 +74,15 @@ class TaskFailed(ChaosgdError, RuntimeError):
 
 
 class Executor:
-    """Runs ``fn(*args, progress=report)`` for the items a source hands out; see the module docstring."""
+    """Runs ``fn(*args, progress=report)`` for the items a source hands out; see the module docstring.
+
+    One loop (``map``) for every backend, which supplies how a task is submitted (``_submit``), waited on
+    (``_wait``), its result read (``_result``, raising ``_Lost`` when its worker died with it), lost tasks run again
+    (``_recover``), progress relayed (``_relay``) and in-flight work abandoned on an error or Ctrl-C (``_abandon``).
+    """
 
     capacity = 1
+    reports = None  # a queue of (key, n) progress increments from the tasks, where the backend relays them
 
     def map(self, fn: Callable, source: Callable, on_result: Callable, on_progress: Callable | None = None) -> None:
         """Run tasks until ``source()`` returns None and none is in flight.
@@ -79,7 +90,66 @@ class Executor:
         ``source()`` returns ``(key, args)``; ``on_result(key, result)`` is called in this thread as each task ends;
         ``on_progress(key, n)`` receives the increments that a task reports through its ``progress`` argument (None
         where the executor cannot relay them)."""
+        self._open()
+        in_flight: dict = {}  # handle -> (key, args)
+        retry: list = []  # tasks lost with their worker, run again before any new one
+        try:
+            while True:
+                while len(in_flight) < self.capacity and (item := retry.pop(0) if retry else source()) is not None:
+                    handle = self._submit(fn, item)
+                    if handle is None:  # the backend cannot take it now (its workers died): run it again
+                        retry.insert(0, item)
+                        break
+                    in_flight[handle] = item
+                if not in_flight and not retry:
+                    return
+                done = self._wait(list(in_flight)) if in_flight else []
+                _drain(self.reports, on_progress)
+                check_stop()
+                lost = bool(retry)
+                for handle in done:
+                    try:
+                        result = self._result(handle)
+                    except _Lost:
+                        lost = True  # the task stays in flight, to be run again below
+                        continue
+                    except Exception as error:
+                        raise TaskFailed(in_flight[handle][0], error) from None
+                    key, _ = in_flight.pop(handle)
+                    on_result(key, result)
+                if lost:
+                    retry = self._recover(list(in_flight.values()) + retry)
+                    in_flight = {}
+        except BaseException:
+            self._abandon(list(in_flight))
+            raise
+        finally:
+            _drain(self.reports, on_progress)
+            self._done()
+
+    def _open(self) -> None:
+        """Before a map: start what runs the tasks."""
+
+    def _submit(self, fn, item):
+        """Start ``fn(*args)`` for ``item = (key, args)``; a handle, or None if it cannot be started now."""
         raise NotImplementedError
+
+    def _wait(self, handles: list) -> list:
+        """The handles that finished, after waiting at most _POLL seconds for one."""
+        return wait(handles, timeout=_POLL, return_when=FIRST_COMPLETED)[0]
+
+    def _result(self, handle):
+        return handle.result()
+
+    def _recover(self, lost: list) -> list:
+        """Tasks lost with their worker: the items to run again (or raise ``TaskFailed``)."""
+        raise TaskFailed(", ".join(key for key, _ in lost), "its worker was lost")
+
+    def _abandon(self, handles: list) -> None:
+        """Stop the tasks in flight now (an error or Ctrl-C)."""
+
+    def _done(self) -> None:
+        """After a map, however it ended."""
 
     def close(self) -> None:
         pass
@@ -91,48 +161,49 @@ class Executor:
         self.close()
 
 
+class _Lost(Exception):
+    """A task's worker died with it (``Executor._result``)."""
+
+
 class SerialExecutor(Executor):
     """One task at a time in this process. It runs in a thread so that this thread sees Ctrl-C at once; the task's
     per-epoch progress report then raises inside it, so the task stops within an epoch instead of running on."""
 
-    def map(self, fn, source, on_result, on_progress=None):
-        reports = queue.SimpleQueue()
-        while (item := source()) is not None:
-            key, args = item
-            future, stop = Future(), threading.Event()
+    def __init__(self):
+        self.reports = queue.SimpleQueue()
+        self._running = None  # (stop event, thread) of the task in flight
 
-            def progress(n, key=key, stop=stop):
-                if stop.is_set():
-                    raise _Abandoned
-                reports.put((key, n))
+    def _submit(self, fn, item):
+        key, args = item
+        future, stop = Future(), threading.Event()
 
-            def work(args=args, future=future, progress=progress, stop=stop):
-                try:
-                    future.set_result(fn(*args, progress=progress))
-                except BaseException as error:  # handed to the waiting thread
-                    future.set_exception(error)
-                finally:
-                    if stop.is_set():
-                        _JAX_LOG.removeFilter(_quiet_abandoned)
+        def progress(n):
+            if stop.is_set():
+                raise _Abandoned
+            self.reports.put((key, n))
 
-            thread = threading.Thread(target=work, name=f"chaosgd-{key}", daemon=True)
-            thread.start()
+        def work():
             try:
-                while not future.done():
-                    wait([future], timeout=_POLL)
-                    _drain(reports, on_progress)
-                    check_stop()
-            except BaseException:
-                # The task stops at its next progress report (within an epoch; compiling or loading data first
-                # can take longer, and then this returns before it has stopped).
-                _JAX_LOG.addFilter(_quiet_abandoned)
-                stop.set()
-                thread.join(timeout=5)
-                raise
-            _drain(reports, on_progress)
-            if future.exception() is not None:
-                raise TaskFailed(key, future.exception())
-            on_result(key, future.result())
+                future.set_result(fn(*args, progress=progress))
+            except BaseException as error:  # handed to the waiting thread
+                future.set_exception(error)
+            finally:
+                if stop.is_set():
+                    _JAX_LOG.removeFilter(_quiet_abandoned)
+
+        thread = threading.Thread(target=work, name=f"chaosgd-task-{key}", daemon=True)
+        self._running = (stop, thread)
+        thread.start()
+        return future
+
+    def _abandon(self, handles):
+        # The task stops at its next progress report (within an epoch; compiling or loading data first can take
+        # longer, and then this returns before it has stopped).
+        if handles and self._running is not None:
+            stop, thread = self._running
+            _JAX_LOG.addFilter(_quiet_abandoned)
+            stop.set()
+            thread.join(timeout=5)
 
 
 class _Abandoned(Exception):
@@ -156,18 +227,18 @@ class ProcessExecutor(Executor):
         self.capacity = max(1, int(workers or os.cpu_count() or 1))
         self.retries = retries
         self._pool = None
-        self._reports = None
+        self._attempts: dict = {}
 
     def _start(self):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         context = multiprocessing.get_context("spawn")
-        self._reports = context.Queue()  # new each time: a killed worker may have left the old one's lock held
+        self.reports = context.Queue()  # new each time: a killed worker may have left the old one's lock held
         for attempt in range(self.retries + 1):
             with worker_environment(self.capacity):
                 self._pool = ProcessPoolExecutor(max_workers=self.capacity, mp_context=context,
-                                                 initializer=worker_init, initargs=(os.getpid(), self._reports))
+                                                 initializer=worker_init, initargs=(os.getpid(), self.reports))
                 # Start every worker now, from this thread: they are told to die with it (PR_SET_PDEATHSIG).
                 # They are started with Ctrl-C ignored, which they inherit: a terminal's Ctrl-C reaches the whole
                 # process group, and only this process should act on it (workers still importing would print
@@ -187,53 +258,38 @@ class ProcessExecutor(Executor):
                            "memory? From a Python script, call sweep() under `if __name__ == \"__main__\":` (each "
                            "worker imports the main script again), or use executor=\"serial\"")
 
-    def map(self, fn, source, on_result, on_progress=None):
+    def _open(self):
         if self._pool is None:
             self._start()
-        attempts: dict = {}
-        in_flight: dict = {}
-        retry: list = []  # tasks lost with a broken pool, run again before any new one
+        self._attempts = {}
+
+    def _submit(self, fn, item):
         try:
-            while True:
-                while len(in_flight) < self.capacity and (item := retry.pop(0) if retry else source()) is not None:
-                    try:
-                        in_flight[self._pool.submit(worker_call, fn, *item)] = item
-                    except BrokenProcessPool:  # a worker died before this task was handed out
-                        retry.insert(0, item)
-                        break
-                if not in_flight and not retry:
-                    return
-                broken = bool(retry)
-                if in_flight:
-                    done, _ = wait(list(in_flight), timeout=_POLL, return_when=FIRST_COMPLETED)
-                    _drain(self._reports, on_progress)
-                    check_stop()
-                    for future in done:
-                        try:
-                            result = future.result()
-                        except BrokenProcessPool:
-                            broken = True  # the task stays in flight, to be run again below
-                            continue
-                        except Exception as error:
-                            raise TaskFailed(in_flight[future][0], error) from None
-                        key, _ = in_flight.pop(future)
-                        on_result(key, result)
-                if broken:  # a worker died, and the pool with it: every task in flight is lost and run again
-                    lost = list(in_flight.values()) + retry
-                    for key, _ in lost:  # the pool cannot say whose worker it was: all that ran are charged
-                        attempts[key] = attempts.get(key, 0) + 1
-                    if any(attempts[key] > self.retries for key, _ in lost):
-                        names = ", ".join(key for key, _ in lost)
-                        raise TaskFailed(names, f"a worker process died {max(attempts.values())} times while these "
-                                                "tasks were running (killed, or out of memory?)")
-                    self._kill()
-                    self._start()
-                    in_flight, retry = {}, lost
-        except BaseException:
-            self._kill()
-            raise
-        finally:
-            _drain(self._reports, on_progress)
+            return self._pool.submit(worker_call, fn, *item)
+        except BrokenProcessPool:  # a worker died before this task was handed out
+            return None
+
+    def _result(self, handle):
+        try:
+            return handle.result()
+        except BrokenProcessPool:
+            raise _Lost from None
+
+    def _recover(self, lost):
+        # A worker died, and the pool with it: every task in flight is lost and run again. The pool cannot say
+        # whose worker it was: all that ran are charged.
+        for key, _ in lost:
+            self._attempts[key] = self._attempts.get(key, 0) + 1
+        if any(self._attempts[key] > self.retries for key, _ in lost):
+            names = ", ".join(key for key, _ in lost)
+            raise TaskFailed(names, f"a worker process died {max(self._attempts.values())} times while these tasks "
+                                    "were running (killed, or out of memory?)")
+        self._kill()
+        self._start()
+        return lost
+
+    def _abandon(self, handles):
+        self._kill()
 
     def _kill(self):
         """Stop every worker now: in-flight tasks are abandoned, queued ones cancelled."""
@@ -292,53 +348,44 @@ class DaskExecutor(Executor):
     def capacity(self) -> int:
         return max(1, sum(self.client.nthreads().values()))
 
-    def map(self, fn, source, on_result, on_progress=None):
-        from dask.distributed import wait as dask_wait
-
-        in_flight: dict = {}
+    def _open(self):
         _SOFT.append(self)
-        no_workers_since, said = None, False
+        self._no_workers_since, self._said = None, False
+
+    def _done(self):
+        _SOFT.remove(self)
+
+    def _submit(self, fn, item):
+        key, args = item
+        # No retries of a task that raised (the sweep stops at once); a task whose worker died is rescheduled by
+        # Dask itself (allowed-failures: ``retries`` on a local cluster).
+        return self.client.submit(worker_call, fn, key, args, key=f"chaosgd-{key}-{time.time_ns()}", retries=0,
+                                  pure=False)
+
+    def _wait(self, handles):
+        from dask.distributed import wait as dask_wait
         try:
-            while True:
-                capacity = self.capacity
-                while len(in_flight) < capacity and (item := source()) is not None:
-                    key, args = item
-                    # No retries of a task that raised (the sweep stops at once); a task whose worker died is
-                    # rescheduled by Dask itself (allowed-failures: ``retries`` on a local cluster).
-                    future = self.client.submit(worker_call, fn, key, args, key=f"chaosgd-{key}-{time.time_ns()}",
-                                                retries=0, pure=False)
-                    in_flight[future] = key
-                if not in_flight:
-                    return
-                try:
-                    dask_wait(list(in_flight), timeout=_POLL, return_when="FIRST_COMPLETED")
-                except TimeoutError:
-                    check_stop()
-                    if not self.client.nthreads():  # a scheduler without workers would wait in silence
-                        no_workers_since = no_workers_since or time.monotonic()
-                        if not said and time.monotonic() - no_workers_since > NO_WORKERS_SAY:
-                            said = True
-                            address = self.client.scheduler.address
-                            print(f"chaosgd: the Dask scheduler at {address} has no workers; the tasks wait until "
-                                  f"some join (start them with `dask worker {address}`; Ctrl-C stops)",
-                                  file=sys.stderr, flush=True)
-                    else:
-                        no_workers_since = None
-                    continue
-                check_stop()
-                for future in [f for f in in_flight if f.done()]:
-                    key = in_flight.pop(future)
-                    try:
-                        result = future.result()
-                    except Exception as error:
-                        raise TaskFailed(key, error) from None
-                    on_result(key, result)
-        except BaseException:
-            self.client.cancel(list(in_flight))
-            self._stopped = True
-            raise
-        finally:
-            _SOFT.remove(self)
+            dask_wait(handles, timeout=_POLL, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            self._say_if_no_workers()
+            return []
+        return [f for f in handles if f.done()]
+
+    def _say_if_no_workers(self):
+        """A scheduler without workers would wait in silence: say so once, after NO_WORKERS_SAY seconds."""
+        if self.client.nthreads():
+            self._no_workers_since = None
+            return
+        self._no_workers_since = self._no_workers_since or time.monotonic()
+        if not self._said and time.monotonic() - self._no_workers_since > NO_WORKERS_SAY:
+            self._said = True
+            address = self.client.scheduler.address
+            print(f"chaosgd: the Dask scheduler at {address} has no workers; the tasks wait until some join (start "
+                  f"them with `dask worker {address}`; Ctrl-C stops)", file=sys.stderr, flush=True)
+
+    def _abandon(self, handles):
+        self.client.cancel(handles)
+        self._stopped = True
 
     def close(self):
         if self._stopped and self._cluster is not None:
