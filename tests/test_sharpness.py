@@ -153,3 +153,19 @@ def test_batch_sharpness_is_the_mean_curvature_of_each_minibatch_along_its_gradi
     with pytest.raises(ValueError, match="constant schedule"):
         track_sharpness(objective, params, 0.5, data, epochs=0,
                         rule=UpdateRule(Optimizer(schedule="step", decay_every=2)))
+
+
+def test_each_optimiser_states_its_limit_once_in_its_spec():
+    import math
+
+    from chaosgd.optimizers import SPECS, Optimizer
+    for name, spec in SPECS.items():
+        limit = Optimizer(name).stability_limit(0.1)
+        assert math.isfinite(limit) == (spec.limit is not None) == bool(spec.limit_text) != bool(spec.no_limit)
+    assert Optimizer("adam").stability_limit(0.1) == pytest.approx(380)  # 38/eta at b1 = 0.9
+    assert Optimizer("momentum", momentum=0.5).stability_limit(1.0) == 3.0
+    assert Optimizer("nesterov", momentum=0.5).stability_limit(1.0) == 1.5
+    with pytest.raises(ValueError, match="decoupled weight decay"):
+        from chaosgd.dynamics import UpdateRule
+        from chaosgd.sharpness import sharpness_kind
+        sharpness_kind(UpdateRule(Optimizer("adamw")), 10)

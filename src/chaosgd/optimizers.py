@@ -17,8 +17,51 @@ import jax
 import jax.numpy as jnp
 import optax
 
-NAMES = ("gd", "sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
-STATELESS = ("gd", "sgd")  # no state besides the parameters (and schedules' step counters)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What chaosgd knows of one optimiser by name, in one place: the hyperparameters it reads (the others must
+    stay at their defaults: a value set and then ignored would be silently wrong), its optax constructor (None:
+    written out, as gd is), its stability limit on a quadratic at learning rate eta and how reports state it (None:
+    no limit is defined here, and ``no_limit`` says why), whether that limit is on the preconditioned sharpness,
+    and whether it keeps no state besides the parameters (and schedules' step counters)."""
+
+    reads: tuple[str, ...]
+    build: Callable | None
+    limit: Callable | None
+    limit_text: str
+    preconditioned: bool = False
+    stateless: bool = False
+    no_limit: str = ""
+
+
+# Stability limits: Cohen et al. 2022, "Adaptive gradient methods at the edge of stability".
+SPECS = {
+    "gd": Spec((), None, lambda o, eta: 2 / eta, "2/eta, the stability limit of gradient descent on a quadratic",
+               stateless=True),
+    "sgd": Spec((), lambda o, lr: optax.sgd(lr), lambda o, eta: 2 / eta,
+                "2/eta, the stability limit of gradient descent on a quadratic", stateless=True),
+    "momentum": Spec(("momentum",), lambda o, lr: optax.sgd(lr, momentum=o.momentum),
+                     lambda o, eta: 2 * (1 + o.momentum) / eta,
+                     "2(1 + beta)/eta, the stability limit of heavy-ball momentum on a quadratic"),
+    "nesterov": Spec(("momentum",), lambda o, lr: optax.sgd(lr, momentum=o.momentum, nesterov=True),
+                     lambda o, eta: 2 * (1 + o.momentum) / (eta * (1 + 2 * o.momentum)),
+                     "2(1 + beta)/(eta (1 + 2 beta)), Nesterov's stability limit on a quadratic"),
+    "adam": Spec(("b1", "b2", "eps"), lambda o, lr: optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps),
+                 lambda o, eta: (2 + 2 * o.b1) / ((1 - o.b1) * eta),
+                 "(2 + 2 b1)/((1 - b1) eta), Adam's limit on the preconditioned sharpness (Cohen et al. 2022)",
+                 preconditioned=True),
+    "adamw": Spec(("b1", "b2", "eps", "weight_decay"),
+                  lambda o, lr: optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay),
+                  None, "", preconditioned=True,
+                  no_limit="its decoupled weight decay is outside the preconditioned Hessian P^-1 H"),
+    "rmsprop": Spec(("decay", "eps"), lambda o, lr: optax.rmsprop(lr, decay=o.decay, eps=o.eps), lambda o, eta: 2 / eta,
+                    "2/eta, RMSprop's limit on the preconditioned sharpness", preconditioned=True),
+}
+NAMES = tuple(SPECS)
+STATELESS = tuple(name for name, spec in SPECS.items() if spec.stateless)
+READS = {name: spec.reads for name, spec in SPECS.items()}
 SCHEDULES = ("constant", "warmup_cosine", "step")
 # The hyperparameters each optimiser reads (the others must stay at their defaults: a value set and then ignored
 # would be silently wrong).
@@ -73,17 +116,9 @@ class Optimizer:
         """The optax optimiser at ``learning_rate`` (a traced scalar: the rate of this step). Not for ``gd``."""
         if self.make is not None:
             return self.make(learning_rate)
-        if self.name == "sgd":
-            return optax.sgd(learning_rate)
-        if self.name in ("momentum", "nesterov"):
-            return optax.sgd(learning_rate, momentum=self.momentum, nesterov=self.name == "nesterov")
-        if self.name == "adam":
-            return optax.adam(learning_rate, b1=self.b1, b2=self.b2, eps=self.eps)
-        if self.name == "adamw":
-            return optax.adamw(learning_rate, b1=self.b1, b2=self.b2, eps=self.eps, weight_decay=self.weight_decay)
-        if self.name == "rmsprop":
-            return optax.rmsprop(learning_rate, decay=self.decay, eps=self.eps)
-        raise ValueError(f"{self.name!r} has no optax transformation (gd is written out)")
+        if SPECS[self.name].build is None:
+            raise ValueError(f"{self.name!r} has no optax transformation (gd is written out)")
+        return SPECS[self.name].build(self, learning_rate)
 
     def init(self, params):
         """The optimiser state at the start of training (empty for gd): the same for a reference and its copies."""
@@ -113,18 +148,15 @@ class Optimizer:
         """The curvature above which the rule is unstable on a quadratic at learning rate ``eta``: 2/eta for GD and
         SGD, 2(1 + beta)/eta for heavy ball, 2(1 + beta)/(eta (1 + 2 beta)) for Nesterov (Cohen et al. 2022,
         "Adaptive gradient methods at the edge of stability"); for Adam and RMSprop the limit on the
-        *preconditioned* sharpness, (2 + 2 b1)/((1 - b1) eta) (38/eta at b1 = 0.9) and 2/eta. NaN for a custom
-        optimiser."""
-        beta = self.momentum
-        return {"gd": 2 / eta, "sgd": 2 / eta, "momentum": 2 * (1 + beta) / eta,
-                "nesterov": 2 * (1 + beta) / (eta * (1 + 2 * beta)),
-                "adam": (2 + 2 * self.b1) / ((1 - self.b1) * eta), "adamw": (2 + 2 * self.b1) / ((1 - self.b1) * eta),
-                "rmsprop": 2 / eta}.get(self.name, math.nan)
+        *preconditioned* sharpness, (2 + 2 b1)/((1 - b1) eta) (38/eta at b1 = 0.9) and 2/eta (``SPECS``). NaN for
+        adamw and a custom optimiser."""
+        spec = SPECS.get(self.name)
+        return math.nan if spec is None or spec.limit is None else spec.limit(self, eta)
 
     @property
     def preconditioned(self) -> bool:
         """Whether the stability limit is on the preconditioned Hessian (adaptive optimisers)."""
-        return self.name in ("adam", "adamw", "rmsprop")
+        return self.name in SPECS and SPECS[self.name].preconditioned
 
     def preconditioner(self, state):
         """The diagonal P of an adaptive optimiser's step ``theta - eta P^-1 m`` in ``state`` (a pytree like the

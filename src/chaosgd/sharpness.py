@@ -198,10 +198,14 @@ class SharpnessTrack:
 def sharpness_kind(rule: UpdateRule, n_train: int) -> str:
     """Which sharpness the stability limit of ``rule`` is about (``SharpnessTrack.kind``); adamw and custom
     optimisers have none here (ValueError)."""
+    from chaosgd.optimizers import SPECS
+
     opt = rule.optimizer
-    if opt.name in ("adamw", "custom"):
-        raise ValueError(f"no stability limit is defined here for optimizer {opt.name!r} (adamw's decoupled decay is "
-                         "outside P^-1 H); track sharpness with gd, sgd, momentum, nesterov, adam or rmsprop")
+    if opt.name not in SPECS or SPECS[opt.name].limit is None:
+        why = SPECS[opt.name].no_limit if opt.name in SPECS else "a custom optimiser's limit is not known"
+        with_limit = ", ".join(name for name, spec in SPECS.items() if spec.limit is not None)
+        raise ValueError(f"no stability limit is defined here for optimizer {opt.name!r} ({why}); track sharpness "
+                         f"with {with_limit}")
     if opt.preconditioned:
         return "preconditioned"
     return "hessian" if rule.full_batch(n_train) else "batch"

@@ -28,7 +28,7 @@ from chaosgd.ensemble import PERTURB_MODES
 from chaosgd.lyapunov import LAMBDA_MIN, PLATEAU, R2_MIN
 from chaosgd.models import ACTIVATIONS, ARCHITECTURES
 from chaosgd.models.base import DTYPES
-from chaosgd.optimizers import NAMES as OPTIMIZERS, READS, SCHEDULE_READS, SCHEDULES, STATELESS
+from chaosgd.optimizers import NAMES as OPTIMIZERS, READS, SCHEDULE_READS, SCHEDULES, SPECS, STATELESS
 from chaosgd.sharpness import METHODS as SHARPNESS_METHODS
 
 # The paper's learning-rate grid (DESIGN.md).
@@ -277,9 +277,10 @@ class Training(_Section):
                  f"unknown method {self.sharpness_method!r}; choose one of {list(SHARPNESS_METHODS)}")
         _require(self.sharpness_iterations >= 1, "training.sharpness_iterations",
                  f"must be an integer >= 1; got {self.sharpness_iterations}")
-        _require(self.sharpness_every == 0 or self.optimizer != "adamw", "training.sharpness_every",
-                 "no stability limit is defined here for adamw (its decoupled weight decay is outside the "
-                 "preconditioned Hessian); track sharpness with another optimizer, or set sharpness_every = 0")
+        spec = SPECS.get(self.optimizer)
+        _require(self.sharpness_every == 0 or spec is None or spec.limit is not None, "training.sharpness_every",
+                 f"no stability limit is defined here for {self.optimizer} ({spec and spec.no_limit}); track "
+                 "sharpness with another optimizer, or set sharpness_every = 0")
 
     def _check_update_rule(self) -> None:
         _require(self.optimizer in OPTIMIZERS, "training.optimizer",

@@ -17,6 +17,7 @@ from chaosgd.atomic import atomic_write
 from chaosgd.defaults import MOSTLY, P_HIGH
 from chaosgd.experiments.results import fit, loss_curves, summarize, write_csv, write_parquet
 from chaosgd.experiments.store import RunDir
+from chaosgd.optimizers import SPECS
 
 
 def _png(ax) -> str:
@@ -115,12 +116,7 @@ def _write_report(run_dir, *, lyapunov_eta, log, summary, changes, out) -> Path:
                          "loss Hessian)",
                 "preconditioned": "Preconditioned sharpness (the top eigenvalue of P^-1 H, P the optimiser's "
                                   "preconditioner at its last step; none before the first)"}[tracks[0].kind]
-        limit = {"gd": "2/eta, the stability limit of gradient descent on a quadratic",
-                 "sgd": "2/eta, the stability limit of gradient descent on a quadratic",
-                 "momentum": "2(1 + beta)/eta, the stability limit of heavy-ball momentum on a quadratic",
-                 "nesterov": "2(1 + beta)/(eta (1 + 2 beta)), Nesterov's stability limit on a quadratic",
-                 "adam": "(2 + 2 b1)/((1 - b1) eta), Adam's limit on the preconditioned sharpness (Cohen et al. 2022)",
-                 "rmsprop": "2/eta, RMSprop's limit on the preconditioned sharpness"}[t.optimizer]
+        limit = SPECS[t.optimizer].limit_text
         figures.append(("Figure 14: sharpness along training", _png(plots.plot_sharpness(tracks)),
                         f"{what} ({t.sharpness_method}, {t.sharpness_iterations} Hessian-vector products) along the "
                         f"reference trajectory of initial condition 0, every {t.sharpness_every} epoch(s), at each "
