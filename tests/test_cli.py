@@ -133,12 +133,27 @@ def test_several_workers_for_the_serial_executor_are_refused_on_the_command_line
     (["--set", "training.etas=[1,10]", "--training.etas", "0.1"], "--training.etas"),
     (["--set", "training.epochs=5", "--set", "training.epochs=6"], "--set training.epochs=5"),
     (["--data-dir", "DATA", "--set", "data.path=OTHER"], "--data-dir"),
+    (["--data-dir", "DATA", "--data.path", "OTHER"], "--data-dir and --data.path"),
+    (["--data.path", "OTHER", "--data-dir", "DATA"], "--data-dir and --data.path"),
 ])
 def test_a_field_given_twice_is_refused_in_either_order(tmp_path, capsys, argv, first):
-    assert main(["sweep", "iris", *argv, "--out", str(tmp_path / "run")]) == 2
+    assert main(["sweep", "mnist-tanh", *argv, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "is given twice" in err and first in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["sweep", "iris", "--training.etas", "0.1", "--training.etas", "1"], "--training.etas"),
+    (["sweep", "iris", "--ensemble.initial=4", "--ensemble.initial", "5"], "--ensemble.initial"),
+    (["sweetspot", "iris", "--search-epochs", "5", "--search-epochs=6"], "--search-epochs"),
+    (["toymap", "--n", "10", "--n", "20"], "--n"),
+])
+def test_an_option_given_twice_is_refused_not_overwritten(capsys, argv, option):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert f"{option} is given twice; give each option once" in capsys.readouterr().err
 
 
 def test_a_run_far_past_divergence_reports_without_overflow_warnings_and_prints_dashes(tmp_path, capsys):

@@ -49,6 +49,8 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        self._refuse_repeats(args)
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             import difflib
@@ -62,6 +64,26 @@ class _Parser(argparse.ArgumentParser):
                     message += f"; did you mean {near[0]}?"
             self.error(message + f" ({self.prog} {getattr(parsed, 'command', 'COMMAND')} --help lists its options)")
         return parsed
+
+    def _refuse_repeats(self, argv: list[str]) -> None:
+        """An option that takes a value, given twice, would silently keep the last: refused (``--set`` adds up)."""
+        actions, parsers = {}, [self]
+        while parsers:
+            parser = parsers.pop()
+            for action in parser._actions:
+                actions.update(dict.fromkeys(action.option_strings, action))
+                if isinstance(action, argparse._SubParsersAction):
+                    parsers.extend(action.choices.values())
+        seen = {}
+        for token in argv:
+            if token == "--":
+                break
+            action = actions.get(token.split("=", 1)[0]) if token.startswith("--") else None
+            if action is None or action.nargs == 0 or isinstance(action, argparse._AppendAction):
+                continue
+            if action in seen:
+                self.error(f"{seen[action]} is given twice; give each option once")
+            seen[action] = token.split("=", 1)[0]
 
     def _options(self, command) -> list[str]:
         """The long options of ``command``'s parser (of this parser when there is none)."""

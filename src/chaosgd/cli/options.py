@@ -82,6 +82,8 @@ def experiment(args, **overrides) -> Config:
     for key in field_names():
         text = getattr(args, f"field:{key}", None)
         if text is not None:
+            if key in changes:  # (--data-dir sets data.path too)
+                raise ValueError(f"{key} is given twice (--data-dir and --{key}); give each field once")
             changes[key] = parse_text(key, text)
     given = {"data.path": "--data-dir"} if args.data_dir else {}
     given.update({key: f"--{key}" for key in changes if key != "data.path"})
