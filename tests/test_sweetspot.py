@@ -282,6 +282,19 @@ def test_reusing_a_run_of_another_problem_is_refused_with_the_fields_named(tmp_p
                  str(tmp_path / "search")]) == 2
     err = capsys.readouterr().err
     assert "another problem" in err and "model.hidden" in err
+    assert not (tmp_path / "search").exists()  # a refused command leaves no folder behind
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    assert main(["sweetspot", "iris", "--quick", "--reuse", str(tmp_path / "other"), "--out",
+                 str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "kept"  # a folder that was there stays
+
+
+def test_more_learning_rates_at_once_than_a_search_uses_are_refused(tmp_path, capsys):
+    from chaosgd.cli import main
+    assert main(["sweetspot", "iris", "--parallel", "1000000000", "--out", str(tmp_path / "s")]) == 2
+    assert "parallel must be an integer in [1, 64]" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
 
 
 def test_the_search_store_keeps_only_what_shapes_p(tmp_path):

@@ -50,6 +50,9 @@ class Onset:
         return sum(e.network_epochs for e in self.evaluations if not e.stored)
 
 
+PARALLEL_MAX = 64  # learning rates a search round may evaluate at once
+
+
 def check_search(*, eta_min: float, eta_max: float, p_high: float = P_HIGH, rel_width: float = 0.1, parallel: int = 1,
                  max_initial: int | None = None, n_initial: int | None = None, confidence: float = CONFIDENCE) -> None:
     """Refuse search settings that cannot work, before anything is computed; each message names the setting."""
@@ -61,8 +64,9 @@ def check_search(*, eta_min: float, eta_max: float, p_high: float = P_HIGH, rel_
         raise ValueError(f"rel_width must be a finite number > 0; got {rel_width}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: the level of the Wilson intervals must be in (0, 1); got {confidence}")
-    if int(parallel) != parallel or parallel < 1:
-        raise ValueError(f"parallel must be an integer >= 1; got {parallel}")
+    if int(parallel) != parallel or not 1 <= parallel <= PARALLEL_MAX:
+        raise ValueError(f"parallel must be an integer in [1, {PARALLEL_MAX}] (learning rates evaluated at once; "
+                         f"more would each cut the bracket finer than any search needs); got {parallel}")
     if max_initial is not None and (int(max_initial) != max_initial or max_initial < 1):
         raise ValueError(f"max_initial must be an integer >= 1 or None; got {max_initial}")
     if max_initial is not None and n_initial is not None and max_initial < n_initial:

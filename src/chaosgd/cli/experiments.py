@@ -135,6 +135,7 @@ def add_sweetspot(p: argparse.ArgumentParser) -> None:
 
 def cmd_sweetspot(args) -> int:
     import json
+    import shutil
     import time
 
     from chaosgd.atomic import atomic_write
@@ -156,6 +157,7 @@ def cmd_sweetspot(args) -> int:
     use_device(args.device)
     plots = pyplot_free_plots()
     out = out_folder(args, RUNS / f"{config.name}-sweetspot")
+    fresh = not out.exists()
     executor = args.executor or ("processes" if args.parallel > 1 and args.device != "gpu" else "serial")
     evaluate = LoggedEvaluator(config_evaluator(config, epochs=epochs, initial=initial, copies=args.search_copies,
                                                 confidence=args.confidence, store=out / "evaluations",
@@ -164,6 +166,12 @@ def cmd_sweetspot(args) -> int:
     started = time.monotonic()
     try:
         known = stored_evaluations(args.reuse, evaluate.inner) if args.reuse else None
+    except BaseException:  # refused: a folder this command made for its evaluations goes with it
+        evaluate.close()
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    try:
         for e in sorted((known or {}).values(), key=lambda e: e.eta):
             LoggedEvaluator.log(e, f"reused from {args.reuse}")
         spot = find_sweet_spot(evaluate, eta_min=args.eta_min, eta_max=args.eta_max, p_high=args.p_high,
