@@ -23,7 +23,8 @@ class ProgressBar:
         self.total, self.parts = int(total), int(parts)
         self.records = 0  # network-records reported
         self._first: tuple[float, int] | None = None  # (time, network-epochs shown) at the first progress
-        self.bar = tqdm(total=self.total, unit="net-epoch", unit_scale=True, desc=desc,
+        # (k and M from 10,000 on; below, whole counts rather than "16.0/640")
+        self.bar = tqdm(total=self.total, unit="net-epoch", unit_scale=self.total >= 10_000, desc=desc,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
                         postfix="compiling")
 

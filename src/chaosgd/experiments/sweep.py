@@ -64,12 +64,15 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
         f"{executor} executor")
     bar = _bar(config, [t for t in every if t.name not in done], progress)
     say = bar.write if bar is not None and log is print else log
-    summarized: set[tuple[int, int]] = set()  # (point on the second axis, learning rate) whose line was said
+    groups: dict[tuple[int, int], list[Task]] = {}  # the tasks of each (point on the second axis, learning rate)
+    for task in every:
+        groups.setdefault((task.point or 0, task.eta_index), []).append(task)
+    summarized: set[tuple[int, int]] = set()  # those whose line was said
     computed = []
 
-    def summarize_finished():
-        for key in sorted({(t.point or 0, t.eta_index) for t in every} - summarized):
-            mine = [t for t in every if (t.point or 0, t.eta_index) == key]
+    def summarize_finished(keys=None):
+        for key in sorted(set(groups if keys is None else keys) - summarized):
+            mine = groups[key]
             if all(t.name in done for t in mine):
                 summarized.add(key)
                 axis = config.training.axis
@@ -85,19 +88,25 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
     toml = config.to_toml()
     waiting_said = False
     with store.claims(timeout=claim_timeout) as claims:
-        def source():
-            for task in every:
-                if task.name in done or task.name in claims.held or claims.taken_by_others(task.name):
-                    continue
-                if not claims.claim(task.name):
-                    continue
-                try:  # another job may have finished it since we looked
-                    finished_elsewhere(task)
-                    claims.release(task.name)
-                    continue
-                except TaskFileError:
-                    return task.name, (toml, task, str(store.root))
-            return None
+        def tasks_to_claim():
+            """A source for one map: the tasks in order, each looked at once (a later map looks again at those that
+            other jobs held)."""
+            ahead = iter(every)
+
+            def source():
+                for task in ahead:
+                    if task.name in done or task.name in claims.held or claims.taken_by_others(task.name):
+                        continue
+                    if not claims.claim(task.name):
+                        continue
+                    try:  # another job may have finished it since we looked
+                        finished_elsewhere(task)
+                        claims.release(task.name)
+                        continue
+                    except TaskFileError:
+                        return task.name, (toml, task, str(store.root))
+                return None
+            return source
 
         def on_result(name, _):
             computed.append(name)
@@ -105,7 +114,7 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
             done[name] = store.load_task(by_name[name], config.hash())
             if bar is not None:
                 bar.finish(name)
-            summarize_finished()
+            summarize_finished([(by_name[name].point or 0, by_name[name].eta_index)])
 
         try:
             # No executor (no Dask cluster, no workers) when everything is done already.
@@ -113,7 +122,7 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
                     if len(done) < len(every) else None)
             with pool or contextlib.nullcontext():
                 while len(done) < len(every):
-                    pool.map(execute, source, on_result, bar.advance if bar is not None else None)
+                    pool.map(execute, tasks_to_claim(), on_result, bar.advance if bar is not None else None)
                     for task in every:  # finished by other jobs meanwhile
                         if task.name not in done and not claims.taken_by_others(task.name):
                             try:
@@ -175,7 +184,8 @@ class _Bar:
         from chaosgd.progress import ProgressBar
 
         per_network = config.training.epochs
-        self.per_epoch = {t.name: records_per_epoch(task_config(config, t)) for t in todo}
+        by_point = {t.point: records_per_epoch(task_config(config, t)) for t in {t.point: t for t in todo}.values()}
+        self.per_epoch = {t.name: by_point[t.point] for t in todo}
         self.epochs = {t.name: t.count * (1 + config.ensemble.copies) * per_network for t in todo}
         self.seen = dict.fromkeys(self.epochs, 0)  # network-records each task reported
         self.bar = ProgressBar(sum(self.epochs.values()), config.name)

@@ -33,9 +33,11 @@ def factory(source: str):
     if not SOURCE_PATTERN.fullmatch(source):
         raise SourceError(f"model.source must look like 'package.module:function'; got {source!r}")
     module_name, function = source.split(":")
-    if module_name.split(".")[0] in sys.stdlib_module_names:  # (os:abort would end the process without a word)
-        raise SourceError(f"model.source: {module_name} is a module of Python's standard library, not a model "
-                          "factory; name a function of your own module, e.g. mymodels:make")
+    top = module_name.split(".")[0]
+    if top in sys.stdlib_module_names or top == "chaosgd":  # (os:abort would end the process without a word)
+        where = "Python's standard library" if top != "chaosgd" else "chaosgd itself"
+        raise SourceError(f"model.source: {module_name} is a module of {where}, not a model factory; name a "
+                          "function of your own module, e.g. mymodels:make")
     module = _import(module_name)
     made = getattr(module, function, None)
     if not callable(made):
@@ -96,10 +98,17 @@ def _import(module_name: str):
     path = getattr(module, "__file__", None)
     if path is not None:
         now = _file_sha256(path)
-        if imported_elsewhere or _IMPORTED.get(module_name, now) != now:  # (its code may be older than its file)
+        # Its code may be older than its file: imported again. Not an installed package's (numpy's), which
+        # others hold and which is not edited in place.
+        if (imported_elsewhere and not _installed(path)) or _IMPORTED.get(module_name, now) != now:
             module = importlib.reload(module)
         _IMPORTED[module_name] = now
     return module
+
+
+def _installed(path) -> bool:
+    """Whether a module's file belongs to an installed package (site-packages), not to the user's folders."""
+    return any(part in ("site-packages", "dist-packages") for part in os.path.normpath(path).split(os.sep))
 
 
 def _failed_import(module_name: str, error: BaseException) -> str:
