@@ -98,6 +98,10 @@ def test_command_options_are_checked_before_anything_is_computed_or_made(tmp_pat
         (["lyapunov", "iris", "--window", "5", "3"], "--window START STOP"),
         (["lyapunov", "iris", "--training.etas", "1,2"], "give it with --eta"),
         (["toymap", "--seed", "-1"], "--seed must be >= 0"),
+        (["toymap", "--n", "1000000000000"], "more than the memory budget"),
+        (["toymap", "--keep", "100000000000"], "--keep must be >= 1 and <= 10,000,000"),
+        (["toymap", "--steps", "100000000000000"], "--steps must be >= 1 and <= 10,000,000"),
+        (["toymap", "--transient", "100000000000000"], "--transient must be >= 1 and <= 10,000,000"),
         (["sharpness", "iris", "--every", "0"], "--every must be >= 1"),
     ]
     for args, message in cases:

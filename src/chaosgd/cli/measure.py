@@ -182,22 +182,35 @@ def add_toymap(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_toymap(args) -> int:
-    if not (np.isfinite(args.eta_min) and np.isfinite(args.eta_max) and 0 < args.eta_min < args.eta_max):
-        raise ValueError(f"need 0 < --eta-min < --eta-max, both finite; got {args.eta_min}, {args.eta_max}")
-    for option, value, least in (("--n", args.n, 2), ("--transient", args.transient, 1), ("--keep", args.keep, 1),
-                                 ("--steps", args.steps, 1), ("--seed", args.seed, 0)):
-        if value < least:
-            raise ValueError(f"{option} must be >= {least}; got {value}")
     toymap(out_folder(args, RUNS / "toymap"), eta_min=args.eta_min, eta_max=args.eta_max, n=args.n,
            transient=args.transient, keep=args.keep, steps=args.steps, seed=args.seed)
     return 0
 
 
+# Steps of the toy map one run may take (the paper's figures use 3,000 + 5,000): each is a pass over the learning
+# rates in Python, so beyond this a run would not end in a working day.
+_TOY_STEPS = 10_000_000
+
+
 def toymap(out: Path, *, eta_min: float = 0.01, eta_max: float = 2.2, n: int = 2000, transient: int = 3000,
            keep: int = 200, steps: int = 5000, seed: int = 0) -> None:
-    """The toy map's orbit diagram and exponent (figures 6 and 7) into ``out``."""
+    """The toy map's orbit diagram and exponent (figures 6 and 7) into ``out``; sizes that cannot run are refused
+    before the folder is made."""
+    from chaosgd.engine import default_memory_budget
     from chaosgd.toymap import orbit_diagram, toy_lyapunov
 
+    if not (np.isfinite(eta_min) and np.isfinite(eta_max) and 0 < eta_min < eta_max):
+        raise ValueError(f"need 0 < --eta-min < --eta-max, both finite; got {eta_min}, {eta_max}")
+    for option, value, least, most in (("--n", n, 2, None), ("--transient", transient, 1, _TOY_STEPS),
+                                       ("--keep", keep, 1, _TOY_STEPS), ("--steps", steps, 1, _TOY_STEPS),
+                                       ("--seed", seed, 0, 2**63 - 1)):
+        if value < least or (most is not None and value > most):
+            raise ValueError(f"{option} must be >= {least}" + (f" and <= {most:,}" if most else "")
+                             + f"; got {value}")
+    needed = 8 * n * (keep + 8)  # the orbit points, and a few arrays of one value per learning rate
+    if needed > default_memory_budget():
+        raise ValueError(f"--n {n} learning rates x --keep {keep} orbit points need about {needed / 2**30:.3g} GiB, "
+                         f"more than the memory budget of {default_memory_budget() / 2**30:.3g} GiB; use fewer")
     plots = pyplot_free_plots()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
