@@ -59,9 +59,17 @@ def test_data_dir_comes_from_environment(tmp_path, monkeypatch):
     assert load("fashion-mnist").x_train.shape == (12, 28, 28, 1)
 
 
-def test_missing_files_say_where_and_how(tmp_path):
+def test_missing_files_say_where_and_how(tmp_path, monkeypatch):
     with pytest.raises(DataNotFoundError, match=rf"(?s)looked in {tmp_path}/mnist.*chaosgd data fetch mnist"):
         load("mnist", path=tmp_path)
+    # ... and where that folder came from: the option, the environment variable, or the default.
+    with pytest.raises(DataNotFoundError, match="from --data-dir / data.path"):
+        load("mnist", path=tmp_path)
+    monkeypatch.setenv("CHAOSGD_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(DataNotFoundError, match=r"elsewhere; from \$CHAOSGD_DATA"):
+        load("mnist")
+    with pytest.raises(DataNotFoundError, match=r"elsewhere.*\(from \$CHAOSGD_DATA\)"):
+        load("cifar10")
 
 
 def test_wrong_magic_truncated_and_mismatched_files_are_refused(tmp_path):

@@ -62,5 +62,12 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
     return Path.home() / ".chaosgd" / "data"
 
 
+def data_dir_source(path: str | os.PathLike | None = None) -> str:
+    """Where ``data_dir(path)`` comes from, for messages: the option, the environment variable, or the default."""
+    if path is not None:
+        return "from --data-dir / data.path"
+    return f"from ${DATA_ENV}" if os.environ.get(DATA_ENV) else f"the default; ${DATA_ENV} is not set"
+
+
 class DataNotFoundError(ChaosgdError, FileNotFoundError):
     """A data set's files are not where chaosgd looked; the message says where it looked and how to get them."""

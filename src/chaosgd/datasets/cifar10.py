@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chaosgd.datasets.base import DataNotFoundError, Dataset, data_dir
+from chaosgd.datasets.base import DataNotFoundError, Dataset, data_dir, data_dir_source
 from chaosgd.datasets.idx import IDXError, file_error, read_bytes
 
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
@@ -44,5 +44,6 @@ def load_cifar10(path=None) -> Dataset:
             return Dataset("cifar10", x_train, y_train, x_test, y_test, 10)
     raise DataNotFoundError(
         f"cifar10: the binary batches ({', '.join(TRAIN_FILES + TEST_FILES)}) were not found in any of "
-        f"{', '.join(map(str, candidates))}. Point --data-dir or $CHAOSGD_DATA at the folder that holds 'cifar10/', "
+        f"{', '.join(map(str, candidates))} ({data_dir_source(path)}). Point --data-dir or $CHAOSGD_DATA at the "
+        "folder that holds 'cifar10/', "
         f"or download them with `chaosgd data fetch cifar10`.")

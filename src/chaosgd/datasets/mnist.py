@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chaosgd.datasets.base import DataNotFoundError, Dataset, data_dir
+from chaosgd.datasets.base import DataNotFoundError, Dataset, data_dir, data_dir_source
 from chaosgd.datasets.idx import IDXError, read_idx
 
 FILES = {
@@ -18,12 +18,12 @@ FILES = {
 IDX_DATASETS = ("mnist", "fashion-mnist")
 
 
-def find_file(folders: list[Path], stem: str, dataset: str) -> Path:
+def find_file(folders: list[Path], stem: str, dataset: str, source: str = "") -> Path:
     candidates = [folder / name for folder in folders for name in (stem, stem + ".gz")]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    looked = ", ".join(str(f) for f in folders)
+    looked = ", ".join(str(f) for f in folders) + (f"; {source}" if source else "")
     # A folder (or other non-file) under the file's name is the likeliest reason a user who "has the files" sees this.
     blocked = "".join(f" {c} exists but is not a file." for c in candidates if c.exists())
     raise DataNotFoundError(
@@ -41,7 +41,7 @@ def load_idx_dataset(name: str = "mnist", path=None) -> Dataset:
         raise ValueError(f"unknown IDX data set {name!r}; choose one of {list(IDX_DATASETS)}")
     root = data_dir(path)
     folders = [root / name, root]
-    paths = {key: find_file(folders, stem, name) for key, stem in FILES.items()}
+    paths = {key: find_file(folders, stem, name, data_dir_source(path)) for key, stem in FILES.items()}
     arrays = {key: read_idx(file, ndim=3 if key.endswith("images") else 1, dataset=name)
               for key, file in paths.items()}
     remedy = f"replace the files with `chaosgd data fetch {name}` or good copies"
