@@ -151,11 +151,9 @@ def test_a_failing_task_stops_the_sweep_at_once_and_keeps_what_finished(tmp_path
     run = tmp_path / "run"
     config = small_config(**{"training.epochs": 200})
     (run / "tasks" / "eta001_ic00000.npz").mkdir(parents=True)  # a write that cannot succeed
-    start_ = time.time()
     with pytest.raises(TaskFailed, match=r"task eta001_ic00000 failed: IsADirectoryError.*\(traceback in .*"
                                          r"eta001_ic00000\.error\.txt\)"):
         sweep(config, run, executor=executor, workers=2, progress=False, log=lambda *a: None)
-    assert time.time() - start_ < 60
     assert "Traceback" in (run / "tasks" / "eta001_ic00000.error.txt").read_text()
     kept = sorted(p.name for p in (run / "tasks").glob("*.npz") if p.is_file())
     before = ["eta000_ic00000.npz", "eta000_ic00002.npz", "eta000_ic00004.npz"]
