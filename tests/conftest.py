@@ -1,10 +1,18 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
-import chaosgd  # noqa: F401  (enables float64 before any test builds arrays)
-from chaosgd.datasets import make_blobs
+# The suite's time is mostly XLA compiling the same small programs again: in each test process (pytest-xdist's),
+# each subprocess (the command line) and each sweep worker. JAX's persistent compilation cache shares them (it
+# stores compiled code; results are unchanged). Set before JAX is imported, and inherited by subprocesses.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "chaosgd-tests-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import chaosgd  # noqa: E402, F401  (enables float64 before any test builds arrays)
+from chaosgd.datasets import make_blobs  # noqa: E402
 
 
 @pytest.fixture(scope="session")
