@@ -107,7 +107,8 @@ def parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     fetch = data_commands.add_parser("fetch", help="download a data set's standard files (needs internet)",
                                      formatter_class=formatter)
-    fetch.add_argument("name", choices=["mnist", "fashion-mnist", "cifar10"], help="the data set")
+    from chaosgd.datasets.fetch import SOURCES
+    fetch.add_argument("name", choices=list(SOURCES), help="the data set")
     fetch.add_argument("--data-dir", help="folder that will hold <name>/ (default: $CHAOSGD_DATA, then "
                                           "~/.chaosgd/data)")
     fetch.set_defaults(handler=cmd_fetch)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chaosgd.datasets import CLASSES, DATASETS, PACKAGED
+from chaosgd.datasets import CLASSES, DATASETS, NAMED
 from chaosgd.defaults import EPSILON_MAX
 from chaosgd.models.source import SOURCE_PATTERN
 from chaosgd.experiments.fields import ConfigError, from_text, require, typed
@@ -91,10 +91,10 @@ class Data(_Section):
 
     def _check(self):
         _require(self.name in DATASETS, "data.name", f"unknown data set {self.name!r}; choose one of {list(DATASETS)}")
-        _require(self.name not in ("iris", "blobs", *PACKAGED) or self.path is None, "data.path",
-                 f"{self.path!r}, but data set {self.name!r} reads no file (Iris ships with chaosgd, the sklearn: "
-                 "data sets with scikit-learn, the blobs are generated): a value set and never used. For your own "
-                 "data: data.name = 'npz', data.path = the .npz file")
+        named = NAMED[self.name]
+        _require(named.reads_path or self.path is None, "data.path",
+                 f"{self.path!r}, but data set {self.name!r} reads no file (it {named.origin}): a value set and never "
+                 "used. For your own data: data.name = 'npz', data.path = the .npz file")
         _require(self.name != "npz" or self.path is not None, "data.path",
                  "data.name = 'npz' needs data.path = the .npz file (x_train, y_train, x_test, y_test)")
         _require(self.sha256 is None or self.name == "npz", "data.sha256",
