@@ -386,54 +386,64 @@ def _linear(input, weight, bias=None):
     return out if bias is None else out + bias
 
 
+def _layer_rules():
+    """The supported layers, in one list: ``(classes, exact, label, make)``; ``make(layer)`` gives
+    ``f(own_parameters, *inputs)``. ``exact``: the class itself only (a subclass may change what it computes)."""
+    import torch.nn as nn
+
+    def elementwise(f):
+        return lambda layer: (lambda own, x: f(x))
+
+    def pool(kind, n):
+        def make(layer):
+            extra = {} if kind == "max" else {"count_include_pad": layer.count_include_pad}
+            if kind == "avg" and getattr(layer, "divisor_override", None):
+                raise UnsupportedModule("average pooling with divisor_override")
+            return elementwise(_pool(kind, n, layer.kernel_size, layer.stride, layer.padding,
+                                     getattr(layer, "dilation", 1), layer.ceil_mode, **extra))(layer)
+        return make
+
+    return [
+        ((nn.Linear,), False, "Linear", lambda layer: lambda own, x: _linear(x, own["weight"], own.get("bias"))),
+        ((nn.Conv1d,), False, "Conv1d", lambda layer: _conv(layer, 1)),
+        ((nn.Conv2d,), False, "Conv2d", lambda layer: _conv(layer, 2)),
+        ((nn.ReLU,), True, "ReLU", elementwise(jax.nn.relu)),
+        ((nn.Tanh,), True, "Tanh", elementwise(jnp.tanh)),
+        ((nn.Sigmoid,), True, "Sigmoid", elementwise(jax.nn.sigmoid)),
+        ((nn.SiLU,), True, "SiLU", elementwise(jax.nn.silu)),
+        ((nn.GELU,), False, "GELU",
+         lambda layer: elementwise(lambda x: jax.nn.gelu(x, approximate=layer.approximate == "tanh"))(layer)),
+        ((nn.ELU,), False, "ELU", lambda layer: elementwise(lambda x: jax.nn.elu(x, layer.alpha))(layer)),
+        ((nn.LeakyReLU,), False, "LeakyReLU",
+         lambda layer: elementwise(lambda x: jax.nn.leaky_relu(x, layer.negative_slope))(layer)),
+        ((nn.Softplus,), False, "Softplus", lambda layer: elementwise(_softplus(layer.beta, layer.threshold))(layer)),
+        ((nn.Identity,), True, "Identity", elementwise(lambda x: x)),
+        ((nn.Flatten,), False, "Flatten",
+         lambda layer: elementwise(lambda x: _flatten(x, layer.start_dim, layer.end_dim))(layer)),
+        ((nn.Dropout,), True, "Dropout", elementwise(lambda x: x)),  # (with p > 0, _Program applies the masks)
+        ((nn.MaxPool1d,), True, "MaxPool1d", pool("max", 1)),
+        ((nn.MaxPool2d,), True, "MaxPool2d", pool("max", 2)),
+        ((nn.AvgPool1d,), True, "AvgPool1d", pool("avg", 1)),
+        ((nn.AvgPool2d,), True, "AvgPool2d", pool("avg", 2)),
+        ((nn.AdaptiveAvgPool1d,), True, "AdaptiveAvgPool1d",
+         lambda layer: elementwise(_adaptive_avg(1, layer.output_size))(layer)),
+        ((nn.AdaptiveAvgPool2d,), True, "AdaptiveAvgPool2d",
+         lambda layer: elementwise(_adaptive_avg(2, layer.output_size))(layer)),
+        ((nn.BatchNorm1d, nn.BatchNorm2d), False, "BatchNorm1d/2d (evaluation mode)", _batch_norm),
+    ]
+
+
 def _module_rule(layer, name: str):
     """``f(own_parameters, *inputs)`` for one layer (``own``: its parameters and buffers by short name)."""
-    import torch.nn as nn
-    plain = {nn.ReLU: jax.nn.relu, nn.Tanh: jnp.tanh, nn.Sigmoid: jax.nn.sigmoid, nn.SiLU: jax.nn.silu,
-             nn.Identity: lambda x: x}
-    try:
-        if type(layer) in plain:
-            f = plain[type(layer)]
-            return lambda own, x: f(x)
-        if isinstance(layer, nn.Linear):
-            return lambda own, x: _linear(x, own["weight"], own.get("bias"))
-        if isinstance(layer, nn.Conv2d):
-            return _conv(layer, 2)
-        if isinstance(layer, nn.Conv1d):
-            return _conv(layer, 1)
-        if isinstance(layer, nn.GELU):
-            return lambda own, x: jax.nn.gelu(x, approximate=layer.approximate == "tanh")
-        if isinstance(layer, nn.LeakyReLU):
-            return lambda own, x: jax.nn.leaky_relu(x, layer.negative_slope)
-        if isinstance(layer, nn.ELU):
-            return lambda own, x: jax.nn.elu(x, layer.alpha)
-        if isinstance(layer, nn.Softplus):
-            f = _softplus(layer.beta, layer.threshold)
-            return lambda own, x: f(x)
-        if isinstance(layer, nn.Flatten):
-            return lambda own, x: _flatten(x, layer.start_dim, layer.end_dim)
-        if isinstance(layer, nn.Dropout) and type(layer) is nn.Dropout:
-            return lambda own, x: x  # (with p > 0, _Program applies the masks)
-        for cls, kind, n in ((nn.MaxPool2d, "max", 2), (nn.MaxPool1d, "max", 1), (nn.AvgPool2d, "avg", 2),
-                             (nn.AvgPool1d, "avg", 1)):
-            if type(layer) is cls:
-                extra = {} if kind == "max" else {"count_include_pad": layer.count_include_pad}
-                if kind == "avg" and getattr(layer, "divisor_override", None):
-                    raise UnsupportedModule("average pooling with divisor_override")
-                f = _pool(kind, n, layer.kernel_size, layer.stride, layer.padding,
-                          getattr(layer, "dilation", 1), layer.ceil_mode, **extra)
-                return lambda own, x: f(x)
-        for cls, n in ((nn.AdaptiveAvgPool2d, 2), (nn.AdaptiveAvgPool1d, 1)):
-            if type(layer) is cls:
-                f = _adaptive_avg(n, layer.output_size)
-                return lambda own, x: f(x)
-        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            return _batch_norm(layer)
-    except UnsupportedModule as error:
-        raise UnsupportedModule(f"layer {name!r} ({type(layer).__name__}): {error}") from None
-    raise UnsupportedModule(f"layer {name!r} ({type(layer).__name__}) is not supported; supported: Linear, Conv1d, "
-                            "Conv2d, activations (ReLU, Tanh, Sigmoid, GELU, SiLU, ELU, LeakyReLU, Softplus), "
-                            "Identity, Flatten, Dropout, max/average pooling, adaptive average pooling, BatchNorm1d/2d")
+    rules = _layer_rules()
+    for classes, exact, _, make in rules:
+        if (type(layer) in classes) if exact else isinstance(layer, classes):
+            try:
+                return make(layer)
+            except UnsupportedModule as error:
+                raise UnsupportedModule(f"layer {name!r} ({type(layer).__name__}): {error}") from None
+    raise UnsupportedModule(f"layer {name!r} ({type(layer).__name__}) is not supported; supported: "
+                            + ", ".join(label for *_, label, _ in rules))
 
 
 def _function_rule(node):
