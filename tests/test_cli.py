@@ -3,6 +3,16 @@ import pytest
 
 from chaosgd.cli import main
 from chaosgd.experiments.results import summarize
+from chaosgd.experiments.store import RunDir
+
+
+def small(**values):
+    """SMALL with some options' values replaced (an option given twice is refused)."""
+    args = list(SMALL)
+    for option, value in values.items():
+        args[args.index(option) + 1] = value
+    return args
+
 
 SMALL = ["--training.etas", "0.05,1", "--ensemble.initial", "3", "--ensemble.copies", "2", "--training.epochs", "20",
          "--executor", "serial", "--quiet"]
@@ -19,7 +29,7 @@ def test_run_on_iris_writes_a_run_folder_a_table_and_a_report(tmp_path, capsys):
     assert sorted(np.unique(records.eta)) == [0.05, 1.0]
     assert [row["eta"] for row in summary.rows] == [0.05, 1.0]
     assert all(0 <= row["tau_censored"] <= 3 and row["n_initial"] == 3 for row in summary.rows)
-    assert (out / "results.csv").read_text().startswith("eta,lambda_nmle")
+    assert RunDir(out).csv_path.read_text().startswith("eta,lambda_nmle")
 
 
 def test_bad_input_is_an_error_message_not_a_traceback(tmp_path, capsys):
@@ -53,7 +63,7 @@ def test_a_misspelled_option_is_answered_with_the_nearest_one(capsys):
 
 
 def test_run_stops_copies_unless_asked_to_keep_them_with_the_same_exponents(tmp_path):
-    args = ["run", "iris", *SMALL, "--training.etas", "0.05", "--training.epochs", "80"]
+    args = ["run", "iris", *small(**{"--training.etas": "0.05", "--training.epochs": "80"})]
     assert main(args + ["--out", str(tmp_path / "stop"), "--training.stop_copies", "true"]) == 0
     assert main(args + ["--out", str(tmp_path / "keep"), "--training.stop_copies", "false"]) == 0
     stop, keep = summarize(tmp_path / "stop"), summarize(tmp_path / "keep")
@@ -173,7 +183,7 @@ def test_a_run_far_past_divergence_reports_without_overflow_warnings_and_prints_
     assert not [w for w in caught if "overflow" in str(w.message)]
     out = capsys.readouterr().out
     assert "nan" not in out and "[–, –]" in out and "e+149" in out
-    assert (tmp_path / "run" / "report.html").is_file()
+    assert RunDir(tmp_path / "run").report_path.is_file()
 
 
 def test_a_preset_on_other_data_is_named_after_both():

@@ -14,6 +14,7 @@ from chaosgd.experiments.results import summarize
 from chaosgd.experiments.sweep import sweep
 from problems import descendants
 from test_sweep import assert_same, load_records, small_config
+from chaosgd.experiments.store import RunDir
 
 faults = pytest.mark.faults  # subprocess tests of a few seconds each: `pytest -m faults` (.ci/run runs them)
 
@@ -39,7 +40,7 @@ def wait_for(condition, timeout=120.0):
 
 def running(folder):
     """A task is in flight: its claim exists."""
-    return any((folder / "claims").glob("*.claim")) if (folder / "claims").is_dir() else False
+    return any(RunDir(folder).claims_dir.glob("*.claim")) if RunDir(folder).claims_dir.is_dir() else False
 
 
 def alive(pid):
@@ -126,7 +127,7 @@ def test_three_jobs_on_one_folder_compute_each_task_once(tmp_path):
         assert len(last) == 1 and "all 15 tasks are done" in last[0]
         computed.append(int(last[0].rsplit(" ", 1)[1]))
     assert sum(computed) == 15, computed  # each task once, between them
-    assert summarize(run).n_pending == 0 and not list((run / "claims").glob("*.claim"))
+    assert summarize(run).n_pending == 0 and not list(RunDir(run).claims_dir.glob("*.claim"))
     sweep(config, tmp_path / "alone", executor="serial", progress=False, log=lambda *a: None)
     assert_same(load_records(run), load_records(tmp_path / "alone"))
 
@@ -137,9 +138,9 @@ def test_a_stale_claim_of_a_dead_job_is_taken_over_at_once(tmp_path):
 
     config = small_config()
     run = tmp_path / "run"
-    (run / "claims").mkdir(parents=True)
+    RunDir(run).claims_dir.mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (run / "claims" / "eta000_ic00000.claim").write_text(json.dumps({"host": socket.gethostname(),
+    (RunDir(run).claims_dir / "eta000_ic00000.claim").write_text(json.dumps({"host": socket.gethostname(),
                                                                      "pid": int(dead.stdout), "token": "x"}))
     lines = []
     sweep(config, run, executor="serial", progress=False, log=lines.append, wait_poll=0.1)
@@ -150,18 +151,18 @@ def test_a_stale_claim_of_a_dead_job_is_taken_over_at_once(tmp_path):
 def test_a_failing_task_stops_the_sweep_at_once_and_keeps_what_finished(tmp_path, executor):
     run = tmp_path / "run"
     config = small_config(**{"training.epochs": 200})
-    (run / "tasks" / "eta001_ic00000.npz").mkdir(parents=True)  # a write that cannot succeed
+    (RunDir(run).tasks_dir / "eta001_ic00000.npz").mkdir(parents=True)  # a write that cannot succeed
     with pytest.raises(TaskFailed, match=r"task eta001_ic00000 failed: IsADirectoryError.*\(traceback in .*"
                                          r"eta001_ic00000\.error\.txt\)"):
         sweep(config, run, executor=executor, workers=2, progress=False, log=lambda *a: None)
-    assert "Traceback" in (run / "tasks" / "eta001_ic00000.error.txt").read_text()
-    kept = sorted(p.name for p in (run / "tasks").glob("*.npz") if p.is_file())
+    assert "Traceback" in (RunDir(run).tasks_dir / "eta001_ic00000.error.txt").read_text()
+    kept = sorted(p.name for p in RunDir(run).tasks_dir.glob("*.npz") if p.is_file())
     before = ["eta000_ic00000.npz", "eta000_ic00002.npz", "eta000_ic00004.npz"]
     if executor == "serial":
         assert kept == before  # what finished is kept, nothing after the failure ran
     else:  # two workers: what ran beside the failing task may finish; the rest of the queue never starts
         assert set(kept) <= set(before) | {"eta001_ic00002.npz", "eta001_ic00004.npz"} and len(kept) >= 1
-    assert not list((run / "claims").glob("*.claim"))
+    assert not list(RunDir(run).claims_dir.glob("*.claim"))
 
 
 @faults
@@ -208,7 +209,7 @@ def test_a_stop_request_is_seen_even_if_its_keyboard_interrupt_was_lost(tmp_path
             sweep(small_config(), tmp_path / "run", executor="serial", progress=False, log=lambda *a: None)
     finally:
         clear_stop()
-    assert not list((tmp_path / "run" / "claims").glob("*.claim"))
+    assert not list(RunDir(tmp_path / "run").claims_dir.glob("*.claim"))
 
 
 @pytest.mark.parametrize("args, message", [

@@ -11,6 +11,7 @@ from chaosgd import plots  # noqa: E402
 from chaosgd.cli import main  # noqa: E402
 from chaosgd.lyapunov import network_exponent  # noqa: E402
 from chaosgd.toymap import orbit_diagram, toy_lyapunov  # noqa: E402
+from chaosgd.experiments.store import RunDir  # noqa: E402
 
 
 def test_toymap_command_writes_data_and_figures(tmp_path, capsys):
@@ -68,7 +69,7 @@ def test_sharpness_command_writes_tracks_and_figure_14(tmp_path, capsys):
         assert z["epoch_eta_0.5"].tolist() == [0, 10, 20] and np.all(z["value_eta_0.1"] > 0)
     assert (tmp_path / "fig14_sharpness.png").stat().st_size > 10_000
     assert "2/eta = 4" in capsys.readouterr().out
-    assert len(list((tmp_path / "tasks").glob("*.npz"))) == 2  # a run folder: one task per learning rate
+    assert len(list(RunDir(tmp_path).tasks_dir.glob("*.npz"))) == 2  # a run folder: one task per learning rate
     assert main(args) == 0 and "this call computed 0" in capsys.readouterr().out  # and it resumes
     with pytest.raises(SystemExit):
         main(["sharpness", "--method", "qr", "--out", str(tmp_path)])

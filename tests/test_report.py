@@ -9,6 +9,7 @@ from chaosgd.experiments.report import write_report
 from chaosgd.experiments.results import summarize
 from chaosgd.experiments.sweep import sweep
 from test_sweep import load_records, small_config
+from chaosgd.experiments.store import RunDir
 
 
 def test_results_table_and_report_with_every_figure(tmp_path):
@@ -31,14 +32,14 @@ def test_results_table_and_report_with_every_figure(tmp_path):
     assert eta == (with_p[0]["eta"] if with_p else max(rows, key=lambda r: r["p_percent"])["eta"])
     assert "restricted mean tau [CI]" in page and "results.csv" in page
     assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing to fetch
-    with open(tmp_path / "results.csv") as f:
+    with open(RunDir(tmp_path).csv_path) as f:
         table = list(csv.DictReader(f))
     assert len(table) == 3 and float(table[2]["eta"]) == 10.0
 
 
 def test_report_of_an_unfinished_run_says_so(tmp_path):
     sweep(small_config(), tmp_path, executor="serial", progress=False, log=lambda *a: None)
-    for path in (tmp_path / "tasks").glob("eta002_*.npz"):
+    for path in RunDir(tmp_path).tasks_dir.glob("eta002_*.npz"):
         path.unlink()
     page = write_report(tmp_path).read_text()
     assert "3 pending" in page and len(summarize(tmp_path).rows) == 2
@@ -53,7 +54,7 @@ def test_cli_sweep_report_and_reproduce(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["sweep", str(config), "--out", str(run_dir), "--executor", "serial", "--quiet",
                  "--set", "training.epochs=12", "--set", "training.etas=[0.5, 5.0]"]) == 0
-    assert len(list((run_dir / "tasks").glob("*.npz"))) == 6
+    assert len(list(RunDir(run_dir).tasks_dir.glob("*.npz"))) == 6
     assert capsys.readouterr().out.strip().endswith("report.html")  # the sweep's last line names its report
     assert main(["report", str(run_dir)]) == 0
     assert capsys.readouterr().out.strip().endswith("report.html")
@@ -77,7 +78,7 @@ def test_records_and_results_load_into_xarray_and_pandas(tmp_path):
     assert dict(data["distance"].sizes) == {"group": 15, "perturbed": 2, "epoch": 31}
     assert float(data["eta"].isel(group=14, copy=0)) == 10.0
     write_report(tmp_path)
-    table = pd.read_csv(tmp_path / "results.csv")
+    table = pd.read_csv(RunDir(tmp_path).csv_path)
     assert list(table["eta"]) == [0.1, 2.5, 10.0]
     parquet = pd.read_parquet(tmp_path / "results.parquet")  # the same table, typed
     pd.testing.assert_frame_equal(parquet, table, check_dtype=False)
@@ -192,36 +193,36 @@ def test_a_finished_run_is_re_analysed_with_a_held_target_without_training_again
     run = tmp_path / "<img src=x onerror=alert(1)>"  # any text a user gives (here a folder name) is escaped
     sweep(small_config(), run, executor="serial", progress=False, log=lambda *a: None)
     own = write_report(run).read_bytes()
-    stamps = {p.name: p.stat().st_mtime_ns for p in (run / "tasks").iterdir()}
+    stamps = {p.name: p.stat().st_mtime_ns for p in RunDir(run).tasks_dir.iterdir()}
     assert main(["report", str(run), "--set", "training.target_hold=3", "--out", str(tmp_path / "held")]) == 0
     out = capsys.readouterr().out
-    assert out.strip().endswith(str(tmp_path / "held" / "report.html")) and "re-analysis of" in out
-    with open(tmp_path / "held" / "results.csv") as f:
+    assert out.strip().endswith(str(RunDir(tmp_path / "held").report_path)) and "re-analysis of" in out
+    with open(RunDir(tmp_path / "held").csv_path) as f:
         held = list(csv.DictReader(f))
     records = summarize(run).records()
     for row in held:  # independent of the report: the held passages counted straight from the records
         mine = records.select(records.eta[:, 0] == float(row["eta"]))
         assert int(row["tau_censored"]) == time_to_accuracy(mine.test_accuracy, 0.9, hold=3).n_censored
         assert int(row["tau_horizon"]) == 30 - 3 + 1
-    page = (tmp_path / "held" / "report.html").read_text()
+    page = RunDir(tmp_path / "held").report_path.read_text()
     assert "Re-analysis" in page and "training.target_hold = 3 (the run: 1)" in page and "held 3 consecutive" in page
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     any_reached = any(float(r["reached_percent"]) > 0 and float(r["diverged_fraction"]) <= 0.5 for r in held)
     assert ("Fastest training to 90% held 3 epochs" if any_reached else "No network reached 90%") in page
-    assert (run / "report.html").read_bytes() == own  # the run's own files are untouched, nothing retrained
-    assert {p.name: p.stat().st_mtime_ns for p in (run / "tasks").iterdir()} == stamps
+    assert RunDir(run).report_path.read_bytes() == own  # the run's own files are untouched, nothing retrained
+    assert {p.name: p.stat().st_mtime_ns for p in RunDir(run).tasks_dir.iterdir()} == stamps
     # Settings that shaped the records are refused, naming those that can change; a re-analysis needs its folder.
     assert main(["report", str(run), "--set", "ensemble.copies=3", "--out", str(tmp_path / "x")]) == 2
     assert "can be re-analysed only with other values of training.target" in capsys.readouterr().err
     assert main(["report", str(run), "--set", "training.target_hold=3"]) == 2
     assert "needs its own folder (--out DIR)" in capsys.readouterr().err
-    for inside in (run, run / "tasks", run / "sub"):
+    for inside in (run, RunDir(run).tasks_dir, run / "sub"):
         assert main(["report", str(run), "--set", "training.target_hold=3", "--out", str(inside)]) == 2
         assert "is the run folder or inside it" in capsys.readouterr().err
     other = tmp_path / "other"
     sweep(small_config(**{"training.etas": (0.5,)}), other, executor="serial", progress=False, log=lambda *a: None)
     assert main(["report", str(run), "--set", "training.target_hold=3", "--out", str(other)]) == 2
-    assert "holds a run of its own" in capsys.readouterr().err and not (other / "report.html").exists()
+    assert "holds a run of its own" in capsys.readouterr().err and not RunDir(other).report_path.exists()
     (tmp_path / "afile").write_text("x")
     assert main(["report", str(run), "--set", "training.target_hold=3", "--out", str(tmp_path / "afile")]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err

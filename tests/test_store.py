@@ -51,7 +51,7 @@ def damage(path, how):
 @pytest.mark.parametrize("how, reason", [("truncated", "unreadable, truncated or corrupted"),
                                          ("flipped", "corrupted"), ("empty", "unreadable, truncated or corrupted")])
 def test_a_damaged_task_file_is_named_recomputed_and_the_results_equal_the_original(run, finished, how, reason):
-    target = run / "tasks" / "eta001_ic00002.npz"
+    target = RunDir(run).tasks_dir / "eta001_ic00002.npz"
     damage(target, how)
     summary = summarize(run)
     assert list(summary.problems) == ["eta001_ic00002"] and reason in summary.problems["eta001_ic00002"]
@@ -66,7 +66,7 @@ def test_a_damaged_task_file_is_named_recomputed_and_the_results_equal_the_origi
 
 
 def test_arrays_changed_under_an_intact_zip_fail_the_digest(run):
-    path = run / "tasks" / "eta000_ic00000.npz"
+    path = RunDir(run).tasks_dir / "eta000_ic00000.npz"
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
     arrays["loss"] = arrays["loss"] + 1e-12  # a plausible-looking, silently wrong number
@@ -76,10 +76,11 @@ def test_arrays_changed_under_an_intact_zip_fail_the_digest(run):
 
 
 def test_a_file_of_another_task_or_another_configuration_is_not_taken(run, tmp_path):
-    shutil.copy(run / "tasks" / "eta000_ic00000.npz", run / "tasks" / "eta000_ic00002.npz")
+    shutil.copy(RunDir(run).tasks_dir / "eta000_ic00000.npz", RunDir(run).tasks_dir / "eta000_ic00002.npz")
     other = small_config(**{"training.epochs": 31})
     quiet_sweep(other.with_values(**{"training.etas": (0.1,), "ensemble.initial": 2}), tmp_path / "other")
-    shutil.copy(tmp_path / "other" / "tasks" / "eta000_ic00000.npz", run / "tasks" / "eta002_ic00000.npz")
+    other = RunDir(tmp_path / "other").tasks_dir
+    shutil.copy(other / "eta000_ic00000.npz", RunDir(run).tasks_dir / "eta002_ic00000.npz")
     problems = summarize(run).problems
     assert "holds another task" in problems["eta000_ic00002"]
     assert "belongs to another configuration" in problems["eta002_ic00000"]
@@ -87,31 +88,31 @@ def test_a_file_of_another_task_or_another_configuration_is_not_taken(run, tmp_p
 
 def test_a_file_from_before_task_headers_is_recomputed(run):
     from chaosgd.records import Records
-    path = run / "tasks" / "eta000_ic00000.npz"
+    path = RunDir(run).tasks_dir / "eta000_ic00000.npz"
     Records.from_arrays(np.load(path)).save(path)  # records alone, as chaosgd 0.1 wrote them
     assert "older chaosgd" in summarize(run).problems["eta000_ic00000"]
 
 
 def test_another_configuration_cannot_take_a_folder_over_even_without_run_json(run):
     other = small_config(**{"training.epochs": 31})
-    (run / "run.json").unlink()
+    RunDir(run).info_path.unlink()
     with pytest.raises(ConfigError, match="another configuration"):
         quiet_sweep(other, run)
-    (run / "config.toml").unlink()  # the task files alone still name their configuration
+    RunDir(run).config_path.unlink()  # the task files alone still name their configuration
     with pytest.raises(ConfigError, match="another configuration"):
         quiet_sweep(other, run)
-    assert not (run / "config.toml").exists() and not (run / "run.json").exists()  # refused before writing
+    assert not RunDir(run).config_path.exists() and not RunDir(run).info_path.exists()  # refused before writing
 
 
 def test_a_deleted_config_toml_is_restored_from_the_tasks_or_from_the_same_configuration(run, capsys):
-    (run / "config.toml").unlink()
+    RunDir(run).config_path.unlink()
     assert summarize(run).config == small_config()  # restored from the hash-checked task files
-    assert (run / "config.toml").read_text() == small_config().to_toml()
-    (run / "config.toml").unlink()
+    assert RunDir(run).config_path.read_text() == small_config().to_toml()
+    RunDir(run).config_path.unlink()
     lines = []
     quiet_sweep(small_config(), run, lines)
     assert "was missing: written again" in lines[0] and "this call computed 0" in lines[-1]
-    (run / "config.toml").write_text(small_config(**{"training.epochs": 31}).to_toml())  # edited by hand
+    RunDir(run).config_path.write_text(small_config(**{"training.epochs": 31}).to_toml())  # edited by hand
     assert main(["report", str(run)]) == 2
     assert "does not match the run" in capsys.readouterr().err
 
@@ -131,12 +132,13 @@ def test_a_resumed_sweep_prints_every_finished_learning_rate(run):
 
 
 def test_task_files_carry_what_identifies_them(finished):
-    with np.load(finished / "tasks" / "eta002_ic00004.npz") as z:
+    with np.load(RunDir(finished).tasks_dir / "eta002_ic00004.npz") as z:
         header = json.loads(str(z["header"]))
     assert header["config_hash"] == small_config().hash()
     assert header["task"] == {"eta_index": 2, "eta": 10.0, "first": 4, "count": 1}
     assert header["matrix_product"] == "blas"  # the worker's route (chaosgd.gemm), as workers may differ
-    assert header["seconds"] > 0 and len(str(np.load(finished / "tasks" / "eta002_ic00004.npz")["digest"])) == 64
+    digest = np.load(RunDir(finished).tasks_dir / "eta002_ic00004.npz")["digest"]
+    assert header["seconds"] > 0 and len(str(digest)) == 64
     assert not list(finished.glob("**/*.tmp"))  # no temporary file is left behind
 
 
@@ -152,31 +154,31 @@ def test_of_two_configurations_started_at_once_on_a_new_folder_one_is_refused(tm
 
 
 def test_an_edited_config_toml_is_written_again_by_the_runs_own_configuration(run):
-    (run / "config.toml").write_text(small_config(**{"training.epochs": 31}).to_toml())
+    RunDir(run).config_path.write_text(small_config(**{"training.epochs": 31}).to_toml())
     lines = []
     quiet_sweep(small_config(), run, lines)
     assert "did not match the run (edited?)" in lines[0] and "this call computed 0" in lines[-1]
-    assert (run / "config.toml").read_text() == small_config().to_toml()
+    assert RunDir(run).config_path.read_text() == small_config().to_toml()
 
 
 def test_an_edited_config_toml_without_run_json_is_refused_not_reported_as_unfinished(run, capsys):
-    (run / "config.toml").write_text(small_config(**{"training.epochs": 31}).to_toml())
-    (run / "run.json").unlink()
+    RunDir(run).config_path.write_text(small_config(**{"training.epochs": 31}).to_toml())
+    RunDir(run).info_path.unlink()
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err
     assert "does not match the run's task files" in err and "Delete it to restore" in err
-    (run / "config.toml").unlink()
+    RunDir(run).config_path.unlink()
     assert summarize(run).config == small_config() and summarize(run).n_pending == 0  # restored from the tasks
 
 
 def test_a_run_json_that_is_not_chaosgds_is_a_message(run, capsys):
-    (run / "run.json").write_text("[]")
+    RunDir(run).info_path.write_text("[]")
     assert main(["report", str(run)]) == 2
     assert "not a run.json written by chaosgd" in capsys.readouterr().err
 
 
 def test_report_names_untrusted_files_on_the_terminal_and_refuses_a_bad_eta(run, capsys):
-    damage(run / "tasks" / "eta001_ic00002.npz", "truncated")
+    damage(RunDir(run).tasks_dir / "eta001_ic00002.npz", "truncated")
     assert main(["report", str(run)]) == 0
     out = capsys.readouterr().out
     assert "left out, cannot be trusted: eta001_ic00002.npz" in out and out.strip().endswith("report.html")
@@ -206,7 +208,7 @@ def test_the_digest_does_not_depend_on_how_numpy_prints(finished):
 
 @pytest.mark.parametrize("header", ["not json", "[1, 2]", '{"format": 3}'])
 def test_a_header_that_chaosgd_did_not_write_is_refused_not_a_crash(run, header, capsys):
-    _rewrite(run / "tasks" / "eta000_ic00000.npz", header=np.array(header))
+    _rewrite(RunDir(run).tasks_dir / "eta000_ic00000.npz", header=np.array(header))
     assert "header is not one chaosgd writes" in summarize(run).problems["eta000_ic00000"]
     assert main(["report", str(run)]) == 0 and "left out" in capsys.readouterr().out
 
@@ -214,11 +216,12 @@ def test_a_header_that_chaosgd_did_not_write_is_refused_not_a_crash(run, header,
 def test_a_foreign_task_file_cannot_restore_its_configuration_into_a_run(run, tmp_path):
     other = small_config(**{"training.epochs": 7, "training.etas": (0.1,), "ensemble.initial": 2})
     quiet_sweep(other, tmp_path / "other")
-    shutil.copy(tmp_path / "other" / "tasks" / "eta000_ic00000.npz", run / "tasks" / "aaa.npz")  # sorts first
-    (run / "config.toml").unlink()
+    other = RunDir(tmp_path / "other").tasks_dir
+    shutil.copy(other / "eta000_ic00000.npz", RunDir(run).tasks_dir / "aaa.npz")  # sorts first
+    RunDir(run).config_path.unlink()
     assert summarize(run).config == small_config()  # restored from the files that match run.json
-    (run / "config.toml").unlink()
-    (run / "run.json").unlink()
+    RunDir(run).config_path.unlink()
+    RunDir(run).info_path.unlink()
     with pytest.raises(ConfigError, match="belong to different configurations"):
         summarize(run)
 
@@ -234,7 +237,7 @@ def test_run_json_says_which_matrix_product_the_machine_used(tmp_path, monkeypat
 def test_a_report_flags_tasks_that_took_different_matrix_product_routes(run, monkeypatch):
     lines = []
     write_report(run, log=lines.append)
-    assert "Matrix products: blas in every task" in (run / "report.html").read_text()
+    assert "Matrix products: blas in every task" in RunDir(run).report_path.read_text()
     assert not any("routes" in line for line in lines)
     store, config = RunDir(run), small_config()
     task = tasks(config)[0]
@@ -247,7 +250,7 @@ def test_a_report_flags_tasks_that_took_different_matrix_product_routes(run, mon
     n = len(tasks(config))
     mixed = [line for line in lines if "different matrix-product routes" in line]
     assert len(mixed) == 1 and f"blas: {n - 1}, xla: 1 tasks" in mixed[0], lines
-    page = (run / "report.html").read_text()
+    page = RunDir(run).report_path.read_text()
     assert "different matrix-product routes" in page and "Matrix products:" not in page
 
 
@@ -257,7 +260,7 @@ def test_a_report_flags_tasks_computed_by_different_versions(run, monkeypatch):
     write_report(run, log=lines.append)
     import chaosgd
     mine = f"chaosgd {chaosgd.__version__}, jax {jax.__version__}, numpy {np.__version__}"
-    assert f"Versions: {mine} in every task" in (run / "report.html").read_text()
+    assert f"Versions: {mine} in every task" in RunDir(run).report_path.read_text()
     assert not any("versions" in line for line in lines)
     store, config = RunDir(run), small_config()
     task = tasks(config)[0]
@@ -271,13 +274,27 @@ def test_a_report_flags_tasks_computed_by_different_versions(run, monkeypatch):
     write_report(run, log=lines.append)
     mixed = [line for line in lines if "different versions" in line]
     assert len(mixed) == 1 and f"{mine}: {len(tasks(config)) - 1}" in mixed[0] and "jax 0.9.0" in mixed[0], lines
-    page = (run / "report.html").read_text()
+    page = RunDir(run).report_path.read_text()
     assert "computed by different versions" in page and "Versions:" not in page
 
 
 def test_an_edited_class_count_in_run_json_is_refused(run):
-    info = json.loads((run / "run.json").read_text())
+    info = json.loads(RunDir(run).info_path.read_text())
     info["n_classes"] = 7  # chance accuracy (stuck networks) would be computed against 1/7
-    (run / "run.json").write_text(json.dumps(info))
+    RunDir(run).info_path.write_text(json.dumps(info))
     with pytest.raises(ConfigError, match="n_classes is 7, but iris has 3 classes"):
         summarize(run)
+
+
+def test_the_run_layout_on_disk_is_the_documented_one(tmp_path):
+    """Run folders written by earlier versions must stay readable: the names are fixed here, once; every other
+    test goes through RunDir."""
+    run = RunDir(tmp_path)
+    assert {name: getattr(run, name).relative_to(tmp_path).as_posix() for name in
+            ("config_path", "info_path", "tasks_dir", "claims_dir", "report_path", "csv_path", "parquet_path",
+             "toymap_dir")} == {"config_path": "config.toml", "info_path": "run.json", "tasks_dir": "tasks",
+                                "claims_dir": "claims", "report_path": "report.html", "csv_path": "results.csv",
+                                "parquet_path": "results.parquet", "toymap_dir": "toymap"}
+    task = tasks(small_config())[0]
+    assert run.task_path(task).relative_to(tmp_path).as_posix() == "tasks/eta000_ic00000.npz"
+    assert run.error_path(task).relative_to(tmp_path).as_posix() == "tasks/eta000_ic00000.error.txt"

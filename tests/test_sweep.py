@@ -49,9 +49,9 @@ def test_tasks_cover_every_learning_rate_and_initial_condition():
 def test_serial_sweep_writes_every_task_and_summaries(tmp_path, reference):
     lines = []
     sweep(small_config(), tmp_path, executor="serial", progress=False, log=lines.append)
-    assert len(list((tmp_path / "tasks").glob("*.npz"))) == 9
+    assert len(list(RunDir(tmp_path).tasks_dir.glob("*.npz"))) == 9
     assert sum("lambda_NMLE" in line for line in lines) == 3           # one summary per learning rate
-    assert (tmp_path / "config.toml").read_text() == small_config().to_toml()
+    assert RunDir(tmp_path).config_path.read_text() == small_config().to_toml()
     assert reference.loss.shape == (15, 3, 31)
     np.testing.assert_array_equal(reference.initial_condition, np.tile(np.arange(5), 3))
 
@@ -107,9 +107,10 @@ def test_a_dask_scheduler_without_workers_is_said_not_waited_on_in_silence(tmp_p
 
 def test_resume_skips_finished_tasks_and_completes(tmp_path, reference):
     sweep(small_config(), tmp_path, executor="serial", progress=False, log=lambda *a: None)
-    for path in sorted((tmp_path / "tasks").glob("*.npz"))[::2]:
+    for path in sorted(RunDir(tmp_path).tasks_dir.glob("*.npz"))[::2]:
         path.unlink()
-    (tmp_path / "tasks" / ".eta000_ic00000.npz.0123456789ab.tmp").write_bytes(b"half a file")  # interrupted write
+    half = RunDir(tmp_path).tasks_dir / ".eta000_ic00000.npz.0123456789ab.tmp"
+    half.write_bytes(b"half a file")  # an interrupted write
     lines = []
     sweep(small_config(), tmp_path, executor="serial", progress=False, log=lines.append)
     assert "4 of 9 tasks already done" in lines[0]
@@ -133,11 +134,11 @@ def test_kill_9_mid_sweep_then_resume_equals_uninterrupted(tmp_path, reference):
     proc = subprocess.Popen([sys.executable, "-c", script, str(config_path), str(run_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list((run_dir / "tasks").glob("*.npz"))) < 3:
+    while time.time() < deadline and len(list(RunDir(run_dir).tasks_dir.glob("*.npz"))) < 3:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = len(list((run_dir / "tasks").glob("*.npz")))
+    done = len(list(RunDir(run_dir).tasks_dir.glob("*.npz")))
     assert 3 <= done < 9, "the sweep should have been killed midway"
     sweep(small_config(), run_dir, executor="serial", progress=False, log=lambda *a: None)
     assert_same(load_records(run_dir), reference)

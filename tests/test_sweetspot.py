@@ -11,6 +11,7 @@ from chaosgd import Objective, run
 from chaosgd.evaluation import Evaluation, Evaluator, evaluation_from_records
 from chaosgd.onset import find_onset
 from chaosgd.sweetspot import find_sweet_spot
+from chaosgd.experiments.store import RunDir
 
 A = 2.0  # L = a/2 |theta|^2: the GD map multiplies every deviation by (1 - eta a), exactly
 ONSET = (1 + math.exp(0.05)) / A  # ln|1 - eta a| > 0.05 (the positive-exponent threshold) exactly above this
@@ -141,12 +142,12 @@ def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
     assert list((tmp_path / "trained").glob("eta-*/tasks/*.npz"))
     assert (tmp_path / "sweetspot.png").is_file() and (tmp_path / "sweetspot.json").is_file()
     # Every evaluation is stored: the same search again computes nothing and recommends the same learning rate.
-    stored = len(list((tmp_path / "evaluations" / "tasks").glob("*.npz")))
+    stored = len(list(RunDir(tmp_path / "evaluations").tasks_dir.glob("*.npz")))
     assert stored >= 4
     assert main(["sweetspot", "iris", "--quick", "--p-high", "50", "--out", str(tmp_path), "--search-epochs", "40",
                  "--parallel", "2", "--max-initial", "16"]) == 0
     again = capsys.readouterr().out
-    assert len(list((tmp_path / "evaluations" / "tasks").glob("*.npz"))) == stored
+    assert len(list(RunDir(tmp_path / "evaluations").tasks_dir.glob("*.npz"))) == stored
     assert again.split("recommended eta = ")[1].split()[0] == out.split("recommended eta = ")[1].split()[0]
 
 
@@ -330,7 +331,7 @@ def test_sweetspot_on_iris_with_defaults_recommends_where_networks_train_with_th
     cost = saved["cost"]
     assert cost["grid_network_epochs"] == 16 * 50 * 6 * 201 and cost["fraction_of_grid"] <= 0.25
     assert cost["network_epochs"] == sum(e["network_epochs"] for e in saved["evaluations"])
-    assert len(list((out / "evaluations" / "tasks").glob("*.npz"))) == len(saved["evaluations"])
+    assert len(list(RunDir(out / "evaluations").tasks_dir.glob("*.npz"))) == len(saved["evaluations"])
     assert (out / "sweetspot.png").is_file()
 
 

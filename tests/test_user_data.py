@@ -343,7 +343,7 @@ def test_the_installed_command_runs_a_user_model_on_npz_data(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "all 1 tasks are done" in done.stdout + done.stderr
-    assert 'source_sha256 = "' in (tmp_path / "run" / "config.toml").read_text()
+    assert 'source_sha256 = "' in RunDir(tmp_path / "run").config_path.read_text()
 
 
 def test_a_user_model_replaces_the_presets_built_in_one_on_the_command_line(tmp_path, user_module, capsys):
