@@ -536,6 +536,9 @@ class Config(_Section):
 
         Fields added after version 0.1.0 enter only when they differ from their default, so run folders made before
         keep their hash (and resume)."""
+        known = self.__dict__.get("_hash")  # (a frozen configuration's hash is computed once: every task load asks)
+        if known is not None:
+            return known
         if self.model.source is not None and self.model.source_sha256 is None:
             raise ConfigError("model.source_sha256: the code of model.source is not pinned yet "
                               "(experiments.problem.pinned(config) fills it in from the module's file)")
@@ -548,7 +551,9 @@ class Config(_Section):
         for (section, name), default in _ADDED_LATER.items():
             if values[section][name] == default:
                 values[section].pop(name)
-        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+        known = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+        object.__setattr__(self, "_hash", known)
+        return known
 
     def with_values(self, **dotted) -> "Config":
         """A copy with fields replaced by dotted names, e.g. ``with_values(**{"training.epochs": 50})``."""
