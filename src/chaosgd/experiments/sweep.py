@@ -57,7 +57,11 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
     store = RunDir(run_dir).prepare(config, log)
     every = tasks(config)
     by_name = {t.name: t for t in every}
-    done, problems = store.scan(config, every)
+    try:
+        done, problems = store.scan(config, every)
+    except KeyboardInterrupt:  # (checking a large run's files takes a while)
+        raise Interrupted(f"interrupted while checking the task files of {store}; nothing was lost: run the same "
+                          "command again to resume") from None
     for name, why in problems.items():
         log(f"recomputing {why}")
     log(f"{config.name}: {len(done)} of {len(every)} tasks already done in {store}; running the rest with the "
