@@ -149,6 +149,8 @@ def test_several_workers_for_the_serial_executor_are_refused_on_the_command_line
     (["--data-dir", "DATA", "--set", "data.path=OTHER"], "--data-dir"),
     (["--data-dir", "DATA", "--data.path", "OTHER"], "--data-dir and --data.path"),
     (["--data.path", "OTHER", "--data-dir", "DATA"], "--data-dir and --data.path"),
+    (["--data.path", "OTHER", "--set", "data.path=DATA"], "--data.path and --set data.path=DATA"),
+    (["--set", "data.path=DATA", "--data.path", "OTHER"], "--data.path and --set data.path=DATA"),
 ])
 def test_a_field_given_twice_is_refused_in_either_order(tmp_path, capsys, argv, first):
     assert main(["sweep", "mnist-tanh", *argv, "--out", str(tmp_path / "run")]) == 2

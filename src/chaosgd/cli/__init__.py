@@ -116,26 +116,30 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from chaosgd.experiments.executors import clear_stop, request_stop, task_still_running
+    from chaosgd.experiments.executors import clear_stop, request_stop
 
-    args = parser().parse_args(argv)
     received = []
 
     def stop(signum, frame):  # Ctrl-C, and SIGTERM (a batch scheduler's stop), end the command the same way
         received.append(signum)
-        if request_stop():
+        # Raised inside a garbage-collection callback (JAX has one), a KeyboardInterrupt is printed with its
+        # traceback and dropped: the stop request alone is then seen at the executors' next look.
+        in_gc_callback = frame is not None and frame.f_code.co_name.endswith("gc_callback")
+        if request_stop() and not in_gc_callback:
             raise KeyboardInterrupt
 
     clear_stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        args = parser().parse_args(argv)  # (building the parser imports modules: a stop there is seen too)
         return args.handler(args)
     except KeyboardInterrupt as interrupted:
         print(f"chaosgd: {interrupted}" if str(interrupted) else "chaosgd: interrupted", file=sys.stderr)
         code = 128 + (received[0] if received else signal.SIGINT)  # the shell's convention: 130, 143
-        if argv is None and task_still_running():
-            # An abandoned serial task still compiling would be killed inside XLA as the interpreter ends, which
-            # aborts the process ("terminate called ..."): end it here instead (task files are written atomically).
+        if argv is None:
+            # The command ends here. The interpreter's own ending would kill threads still inside XLA (an
+            # abandoned task compiling, JAX's callbacks), which aborts the process ("terminate called ...");
+            # nothing is lost by skipping it: task files are written atomically and claims are released.
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)

@@ -76,17 +76,15 @@ def experiment(args, **overrides) -> Config:
         config = Config.load(path)
     else:
         config = preset(args.experiment, quick=args.quick)
-    changes = {}
+    changes, given = {}, {}  # field -> value, and the option that gave it
     if args.data_dir:
-        changes["data.path"] = args.data_dir
+        changes["data.path"], given["data.path"] = args.data_dir, "--data-dir"
     for key in field_names():
         text = getattr(args, f"field:{key}", None)
         if text is not None:
             if key in changes:  # (--data-dir sets data.path too)
-                raise ValueError(f"{key} is given twice (--data-dir and --{key}); give each field once")
-            changes[key] = parse_text(key, text)
-    given = {"data.path": "--data-dir"} if args.data_dir else {}
-    given.update({key: f"--{key}" for key in changes if key != "data.path"})
+                raise ValueError(f"{key} is given twice ({given[key]} and --{key}); give each field once")
+            changes[key], given[key] = parse_text(key, text), f"--{key}"
     for item in args.set:  # a field given twice would silently take the last value
         key, value = parse_assignment(item)
         if key in given:

@@ -30,6 +30,7 @@ from chaosgd.experiments.workers import call as worker_call
 from chaosgd.experiments.workers import environment as worker_environment
 from chaosgd.experiments.workers import init as worker_init
 
+WORKERS_MAX = 1024  # worker processes of one executor (each is a process with its own copy of JAX)
 _POLL = 0.25  # seconds between looks at the in-flight tasks, and at signals
 NO_WORKERS_SAY = 10.0  # seconds a Dask scheduler may have no workers before the sweep says that it waits for some
 _STOP = threading.Event()  # set by the command line's signal handler: a Ctrl-C that Python lost is still seen
@@ -51,11 +52,6 @@ def request_stop() -> bool:
 
 def clear_stop() -> None:
     _STOP.clear()
-
-
-def task_still_running() -> bool:
-    """Whether a serial task abandoned by a stop is still running in its thread (compiling, or loading data)."""
-    return any(t.name.startswith("chaosgd-task-") and t.is_alive() for t in threading.enumerate())
 
 
 def check_stop() -> None:
@@ -440,8 +436,8 @@ def check_executor(name: str, workers: int | None = None, scheduler: str | None 
     """Refuse an unknown executor, a worker count below 1, or a scheduler address for an executor other than Dask."""
     if name not in EXECUTORS:
         raise ValueError(f"unknown executor {name!r}; choose one of {list(EXECUTORS)}")
-    if workers is not None and (int(workers) != workers or workers < 1):
-        raise ValueError(f"workers must be an integer >= 1; got {workers}")
+    if workers is not None and (int(workers) != workers or not 1 <= workers <= WORKERS_MAX):
+        raise ValueError(f"workers must be an integer in [1, {WORKERS_MAX}]; got {workers}")
     if scheduler is not None and name != "dask":
         raise ValueError(f"a scheduler address is for the dask executor, not {name!r}")
 
