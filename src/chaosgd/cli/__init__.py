@@ -116,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from chaosgd.experiments.executors import clear_stop, request_stop
+    from chaosgd.experiments.executors import clear_stop, request_stop, worker_pools_started
 
     received = []
 
@@ -136,10 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as interrupted:
         print(f"chaosgd: {interrupted}" if str(interrupted) else "chaosgd: interrupted", file=sys.stderr)
         code = 128 + (received[0] if received else signal.SIGINT)  # the shell's convention: 130, 143
-        if argv is None:
-            # The command ends here. The interpreter's own ending would kill threads still inside XLA (an
-            # abandoned task compiling, JAX's callbacks), which aborts the process ("terminate called ...");
-            # nothing is lost by skipping it: task files are written atomically and claims are released.
+        if argv is None and not worker_pools_started():
+            # The command ends here. The interpreter's own ending would kill XLA's threads mid-work (an abandoned
+            # task compiling in this process), which aborts it ("terminate called ..."); nothing is lost by skipping
+            # it: task files are written atomically and claims are released. (With worker pools, the work was in
+            # the workers, and the pools' semaphores need the interpreter's ending to be released.)
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)

@@ -54,6 +54,14 @@ def clear_stop() -> None:
     _STOP.clear()
 
 
+_POOLS = threading.Event()  # set once this process has started worker processes (processes or Dask executor)
+
+
+def worker_pools_started() -> bool:
+    """Whether this process started worker processes: its training ran there, not in this process."""
+    return _POOLS.is_set()
+
+
 def check_stop() -> None:
     if _STOP.is_set():
         raise KeyboardInterrupt
@@ -229,6 +237,7 @@ class ProcessExecutor(Executor):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        _POOLS.set()
         context = multiprocessing.get_context("spawn")
         self.reports = context.Queue()  # new each time: a killed worker may have left the old one's lock held
         for attempt in range(self.retries + 1):
@@ -320,6 +329,7 @@ class DaskExecutor(Executor):
         self.retries = retries
         self._cluster = None
         self._stopped = False
+        _POOLS.set()
         if scheduler is None:
             n = max(1, int(workers or os.cpu_count() or 1))
             # As for the processes executor, the cluster's processes start with Ctrl-C ignored (their own workers
