@@ -82,7 +82,8 @@ class Executor:
 
     One loop (``map``) for every backend, which supplies how a task is submitted (``_submit``), waited on
     (``_wait``), its result read (``_result``, raising ``_Lost`` when its worker died with it), lost tasks run again
-    (``_recover``), progress relayed (``_relay``) and in-flight work abandoned on an error or Ctrl-C (``_abandon``).
+    (``_recover``), where the tasks' progress arrives (``reports``) and how in-flight work is abandoned on an error
+    or Ctrl-C (``_abandon``).
     """
 
     capacity = 1

@@ -194,7 +194,9 @@ def check_size(config: Config, *, workers: int = 1, count: int | None = None) ->
     model = build_model(config.model, data_set)
     one = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     state = jax.eval_shape(config.rule.optimizer.init, one)
-    arrays = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in data_set.arrays(config.model.dtype).items()}
+    arrays = {f"{x}_{split}": jax.ShapeDtypeStruct(getattr(data_set, f"{x}_{split}").shape,
+                                                   config.model.dtype if x == "x" else "int32")
+              for x in ("x", "y") for split in ("train", "test")}  # (as Dataset.arrays makes them)
     members = 1 + config.ensemble.copies
     n_records = config.training.epochs * records_per_epoch(config) + 1
     # Each initial condition: its networks as built, on the device and in a chunk, with their optimiser state;
