@@ -6,7 +6,7 @@ sweet-spot search and reports work for it from the command line and on Dask work
 runs in is importable, as for ``python -m``. The module file's SHA-256 pins the code a run was made with.
 
 Naming a module runs its code: a configuration file with ``model.source`` is code, to be run only when trusted.
-Functions of the standard library (``os:abort``) are refused: they are never model factories.
+Functions of the standard library (``os:abort``) and of chaosgd itself are refused: they are never model factories.
 """
 
 from __future__ import annotations
