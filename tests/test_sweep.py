@@ -147,7 +147,7 @@ def test_kill_9_mid_sweep_then_resume_equals_uninterrupted(tmp_path, reference):
 def test_unknown_executor_is_refused_before_the_folder_is_made(tmp_path):
     with pytest.raises(ValueError, match="serial"):
         sweep(small_config(), tmp_path / "run", executor="threads")
-    with pytest.raises(ValueError, match="workers must be an integer in \[1, 1024\]"):
+    with pytest.raises(ValueError, match=r"workers must be an integer in \[1, 1024\]"):
         sweep(small_config(), tmp_path / "run", executor="processes", workers=0)
     with pytest.raises(ValueError, match="scheduler address is for the dask executor"):
         sweep(small_config(), tmp_path / "run", executor="serial", scheduler="tcp://x:1")
