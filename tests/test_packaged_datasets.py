@@ -120,3 +120,10 @@ def test_without_scikit_learn_the_command_line_says_which_extra(tmp_path, capsys
                  str(tmp_path / "run")]) == 2
     assert "pip install 'chaosgd[datasets]'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before a run folder is made
+
+
+def test_a_seed_given_to_a_data_set_that_draws_nothing_is_refused():
+    from chaosgd.experiments.config import Data
+    with pytest.raises(ConfigError, match=r"data\.seed: 3, but data set 'mnist' draws nothing from a seed"):
+        Data("mnist", seed=3)
+    assert Data("sklearn:wine", seed=3).seed == 3 and Data("iris", seed=3).seed == 3

@@ -92,6 +92,9 @@ class Data(_Section):
     def _check(self):
         _require(self.name in DATASETS, "data.name", f"unknown data set {self.name!r}; choose one of {list(DATASETS)}")
         named = NAMED[self.name]
+        _require(named.seeded or self.seed == 0, "data.seed",
+                 f"{self.seed}, but data set {self.name!r} draws nothing from a seed (its split is fixed): a value "
+                 "set and never used")
         _require(named.reads_path or self.path is None, "data.path",
                  f"{self.path!r}, but data set {self.name!r} reads no file (it {named.origin}): a value set and never "
                  "used. For your own data: data.name = 'npz', data.path = the .npz file")
