@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from chaosgd import MLP, classification, epsilon_ball, initial_conditions, run
-from chaosgd.engine import BudgetError
-from chaosgd.dynamics import FULL_BATCH_GD, member_epoch
+from chaosgd.engine import BudgetError, fit_examples, group_bytes
+from chaosgd.dynamics import FULL_BATCH_GD, UpdateRule, member_epoch
 from problems import quadratic_objective
 
 
@@ -115,11 +115,38 @@ def test_memory_budget_splits_into_chunks_with_same_results(blobs):
     params = build(model, 4, 1)
     objective = classification(model)
     whole = run(objective, params, 0.5, blobs.arrays(), epochs=10)
-    with pytest.raises(BudgetError) as error:
+    with pytest.raises(BudgetError):
         run(objective, params, 0.5, blobs.arrays(), epochs=10, memory_budget=1.0)
-    one_group = error.value.needed
+    one = jax.tree_util.tree_map(lambda x: x[0, 0], params)
+    one_group = group_bytes(objective, one, blobs.arrays(), 2)
     tiny = run(objective, params, 0.5, blobs.arrays(), epochs=10, memory_budget=one_group)  # 1 group a chunk
     np.testing.assert_allclose(tiny.loss, whole.loss, rtol=1e-12)
+    # Less than one group needs with all examples at once: the gradient in chunks of examples, the same to roundoff.
+    assert fit_examples(objective, one, blobs.arrays(), 2, one_group) is None
+    examples = fit_examples(objective, one, blobs.arrays(), 2, 0.6 * one_group)
+    assert 1 <= examples < 120 and group_bytes(objective, one, blobs.arrays(), 2, examples) <= 0.6 * one_group
+    chunked = run(objective, params, 0.5, blobs.arrays(), epochs=10, memory_budget=0.6 * one_group)
+    # (Distances are differences of nearby trajectories: their roundoff is absolute, about 1e-16 per parameter.)
+    for name, atol in (("loss", 0), ("train_accuracy", 0), ("test_accuracy", 0), ("distance", 1e-13)):
+        np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-11, atol=atol)
+
+
+@pytest.mark.parametrize("examples", [1, 7, 40, 119, 120, 500])
+def test_gradients_over_chunks_of_examples_equal_the_full_batch_to_roundoff(blobs, examples):
+    # Any chunk size, dividing the examples or not, with an L2 term (added once, not once per chunk) and the
+    # minibatch path's whole-set loss; the test accuracy is chunked too (60 test examples).
+    model = MLP((6, 8, 3))
+    params = build(model, 3, 2)
+    data = blobs.arrays()
+    for objective, rule in ((classification(model, l2=1e-2), None),
+                            (classification(model), UpdateRule(batch_size=30))):
+        whole = run(objective, params, 0.4, data, epochs=8, rule=rule, groups_per_chunk=3)
+        chunked = run(objective, params, 0.4, data, epochs=8, rule=rule, groups_per_chunk=3,
+                      examples_per_chunk=examples)
+        for name, atol in (("loss", 0), ("train_accuracy", 0), ("test_accuracy", 0), ("distance", 1e-13)):
+            np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-11, atol=atol)
+    with pytest.raises(ValueError, match="examples_per_chunk must be None or an integer >= 1; got 0"):
+        run(classification(model), params, 0.4, data, epochs=1, examples_per_chunk=0)
 
 
 @pytest.mark.parametrize("from_env", [False, True])
@@ -134,7 +161,7 @@ def test_a_group_larger_than_the_memory_budget_is_refused_with_what_to_change(bl
     message = str(error.value)
     assert isinstance(error.value, ValueError) and error.value.budget == budget and error.value.needed > budget
     for words in (f"({error.value.needed} bytes)", "(1000 bytes", "5 copies", "ensemble.copies", "float32",
-                  "model.dtype", "epsilon", "data.n_train", "CHAOSGD_MEMORY_BUDGET"):
+                  "model.dtype", "epsilon", "1 example(s) at a time", "CHAOSGD_MEMORY_BUDGET"):
         assert words in message, words
     assert ("from CHAOSGD_MEMORY_BUDGET" in message) == from_env
     # An explicit chunk size asks for no budget.

@@ -40,7 +40,7 @@ def test_tasks_of_a_second_axis_count_too():
         config.with_values(**{"training.etas": [0.1, 1.0, 10.0, 20.0]})
 
 
-@pytest.mark.parametrize("field, value", [("model.hidden", [10**8]), ("ensemble.copies", 10**6),
+@pytest.mark.parametrize("field, value", [("model.hidden", [10**8]), ("ensemble.copies", 10**8),
                                           ("training.epochs", 10**8)])
 def test_a_task_too_large_is_refused_before_its_folder_exists(tmp_path, field, value):
     with pytest.raises(BudgetError) as error:

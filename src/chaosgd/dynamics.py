@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from chaosgd.objective import Objective
+from chaosgd.objective import Objective, over_chunks
 from chaosgd.optimizers import GD, Optimizer
 
 # Streams of random numbers under an initial condition's key fold_in(PRNGKey(seed), i): 0 draws its weights
@@ -64,7 +64,8 @@ def noisy(objective: Objective, rule: UpdateRule, n_train: int) -> bool:
     return not rule.full_batch(n_train) or objective.dropout
 
 
-def member_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: int, parts: int = 1):
+def member_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: int, parts: int = 1,
+                 chunk: int | None = None):
     """``epoch(params, state, eta, data, ic, copy, t) -> (params, state, loss, train_accuracy)`` for ONE network.
 
     ``ic``, ``copy`` and ``t`` (integer scalars) pick the minibatch order and dropout masks; ``epochs`` is the
@@ -75,12 +76,15 @@ def member_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: i
     ``parts`` > 1 (minibatches only; it must divide the steps of an epoch): the map of one part of an epoch,
     ``steps_per_epoch / parts`` steps, and ``t`` counts parts (part ``t % parts`` of epoch ``t // parts``), so that
     the records resolve what happens within an epoch. Iterating it ``parts`` times is the epoch map.
+
+    ``chunk``: full-batch gradients and whole-training-set losses are computed over chunks of this many examples
+    (``objective.over_chunks``: the same to roundoff, in the memory of one chunk); None: all at once.
     """
     opt = rule.optimizer
     rate = _rate(opt, rule.steps_per_epoch(n_train), epochs)
     check_parts(rule, n_train, parts)
     if noisy(objective, rule, n_train):
-        group = group_epoch(objective, rule, n_train, epochs, parts)
+        group = group_epoch(objective, rule, n_train, epochs, parts, chunk)
 
         def epoch(params, state, eta, data, ic, copy, t):  # a group of one
             one, first = (lambda x: jnp.asarray(x)[None]), (lambda x: x[0])
@@ -92,31 +96,35 @@ def member_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: i
     value_and_grad = jax.value_and_grad(objective.loss, has_aux=True)
 
     def epoch(params, state, eta, data, ic, copy, t):
-        (loss, acc), grads = value_and_grad(params, data)
+        (loss, acc), grads = over_chunks(lambda part: value_and_grad(params, part), data, chunk)
         params, state = opt.update(grads, state, params, rate(eta, t))
         return params, state, loss, acc
     return epoch
 
 
-def group_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: int, parts: int = 1):
+def group_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: int, parts: int = 1,
+                chunk: int | None = None):
     """``member_epoch`` for a group of networks that share their noise (a reference and its copies under
     ``shared_noise``, else one network): ``params``, ``state``, ``eta`` and ``copy`` have a leading member axis,
     ``ic`` and ``t`` are scalars. Each minibatch is gathered once for the group, and its members' products with it
     are one wide product, as with full batches."""
     check_parts(rule, n_train, parts)
     if not noisy(objective, rule, n_train):
-        return jax.vmap(member_epoch(objective, rule, n_train, epochs), in_axes=(0, 0, 0, None, None, 0, None))
+        return jax.vmap(member_epoch(objective, rule, n_train, epochs, chunk=chunk),
+                        in_axes=(0, 0, 0, None, None, 0, None))
     opt = rule.optimizer
     steps = rule.steps_per_epoch(n_train)
-    chunk = steps // parts  # steps of one part
+    part_steps = steps // parts
     rate = _rate(opt, steps, epochs)
-    losses = jax.vmap(lambda p, data: objective.loss(p, data), in_axes=(0, None))
+    # (Each minibatch's gradient is computed whole: only the loss over the training set is chunked.)
+    losses = jax.vmap(lambda p, data: over_chunks(lambda part: objective.loss(p, part), data, chunk),
+                      in_axes=(0, None))
     update = jax.vmap(opt.update, in_axes=(0, 0, 0, 0))
 
     def epoch(params, state, eta, data, ic, copy, t):
         loss, acc = losses(params, data)  # of theta(t), on every example, dropout off
-        # Part t of the run is part `first // chunk` of its epoch: the epoch's order and masks, from its step on.
-        epoch_t, first = (t, 0) if parts == 1 else (t // parts, (t % parts) * chunk)
+        # Part t of the run is part `first // part_steps` of its epoch: the epoch's order and masks, from its step on.
+        epoch_t, first = (t, 0) if parts == 1 else (t // parts, (t % parts) * part_steps)
         index, weight = batch_order(rule, n_train, ic, copy[0], epoch_t)
         dropout_key = _noise_key(rule, _DROPOUT_STREAM, ic, copy[0], epoch_t)
 
@@ -133,7 +141,7 @@ def group_epoch(objective: Objective, rule: UpdateRule, n_train: int, epochs: in
                 grad = jax.grad(lambda p: objective.loss(p, batch)[0])
             return update(jax.vmap(grad)(params), state, params, rate(eta, epoch_t * steps + s)), None
 
-        (params, state), _ = jax.lax.scan(step, (params, state), first + jnp.arange(chunk))
+        (params, state), _ = jax.lax.scan(step, (params, state), first + jnp.arange(part_steps))
         return params, state, loss, acc
 
     return epoch

@@ -21,7 +21,7 @@ import numpy as np
 
 from chaosgd.dynamics import FULL_BATCH_GD, UpdateRule, check_parts, group_epoch, member_epoch, noisy
 from chaosgd.errors import ChaosgdError
-from chaosgd.objective import Objective
+from chaosgd.objective import Objective, over_chunks
 from chaosgd.records import Records, concatenate
 
 # The run is cut into at most this many compiled scans, for progress; results do not depend on it. Each call
@@ -74,7 +74,7 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
         groups_per_chunk: int | None = None, memory_budget: float | None = None,
         progress: bool | Callable[[int], None] = False, stop_copies: StopRule | None = None,
         stop_references_at: float | None = None, rule: UpdateRule | None = None,
-        records_per_epoch: int = 1, distance: str = "parameters") -> Records:
+        records_per_epoch: int = 1, distance: str = "parameters", examples_per_chunk: int | None = None) -> Records:
     """Train every member of an ensemble for ``epochs`` epochs and record what DESIGN.md asks for.
 
     Args:
@@ -84,7 +84,8 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
         data: pytree passed to the objective (``Dataset.arrays()`` for classification).
         epochs: number of epochs T; records hold t = 0 .. T (with ``records_per_epoch`` r: t = 0, 1/r, .. T).
         initial_condition: index of each group's initial condition, stored in the records (default 0 .. G-1).
-        groups_per_chunk: run at most this many groups at once; default: as many as ``memory_budget`` allows.
+        groups_per_chunk: run at most this many groups at once (given, no budget is checked); default: as many as
+            ``memory_budget`` allows.
         memory_budget: bytes a chunk may use; default half of the machine's memory (``CHAOSGD_MEMORY_BUDGET``).
             ``BudgetError`` if not even one group fits.
         progress: False (default): silent. True: a progress bar over network-epochs. A callable: called with
@@ -108,6 +109,10 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
             the ``*_at`` and ``*_computed_epochs`` fields.
         distance: what ``Records.distance`` sums |differences| over: "parameters" (default, the paper's) or "state"
             (the parameters and the optimiser's state, e.g. heavy ball's momentum buffer or Adam's moments).
+        examples_per_chunk: compute full-batch gradients and the losses and accuracies over the training and test
+            sets in chunks of this many examples (summed: the same to roundoff, in the memory of one chunk). None
+            (default): with ``groups_per_chunk`` None, all examples at once when one group fits in ``memory_budget``
+            that way, else the largest chunks that fit (``fit_examples``); with ``groups_per_chunk`` given, all.
 
     A member whose loss or parameters stop being finite is frozen and recorded as NaN from that epoch on
     (``Records.diverged_at``); the others go on. Results do not depend on the chunking beyond roundoff in the last
@@ -158,9 +163,13 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
                              f"{parts}: give the rule the run's records_per_epoch (CopiesSettled(plateau, "
                              f"records_per_epoch={parts}))")
 
+    if examples_per_chunk is not None and (isinstance(examples_per_chunk, bool) or examples_per_chunk < 1
+                                           or int(examples_per_chunk) != examples_per_chunk):
+        raise ValueError(f"examples_per_chunk must be None or an integer >= 1; got {examples_per_chunk!r}")
     data = jax.tree_util.tree_map(jnp.asarray, data)
     if groups_per_chunk is None:
-        groups_per_chunk = _groups_that_fit(objective, params, data, n_members, memory_budget)
+        groups_per_chunk, examples_per_chunk = _groups_that_fit(objective, params, data, n_members, memory_budget,
+                                                                examples_per_chunk)
     groups_per_chunk = max(1, min(int(groups_per_chunk), n_groups))
 
     bar = None if callable(progress) else _progress_bar(n_groups * n_members * epochs, progress, parts)
@@ -174,7 +183,7 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
             stop = min(start + groups_per_chunk, n_groups)
             chunk = jax.tree_util.tree_map(lambda x: np.asarray(x[start:stop]), params)
             chunks.append(_run_chunk(objective, rule, chunk, eta[start:stop], ic[start:stop], data, epochs, parts,
-                                     distance, stop_copies, stop_references_at, report, key))
+                                     examples_per_chunk, distance, stop_copies, stop_references_at, report, key))
     finally:
         if report is not None:
             jax.effects_barrier()  # every epoch's callback has reported before the bar closes
@@ -184,8 +193,8 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
     return concatenate(chunks)
 
 
-def _run_chunk(objective, rule, params, eta, ic, data, n_epochs, parts, distance, stop_copies, stop_references_at,
-               report, key) -> Records:
+def _run_chunk(objective, rule, params, eta, ic, data, n_epochs, parts, examples, distance, stop_copies,
+               stop_references_at, report, key) -> Records:
     """One chunk, in compiled scans of at least _MIN_SEGMENT epochs over two flat batches of networks: "joint" holds
     the groups whose copies still run, each as its reference followed by its M copies (a reference and its copies
     always share a batch, so an unperturbed copy stays at distance exactly 0); "solo" holds the references of the
@@ -209,7 +218,8 @@ def _run_chunk(objective, rule, params, eta, ic, data, n_epochs, parts, distance
     joint = _Members.start(jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), params), eta.reshape(-1),
                            np.repeat(ic, n_members), np.tile(np.arange(n_members), n_groups), rule.optimizer)
     n_train = data["x_train"].shape[0] if isinstance(data, dict) and "x_train" in data else 0
-    program = (objective, rule, n_train, n_epochs if rule.optimizer.schedule != "constant" else 0, parts, distance)
+    program = (objective, rule, n_train, n_epochs if rule.optimizer.schedule != "constant" else 0, parts,
+               None if examples is None or examples >= _n_examples(data) else int(examples), distance)
     solo = joint.take(np.array([], dtype=int))
     joint_groups, solo_groups = np.arange(n_groups), np.array([], dtype=int)
     seg = max(_MIN_SEGMENT, math.ceil(epochs / _SEGMENTS))
@@ -379,9 +389,9 @@ def _advance(epoch, members: _State, t, data, per_group: int | None):
     return new, jnp.where(valid, loss, jnp.nan), jnp.where(valid, acc, jnp.nan), valid
 
 
-def _observe(objective, members: _State, t, data):
+def _observe(objective, members: _State, t, data, chunk):
     """Loss and accuracy of theta(t) without stepping (the final epoch)."""
-    loss, acc = jax.vmap(lambda p: objective.loss(p, data))(members.params)
+    loss, acc = jax.vmap(lambda p: over_chunks(lambda part: objective.loss(p, part), data, chunk))(members.params)
     valid = members.alive & jnp.isfinite(loss)
     diverged_at = jnp.where(members.alive & ~valid, t, members.diverged_at)
     new = members._replace(alive=valid, diverged_at=diverged_at)
@@ -393,12 +403,12 @@ def _segment(program, joint, solo, data, t0, length, n_members, final, progress,
     """``length`` epochs of both batches; with ``final``, one evaluation of theta(t0) and no step.
 
     ``program`` is (objective, update rule, training-set size, epochs of the run or 0 when no schedule needs them,
-    records per epoch, what distances are over); with more than one record per epoch, "epoch" here is a part of
-    one.
+    records per epoch, examples per chunk or None, what distances are over); with more than one record per epoch,
+    "epoch" here is a part of one.
     With ``progress``, each epoch calls back ``_tick(*tick)``, ``tick`` being (run key, networks advanced per
     epoch); without it the program holds no callback (a host round trip per epoch is not free)."""
-    objective, rule, n_train = program[:3]
-    over_state, program = program[5] == "state", program[:5]
+    objective, rule, n_train, chunk = *program[:3], program[5]
+    over_state, program = program[6] == "state", program[:6]
     # Minibatches and dropout masks are drawn once for each group that shares them; full-batch epochs draw none,
     # and one flat batch of members gives the same program as earlier versions (bit-identical records).
     if noisy(objective, rule, n_train):
@@ -407,7 +417,8 @@ def _segment(program, joint, solo, data, t0, length, n_members, final, progress,
     else:
         step = jax.vmap(member_epoch(*program), in_axes=(0, 0, 0, None, 0, 0, None))
         joint_group = solo_group = None
-    test = jax.vmap(objective.test_accuracy, in_axes=(0, None))
+    test = jax.vmap(lambda p, data: over_chunks(lambda part: objective.test_accuracy(p, part), data, chunk,
+                                                ("x_test", "y_test")), in_axes=(0, None))
 
     def body(carry, t):
         joint, solo = carry
@@ -422,8 +433,8 @@ def _segment(program, joint, solo, data, t0, length, n_members, final, progress,
         j_test = test(jax.tree_util.tree_map(lambda x: x[:, 0], grouped), data)
         s_test = test(solo.params, data)
         if final:
-            joint, j_loss, j_acc, j_valid = _observe(objective, joint, t, data)
-            solo, s_loss, s_acc, s_valid = _observe(objective, solo, t, data)
+            joint, j_loss, j_acc, j_valid = _observe(objective, joint, t, data, chunk)
+            solo, s_loss, s_acc, s_valid = _observe(objective, solo, t, data, chunk)
         else:
             joint, j_loss, j_acc, j_valid = _advance(step, joint, t, data, joint_group)
             solo, s_loss, s_acc, s_valid = _advance(step, solo, t, data, solo_group)
@@ -441,29 +452,56 @@ def _segment(program, joint, solo, data, t0, length, n_members, final, progress,
     return joint, solo, records
 
 
-def _groups_that_fit(objective, params, data, n_members, memory_budget) -> int:
-    """Groups per chunk under ``memory_budget``, from the sizes of all intermediates of one member's step."""
+def _groups_that_fit(objective, params, data, n_members, memory_budget, examples=None) -> tuple[int, int | None]:
+    """Groups per chunk under ``memory_budget`` and examples per chunk (``fit_examples``; ``examples`` if given),
+    from the sizes of all intermediates of one member's step."""
     budget, source = memory_budget_and_source(memory_budget)
     one = jax.tree_util.tree_map(lambda x: x[0, 0], params)
-    needed = group_bytes(objective, one, data, n_members)
+    if examples is None:
+        examples = fit_examples(objective, one, data, n_members, budget)
+    needed = group_bytes(objective, one, data, n_members, examples)
     if needed > budget:
         raise BudgetError(
             f"one group (a reference and its {n_members - 1} copies) needs about {needed / 2**30:.3g} GiB "
-            f"({needed} bytes), more than the memory budget of {budget / 2**30:.3g} GiB "
-            f"({int(budget)} bytes, from {source}). Use fewer copies (ensemble.copies), float32 (model.dtype, "
-            f"with a larger ensemble.epsilon), a smaller training subset (data.n_train), or a larger budget "
+            f"({needed} bytes) even with {examples or 'all'} example(s) at a time, more than the memory budget of "
+            f"{budget / 2**30:.3g} GiB ({int(budget)} bytes, from {source}). Use fewer copies (ensemble.copies), "
+            f"float32 (model.dtype, with a larger ensemble.epsilon), a smaller model, or a larger budget "
             f"(CHAOSGD_MEMORY_BUDGET=<bytes>, or run(memory_budget=...)).", needed, budget)
-    return int(budget // needed)
+    return int(budget // needed), examples
 
 
-def group_bytes(objective, one, data, n_members: int) -> int:
+def fit_examples(objective, one, data, n_members: int, budget: float) -> int | None:
+    """Examples per chunk for one group's step in ``budget`` bytes: None (all at once) when that fits, else chunks
+    of equal size (but the last), as large as fit; 1 if nothing fits (``group_bytes`` then says by how much)."""
+    n = _n_examples(data)
+    if n == 0 or group_bytes(objective, one, data, n_members) <= budget:
+        return None
+    # The bytes are affine in the chunk's size: two sizes give the slope and the intercept.
+    small, large = min(n, 8), min(n, 16)
+    low, high = (group_bytes(objective, one, data, n_members, c) for c in (small, large))
+    per_example = (high - low) / max(1, large - small)
+    fits = int((budget - (low - per_example * small)) // per_example) if per_example > 0 else n
+    fits = max(1, min(n, fits))
+    return -(-n // -(-n // fits))  # the number of chunks that fit, with their sizes balanced
+
+
+def _n_examples(data) -> int:
+    """Training examples of a data dict (0 for other data pytrees: nothing is chunked)."""
+    return int(data["x_train"].shape[0]) if isinstance(data, dict) and "x_train" in data else 0
+
+
+def group_bytes(objective, one, data, n_members: int, examples: int | None = None) -> int:
     """Bytes one group's step needs: the sizes of all intermediates of one member's loss and gradient, plus four
     copies of its parameters, times the group's members. ``one`` (one member's parameters) and ``data`` may be
-    arrays or ``jax.ShapeDtypeStruct``s: only shapes are read.
+    arrays or ``jax.ShapeDtypeStruct``s: only shapes are read. ``examples``: the step's gradient is computed that
+    many training examples at a time (``run(examples_per_chunk=...)``).
 
     Summing every intermediate of the traced program over-counts what XLA keeps alive at once, so this errs on the
     safe side.
     """
+    if examples is not None and examples < _n_examples(data):
+        data = dict(data, **{f: jax.ShapeDtypeStruct((int(examples), *data[f].shape[1:]), data[f].dtype)
+                             for f in ("x_train", "y_train")})
     jaxpr = jax.make_jaxpr(jax.value_and_grad(objective.loss, has_aux=True))(one, data)
     # (Python integers: a configuration's absurd width must give an absurd size, not an int64 overflow.)
     per_member = sum(math.prod(v.aval.shape) * v.aval.dtype.itemsize

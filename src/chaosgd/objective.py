@@ -30,6 +30,30 @@ class Objective:
     dropout: bool = False
 
 
+def over_chunks(fn: Callable[[Any], Any], data: dict, chunk: int | None, fields=("x_train", "y_train")):
+    """``fn(data)`` computed over chunks of ``chunk`` examples of ``data[fields]`` (a scan, so that only one chunk's
+    intermediates exist at a time) and combined as the mean weighted by each chunk's size.
+
+    For any ``fn`` whose outputs are means over the examples plus terms that do not depend on them (the loss, its
+    gradient, the accuracy; an L2 term), this equals ``fn(data)`` to roundoff, whatever the chunk size. ``chunk``
+    None or at least the number of examples, or data without ``fields``: ``fn(data)`` itself, unchanged.
+    """
+    if not chunk or not (isinstance(data, dict) and fields[0] in data) or chunk >= data[fields[0]].shape[0]:
+        return fn(data)
+    n = data[fields[0]].shape[0]
+    full, rest = divmod(n, int(chunk))
+
+    def part(start, size):
+        return dict(data, **{f: jax.lax.dynamic_slice_in_dim(data[f], start, size) for f in fields})
+
+    def add(total, start, size):
+        return jax.tree_util.tree_map(lambda t, out: t + out * (size / n), total, fn(part(start, size)))
+
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, part(0, chunk)))
+    total, _ = jax.lax.scan(lambda total, i: (add(total, i * chunk, chunk), None), zeros, jnp.arange(full))
+    return add(total, full * chunk, rest) if rest else total
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array, weight: jax.Array | None = None) -> jax.Array:
     """Mean over examples of ``-log softmax(logits)[label]`` (the paper's eq. 2); weighted by ``weight``."""
     picked = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), labels[:, None], axis=-1)

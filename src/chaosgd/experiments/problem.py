@@ -184,10 +184,11 @@ def check(config: Config, *, workers: int | None = 1, count: int | None = None) 
 def check_size(config: Config, *, workers: int = 1, count: int | None = None) -> None:
     """Refuse a 1-D configuration whose largest task does not fit in its worker's share of the memory budget,
     from shapes alone, before any parameters exist: the block's networks with their optimiser state, their
-    records, the data, and one group's step (``engine.group_bytes``). Raises ``engine.BudgetError``."""
+    records, the data, and one group's step (``engine.group_bytes``, over chunks of examples where all at once does
+    not fit). Raises ``engine.BudgetError``."""
     import jax
 
-    from chaosgd.engine import BudgetError, group_bytes, memory_budget_and_source
+    from chaosgd.engine import BudgetError, fit_examples, group_bytes, memory_budget_and_source
     from chaosgd.objective import classification
 
     data_set = dataset(config.data)
@@ -203,10 +204,14 @@ def check_size(config: Config, *, workers: int = 1, count: int | None = None) ->
     # its records (loss, accuracies, distances, in float64) twice (the chunks' and their concatenation).
     per_initial = (members * (3 * _size(one) + _size(state))
                    + 2 * 8 * n_records * (members + members + (members - 1) + 1))
-    fixed = group_bytes(classification(model), one, arrays, members) + _size(arrays)
     count = min(count or config.block, config.ensemble.initial)
     budget, source = memory_budget_and_source()
     share = budget / max(1, workers)
+    # The step's gradient is computed in chunks of examples when all at once does not fit (as the engine does).
+    objective = classification(model)
+    room = share - _size(arrays) - count * per_initial
+    examples = fit_examples(objective, one, arrays, members, room) if room > 0 else 1
+    fixed = group_bytes(objective, one, arrays, members, examples) + _size(arrays)
     needed = fixed + count * per_initial
     if needed <= share:
         return
