@@ -37,6 +37,37 @@ static ffi::Error Gemm(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, ffi::Re
   return ffi::Error::Success();
 }
 
+// A batch of products: C[i] = op(A[i]) op(B[i]) for the leading axis of all three (networks that each have their
+// own input, e.g. the second convolution of an ensemble).
+static ffi::Error GemmBatched(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, ffi::ResultBuffer<ffi::F64> c,
+                              bool trans_a, bool trans_b) {
+  if (dgemm == nullptr) return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "chaosgd: dgemm not set");
+  auto ad = a.dimensions(), bd = b.dimensions();
+  const int64_t batch = ad[0];
+  const int m = trans_a ? ad[2] : ad[1], k = trans_a ? ad[1] : ad[2], n = trans_b ? bd[1] : bd[2];
+  double* out = c->typed_data();
+  if (m == 0 || n == 0 || batch == 0) return ffi::Error::Success();
+  if (k == 0) {
+    for (int64_t i = 0; i < batch * m * n; ++i) out[i] = 0.0;
+    return ffi::Error::Success();
+  }
+  const double one = 1.0, zero = 0.0;
+  const int ldb = trans_b ? k : n, lda = trans_a ? m : k;
+  std::lock_guard<std::mutex> lock(one_at_a_time);
+  for (int64_t i = 0; i < batch; ++i)
+    dgemm(trans_b ? "T" : "N", trans_a ? "T" : "N", &n, &m, &k, &one, b.typed_data() + i * int64_t(k) * n, &ldb,
+          a.typed_data() + i * int64_t(m) * k, &lda, &zero, out + i * int64_t(m) * n, &n);
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_gemm_batched, GemmBatched,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>()
+                                  .Attr<bool>("trans_a")
+                                  .Attr<bool>("trans_b"));
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_gemm, Gemm,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F64>>()

@@ -39,6 +39,7 @@ _TARGET = "chaosgd_gemm"
 _INT_MAX = 2**31 - 1  # scipy's BLAS takes 32-bit sizes
 
 gemm_p = Primitive("chaosgd_gemm")
+batched_p = Primitive("chaosgd_gemm_batched")  # op(a[i]) @ op(b[i]) for a leading batch axis of both
 
 
 def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False) -> jax.Array:
@@ -46,6 +47,14 @@ def gemm(a, b, *, trans_a: bool = False, trans_b: bool = False) -> jax.Array:
     a, b = jnp.asarray(a), jnp.asarray(b)
     dtype = jnp.result_type(a, b)
     return gemm_p.bind(a.astype(dtype), b.astype(dtype), trans_a=bool(trans_a), trans_b=bool(trans_b))
+
+
+def batched_gemm(a, b, *, trans_a: bool = False, trans_b: bool = False) -> jax.Array:
+    """``op(a[i]) @ op(b[i])`` for 3-D ``a`` and ``b`` whose first axes (the batch) agree: one BLAS product per
+    entry (``vmap`` of ``gemm`` over two batched matrices lands here)."""
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    dtype = jnp.result_type(a, b)
+    return batched_p.bind(a.astype(dtype), b.astype(dtype), trans_a=bool(trans_a), trans_b=bool(trans_b))
 
 
 def route() -> str:
@@ -92,21 +101,44 @@ gemm_p.def_impl(_eager)
 gemm_p.def_abstract_eval(_abstract)
 
 
+def _xla_batched(a, b, *, trans_a, trans_b):
+    return jnp.matmul(jnp.swapaxes(a, 1, 2) if trans_a else a, jnp.swapaxes(b, 1, 2) if trans_b else b)
+
+
+def _abstract_batched(a, b, *, trans_a, trans_b):
+    if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0]:
+        raise TypeError(f"batched_gemm takes two batches of matrices of one size; got shapes {a.shape} and {b.shape}")
+    c = _abstract(jax.core.ShapedArray(a.shape[1:], a.dtype), jax.core.ShapedArray(b.shape[1:], b.dtype),
+                  trans_a=trans_a, trans_b=trans_b)
+    return jax.core.ShapedArray((a.shape[0], *c.shape), a.dtype)
+
+
+@partial(jax.jit, static_argnames=("trans_a", "trans_b"))
+def _eager_batched(a, b, *, trans_a, trans_b):
+    return batched_p.bind(a, b, trans_a=trans_a, trans_b=trans_b)
+
+
+batched_p.def_impl(_eager_batched)
+batched_p.def_abstract_eval(_abstract_batched)
+
+
 # Transposes: with C = op(A) op(B), the cotangent of A is ct op(B)^T (or its transpose when A enters transposed),
-# that of B is op(A)^T ct (or its transpose). Each is again one gemm, so second derivatives stay on BLAS too.
-def _ct_a(ct, a, b, *, trans_a, trans_b):
-    if trans_a:
-        return gemm(b, ct, trans_a=trans_b, trans_b=True)
-    return gemm(ct, b, trans_b=not trans_b)
+# that of B is op(A)^T ct (or its transpose). Each is again one product, so second derivatives stay on BLAS too.
+def _transposes(product):
+    def ct_a(ct, a, b, *, trans_a, trans_b):
+        if trans_a:
+            return product(b, ct, trans_a=trans_b, trans_b=True)
+        return product(ct, b, trans_b=not trans_b)
+
+    def ct_b(ct, a, b, *, trans_a, trans_b):
+        if trans_b:
+            return product(ct, a, trans_a=True, trans_b=trans_a)
+        return product(a, ct, trans_a=not trans_a)
+    return ct_a, ct_b
 
 
-def _ct_b(ct, a, b, *, trans_a, trans_b):
-    if trans_b:
-        return gemm(ct, a, trans_a=True, trans_b=trans_a)
-    return gemm(a, ct, trans_a=not trans_a)
-
-
-ad.defbilinear(gemm_p, _ct_a, _ct_b)
+ad.defbilinear(gemm_p, *_transposes(gemm))
+ad.defbilinear(batched_p, *_transposes(batched_gemm))
 
 
 def _batch(args, dims, *, trans_a, trans_b):
@@ -137,25 +169,44 @@ def _batch(args, dims, *, trans_a, trans_b):
             tall = stacked.reshape(size * m, stacked.shape[2])
         out = gemm(tall, b, trans_a=trans_a, trans_b=trans_b)
         return out.reshape(size, m, out.shape[1]), 0
-    return jax.vmap(partial(_xla, trans_a=trans_a, trans_b=trans_b), in_axes=(da, db))(a, b), 0
+    # Both batched (networks that each have their own input): one BLAS product per network.
+    return batched_gemm(jnp.moveaxis(a, da, 0), jnp.moveaxis(b, db, 0), trans_a=trans_a, trans_b=trans_b), 0
+
+
+def _batch_batched(args, dims, *, trans_a, trans_b):
+    """A batch of batches: the new batch axis merged into the existing one (an unbatched operand repeated)."""
+    size = next(x.shape[d] for x, d in zip(args, dims) if d is not None)
+    a, b = (jnp.broadcast_to(x, (size, *x.shape)) if d is None else jnp.moveaxis(x, d, 0)
+            for x, d in zip(args, dims))
+    out = batched_gemm(a.reshape(-1, *a.shape[2:]), b.reshape(-1, *b.shape[2:]), trans_a=trans_a, trans_b=trans_b)
+    return out.reshape(size, a.shape[1], *out.shape[1:]), 0  # (no -1: a batch may be empty)
 
 
 batching.primitive_batchers[gemm_p] = _batch
-
-_lower_xla = mlir.lower_fun(_xla, multiple_results=False)
-_lower_ffi = jax.ffi.ffi_lowering(_TARGET)
+batching.primitive_batchers[batched_p] = _batch_batched
 
 
-def _lower_cpu(ctx, a, b, *, trans_a, trans_b):
-    shapes = [aval.shape for aval in (*ctx.avals_in, *ctx.avals_out)]
-    if (ctx.avals_out[0].dtype == np.float64 and max(max(s, default=0) for s in shapes) <= _INT_MAX
-            and blas_available()):
-        return _lower_ffi(ctx, a, b, trans_a=trans_a, trans_b=trans_b)
-    return _lower_xla(ctx, a, b, trans_a=trans_a, trans_b=trans_b)
+def ffi_or_xla(target: str, reference, *, attributes: tuple[str, ...] | None = None, multiple_results: bool = False):
+    """A CPU lowering: the library's FFI ``target`` for float64 operands whose sizes fit in int when the BLAS
+    route is on and the library loaded, else ``reference`` (a jnp function of the same arguments) through XLA.
+    ``attributes``: the parameters the FFI handler takes (default all)."""
+    lower_ffi, lower_xla = jax.ffi.ffi_lowering(target), mlir.lower_fun(reference, multiple_results=multiple_results)
+
+    def lower(ctx, *args, **params):
+        avals = [*ctx.avals_in, *ctx.avals_out]
+        floats = [aval for aval in avals if jnp.issubdtype(aval.dtype, jnp.floating)]
+        if (all(aval.dtype == np.float64 for aval in floats)
+                and max(max(aval.shape, default=0) for aval in avals) <= _INT_MAX and blas_available()):
+            given = params if attributes is None else {k: params[k] for k in attributes}
+            return lower_ffi(ctx, *args, **given)
+        return lower_xla(ctx, *args, **params)
+    return lower
 
 
-mlir.register_lowering(gemm_p, _lower_xla)
-mlir.register_lowering(gemm_p, _lower_cpu, platform="cpu")
+mlir.register_lowering(gemm_p, mlir.lower_fun(_xla, multiple_results=False))
+mlir.register_lowering(gemm_p, ffi_or_xla(_TARGET, _xla), platform="cpu")
+mlir.register_lowering(batched_p, mlir.lower_fun(_xla_batched, multiple_results=False))
+mlir.register_lowering(batched_p, ffi_or_xla("chaosgd_gemm_batched", _xla_batched), platform="cpu")
 
 
 _lock = threading.Lock()
@@ -208,21 +259,27 @@ def _folders():
             yield folder
 
 
-def _tag(source: Path, include: str) -> str:
-    """What the library depends on: its source, jax's and jaxlib's versions, the FFI headers it was compiled
+def _tag(sources: list[Path], include: str) -> str:
+    """What the library depends on: its sources, jax's and jaxlib's versions, the FFI headers it was compiled
     against, the compiler and the machine. A change of any builds a new one."""
     import jaxlib
 
     headers = sorted((Path(include) / "xla" / "ffi" / "api").glob("*.h"))
-    parts = [source.read_bytes(), jax.__version__.encode(), jaxlib.__version__.encode(), include.encode(),
-             os.environ.get("CXX", "c++").encode(), platform.machine().encode(), *(h.read_bytes() for h in headers)]
+    parts = [*(source.read_bytes() for source in sources), jax.__version__.encode(), jaxlib.__version__.encode(),
+             include.encode(), os.environ.get("CXX", "c++").encode(), platform.machine().encode(),
+             *(h.read_bytes() for h in headers)]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
+_SOURCES = ("gemm.cc", "conv.cc")  # the products, and the convolutions' memory-bound steps (chaosgd.convolution)
+_TARGETS = ("chaosgd_gemm", "chaosgd_gemm_batched", "chaosgd_patches", "chaosgd_fold", "chaosgd_pool",
+            "chaosgd_pool_gather", "chaosgd_pool_scatter")
+
+
 def _build() -> Path:
-    source = Path(__file__).with_name("gemm.cc")
+    sources = [Path(__file__).with_name(name) for name in _SOURCES]
     include = jax.ffi.include_dir()
-    name = f"gemm-{_tag(source, include)}.so"
+    name = f"gemm-{_tag(sources, include)}.so"
     folders = list(_folders())
     for folder in folders:
         if _private(folder / name, folder=False):
@@ -237,8 +294,9 @@ def _build() -> Path:
     compiler = os.environ.get("CXX", "c++")
     try:
         try:
-            done = subprocess.run([compiler, "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{include}", str(source),
-                                   "-o", str(partial_file)], capture_output=True, text=True, timeout=600)
+            done = subprocess.run([compiler, "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{include}",
+                                   *map(str, sources), "-o", str(partial_file)], capture_output=True, text=True,
+                                  timeout=600)
         except FileNotFoundError:
             raise RuntimeError(f"no C++ compiler {compiler!r} (set CXX to one)") from None
         if done.returncode != 0:
@@ -262,5 +320,6 @@ def _load(path: Path):
     library = ctypes.CDLL(str(path))
     library.chaosgd_set_dgemm.argtypes = [ctypes.c_void_p]
     library.chaosgd_set_dgemm(address)
-    jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.chaosgd_gemm), platform="cpu")
+    for target in _TARGETS:
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, target)), platform="cpu")
     return library

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
+from chaosgd.convolution import conv2d, max_pool
 from chaosgd.models.base import DTYPES, normal_weights_zero_biases
 
 
@@ -55,11 +55,13 @@ class CNN:
         return normal_weights_zero_biases(key, shapes, self.sigma, self.dtype)
 
     def apply(self, params, x: jax.Array) -> jax.Array:
-        h = x.reshape((x.shape[0], *self.input_shape))
+        n = x.shape[0]
+        # Channels first over the batch, (C, n, H, W): the layout chaosgd.convolution's products deliver.
+        h = jnp.moveaxis(x.reshape((n, *self.input_shape)), -1, 0)
         for layer in params[:-1]:
-            h = lax.conv_general_dilated(h, layer["w"], window_strides=(1, 1), padding=((1, 1), (1, 1)),
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-            h = jax.nn.relu(h + layer["b"])
-            h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-        h = h.reshape(h.shape[0], -1)
+            kernels = jnp.transpose(layer["w"], (3, 2, 0, 1))  # HWIO -> OIHW
+            h = conv2d(h, kernels, padding=((1, 1), (1, 1)))
+            h = max_pool(jax.nn.relu(h + layer["b"][:, None, None, None]), (2, 2))
+        # Flattened per example as (height, width, channel), the order the dense weights have always had.
+        h = jnp.transpose(h, (1, 2, 3, 0)).reshape(n, -1)
         return h @ params[-1]["w"] + params[-1]["b"]

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chaosgd.convolution import conv2d, max_pool
 from chaosgd.errors import ChaosgdError
 from chaosgd.gemm import gemm
 
@@ -313,19 +314,25 @@ def _pairs(value, n: int) -> tuple[int, ...]:
 
 
 def _conv(layer, n: int):
+    """Conv1d/Conv2d through ``chaosgd.convolution.conv2d`` (products over unfolded patches on the CPU's BLAS),
+    a 1-D convolution as a 2-D one of height 1."""
     if layer.padding_mode != "zeros":
         raise UnsupportedModule(f"padding_mode={layer.padding_mode!r} (only 'zeros')")
-    spatial = "HW"[:n] if n == 2 else "H"
-    dims = (f"NC{spatial}", f"OI{spatial}", f"NC{spatial}")
-    if isinstance(layer.padding, str):
-        padding = layer.padding.upper()
+    kernel, dilation = _pairs(layer.kernel_size, n), _pairs(layer.dilation, n)
+    if layer.padding == "valid":
+        padding = [(0, 0)] * n
+    elif layer.padding == "same":  # PyTorch puts the odd one out after
+        padding = [(d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(kernel, dilation)]
     else:
         padding = [(p, p) for p in _pairs(layer.padding, n)]
+    flat = (lambda v: (1, *v)) if n == 1 else tuple
+    stride, dilation, padding = flat(_pairs(layer.stride, n)), flat(dilation), [(0, 0)] * (2 - n) + padding
 
     def conv(own, x):
-        y = jax.lax.conv_general_dilated(x, own["weight"], _pairs(layer.stride, n), padding,
-                                         rhs_dilation=_pairs(layer.dilation, n), dimension_numbers=dims,
-                                         feature_group_count=layer.groups)
+        w = own["weight"] if n == 2 else own["weight"][:, :, None]
+        images = jnp.moveaxis(x if n == 2 else x[:, :, None], 1, 0)  # (C, batch, H, W)
+        y = conv2d(images, w, stride=stride, padding=padding, dilation=dilation, groups=layer.groups)
+        y = jnp.moveaxis(y, 0, 1) if n == 2 else jnp.moveaxis(y, 0, 1)[:, :, 0]
         return y if "bias" not in own else y + own["bias"].reshape(-1, *(1,) * n)
     return conv
 
@@ -343,6 +350,8 @@ def _pool(kind: str, n: int, kernel, stride=None, padding=0, dilation=1, ceil_mo
     window, strides = (1, 1, *kernel), (1, 1, *stride)
 
     def pool(x):
+        if kind == "max" and stride == kernel and not any(p for p, _ in pad):  # windows side by side
+            return max_pool(x, kernel) if n == 2 else max_pool(x[..., None, :], (1, *kernel))[..., 0, :]
         if kind == "max":
             return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, pad)
         return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, pad) / math.prod(kernel)

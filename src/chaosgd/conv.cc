@@ -1,0 +1,219 @@
+// chaosgd's convolution kernels as XLA FFI custom calls, built by gemm.py into the same library as gemm.cc:
+// unfolding patches (im2col) and folding them back (its adjoint); non-overlapping max pooling with the position of
+// each window's maximum, and gathering and scattering by those positions (its derivative and their adjoint). XLA's own CPU code for these memory-bound
+// steps runs far below the machine's memory speed in float64 (benchmarks/cnn_throughput.py); these are plain loops.
+// Row-major layouts: images (B, C, n, H, W), B a batch of networks; patches (B, C * kh * kw, n * Ho * Wo).
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+// Runs f(begin, end) over [0, count) split across threads: as many as OMP_NUM_THREADS says (chaosgd's worker
+// processes set 1), else the machine's cores. These steps are memory-bound; one thread leaves bandwidth unused.
+template <typename F>
+static void parallel_for(int64_t count, F f) {
+  static const int64_t threads = [] {
+    const char* told = std::getenv("OMP_NUM_THREADS");
+    const int64_t n = told ? std::atoll(told) : int64_t(std::thread::hardware_concurrency());
+    return n > 0 ? n : int64_t(1);
+  }();
+  const int64_t used = std::min(threads, count);
+  if (used <= 1) {
+    f(int64_t(0), count);
+    return;
+  }
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < used; ++t) pool.emplace_back(f, count * t / used, count * (t + 1) / used);
+  f(int64_t(0), count / used);
+  for (auto& thread : pool) thread.join();
+}
+
+struct Geometry {
+  int64_t kh, kw, sh, sw, pt, pl, dh, dw, ho, wo;
+};
+
+// Output columns wo in [lo, hi) read an input column inside the image for kernel column j.
+static void inside_columns(const Geometry& g, int64_t W, int64_t j, int64_t* lo, int64_t* hi) {
+  *lo = 0, *hi = g.wo;
+  while (*lo < g.wo && *lo * g.sw - g.pl + j * g.dw < 0) ++*lo;
+  while (*hi > *lo && (*hi - 1) * g.sw - g.pl + j * g.dw >= W) --*hi;
+}
+
+// x (B, C, n, H, W) -> patches (B, C * kh * kw, n * Ho * Wo): row (c, i, j) holds x[c] shifted by the kernel
+// offset (i, j), zero where the window lies in the padding.
+static ffi::Error Patches(ffi::Buffer<ffi::F64> x, ffi::ResultBuffer<ffi::F64> out, int64_t kh, int64_t kw,
+                          int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw, int64_t ho,
+                          int64_t wo) {
+  const Geometry g{kh, kw, sh, sw, pt, pl, dh, dw, ho, wo};
+  auto d = x.dimensions();
+  const int64_t C = d[1], n = d[2], H = d[3], W = d[4], rows = d[0] * C * kh * kw;
+  const double* src = x.typed_data();
+  double* dst = out->typed_data();
+  parallel_for(rows, [&](int64_t first, int64_t last) {
+    for (int64_t row = first; row < last; ++row) {
+      const int64_t bc = row / (kh * kw), i = row / kw % kh, j = row % kw;
+      int64_t lo, hi;
+      inside_columns(g, W, j, &lo, &hi);
+      for (int64_t img = 0; img < n; ++img)
+        for (int64_t r = 0; r < ho; ++r) {
+          double* o = dst + (row * n + img) * ho * wo + r * wo;
+          const int64_t h_in = r * sh - pt + i * dh;
+          if (h_in < 0 || h_in >= H) {
+            for (int64_t w = 0; w < wo; ++w) o[w] = 0.0;
+            continue;
+          }
+          const double* in = src + ((bc * n + img) * H + h_in) * W - pl + j * dw;
+          for (int64_t w = 0; w < lo; ++w) o[w] = 0.0;
+          if (sw == 1) {
+            for (int64_t w = lo; w < hi; ++w) o[w] = in[w];
+          } else {
+            for (int64_t w = lo; w < hi; ++w) o[w] = in[w * sw];
+          }
+          for (int64_t w = hi; w < wo; ++w) o[w] = 0.0;
+        }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// The adjoint of Patches: every patch entry added back to the input position it was read from. Each (b, c) image
+// is summed by one thread from its kh * kw rows.
+static ffi::Error Fold(ffi::Buffer<ffi::F64> patches, ffi::ResultBuffer<ffi::F64> out, int64_t kh, int64_t kw,
+                       int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw, int64_t ho,
+                       int64_t wo) {
+  const Geometry g{kh, kw, sh, sw, pt, pl, dh, dw, ho, wo};
+  auto d = out->dimensions();
+  const int64_t C = d[1], n = d[2], H = d[3], W = d[4];
+  const double* src = patches.typed_data();
+  double* dst = out->typed_data();
+  parallel_for(d[0] * C, [&](int64_t first, int64_t last) {
+    for (int64_t bc = first; bc < last; ++bc) {
+      double* image = dst + bc * n * H * W;
+      std::memset(image, 0, n * H * W * sizeof(double));
+      for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j) {
+          const int64_t row = (bc * kh + i) * kw + j;
+          int64_t lo, hi;
+          inside_columns(g, W, j, &lo, &hi);
+          for (int64_t img = 0; img < n; ++img)
+            for (int64_t r = 0; r < ho; ++r) {
+              const int64_t h_in = r * sh - pt + i * dh;
+              if (h_in < 0 || h_in >= H) continue;
+              const double* o = src + (row * n + img) * ho * wo + r * wo;
+              double* in = image + (img * H + h_in) * W - pl + j * dw;
+              for (int64_t w = lo; w < hi; ++w) in[w * sw] += o[w];
+            }
+        }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// The maximum of each non-overlapping ph x pw window of the last two axes (rows and columns beyond a whole window
+// are left out) and its offset a * pw + b in the window (the first maximum); a NaN counts as the maximum, so that
+// NaN propagates.
+static ffi::Error Pool(ffi::Buffer<ffi::F64> x, ffi::ResultBuffer<ffi::F64> y, ffi::ResultBuffer<ffi::S32> where,
+                       int64_t ph, int64_t pw) {
+  auto d = x.dimensions();
+  const int64_t H = d[d.size() - 2], W = d[d.size() - 1], M = x.element_count() / (H * W);
+  const int64_t Ho = H / ph, Wo = W / pw;
+  const double* src = x.typed_data();
+  double* out = y->typed_data();
+  int32_t* at = where->typed_data();
+  parallel_for(M * Ho, [&](int64_t first, int64_t last) {
+    for (int64_t mr = first; mr < last; ++mr) {
+      const double* top = src + ((mr / Ho) * H + (mr % Ho) * ph) * W;
+      for (int64_t c = 0; c < Wo; ++c) {
+        double best = top[c * pw];
+        int32_t arg = 0;
+        for (int64_t a = 0; a < ph; ++a)
+          for (int64_t b = 0; b < pw; ++b) {
+            const double v = top[a * W + c * pw + b];
+            const bool take = v > best || (v != v && best == best);
+            best = take ? v : best;
+            arg = take ? int32_t(a * pw + b) : arg;
+          }
+        out[mr * Wo + c] = best;
+        at[mr * Wo + c] = arg;
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// t (..., H, W) at each window's recorded position -> (..., Ho, Wo): the pooling's derivative along t.
+static ffi::Error PoolGather(ffi::Buffer<ffi::F64> t, ffi::Buffer<ffi::S32> where, ffi::ResultBuffer<ffi::F64> out,
+                             int64_t ph, int64_t pw) {
+  auto d = t.dimensions();
+  const int64_t H = d[d.size() - 2], W = d[d.size() - 1], M = t.element_count() / (H * W);
+  const int64_t Ho = H / ph, Wo = W / pw;
+  const double* src = t.typed_data();
+  const int32_t* at = where.typed_data();
+  double* dst = out->typed_data();
+  parallel_for(M * Ho, [&](int64_t first, int64_t last) {
+    for (int64_t mr = first; mr < last; ++mr) {
+      const int64_t m = mr / Ho, r = mr % Ho;
+      for (int64_t c = 0; c < Wo; ++c) {
+        const int64_t k = mr * Wo + c, a = at[k] / pw, b = at[k] % pw;
+        dst[k] = src[(m * H + r * ph + a) * W + c * pw + b];
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// The adjoint of PoolGather: each window's value placed at its recorded position, zero elsewhere.
+static ffi::Error PoolScatter(ffi::Buffer<ffi::F64> ct, ffi::Buffer<ffi::S32> where, ffi::ResultBuffer<ffi::F64> out,
+                              int64_t ph, int64_t pw) {
+  auto d = out->dimensions();
+  const int64_t H = d[d.size() - 2], W = d[d.size() - 1], M = out->element_count() / (H * W);
+  const int64_t Ho = H / ph, Wo = W / pw;
+  const double* src = ct.typed_data();
+  const int32_t* at = where.typed_data();
+  double* dst = out->typed_data();
+  parallel_for(M, [&](int64_t first, int64_t last) {
+    std::memset(dst + first * H * W, 0, (last - first) * H * W * sizeof(double));
+    for (int64_t m = first; m < last; ++m)
+      for (int64_t r = 0; r < Ho; ++r)
+        for (int64_t c = 0; c < Wo; ++c) {
+          const int64_t k = (m * Ho + r) * Wo + c, a = at[k] / pw, b = at[k] % pw;
+          dst[(m * H + r * ph + a) * W + c * pw + b] = src[k];
+        }
+  });
+  return ffi::Error::Success();
+}
+
+#define GEOMETRY                                                                                              \
+  .Attr<int64_t>("kh").Attr<int64_t>("kw").Attr<int64_t>("sh").Attr<int64_t>("sw").Attr<int64_t>("pt")       \
+      .Attr<int64_t>("pl").Attr<int64_t>("dh").Attr<int64_t>("dw").Attr<int64_t>("ho").Attr<int64_t>("wo")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_patches, Patches,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F64>>().Ret<ffi::Buffer<ffi::F64>>() GEOMETRY);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_fold, Fold,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F64>>().Ret<ffi::Buffer<ffi::F64>>() GEOMETRY);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pool, Pool,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Attr<int64_t>("ph")
+                                  .Attr<int64_t>("pw"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pool_gather, PoolGather,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>()
+                                  .Attr<int64_t>("ph")
+                                  .Attr<int64_t>("pw"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pool_scatter, PoolScatter,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>()
+                                  .Attr<int64_t>("ph")
+                                  .Attr<int64_t>("pw"));

@@ -1,0 +1,131 @@
+"""chaosgd.convolution against XLA's own convolution and pooling (lax.conv_general_dilated, lax.reduce_window): values,
+gradients, batching over an ensemble and Hessian-vector products, on the CPU library's route and on the jnp
+reference route (CHAOSGD_GEMM=xla); and the CNN and torch convolutions built on it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from chaosgd import CNN, classification, epsilon_ball, initial_conditions, run
+from chaosgd.convolution import conv2d, max_pool
+
+GEOMETRIES = [  # stride, ((top, bottom), (left, right)), dilation, groups, output channels
+    ((1, 1), ((1, 1), (1, 1)), (1, 1), 1, 4),
+    ((2, 1), ((0, 2), (1, 0)), (1, 2), 1, 5),
+    ((1, 3), ((2, 2), (0, 0)), (2, 1), 3, 6),
+]
+
+
+def xla_conv(x, w, stride, padding, dilation, groups):
+    out = lax.conv_general_dilated(jnp.moveaxis(x, 0, 1), w, stride, padding, rhs_dilation=dilation,
+                                   dimension_numbers=("NCHW", "OIHW", "NCHW"), feature_group_count=groups)
+    return jnp.moveaxis(out, 1, 0)
+
+
+def xla_pool(x):
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+
+
+@pytest.fixture(params=["blas", "xla"])
+def route(request, monkeypatch):
+    monkeypatch.setenv("CHAOSGD_GEMM", request.param)  # read when a program is compiled: fresh functions below
+    return request.param
+
+
+def close(a, b, tol=1e-12):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=tol, atol=tol * float(np.abs(y).max()))
+
+
+@pytest.mark.parametrize("stride, padding, dilation, groups, out", GEOMETRIES)
+def test_convolution_and_its_derivatives_equal_xlas(route, stride, padding, dilation, groups, out):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((3, 4, 9, 8)))  # (C, n, H, W)
+    w = jnp.asarray(rng.standard_normal((out, 3 // groups, 3, 2)))
+    ours = lambda x, w: conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)  # noqa: E731
+    theirs = lambda x, w: xla_conv(x, w, stride, padding, dilation, groups)  # noqa: E731
+    close(jax.jit(ours)(x, w), theirs(x, w))
+
+    def loss(conv):
+        return lambda x, w: jnp.sum(jnp.sin(conv(x, w)) ** 2)
+    close(jax.jit(jax.grad(loss(ours), (0, 1)))(x, w), jax.grad(loss(theirs), (0, 1))(x, w))
+    # An ensemble of kernels on one input (one wide product) and networks with their own inputs (one product each).
+    ws, xs = jnp.stack([w, -0.5 * w]), jnp.stack([x, 2 * x])
+    close(jax.jit(jax.vmap(jax.grad(loss(ours), 1), (None, 0)))(x, ws),
+          jax.vmap(jax.grad(loss(theirs), 1), (None, 0))(x, ws))
+    close(jax.jit(jax.vmap(jax.grad(loss(ours), (0, 1))))(xs, ws), jax.vmap(jax.grad(loss(theirs), (0, 1)))(xs, ws))
+    # Forward over reverse (the sharpness' Hessian-vector products).
+    hvp = lambda conv: jax.jvp(lambda w: jax.grad(loss(conv), 1)(x, w), (w,), (jnp.cos(w),))[1]  # noqa: E731
+    close(jax.jit(lambda: hvp(ours))(), hvp(theirs), 1e-11)
+
+
+def test_max_pooling_and_its_derivatives_equal_xlas(route):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((2, 3, 9, 8)))  # an odd height: the last row is left out, as VALID does
+    ours = lambda x: max_pool(x, (2, 2))  # noqa: E731
+    close(jax.jit(ours)(x), xla_pool(x), 0)
+    loss = lambda pool: lambda x: jnp.sum(jnp.sin(pool(x)) ** 2)  # noqa: E731
+    close(jax.jit(jax.grad(loss(ours)))(x), jax.grad(loss(xla_pool))(x), 0)
+    close(jax.jit(jax.vmap(jax.grad(loss(ours))))(jnp.stack([x, -x])), jax.vmap(jax.grad(loss(xla_pool)))(
+        jnp.stack([x, -x])), 0)
+    close(jax.jit(lambda: jax.jvp(jax.grad(loss(ours)), (x,), (jnp.cos(x),))[1])(),
+          jax.jvp(jax.grad(loss(xla_pool)), (x,), (jnp.cos(x),))[1], 1e-14)
+    # A NaN wins its window (a diverged network stays NaN), and its neighbours' windows are untouched.
+    pooled = np.asarray(jax.jit(ours)(x.at[0, 0, 0, 1].set(jnp.nan)))
+    assert np.isnan(pooled[0, 0, 0, 0]) and np.isfinite(pooled).sum() == pooled.size - 1
+
+
+def _cnn_through_xla(model, params, x):
+    """The CNN as chaosgd computed it up to 0.8.0: XLA's convolution and reduce_window, NHWC."""
+    h = x.reshape((x.shape[0], *model.input_shape))
+    for layer in params[:-1]:
+        h = lax.conv_general_dilated(h, layer["w"], (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        h = lax.reduce_window(jax.nn.relu(h + layer["b"]), -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    return h.reshape(h.shape[0], -1) @ params[-1]["w"] + params[-1]["b"]
+
+
+def test_the_cnn_trains_as_through_xlas_convolutions_to_roundoff():
+    model = CNN(input_shape=(8, 8, 1), channels=(3, 4), n_classes=3, sigma=0.3)
+    rng = np.random.default_rng(2)
+    data = {"x_train": jnp.asarray(rng.random((40, 64))), "y_train": jnp.asarray(rng.integers(0, 3, 40)),
+            "x_test": jnp.asarray(rng.random((30, 64))), "y_test": jnp.asarray(rng.integers(0, 3, 30))}
+    params = model.init(jax.random.PRNGKey(0))
+    close(jax.jit(model.apply)(params, data["x_train"]), _cnn_through_xla(model, params, data["x_train"]))
+    ours, theirs = classification(model), classification(type("XlaCNN", (), {
+        "init": model.init, "apply": lambda self, p, x: _cnn_through_xla(model, p, x)})())
+    grad = lambda objective: jax.grad(lambda p: objective.loss(p, data)[0])(params)  # noqa: E731
+    close(jax.jit(lambda: grad(ours))(), grad(theirs))
+    # Trained in the engine, whole and over chunks of examples: the same records to roundoff outside chaos.
+    ensemble = epsilon_ball(initial_conditions(model, 2), 1, epsilon=1e-6)
+    whole = run(ours, ensemble, 0.5, data, epochs=6)
+    reference = run(theirs, ensemble, 0.5, data, epochs=6)
+    chunked = run(ours, ensemble, 0.5, data, epochs=6, examples_per_chunk=16, groups_per_chunk=1)
+    for other in (reference, chunked):
+        for name, atol in (("loss", 0), ("test_accuracy", 0), ("distance", 1e-13)):
+            np.testing.assert_allclose(getattr(other, name), getattr(whole, name), rtol=1e-10, atol=atol)
+
+
+def test_torch_convolutions_and_pooling_match_torch_in_value_and_gradient():
+    torch = pytest.importorskip("torch")
+    from chaosgd.models.pytorch import from_torch
+
+    torch.manual_seed(0)
+    # 'same' padding with an even kernel (PyTorch pads one more after), dilation, stride, groups, 1-D pooling.
+    net = torch.nn.Sequential(
+        torch.nn.Conv1d(2, 4, 4, padding="same", dilation=2), torch.nn.Tanh(), torch.nn.MaxPool1d(2),
+        torch.nn.Conv1d(4, 6, 3, stride=2, groups=2), torch.nn.Flatten(), torch.nn.Linear(6 * 3, 3)).double()
+    x = torch.randn(5, 2, 16, dtype=torch.float64)
+    model = from_torch(net, x, init="weights")
+    params = model.init(jax.random.PRNGKey(0))
+    inputs = jnp.asarray(x.numpy())
+    np.testing.assert_allclose(jax.jit(model.apply)(params, inputs), net(x).detach().numpy(), rtol=1e-12,
+                               atol=1e-13)
+    ours = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, inputs) ** 2)))(params)
+    (net(x) ** 2).sum().backward()
+    theirs = dict(net.named_parameters())
+    assert set(ours) == set(theirs)
+    for name, grad in ours.items():
+        np.testing.assert_allclose(grad, theirs[name].grad.numpy(), rtol=1e-11, atol=1e-12)
