@@ -4,10 +4,12 @@ XLA's own float64 product on CPU reaches about half of what OpenBLAS does at the
 times K stacked weight matrices; ``benchmarks/blas_routes.py``), and that product is most of a network-epoch. Here
 the product is a primitive with the rules that every estimator needs: JVP and transpose (reverse mode, forward over
 reverse for the sharpness, the tangent's linearisation) and batching, which folds a batch of right-hand matrices
-into one wide product (``X @ [W_1 ... W_K]``, ``X^T @ [G_1 ... G_K]``), the shape OpenBLAS is fastest at.
+into one wide product (``X @ [W_1 ... W_K]``, ``X^T @ [G_1 ... G_K]``), the shape OpenBLAS is fastest at; two
+batched matrices give ``batched_gemm``, one BLAS product per entry.
 
 On CPU, float64 products are lowered to an XLA FFI custom call (``gemm.cc``, compiled at first use with the system's
-C++ compiler into a cache folder) that calls the ``dgemm`` scipy ships; any other platform or dtype, or a machine
+C++ compiler into a cache folder, in one library with ``conv.cc``'s kernels for ``chaosgd.convolution``) that calls
+the ``dgemm`` scipy ships; any other platform or dtype, or a machine
 without a compiler (a warning says so, once), gets XLA's own product. Results differ from XLA's product only in the
 order of the sums (last-bit roundoff). ``CHAOSGD_GEMM=xla`` in the environment turns the BLAS route off; it is read
 when a program is compiled, so set it before the process starts (programs compiled earlier keep their route).

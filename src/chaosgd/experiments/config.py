@@ -84,6 +84,8 @@ class Data(_Section):
                                     "npz: the .npz file holding x_train, y_train, x_test, y_test")
     standardize: bool = _field(False, "standardise each feature by training-set statistics (the paper does not)")
     n_train: int | None = _field(None, "keep only the first n training examples (default: all)")
+    n_test: int | None = _field(None, "keep only the first n test examples (default: all): the test accuracy and the "
+                                      "time to the target are measured on them")
     seed: int = _field(0, "seed of the train/test split of Iris and of the sklearn: data sets, and of the synthetic "
                           "blobs")
     sha256: str | None = _field(None, "npz only: the file's SHA-256, filled in when a run starts; a file that no "
@@ -105,6 +107,7 @@ class Data(_Section):
         _require(self.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.sha256) is not None, "data.sha256",
                  f"must be 64 lowercase hexadecimal digits (a SHA-256); got {self.sha256!r}")
         _require(self.n_train is None or self.n_train >= 1, "data.n_train", f"must be >= 1; got {self.n_train}")
+        _require(self.n_test is None or self.n_test >= 1, "data.n_test", f"must be >= 1; got {self.n_test}")
         _require(0 <= self.seed <= SEED_MAX, "data.seed", f"must be an integer in [0, 2^63 - 1]; got {self.seed}")
 
 
@@ -572,7 +575,7 @@ class Config(_Section):
 
 
 # Fields added after 0.1.0 enter the hash only when set, so older run folders keep resuming.
-_ADDED_LATER = {("training", "sharpness_every"): 0, ("training", "sharpness_examples"): None,
+_ADDED_LATER = {("data", "n_test"): None, ("training", "sharpness_every"): 0, ("training", "sharpness_examples"): None,
                 ("training", "stop_references"): False, ("training", "sharpness_method"): "lanczos",
                 ("training", "sharpness_iterations"): 20, ("training", "target_hold"): 1,
                 ("analysis", "chance_margin"): CHANCE_MARGIN, ("model", "dropout"): 0.0,

@@ -105,6 +105,13 @@ def dataset(data: Data):
                               f"use at most {len(loaded.y_train)}, or leave it unset for all of them")
         loaded = Dataset(loaded.name, loaded.x_train[:n], loaded.y_train[:n], loaded.x_test, loaded.y_test,
                          loaded.n_classes)
+    if data.n_test is not None:
+        n = data.n_test
+        if n > len(loaded.y_test):
+            raise ConfigError(f"data.n_test: {n}, but {data.name} has {len(loaded.y_test)} test examples; "
+                              f"use at most {len(loaded.y_test)}, or leave it unset for all of them")
+        loaded = Dataset(loaded.name, loaded.x_train, loaded.y_train, loaded.x_test[:n], loaded.y_test[:n],
+                         loaded.n_classes)
     return loaded
 
 
