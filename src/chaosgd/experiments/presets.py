@@ -64,8 +64,8 @@ _QUICK = {
     # Batches of 1,000 (10 steps an epoch: an expansion the per-epoch records still resolve) and the full batch.
     "mnist-adam": {"training.axis_values": (1000.0, 10000.0), "training.etas": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)},
     "mnist-sigmoid": {"training.etas": (0.1, 1.0, 5.0, 10.0, 20.0, 30.0, 40.0)},
-    # The CNN costs about 20 GFLOP a network-epoch on 10,000 images (2 s here, benchmarks/cnn_throughput.py): on
-    # 1,000 training and 1,000 test images, 3 initial conditions and 150 epochs it fits in half an hour on 2 cores.
+    # The CNN costs about 18 GFLOP a network-epoch on 10,000 images (2 s on 2 cores, benchmarks/cnn_throughput.py):
+    # on 1,000 training and 1,000 test images, 3 initial conditions and 150 epochs it ran in 13 minutes there.
     # From the paper's N(0, 0.01^2) weights it leaves the loss plateau within 150 epochs only at some learning
     # rates, and 80 % is rarely reached: the target is 50 % here (docs/reproduction.md, figure 12).
     "mnist-cnn": {"data.n_train": 1000, "data.n_test": 1000, "ensemble.initial": 3, "training.epochs": 150,
