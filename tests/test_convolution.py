@@ -34,13 +34,18 @@ def route(request, monkeypatch):
     return request.param
 
 
+# Every geometry on the library's route; the jnp reference route (CHAOSGD_GEMM=xla) on the first.
+CASES = [("blas", *g) for g in GEOMETRIES] + [("xla", *GEOMETRIES[0])]
+
+
 def close(a, b, tol=1e-12):
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_allclose(x, y, rtol=tol, atol=tol * float(np.abs(y).max()))
 
 
-@pytest.mark.parametrize("stride, padding, dilation, groups, out", GEOMETRIES)
-def test_convolution_and_its_derivatives_equal_xlas(route, stride, padding, dilation, groups, out):
+@pytest.mark.parametrize("route_name, stride, padding, dilation, groups, out", CASES)
+def test_convolution_and_its_derivatives_equal_xlas(monkeypatch, route_name, stride, padding, dilation, groups, out):
+    monkeypatch.setenv("CHAOSGD_GEMM", route_name)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((3, 4, 9, 8)))  # (C, n, H, W)
     w = jnp.asarray(rng.standard_normal((out, 3 // groups, 3, 2)))

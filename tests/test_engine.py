@@ -1,3 +1,4 @@
+import dataclasses
 import warnings
 
 import jax
@@ -147,6 +148,32 @@ def test_gradients_over_chunks_of_examples_equal_the_full_batch_to_roundoff(blob
             np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-11, atol=atol)
     with pytest.raises(ValueError, match="examples_per_chunk must be None or an integer >= 1; got 0"):
         run(classification(model), params, 0.4, data, epochs=1, examples_per_chunk=0)
+    # An objective that does not say it is a mean over examples is never chunked: asked to, it is refused.
+    opaque = dataclasses.replace(classification(model), chunkable=False)
+    with pytest.raises(ValueError, match="Objective\\(chunkable=True\\)"):
+        run(opaque, params, 0.4, data, epochs=1, examples_per_chunk=7)
+    one = jax.tree_util.tree_map(lambda x: x[0, 0], params)
+    assert fit_examples(opaque, one, data, 3, 1.0) is None
+
+
+def test_experiments_fix_their_chunks_of_examples_from_shapes_alone():
+    # Steps up to defaults.ALL_AT_ONCE_MAX (every preset's but the paper-scale CNN's) take all examples at once, as
+    # before chunks existed; larger ones chunks sized to defaults.CHUNK_BYTES, whatever the machine's memory.
+    from chaosgd import CNN
+    from chaosgd.defaults import CHUNK_BYTES
+    from chaosgd.engine import configured_examples
+
+    def shapes(n, features):
+        return {"x_train": jax.ShapeDtypeStruct((n, features), "float64"),
+                "y_train": jax.ShapeDtypeStruct((n,), "int32")}
+    mlp = MLP((784, 64, 10))
+    assert configured_examples(classification(mlp), jax.eval_shape(mlp.init, jax.random.PRNGKey(0)),
+                               shapes(60_000, 784), 6) == 60_000
+    cnn = CNN()
+    one = jax.eval_shape(cnn.init, jax.random.PRNGKey(0))
+    examples = configured_examples(classification(cnn), one, shapes(60_000, 784), 6)
+    assert 1 < examples < 60_000 and group_bytes(classification(cnn), one, shapes(60_000, 784), 6, examples) <= \
+        CHUNK_BYTES
 
 
 @pytest.mark.parametrize("from_env", [False, True])

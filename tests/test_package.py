@@ -23,3 +23,17 @@ def test_every_public_name_resolves_and_is_listed():
         assert "no attribute 'no_such_name'" in str(error)
     else:
         raise AssertionError("an unknown name must raise AttributeError")
+
+
+def test_every_source_of_the_compiled_library_ships_with_the_package():
+    # A wheel without one of them builds no library: every float64 product then falls back to XLA's.
+    import tomllib
+    from pathlib import Path
+
+    from chaosgd import gemm
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["chaosgd"]
+    for source in gemm._SOURCES:
+        assert source in shipped, source
+        assert (Path(gemm.__file__).parent / source).is_file(), source

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <sched.h>
 #include <thread>
 #include <vector>
 #include "xla/ffi/api/ffi.h"
@@ -14,12 +15,15 @@
 namespace ffi = xla::ffi;
 
 // Runs f(begin, end) over [0, count) split across threads: as many as OMP_NUM_THREADS says (chaosgd's worker
-// processes set 1), else the machine's cores. These steps are memory-bound; one thread leaves bandwidth unused.
+// processes set 1), else the cores this process may run on (its affinity: taskset, cgroups, SLURM). These steps are
+// memory-bound; one thread leaves bandwidth unused.
 template <typename F>
 static void parallel_for(int64_t count, F f) {
   static const int64_t threads = [] {
     const char* told = std::getenv("OMP_NUM_THREADS");
-    const int64_t n = told ? std::atoll(told) : int64_t(std::thread::hardware_concurrency());
+    int64_t n = told ? std::atoll(told) : int64_t(std::thread::hardware_concurrency());
+    cpu_set_t allowed;
+    if (!told && sched_getaffinity(0, sizeof(allowed), &allowed) == 0) n = CPU_COUNT(&allowed);
     return n > 0 ? n : int64_t(1);
   }();
   const int64_t used = std::min(threads, count);
@@ -67,12 +71,12 @@ static ffi::Error Patches(ffi::Buffer<ffi::F64> x, ffi::ResultBuffer<ffi::F64> o
             for (int64_t w = 0; w < wo; ++w) o[w] = 0.0;
             continue;
           }
-          const double* in = src + ((bc * n + img) * H + h_in) * W - pl + j * dw;
+          const int64_t in = ((bc * n + img) * H + h_in) * W - pl + j * dw;  // + w * sw: inside for w in [lo, hi)
           for (int64_t w = 0; w < lo; ++w) o[w] = 0.0;
           if (sw == 1) {
-            for (int64_t w = lo; w < hi; ++w) o[w] = in[w];
+            for (int64_t w = lo; w < hi; ++w) o[w] = src[in + w];
           } else {
-            for (int64_t w = lo; w < hi; ++w) o[w] = in[w * sw];
+            for (int64_t w = lo; w < hi; ++w) o[w] = src[in + w * sw];
           }
           for (int64_t w = hi; w < wo; ++w) o[w] = 0.0;
         }
@@ -105,8 +109,8 @@ static ffi::Error Fold(ffi::Buffer<ffi::F64> patches, ffi::ResultBuffer<ffi::F64
               const int64_t h_in = r * sh - pt + i * dh;
               if (h_in < 0 || h_in >= H) continue;
               const double* o = src + (row * n + img) * ho * wo + r * wo;
-              double* in = image + (img * H + h_in) * W - pl + j * dw;
-              for (int64_t w = lo; w < hi; ++w) in[w * sw] += o[w];
+              const int64_t in = (img * H + h_in) * W - pl + j * dw;
+              for (int64_t w = lo; w < hi; ++w) image[in + w * sw] += o[w];
             }
         }
     }

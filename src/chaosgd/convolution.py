@@ -5,8 +5,9 @@ patches ``(C * kh * kw, n * Ho * Wo)``, through ``chaosgd.gemm`` — so that an 
 (the data) become one wide BLAS product, and networks that each have their own input one BLAS product each. The
 unfolding, its adjoint and the max pooling's bookkeeping are primitives lowered to plain loops (``conv.cc``, built
 with ``gemm.cc``); XLA's float64 convolutions and its code for these steps run at a fraction of that speed on a CPU
-(``benchmarks/cnn_throughput.py``). Other platforms and dtypes, or ``CHAOSGD_GEMM=xla``, get the same functions in
-jnp (the reference the tests compare with).
+(``benchmarks/cnn_throughput.py``). Other dtypes, or ``CHAOSGD_GEMM=xla``, get the same functions in jnp (the
+reference the tests compare with); on a GPU (the default backend not the CPU) they are XLA's convolution and
+``reduce_window`` (cuDNN).
 
 Images are channels-first over the batch: ``(C, n, H, W)`` (the layout in which the product's output arrives),
 kernels ``(O, C / groups, kh, kw)`` as in PyTorch. Results equal ``lax.conv_general_dilated`` and
@@ -19,6 +20,7 @@ from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
@@ -39,6 +41,11 @@ def conv2d(x, w, *, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), gr
     wo = (width + pl + pr - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if ho < 1 or wo < 1:
         raise ValueError(f"conv2d: kernels {w.shape[2:]} do not fit in images {x.shape[2:]} with this padding")
+    if jax.default_backend() != "cpu":  # GPUs have their own convolutions (cuDNN): XLA's
+        out = lax.conv_general_dilated(jnp.moveaxis(x, 0, 1), w, tuple(stride), [tuple(p) for p in padding],
+                                       rhs_dilation=tuple(dilation), dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                                       feature_group_count=groups)
+        return jnp.moveaxis(out, 1, 0)
     geometry = dict(kh=kh, kw=kw, sh=stride[0], sw=stride[1], pt=pt, pl=pl, dh=dilation[0], dw=dilation[1], ho=ho,
                     wo=wo)
     outputs = []
@@ -55,6 +62,9 @@ def max_pool(x, window) -> jax.Array:
     """The maximum over non-overlapping ``window`` = (ph, pw) windows of the last two axes (stride = window, rows
     and columns beyond a whole window left out, as PyTorch's and the VALID reduce_window do). Its derivative goes
     to the first maximum of each window; a NaN counts as the maximum."""
+    if jax.default_backend() != "cpu":
+        dims = (1,) * (x.ndim - 2) + tuple(window)
+        return lax.reduce_window(x, -jnp.inf, lax.max, dims, dims, "VALID")
     return pool_p.bind(x, ph=int(window[0]), pw=int(window[1]))[0]
 
 

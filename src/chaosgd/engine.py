@@ -166,6 +166,9 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
     if examples_per_chunk is not None and (isinstance(examples_per_chunk, bool) or examples_per_chunk < 1
                                            or int(examples_per_chunk) != examples_per_chunk):
         raise ValueError(f"examples_per_chunk must be None or an integer >= 1; got {examples_per_chunk!r}")
+    if examples_per_chunk is not None and examples_per_chunk < _n_examples(data) and not objective.chunkable:
+        raise ValueError("examples_per_chunk: this objective does not say its loss and accuracies are means over the "
+                         "examples (Objective(chunkable=True)), so they cannot be computed over chunks of them")
     data = jax.tree_util.tree_map(jnp.asarray, data)
     if groups_per_chunk is None:
         groups_per_chunk, examples_per_chunk = _groups_that_fit(objective, params, data, n_members, memory_budget,
@@ -471,10 +474,11 @@ def _groups_that_fit(objective, params, data, n_members, memory_budget, examples
 
 
 def fit_examples(objective, one, data, n_members: int, budget: float) -> int | None:
-    """Examples per chunk for one group's step in ``budget`` bytes: None (all at once) when that fits, else chunks
-    of equal size (but the last), as large as fit; 1 if nothing fits (``group_bytes`` then says by how much)."""
+    """Examples per chunk for one group's step in ``budget`` bytes: None (all at once) when that fits or the
+    objective is not ``chunkable``, else chunks of equal size (but the last), as large as fit; 1 if nothing fits
+    (``group_bytes`` then says by how much)."""
     n = _n_examples(data)
-    if n == 0 or group_bytes(objective, one, data, n_members) <= budget:
+    if n == 0 or not getattr(objective, "chunkable", False) or group_bytes(objective, one, data, n_members) <= budget:
         return None
     # The bytes are affine in the chunk's size: two sizes give the slope and the intercept.
     small, large = min(n, 8), min(n, 16)
@@ -483,6 +487,16 @@ def fit_examples(objective, one, data, n_members: int, budget: float) -> int | N
     fits = int((budget - (low - per_example * small)) // per_example) if per_example > 0 else n
     fits = max(1, min(n, fits))
     return -(-n // -(-n // fits))  # the number of chunks that fit, with their sizes balanced
+
+
+def configured_examples(objective, one, data, n_members: int) -> int:
+    """Examples per chunk for a group's step as experiments fix it, from shapes alone (``defaults.ALL_AT_ONCE_MAX``,
+    ``defaults.CHUNK_BYTES``): all of them (the training set's size) when that step fits in ALL_AT_ONCE_MAX."""
+    from chaosgd.defaults import ALL_AT_ONCE_MAX, CHUNK_BYTES
+    n = _n_examples(data)
+    if group_bytes(objective, one, data, n_members) <= ALL_AT_ONCE_MAX:
+        return max(n, 1)
+    return fit_examples(objective, one, data, n_members, CHUNK_BYTES) or max(n, 1)
 
 
 def _n_examples(data) -> int:

@@ -296,7 +296,7 @@ def _build() -> Path:
     compiler = os.environ.get("CXX", "c++")
     try:
         try:
-            done = subprocess.run([compiler, "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{include}",
+            done = subprocess.run([compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-pthread", f"-I{include}",
                                    *map(str, sources), "-o", str(partial_file)], capture_output=True, text=True,
                                   timeout=600)
         except FileNotFoundError:

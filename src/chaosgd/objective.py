@@ -23,11 +23,16 @@ class Objective:
     With ``dropout``, ``loss(params, data, key)`` takes a PRNG key for the training masks too (``loss(params, data)``
     is then the deterministic loss, dropout off). Minibatches (``dynamics.UpdateRule(batch_size=...)``) pass ``data``
     with ``x_train``, ``y_train`` replaced by the batch's and ``weight``, one per example (0 for padding).
+
+    ``chunkable``: the loss, its accuracy and the test accuracy are means over the examples of ``x_train, y_train``
+    (``x_test, y_test``) plus terms free of them, so the engine may compute them over chunks of examples when a group
+    does not fit in memory (``over_chunks``); ``classification`` sets it. False (default): always all at once.
     """
 
     loss: Callable[..., tuple[jax.Array, jax.Array]]
     test_accuracy: Callable[[Any, Any], jax.Array]
     dropout: bool = False
+    chunkable: bool = False
 
 
 def over_chunks(fn: Callable[[Any], Any], data: dict, chunk: int | None, fields=("x_train", "y_train")):
@@ -90,4 +95,4 @@ def classification(model: Model, *, l2: float = 0.0) -> Objective:
     def test_accuracy(params, data):
         return accuracy(model.apply(params, data["x_test"]), data["y_test"])
 
-    return Objective(loss=loss, test_accuracy=test_accuracy, dropout=dropout)
+    return Objective(loss=loss, test_accuracy=test_accuracy, dropout=dropout, chunkable=True)

@@ -191,11 +191,11 @@ def check(config: Config, *, workers: int | None = 1, count: int | None = None) 
 def check_size(config: Config, *, workers: int = 1, count: int | None = None) -> None:
     """Refuse a 1-D configuration whose largest task does not fit in its worker's share of the memory budget,
     from shapes alone, before any parameters exist: the block's networks with their optimiser state, their
-    records, the data, and one group's step (``engine.group_bytes``, over chunks of examples where all at once does
-    not fit). Raises ``engine.BudgetError``."""
+    records, the data, and one group's step (``engine.group_bytes``, over the chunks of examples the configuration
+    fixes: ``engine.configured_examples``). Raises ``engine.BudgetError``."""
     import jax
 
-    from chaosgd.engine import BudgetError, fit_examples, group_bytes, memory_budget_and_source
+    from chaosgd.engine import BudgetError, configured_examples, group_bytes, memory_budget_and_source
     from chaosgd.objective import classification
 
     data_set = dataset(config.data)
@@ -214,10 +214,9 @@ def check_size(config: Config, *, workers: int = 1, count: int | None = None) ->
     count = min(count or config.block, config.ensemble.initial)
     budget, source = memory_budget_and_source()
     share = budget / max(1, workers)
-    # The step's gradient is computed in chunks of examples when all at once does not fit (as the engine does).
+    # The step's gradient over chunks of examples, as the configuration fixes them (engine.configured_examples).
     objective = classification(model)
-    room = share - _size(arrays) - count * per_initial
-    examples = fit_examples(objective, one, arrays, members, room) if room > 0 else 1
+    examples = configured_examples(objective, one, arrays, members)
     fixed = group_bytes(objective, one, arrays, members, examples) + _size(arrays)
     needed = fixed + count * per_initial
     if needed <= share:
@@ -275,17 +274,22 @@ def train(objective, model, arrays, eta: float, ensemble: Ensemble, *, first: in
     every epoch (``plateau`` is in epochs). ``stop_references_at``, ``rule`` (the optimiser and minibatches),
     ``progress`` and ``records_per_epoch``: see ``engine.run``.
     """
-    from chaosgd.engine import run
+    import jax
+
+    from chaosgd.engine import configured_examples, run
     from chaosgd.ensemble import epsilon_ball, initial_conditions
     from chaosgd.lyapunov import CopiesSettled
 
+    # Chunks of examples fixed by the shapes, not the machine's memory: the same records on any machine.
+    examples = configured_examples(objective, jax.eval_shape(model.init, jax.random.PRNGKey(0)), arrays,
+                                   1 + ensemble.copies)
     centres = initial_conditions(model, count, seed=ensemble.seed, first=first)
     ball = epsilon_ball(centres, ensemble.copies, epsilon=ensemble.epsilon, perturb=ensemble.perturb,
                         seed=ensemble.seed, first=first)
     return run(objective, ball, eta, arrays, epochs=epochs, initial_condition=first + np.arange(count),
                stop_copies=CopiesSettled(plateau, records_per_epoch=records_per_epoch) if plateau is not None else None,
                stop_references_at=stop_references_at, rule=rule, progress=progress,
-               records_per_epoch=records_per_epoch, distance=ensemble.distance)
+               records_per_epoch=records_per_epoch, distance=ensemble.distance, examples_per_chunk=examples)
 
 
 def run_task(config: Config, task: Task, *, progress=False):
