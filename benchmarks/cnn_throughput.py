@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from chaosgd import CNN, classification, epsilon_ball, initial_conditions, run
 from chaosgd.engine import fit_examples
 from chaosgd.gemm import route_in_use
 from chaosgd.models.base import FunctionModel
+from engine_throughput import median_time  # (run as a script: benchmarks/ is on the path)
 
 N_TRAIN = N_TEST = 10_000
 COPIES = 3
@@ -89,27 +89,17 @@ def limit_seconds(shapes, repeats: int) -> float:
         a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
         at, bt = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)
         out, out_t = np.empty((a_shape[0], b_shape[1])), np.empty((b_shape[1], a_shape[0]))
+        np.matmul(a, b, out=out), np.matmul(bt, at, out=out_t)  # warm-up
         best = min(median_time(lambda: np.matmul(a, b, out=out), repeats),
                    median_time(lambda: np.matmul(bt, at, out=out_t), repeats))
         total += best * count
     return total
 
 
-def median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def engine_seconds(model, data, groups, epochs, repeats, budget, examples=None):
+def engine_seconds(model, data, groups, epochs, repeats, budget):
     params = epsilon_ball(initial_conditions(model, groups), COPIES, epsilon=1e-8)
     objective = classification(model)
-    train = lambda: run(objective, params, 1.0, data, epochs=epochs, memory_budget=budget,  # noqa: E731
-                        examples_per_chunk=examples)
+    train = lambda: run(objective, params, 1.0, data, epochs=epochs, memory_budget=budget)  # noqa: E731
     train()  # compiles
     return median_time(train, repeats) / (groups * (1 + COPIES) * epochs)
 
@@ -187,8 +177,8 @@ def main() -> None:
               "network_epoch_gflop": useful / 1e9, "rows": rows}
     if args.before:
         small = {key: value[:1000] for key, value in data.items()}
-        seconds = engine_seconds(xla_cnn(model), small, 1, 2, 1, 64 * 2**30, examples=None)
-        now = engine_seconds(model, small, 1, 2, 1, 64 * 2**30, examples=None)
+        seconds = engine_seconds(xla_cnn(model), small, 1, 2, 1, 64 * 2**30)
+        now = engine_seconds(model, small, 1, 2, 1, 64 * 2**30)
         result["before_1000_images"] = {"xla_convolution_s_per_network_epoch": seconds,
                                         "now_s_per_network_epoch": now, "speedup": seconds / now}
         print(f"1,000 images, one group: XLA's convolutions {seconds:.2f} s a network-epoch, now {now:.3f} s "

@@ -80,6 +80,9 @@ def test_max_pooling_and_its_derivatives_equal_xlas(route):
     # A NaN wins its window (a diverged network stays NaN), and its neighbours' windows are untouched.
     pooled = np.asarray(jax.jit(ours)(x.at[0, 0, 0, 1].set(jnp.nan)))
     assert np.isnan(pooled[0, 0, 0, 0]) and np.isfinite(pooled).sum() == pooled.size - 1
+    for window in [(0, 2), (2,), (1.5, 2)]:
+        with pytest.raises(ValueError, match="window must be two integers >= 1"):
+            max_pool(x, window)
 
 
 def _cnn_through_xla(model, params, x):

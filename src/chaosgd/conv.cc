@@ -118,14 +118,27 @@ static ffi::Error Fold(ffi::Buffer<ffi::F64> patches, ffi::ResultBuffer<ffi::F64
   return ffi::Error::Success();
 }
 
+// The last two axes of (..., H, W) in non-overlapping ph x pw windows: H, W, the count M of the leading entries,
+// and the windows down and across, Ho and Wo (rows and columns beyond a whole window are left out).
+struct Windows {
+  int64_t H, W, M, Ho, Wo;
+};
+
+template <typename Dims>
+static Windows windows(const Dims& d, int64_t ph, int64_t pw) {
+  int64_t M = 1;
+  for (size_t i = 0; i + 2 < d.size(); ++i) M *= d[i];
+  const int64_t H = d[d.size() - 2], W = d[d.size() - 1];
+  return Windows{H, W, M, H / ph, W / pw};
+}
+
 // The maximum of each non-overlapping ph x pw window of the last two axes (rows and columns beyond a whole window
 // are left out) and its offset a * pw + b in the window (the first maximum); a NaN counts as the maximum, so that
 // NaN propagates.
 static ffi::Error Pool(ffi::Buffer<ffi::F64> x, ffi::ResultBuffer<ffi::F64> y, ffi::ResultBuffer<ffi::S32> where,
                        int64_t ph, int64_t pw) {
-  auto d = x.dimensions();
-  const int64_t H = d[d.size() - 2], W = d[d.size() - 1], M = x.element_count() / (H * W);
-  const int64_t Ho = H / ph, Wo = W / pw;
+  const Windows shape = windows(x.dimensions(), ph, pw);
+  const int64_t H = shape.H, W = shape.W, M = shape.M, Ho = shape.Ho, Wo = shape.Wo;
   const double* src = x.typed_data();
   double* out = y->typed_data();
   int32_t* at = where->typed_data();
@@ -176,9 +189,8 @@ static std::vector<int64_t> window_offsets(int64_t ph, int64_t pw, int64_t W) {
 // t (..., H, W) at each window's recorded position -> (..., Ho, Wo): the pooling's derivative along t.
 static ffi::Error PoolGather(ffi::Buffer<ffi::F64> t, ffi::Buffer<ffi::S32> where, ffi::ResultBuffer<ffi::F64> out,
                              int64_t ph, int64_t pw) {
-  auto d = t.dimensions();
-  const int64_t H = d[d.size() - 2], W = d[d.size() - 1], M = t.element_count() / (H * W);
-  const int64_t Ho = H / ph, Wo = W / pw;
+  const Windows shape = windows(t.dimensions(), ph, pw);
+  const int64_t H = shape.H, W = shape.W, M = shape.M, Ho = shape.Ho, Wo = shape.Wo;
   const double* src = t.typed_data();
   const int32_t* at = where.typed_data();
   double* dst = out->typed_data();
@@ -195,9 +207,8 @@ static ffi::Error PoolGather(ffi::Buffer<ffi::F64> t, ffi::Buffer<ffi::S32> wher
 // The adjoint of PoolGather: each window's value placed at its recorded position, zero elsewhere.
 static ffi::Error PoolScatter(ffi::Buffer<ffi::F64> ct, ffi::Buffer<ffi::S32> where, ffi::ResultBuffer<ffi::F64> out,
                               int64_t ph, int64_t pw) {
-  auto d = out->dimensions();
-  const int64_t H = d[d.size() - 2], W = d[d.size() - 1], M = out->element_count() / (H * W);
-  const int64_t Ho = H / ph, Wo = W / pw;
+  const Windows shape = windows(out->dimensions(), ph, pw);
+  const int64_t H = shape.H, W = shape.W, M = shape.M, Ho = shape.Ho, Wo = shape.Wo;
   const double* src = ct.typed_data();
   const int32_t* at = where.typed_data();
   double* dst = out->typed_data();

@@ -62,6 +62,8 @@ def max_pool(x, window) -> jax.Array:
     """The maximum over non-overlapping ``window`` = (ph, pw) windows of the last two axes (stride = window, rows
     and columns beyond a whole window left out, as PyTorch's and the VALID reduce_window do). Its derivative goes
     to the first maximum of each window; a NaN counts as the maximum."""
+    if len(window) != 2 or any(int(size) != size or size < 1 for size in window):
+        raise ValueError(f"max_pool: window must be two integers >= 1 (rows, columns); got {window!r}")
     if jax.default_backend() != "cpu":
         dims = (1,) * (x.ndim - 2) + tuple(window)
         return lax.reduce_window(x, -jnp.inf, lax.max, dims, dims, "VALID")

@@ -16,41 +16,23 @@ static std::mutex one_at_a_time;
 
 extern "C" void chaosgd_set_dgemm(void* address) { dgemm = reinterpret_cast<dgemm_t>(address); }
 
-// C (m x n) = op(A) op(B), all row-major; op(X) = X^T where trans_x. gemm.py checks that every size fits in int.
+// C (m x n) = op(A) op(B), all row-major, op(X) = X^T where trans_x; or C[i] = op(A[i]) op(B[i]) for a leading
+// batch axis of all three (networks that each have their own input, e.g. the second convolution of an ensemble):
+// both handlers below are this function. gemm.py checks that every size fits in int.
 static ffi::Error Gemm(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, ffi::ResultBuffer<ffi::F64> c,
                        bool trans_a, bool trans_b) {
   if (dgemm == nullptr) return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "chaosgd: dgemm not set");
   auto ad = a.dimensions(), bd = b.dimensions();
-  const int m = trans_a ? ad[1] : ad[0], k = trans_a ? ad[0] : ad[1], n = trans_b ? bd[0] : bd[1];
-  double* out = c->typed_data();
-  if (m == 0 || n == 0) return ffi::Error::Success();
-  if (k == 0) {
-    for (int64_t i = 0; i < int64_t(m) * n; ++i) out[i] = 0.0;
-    return ffi::Error::Success();
-  }
-  // BLAS is column-major, where a row-major matrix reads as its transpose: compute C^T = op(B)^T op(A)^T.
-  const double one = 1.0, zero = 0.0;
-  const int ldb = trans_b ? k : n, lda = trans_a ? m : k;
-  std::lock_guard<std::mutex> lock(one_at_a_time);
-  dgemm(trans_b ? "T" : "N", trans_a ? "T" : "N", &n, &m, &k, &one, b.typed_data(), &ldb, a.typed_data(), &lda,
-        &zero, out, &n);
-  return ffi::Error::Success();
-}
-
-// A batch of products: C[i] = op(A[i]) op(B[i]) for the leading axis of all three (networks that each have their
-// own input, e.g. the second convolution of an ensemble).
-static ffi::Error GemmBatched(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, ffi::ResultBuffer<ffi::F64> c,
-                              bool trans_a, bool trans_b) {
-  if (dgemm == nullptr) return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "chaosgd: dgemm not set");
-  auto ad = a.dimensions(), bd = b.dimensions();
-  const int64_t batch = ad[0];
-  const int m = trans_a ? ad[2] : ad[1], k = trans_a ? ad[1] : ad[2], n = trans_b ? bd[1] : bd[2];
+  const size_t r = ad.size() - 2;  // the first matrix axis: 0, or 1 after the batch axis
+  const int64_t batch = r ? ad[0] : 1;
+  const int m = trans_a ? ad[r + 1] : ad[r], k = trans_a ? ad[r] : ad[r + 1], n = trans_b ? bd[r] : bd[r + 1];
   double* out = c->typed_data();
   if (m == 0 || n == 0 || batch == 0) return ffi::Error::Success();
   if (k == 0) {
     for (int64_t i = 0; i < batch * m * n; ++i) out[i] = 0.0;
     return ffi::Error::Success();
   }
+  // BLAS is column-major, where a row-major matrix reads as its transpose: compute C^T = op(B)^T op(A)^T.
   const double one = 1.0, zero = 0.0;
   const int ldb = trans_b ? k : n, lda = trans_a ? m : k;
   std::lock_guard<std::mutex> lock(one_at_a_time);
@@ -60,7 +42,7 @@ static ffi::Error GemmBatched(ffi::Buffer<ffi::F64> a, ffi::Buffer<ffi::F64> b, 
   return ffi::Error::Success();
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_gemm_batched, GemmBatched,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_gemm_batched, Gemm,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F64>>()
                                   .Arg<ffi::Buffer<ffi::F64>>()
