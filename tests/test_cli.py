@@ -113,6 +113,10 @@ def test_command_options_are_checked_before_anything_is_computed_or_made(tmp_pat
         (["toymap", "--steps", "100000000000000"], "--steps must be >= 1 and <= 10,000,000"),
         (["toymap", "--transient", "100000000000000"], "--transient must be >= 1 and <= 10,000,000"),
         (["sharpness", "iris", "--every", "0"], "--every must be >= 1"),
+        (["uncertainty", "iris", "--epsilons", "1e-9", "1e-6"], "3 or more distinct radii"),
+        (["uncertainty", "iris", "--epsilons", "1e-5", "1e-4", "1e-3"], "spanning at least 3 decades"),
+        (["uncertainty", "iris", "--epsilons", "0", "1e-4", "1e-3"], "radii > 0"),
+        (["uncertainty", "iris", "--epsilons", "1e-9", "1e-6", "1"], "ensemble.epsilon"),
     ]
     for args, message in cases:
         assert main([*args, "--out", str(tmp_path / "out")]) == 2, args

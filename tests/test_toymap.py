@@ -3,7 +3,7 @@ import time
 import numpy as np
 import pytest
 
-from chaosgd.toymap import orbit_diagram, toy_lyapunov, toy_map
+from chaosgd.toymap import FEIGENBAUM_DELTA, orbit_diagram, period_doubling, toy_lyapunov, toy_map
 
 
 @pytest.mark.parametrize("eta", [0.1, 0.3, 0.45, 0.7, 0.9])
@@ -46,3 +46,36 @@ def test_two_thousand_learning_rates_in_well_under_two_seconds():
 def test_bad_learning_rates_are_refused():
     with pytest.raises(ValueError, match="> 0"):
         toy_lyapunov([0.5, -1.0])
+
+
+def test_period_doubling_points_match_their_closed_forms():
+    # b_1: f'(1) = 1 - 2 eta = -1. b_2 = sqrt 5 - 1: the 2-cycle's multiplier reaches -1. s_0 = 1/2: f'(1) = 0.
+    # s_1 = 3/sqrt 2 - 1: the critical point lies on the 2-cycle (checked by solving f(f(c)) = c symbolically).
+    cascade = period_doubling(4)
+    assert cascade.bifurcations[0] == 1.0
+    assert cascade.bifurcations[1] == pytest.approx(np.sqrt(5) - 1, rel=1e-14)
+    assert cascade.superstable[0] == 0.5
+    assert cascade.superstable[1] == pytest.approx(3 / np.sqrt(2) - 1, rel=1e-14)
+    # Interleaved: s_(n-1) < b_n < s_n.
+    s, b = cascade.superstable, cascade.bifurcations
+    assert np.all(s[:-1] < b) and np.all(b < s[1:])
+
+
+def test_feigenbaum_delta_from_the_cascade():
+    cascade = period_doubling(10)
+    # Both sequences' ratios approach delta, the error shrinking about delta-fold per level.
+    assert abs(cascade.delta[-1] / FEIGENBAUM_DELTA - 1) < 1e-5
+    assert abs(cascade.delta_superstable[-1] / FEIGENBAUM_DELTA - 1) < 1e-5
+    errors = np.abs(cascade.delta - FEIGENBAUM_DELTA)
+    assert np.all(errors[1:] < errors[:-1] / 3)
+    # The accumulation point: the chaotic band starts there (the Lyapunov exponent turns positive just after).
+    assert 1.30228 < cascade.accumulation < 1.30229
+    lam, _ = toy_lyapunov([cascade.bifurcations[-1], 1.32])
+    assert lam[0] < 0.01 and lam[1] > 0
+
+
+def test_period_doubling_refuses_levels_beyond_float64():
+    with pytest.raises(ValueError, match="levels must be an integer in 3 .. 11"):
+        period_doubling(12)
+    with pytest.raises(ValueError, match="levels"):
+        period_doubling(2.5)

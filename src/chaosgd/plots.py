@@ -336,3 +336,48 @@ def plot_curves_by_axis(rows: list[dict], axis: str, *, axes=None):
     axes[1].axhline(horizon, color="k", ls=":", lw=1, label="horizon (never reached)")
     axes[1].legend(fontsize=7)
     return axes
+
+
+def plot_uncertainty(fits: dict, *, axes=None):
+    """Final-state sensitivity: the uncertainty fraction f(epsilon) (Wilson 95 % CI) on log-log axes with the fitted
+    ``A epsilon^phi``, one colour per learning rate, radii where no pair differed drawn at the interval's upper end
+    (hollow triangles) (left); and phi with its interval against eta (right; unresolved
+    exponents hollow). ``fits``: eta -> ``uncertainty.Uncertainty``."""
+    if axes is None:
+        import matplotlib.pyplot as plt
+        _, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    left, right = axes
+    for eta, fit in sorted(fits.items()):
+        seen = fit.fraction > 0  # radii where no pair differed: their Wilson upper bound, as a downward marker
+        err = [fit.fraction[seen] - fit.fraction_low[seen], fit.fraction_high[seen] - fit.fraction[seen]]
+        line = left.errorbar(fit.epsilon[seen], fit.fraction[seen], yerr=err, fmt="o", capsize=2,
+                             label=rf"$\eta$ = {eta:g}")
+        colour = line[0].get_color()
+        left.plot(fit.epsilon[~seen], fit.fraction_high[~seen], "v", color=colour, mfc="none")
+        if np.isfinite(fit.phi):
+            left.plot(fit.epsilon, np.minimum(fit.prefactor * fit.epsilon ** fit.phi, 1), "-", color=colour, lw=1)
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel(r"distance between the pair's initial conditions $\varepsilon$")
+    left.set_ylabel(r"pairs whose outcome differs $f(\varepsilon)$")
+    left.legend(fontsize=7)
+    etas = np.array(sorted(fits))
+    phi = np.array([fits[e].phi for e in etas])
+    low = np.array([fits[e].phi_low for e in etas])
+    high = np.array([fits[e].phi_high for e in etas])
+    resolved = np.array([fits[e].resolved for e in etas])
+    for mask, face in ((resolved, None), (~resolved & np.isfinite(phi), "none")):
+        if mask.any():
+            right.errorbar(etas[mask], phi[mask], yerr=np.nan_to_num([phi[mask] - low[mask], high[mask] - phi[mask]],
+                                                                     posinf=0, neginf=0),
+                           fmt="o", capsize=2, mfc=face, color="C0",
+                           label="resolved" if face is None else "flagged (see uncertainty.json)")
+    missing = ~np.isfinite(phi)
+    if missing.any():  # marked along the top edge: a value drawn anywhere on the axis would read as a phi
+        right.plot(etas[missing], np.full(missing.sum(), 0.97), "x", color="C3", transform=right.get_xaxis_transform(),
+                   label=r"no $\varphi$ (e.g. no pair differs)")
+    right.axhline(1, color="k", ls=":", lw=1, label=r"smooth boundary ($\varphi$ = 1)")
+    _log_eta_axis(right, etas)
+    right.set_ylabel(r"uncertainty exponent $\varphi$")
+    right.legend(fontsize=7)
+    return axes

@@ -10,6 +10,7 @@ import sys
 from chaosgd.cli.experiments import (add_report, add_sweep, add_sweetspot, cmd_report, cmd_reproduce, cmd_run,
                                      cmd_sweep, cmd_sweetspot)
 from chaosgd.cli.measure import add_lyapunov, add_sharpness, add_toymap, cmd_lyapunov, cmd_sharpness, cmd_toymap
+from chaosgd.cli.uncertainty import add_uncertainty, cmd_uncertainty
 
 COMMANDS = (
     ("sweep", add_sweep, cmd_sweep, "run (or resume) a preset's or a TOML file's learning-rate sweep, and report it"),
@@ -22,7 +23,10 @@ COMMANDS = (
      "local and network Lyapunov exponents at one learning rate (figures 2, 3)"),
     ("sharpness", add_sharpness, cmd_sharpness,
      "sharpness along training against the stability limit (2/eta for GD; figure 14)"),
-    ("toymap", add_toymap, cmd_toymap, "the toy double-well map: orbit diagram and exponent (figures 6, 7)"),
+    ("toymap", add_toymap, cmd_toymap,
+     "the toy double-well map: orbit diagram, exponent (figures 6, 7) and Feigenbaum's delta"),
+    ("uncertainty", add_uncertainty, cmd_uncertainty,
+     "final-state sensitivity: the uncertainty exponent phi of training's outcome at each learning rate"),
 )
 
 

@@ -197,7 +197,7 @@ def toymap(out: Path, *, eta_min: float = 0.01, eta_max: float = 2.2, n: int = 2
     """The toy map's orbit diagram and exponent (figures 6 and 7) into ``out``; sizes that cannot run are refused
     before the folder is made."""
     from chaosgd.engine import default_memory_budget
-    from chaosgd.toymap import orbit_diagram, toy_lyapunov
+    from chaosgd.toymap import FEIGENBAUM_DELTA, orbit_diagram, period_doubling, toy_lyapunov
 
     if not (np.isfinite(eta_min) and np.isfinite(eta_max) and 0 < eta_min < eta_max):
         raise ValueError(f"need 0 < --eta-min < --eta-max, both finite; got {eta_min}, {eta_max}")
@@ -223,8 +223,16 @@ def toymap(out: Path, *, eta_min: float = 0.01, eta_max: float = 2.2, n: int = 2
                                                          escaped=escaped))
     plots.save(plots.plot_orbit_diagram(diagram), out / "fig6_orbit_diagram.png")
     plots.save(plots.plot_toy_lyapunov(etas, lam, escaped), out / "fig7_lyapunov.png")
+    cascade = period_doubling()
+    atomic_write(out / "cascade.json", json.dumps({
+        "bifurcations": cascade.bifurcations.tolist(), "superstable": cascade.superstable.tolist(),
+        "delta": cascade.delta.tolist(), "delta_superstable": cascade.delta_superstable.tolist(),
+        "accumulation": cascade.accumulation, "feigenbaum_delta": FEIGENBAUM_DELTA}, indent=1))
     chaotic = etas[np.nan_to_num(lam, nan=-1) > 0]
     print(f"toy map over {n} learning rates in {seconds:.2f} s: "
           + (f"lambda > 0 first at eta = {chaotic.min():.4f}, " if chaotic.size else "no chaos, ")
           + (f"orbits escape from eta = {etas[escaped].min():.4f}" if escaped.any() else "no escape")
           + f"; results and figures in {out}")
+    print("period doublings at eta = " + ", ".join(f"{b:.6f}" for b in cascade.bifurcations[:4]) + ", ...; "
+          f"chaos from eta = {cascade.accumulation:.7f}; ratio of the last two intervals {cascade.delta[-1]:.5f} "
+          f"(Feigenbaum's delta {FEIGENBAUM_DELTA:.5f})")
