@@ -25,7 +25,8 @@ from jax.flatten_util import ravel_pytree
 import chaosgd  # noqa: F401
 from chaosgd import MLP, classification
 from chaosgd.datasets import load
-from chaosgd.sharpness import _advance, _lanczos, hessian_vector_product
+from chaosgd.dynamics import FULL_BATCH_GD
+from chaosgd.sharpness import _advance, hessian_vector_product, lanczos
 
 
 def main(m_max: int = 80, repeats: int = 5):
@@ -52,10 +53,13 @@ def main(m_max: int = 80, repeats: int = 5):
     print(f"gradient {g:.3f} s, Hessian-vector product {h:.3f} s: ratio {h / g:.2f}")
 
     results = {"gradient_s": g, "hvp_s": h, "ratio": h / g, "lanczos": {}}
-    trained = _advance(objective, params, jnp.float64(7.5), data, 20)
+    n_train = data["x_train"].shape[0]
+    trained, _ = _advance((objective, FULL_BATCH_GD, n_train, 0), params, FULL_BATCH_GD.optimizer.init(params),
+                          jnp.float64(7.5), data, jnp.int32(0), jnp.int32(0), 20)
     for name, point in (("initialisation", params), ("after 20 epochs at eta=7.5", trained)):
         f, _ = ravel_pytree(point)
-        alpha, beta, _ = _lanczos(objective, unravel, f, v, data, m_max)
+        alpha, beta, _ = jax.jit(lambda f, v: lanczos(hessian_vector_product(objective, unravel(f), data)[1], v,
+                                                      m_max))(f, v)
         alpha, beta = np.asarray(alpha), np.asarray(beta)
         top = []
         for m in range(1, m_max + 1):

@@ -169,3 +169,47 @@ def test_each_optimiser_states_its_limit_once_in_its_spec():
         from chaosgd.dynamics import UpdateRule
         from chaosgd.sharpness import sharpness_kind
         sharpness_kind(UpdateRule(Optimizer("adamw")), 10)
+
+
+def test_tracking_the_top_k_and_the_density_along_training(iris_problem, tmp_path):
+    from chaosgd.spectrum import SpectralDensity, density_moments
+
+    objective, data, params, eigenvalues = iris_problem
+    track = track_sharpness(objective, params, 0.5, data, epochs=6, every=4, iterations=40, top=3,
+                            density_at=[0, 3])
+    # The density epoch 3 is visited besides the every-4 grid; the top-k's first is the sharpness.
+    np.testing.assert_array_equal(track.epoch, [0, 3, 4, 6])
+    assert track.top.shape == (4, 3) and np.array_equal(track.top[:, 0], track.value)
+    np.testing.assert_allclose(track.top[0], eigenvalues[::-1][:3], rtol=1e-9)
+    np.testing.assert_array_equal(track.density_epoch, [0, 3])
+    # At epoch 0, the quadrature's first two moments against tr(H)/P and tr(H^2)/P, within 4 standard errors.
+    moments, stderr = density_moments(SpectralDensity(track.density_nodes[0], track.density_weights[0], 83, 0),
+                                      orders=(0, 1, 2))
+    exact = [1.0, eigenvalues.mean(), (eigenvalues ** 2).mean()]
+    assert moments[0] == pytest.approx(1.0, abs=1e-12)
+    assert np.all(np.abs(moments[1:] - exact[1:]) < 4 * stderr[1:])
+    # Kept by a task file, and drawn.
+    from chaosgd.experiments import preset
+    from chaosgd.experiments.problem import run_task, tasks
+    from chaosgd.experiments.store import RunDir
+    config = preset("iris", quick=True).with_values(**{"training.etas": (0.5,), "training.epochs": 6,
+                                                        "ensemble.initial": 1, "ensemble.copies": 1})
+    task = tasks(config)[0]
+    store = RunDir(tmp_path)
+    store.write_task(config, task, run_task(config, task), seconds=1.0, sharpness=track)
+    kept = store.load_task(task, config.hash()).sharpness
+    for name in ("top", "density_epoch", "density_nodes", "density_weights", "value"):
+        np.testing.assert_array_equal(getattr(kept, name), getattr(track, name))
+    import matplotlib
+    matplotlib.use("Agg")
+    from chaosgd import plots
+    plots.save(plots.plot_spectral_density(kept), tmp_path / "density.png")
+    plots.save(plots.plot_sharpness([kept]), tmp_path / "sharpness.png")
+
+
+def test_tracking_the_spectrum_is_refused_where_it_has_no_meaning(iris_problem):
+    objective, data, params, _ = iris_problem
+    with pytest.raises(ValueError, match="top must be >= 1, and > 1 only with method lanczos"):
+        track_sharpness(objective, params, 0.5, data, epochs=2, every=1, method="power", top=2)
+    with pytest.raises(ValueError, match="density_at"):
+        track_sharpness(objective, params, 0.5, data, epochs=2, every=1, density_at=[3])

@@ -116,11 +116,14 @@ def plot_finite_time_exponents(finite_time: np.ndarray, *, eta: float | None = N
 
 def plot_sharpness(tracks, *, ax=None):
     """The paper's figure 14: sharpness along training for several eta, each with its stability limit dashed
-    (2/eta for gradient descent; the update rule's own otherwise, ``SharpnessTrack.edge_of_stability``)."""
+    (2/eta for gradient descent; the update rule's own otherwise, ``SharpnessTrack.edge_of_stability``), and the
+    next eigenvalues as thin lines where more were tracked (``training.sharpness_top``)."""
     ax = _axes(ax)
     for track in tracks:
         line, = ax.plot(track.epoch, track.value, marker=".", lw=1.2, label=rf"$\eta$ = {track.eta:g}")
         ax.axhline(track.edge_of_stability, color=line.get_color(), ls="--", lw=1)
+        if track.top is not None and track.top.shape[1] > 1:  # the next eigenvalues, thin, in the same colour
+            ax.plot(track.epoch, track.top[:, 1:], color=line.get_color(), lw=0.6, alpha=0.5)
     ax.set_yscale("log")
     ax.set_xlabel("epoch t")
     kinds = {t.kind for t in tracks}
@@ -131,6 +134,45 @@ def plot_sharpness(tracks, *, ax=None):
     ax.set_ylabel(f"{what[kinds.pop()] if len(kinds) == 1 else 'sharpness'} (dashed: {limit})")
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_density(densities: dict, *, marks=(), limit: float | None = None, title: str = "", ax=None):
+    """Hessian spectral densities (``spectrum.SpectralDensity``, by label), each quadrature node drawn as a Gaussian
+    of 1 % of the common range, on a log scale; ``marks``: eigenvalues drawn as thin vertical lines (e.g. the
+    top k), ``limit``: a stability limit, dashed."""
+    from chaosgd.spectrum import broadened_density
+
+    ax = _axes(ax)
+    nodes = np.concatenate([np.ravel(d.nodes) for d in densities.values()] + [np.ravel(marks)])
+    nodes = nodes[np.isfinite(nodes)]
+    low, high = (nodes.min(), nodes.max()) if nodes.size else (0.0, 1.0)
+    if limit is not None:
+        high = max(high, limit)
+    pad = 0.05 * (high - low or 1.0)
+    grid = np.linspace(low - pad, high + pad, 2000)
+    for label, density in densities.items():
+        if np.all(np.isfinite(density.nodes)):
+            values = broadened_density(density, grid, sigma=0.01 * (grid[-1] - grid[0]))
+            ax.semilogy(grid, np.maximum(values, 1e-12), lw=1.2, label=label)
+    for i, value in enumerate(marks):
+        ax.axvline(value, color="C3", lw=0.6, alpha=0.6, label=f"top {len(marks)} (Lanczos)" if i == 0 else None)
+    if limit is not None:
+        ax.axvline(limit, color="k", ls="--", lw=1, label="stability limit")
+    ax.set_ylim(bottom=1e-8)
+    ax.set_xlabel("Hessian eigenvalue")
+    ax.set_ylabel("spectral density")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_spectral_density(track, *, ax=None):
+    """The spectral density at the epochs a sharpness track estimated it, with its stability limit."""
+    from chaosgd.spectrum import SpectralDensity
+
+    densities = {f"epoch {e}": SpectralDensity(n, w, 0, 0)
+                 for e, n, w in zip(track.density_epoch, track.density_nodes, track.density_weights)}
+    return plot_density(densities, limit=track.edge_of_stability, title=rf"$\eta$ = {track.eta:g}", ax=ax)
 
 
 def _shade_escaped(ax, eta, escaped):

@@ -112,10 +112,8 @@ def top_eigenvalues(objective: Objective, params, data, *, method: str = "lanczo
     alphas, betas, bases = _many(_lanczos, objective, unravel, flats, starts, scales, data, m)
     results = []
     for alpha, beta, basis in zip(np.asarray(alphas), np.asarray(betas), np.asarray(bases)):
-        tri = np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1)
-        ritz, s = np.linalg.eigh(tri)
-        residual = abs(beta[-1] * s[-1, -1])  # ||H V s - theta V s|| from the Lanczos relation
-        results.append(TopEigenvalue(float(ritz[-1]), basis.T @ s[:, -1], float(residual), m, method))
+        values, s, residuals = ritz(alpha, beta)  # residual: ||H V s - theta V s|| from the Lanczos relation
+        results.append(TopEigenvalue(float(values[-1]), basis.T @ s[:, -1], float(residuals[-1]), m, method))
     return results
 
 
@@ -141,29 +139,54 @@ def _power(objective, unravel, flat, start, scale, data, iterations):
 
 
 def _lanczos(objective, unravel, flat, start, scale, data, m):
-    """m Lanczos steps with full re-orthogonalisation: diagonal alpha, off-diagonal beta, basis V (m x P)."""
+    """m Lanczos steps on the Hessian (``lanczos``): diagonal alpha, off-diagonal beta, basis V (m x P)."""
     _, hvp = hessian_vector_product(objective, unravel(flat), data, scale)
-    basis = jnp.zeros((m, flat.size), dtype=flat.dtype).at[0].set(start / jnp.linalg.norm(start))
+    return lanczos(hvp, start, m)
+
+
+def lanczos(matvec, start, m: int):
+    """m steps of Lanczos with full re-orthogonalisation on a symmetric linear map (jit- and vmap-friendly): the
+    tridiagonal matrix T (diagonal ``alpha``, off-diagonal ``beta[:-1]``), the last ``beta[-1]`` and the
+    orthonormal basis V (m x P) with ``A V^T = V^T T + beta[-1] v_{m+1} e_m^T`` (Lanczos 1950,
+    doi:10.6028/jres.045.026; Paige 1971 for the residual bound ``|beta[-1] s_mi|`` of Ritz pair i).
+
+    One product with the map per step. The one loop behind the sharpness (top-1) and ``chaosgd.spectrum`` (top-k,
+    stochastic Lanczos quadrature). After an invariant subspace is exhausted (beta ~ roundoff) the next vector is
+    the re-orthogonalised roundoff, a fresh direction decoupled from T's leading block, so Ritz values stay
+    eigenvalues of the map.
+    """
+    basis = jnp.zeros((m, start.size), dtype=start.dtype).at[0].set(start / jnp.linalg.norm(start))
 
     def body(i, state):
         basis, alpha, beta = state
         v = basis[i]
-        w = hvp(v)
+        w = matvec(v)
         a = v @ w
         w = w - a * v - jnp.where(i > 0, beta[i - 1], 0.0) * basis[jnp.maximum(i - 1, 0)]
-        # Full re-orthogonalisation against every earlier vector (twice is enough) keeps the Ritz values clean.
-        mask = (jnp.arange(m) <= i)[:, None]
+        # Full re-orthogonalisation against every earlier vector (twice is enough) keeps the Ritz values clean. Rows
+        # past i are still zero, so the whole basis can take part without a mask (no m x P copy per step).
         for _ in range(2):
-            w = w - (basis * mask).T @ ((basis * mask) @ w)
+            w = w - basis.T @ (basis @ w)
         b = jnp.linalg.norm(w)
         basis = basis.at[jnp.minimum(i + 1, m - 1)].set(jnp.where(i + 1 < m, w / jnp.where(b > 0, b, 1.0),
                                                                   basis[m - 1]))
         return basis, alpha.at[i].set(a), beta.at[i].set(b)
 
-    alpha = jnp.zeros(m, dtype=flat.dtype)
-    beta = jnp.zeros(m, dtype=flat.dtype)
+    alpha = jnp.zeros(m, dtype=start.dtype)
+    beta = jnp.zeros(m, dtype=start.dtype)
     basis, alpha, beta = jax.lax.fori_loop(0, m, body, (basis, alpha, beta))
     return alpha, beta, basis
+
+
+def ritz(alpha, beta):
+    """Ritz values (ascending), eigenvectors S of T, and residual bounds ``|beta_m s_mi|`` from ``lanczos``'s
+    output (numpy, one run); NaN throughout when the run is not finite (a diverged network)."""
+    alpha, beta = np.asarray(alpha), np.asarray(beta)
+    if not (np.all(np.isfinite(alpha)) and np.all(np.isfinite(beta))):
+        return np.full(alpha.size, np.nan), np.full((alpha.size, alpha.size), np.nan), np.full(alpha.size, np.nan)
+    tri = np.diag(alpha) + np.diag(beta[:-1], 1) + np.diag(beta[:-1], -1)
+    values, s = np.linalg.eigh(tri)
+    return values, s, np.abs(beta[-1] * s[-1])
 
 
 KINDS = ("hessian", "batch", "preconditioned")
@@ -189,6 +212,10 @@ class SharpnessTrack:
     loss: np.ndarray
     limit: float | None = None  # None: 2 / eta (tracks stored before 0.4.0 are all full-batch GD)
     kind: str = "hessian"
+    top: np.ndarray | None = None  # (epochs, k): the k largest eigenvalues, largest first, when k > 1 was tracked
+    density_epoch: np.ndarray | None = None  # epochs with a spectral density (stochastic Lanczos quadrature), and
+    density_nodes: np.ndarray | None = None  # its nodes and weights there, (epochs, probes, steps) each
+    density_weights: np.ndarray | None = None
 
     @property
     def edge_of_stability(self) -> float:
@@ -213,8 +240,13 @@ def sharpness_kind(rule: UpdateRule, n_train: int) -> str:
 
 def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: int, every: int = 5,
                     method: str = "lanczos", iterations: int = 20, hessian_examples: int | None = None,
-                    seed: int = 0, rule: UpdateRule | None = None, initial_condition: int = 0) -> SharpnessTrack:
+                    seed: int = 0, rule: UpdateRule | None = None, initial_condition: int = 0, top: int = 1,
+                    density_at=()) -> SharpnessTrack:
     """Sharpness every ``every`` epochs along the training trajectory of one network from ``params``.
+
+    With ``top`` k > 1 (Lanczos only), the k largest eigenvalues each time (``chaosgd.spectrum.top_k``, from the
+    same ``iterations`` steps: the sharpness is the first); at the epochs ``density_at`` (visited besides the
+    ``every`` grid), the spectral density too (``chaosgd.spectrum.density``, its default probes and steps).
 
     ``rule`` (default full-batch GD) sets the trajectory, which follows the minibatch order of
     ``initial_condition`` as in a sweep, and which sharpness is compared with which limit (``sharpness_kind``,
@@ -228,12 +260,20 @@ def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: i
     rule = FULL_BATCH_GD if rule is None else rule
     if every < 1 or epochs < 0:
         raise ValueError("need every >= 1 and epochs >= 0")
+    density_at = sorted({int(e) for e in density_at})
+    if any(not 0 <= e <= epochs for e in density_at):
+        raise ValueError(f"density_at: epochs must be in [0, {epochs}]; got {density_at}")
+    if top < 1 or (top > 1 and method != "lanczos"):
+        raise ValueError(f"top must be >= 1, and > 1 only with method lanczos; got {top} with {method}")
     data = jax.tree_util.tree_map(jnp.asarray, data)
     n_train = data["x_train"].shape[0] if "x_train" in data else 0
     kind = sharpness_kind(rule, n_train)
     if kind == "batch" and hessian_examples is not None:
         raise ValueError("the batch sharpness uses the epoch's own minibatches; hessian_examples is for the full-batch "
                          "Hessian")
+    if kind == "batch" and (top > 1 or density_at):
+        raise ValueError("the batch sharpness is one number per epoch, not a Hessian's spectrum: top and density_at "
+                         "need full batches")
     if rule.optimizer.schedule != "constant":
         raise ValueError(f"the stability limit moves with the learning rate, and the {rule.optimizer.schedule} "
                          "schedule changes it every step; track sharpness under the constant schedule")
@@ -246,12 +286,13 @@ def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: i
     eta_arr = jnp.asarray(eta, dtype=ravel_pytree(params)[0].dtype)
     state = rule.optimizer.init(params)
     program = (objective, rule, n_train, int(epochs) if rule.optimizer.schedule != "constant" else 0)
-    epochs_out, values, residuals, losses = [], [], [], []
+    epochs_out, values, residuals, losses, tops, densities = [], [], [], [], [], []
     start = None
     t = 0
     while True:
         loss = float(objective.loss(params, data)[0])
         value = residual = np.nan
+        eigenvalues = np.full(top, np.nan)
         if np.isfinite(loss):
             if kind == "batch":
                 value = _batch_sharpness(objective, params, data, rule, initial_condition, t)
@@ -261,21 +302,46 @@ def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: i
                     scale = ravel_pytree(jax.tree_util.tree_map(lambda p: 1 / jnp.sqrt(p),
                                                                 rule.optimizer.preconditioner(state)))[0]
                 if scale is None or bool(jnp.all(jnp.isfinite(scale))):
-                    result = top_eigenvalue(objective, params, hessian_data, method=method, iterations=iterations,
-                                            start=start, seed=seed, scale=scale)
-                    start, value, residual = result.vector, result.value, result.residual
+                    if top > 1:
+                        from chaosgd.spectrum import top_k
+
+                        found = top_k(objective, params, hessian_data, top, iterations=iterations, start=start,
+                                      seed=seed, scale=scale)
+                        eigenvalues = found.values
+                        start, value, residual = found.vectors.sum(axis=0), found.values[0], found.residuals[0]
+                    else:
+                        result = top_eigenvalue(objective, params, hessian_data, method=method,
+                                                iterations=iterations, start=start, seed=seed, scale=scale)
+                        start, value, residual = result.vector, result.value, result.residual
+                    if t in density_at:
+                        from chaosgd.spectrum import density
+
+                        densities.append((t, density(objective, params, hessian_data, seed=seed, scale=scale)))
         epochs_out.append(t)
         values.append(value)
         residuals.append(residual)
         losses.append(loss)
+        tops.append(eigenvalues)
         if t >= epochs or not np.isfinite(loss):
             break
-        n_steps = min(every, epochs - t)
+        # To the next epoch on the every-grid, or a density epoch before it.
+        n_steps = min(every - t % every, epochs - t, *(e - t for e in density_at if e > t))
         params, state = _advance(program, params, state, eta_arr, data, jnp.int32(initial_condition), jnp.int32(t),
                                  n_steps)
         t += n_steps
+    spectrum = {}
+    if top > 1:
+        spectrum["top"] = np.array(tops)
+    if density_at:  # epochs the trajectory did not reach finite (or the preconditioner not yet formed): NaN
+        shape = next((d.nodes.shape for _, d in densities), (1, 1))
+        found = dict(densities)
+        spectrum.update(density_epoch=np.array(density_at),
+                        density_nodes=np.array([found[e].nodes if e in found else np.full(shape, np.nan)
+                                                for e in density_at]),
+                        density_weights=np.array([found[e].weights if e in found else np.full(shape, np.nan)
+                                                  for e in density_at]))
     return SharpnessTrack(float(eta), np.array(epochs_out), np.array(values), np.array(residuals), np.array(losses),
-                          limit=rule.optimizer.stability_limit(float(eta)), kind=kind)
+                          limit=rule.optimizer.stability_limit(float(eta)), kind=kind, **spectrum)
 
 
 def _batch_sharpness(objective, params, data, rule, ic, t):

@@ -10,6 +10,7 @@ import sys
 from chaosgd.cli.experiments import (add_report, add_sweep, add_sweetspot, cmd_report, cmd_reproduce, cmd_run,
                                      cmd_sweep, cmd_sweetspot)
 from chaosgd.cli.measure import add_lyapunov, add_sharpness, add_toymap, cmd_lyapunov, cmd_sharpness, cmd_toymap
+from chaosgd.cli.spectrum import add_spectrum, cmd_spectrum
 from chaosgd.cli.uncertainty import add_uncertainty, cmd_uncertainty
 
 COMMANDS = (
@@ -23,6 +24,8 @@ COMMANDS = (
      "local and network Lyapunov exponents at one learning rate (figures 2, 3)"),
     ("sharpness", add_sharpness, cmd_sharpness,
      "sharpness along training against the stability limit (2/eta for GD; figure 14)"),
+    ("spectrum", add_spectrum, cmd_spectrum,
+     "the Hessian's spectrum of one network: top-k eigenvalues, trace and spectral density"),
     ("toymap", add_toymap, cmd_toymap,
      "the toy double-well map: orbit diagram, exponent (figures 6, 7) and Feigenbaum's delta"),
     ("uncertainty", add_uncertainty, cmd_uncertainty,

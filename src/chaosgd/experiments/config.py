@@ -244,6 +244,10 @@ class Training(_Section):
     sharpness_method: str = _field("lanczos", f"eigenvalue method: {' | '.join(SHARPNESS_METHODS)} (lanczos: the "
                                               "largest algebraic; power: the paper's, the largest magnitude)")
     sharpness_iterations: int = _field(20, "Hessian-vector products per sharpness estimate")
+    sharpness_top: int = _field(1, "Hessian eigenvalues tracked, largest first (lanczos; 1: the sharpness alone); "
+                                   "each is drawn against the stability limit")
+    density_epochs: tuple[int, ...] = _field((), "epochs at which the Hessian's spectral density (stochastic Lanczos "
+                                                 "quadrature) is estimated along the tracked trajectory, e.g. [0, 200]")
 
     def _check(self):
         _require(len(self.etas) > 0, "training.etas", "the learning-rate grid is empty")
@@ -283,10 +287,31 @@ class Training(_Section):
                  f"unknown method {self.sharpness_method!r}; choose one of {list(SHARPNESS_METHODS)}")
         _require(self.sharpness_iterations >= 1, "training.sharpness_iterations",
                  f"must be an integer >= 1; got {self.sharpness_iterations}")
+        self._check_spectrum()
         spec = SPECS.get(self.optimizer)
         _require(self.sharpness_every == 0 or spec is None or spec.limit is not None, "training.sharpness_every",
                  f"no stability limit is defined here for {self.optimizer} ({spec and spec.no_limit}); track "
                  "sharpness with another optimizer, or set sharpness_every = 0")
+
+    def _check_spectrum(self) -> None:
+        tracked = self.sharpness_every > 0
+        _require(self.sharpness_top >= 1, "training.sharpness_top",
+                 f"must be an integer >= 1; got {self.sharpness_top}")
+        for name, used in (("sharpness_top", self.sharpness_top > 1), ("density_epochs", bool(self.density_epochs))):
+            _require(not used or tracked, f"training.{name}",
+                     "the spectrum is measured along the tracked trajectory: set training.sharpness_every > 0 too")
+            _require(not used or self.batch_size == 0, f"training.{name}",
+                     "minibatch training tracks the batch sharpness, one number per epoch, not the Hessian's "
+                     "spectrum; use full batches (batch_size = 0)")
+        _require(self.sharpness_top == 1 or self.sharpness_method == "lanczos", "training.sharpness_top",
+                 "power iteration finds one eigenvalue; several need sharpness_method = lanczos")
+        _require(self.sharpness_top <= self.sharpness_iterations, "training.sharpness_top",
+                 f"{self.sharpness_top} eigenvalues need at least as many Lanczos steps; sharpness_iterations is "
+                 f"{self.sharpness_iterations}")
+        _require(all(0 <= e <= self.epochs for e in self.density_epochs), "training.density_epochs",
+                 f"must be epochs in [0, epochs = {self.epochs}]; got {list(self.density_epochs)}")
+        _require(len(set(self.density_epochs)) == len(self.density_epochs), "training.density_epochs",
+                 f"epochs must not repeat; got {list(self.density_epochs)}")
 
     def _check_update_rule(self) -> None:
         _require(self.optimizer in OPTIMIZERS, "training.optimizer",
@@ -578,6 +603,7 @@ class Config(_Section):
 _ADDED_LATER = {("data", "n_test"): None, ("training", "sharpness_every"): 0, ("training", "sharpness_examples"): None,
                 ("training", "stop_references"): False, ("training", "sharpness_method"): "lanczos",
                 ("training", "sharpness_iterations"): 20, ("training", "target_hold"): 1,
+                ("training", "sharpness_top"): 1, ("training", "density_epochs"): (),
                 ("analysis", "chance_margin"): CHANCE_MARGIN, ("model", "dropout"): 0.0,
                 ("training", "axis"): None, ("training", "axis_values"): (), ("training", "records_per_epoch"): 1,
                 ("ensemble", "distance"): "parameters", ("data", "sha256"): None,

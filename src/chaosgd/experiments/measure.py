@@ -18,8 +18,9 @@ from chaosgd.experiments.config import Analysis, Config, Ensemble, Training
 from chaosgd.defaults import SEARCH_COPIES, SEARCH_INITIAL
 
 _SECTIONS = {"ensemble": Ensemble, "training": Training, "analysis": Analysis}
+# Set by measure's own arguments, or what it does not do:
 _NOT_HERE = {"etas", "axis", "axis_values", "sharpness_every", "sharpness_examples", "sharpness_method",
-             "sharpness_iterations"}  # set by measure's own arguments, or what it does not do
+             "sharpness_iterations", "sharpness_top", "density_epochs"}
 
 
 @dataclass(frozen=True)

@@ -324,7 +324,8 @@ def task_sharpness(config: Config, task: Task):
     params = jax.tree_util.tree_map(lambda x: x[0], initial_conditions(problem.model, 1, seed=config.ensemble.seed))
     return track_sharpness(problem.objective, params, task.eta, problem.arrays, epochs=t.epochs,
                            every=t.sharpness_every, method=t.sharpness_method, iterations=t.sharpness_iterations,
-                           hessian_examples=t.sharpness_examples, seed=config.ensemble.seed, rule=config.rule)
+                           hessian_examples=t.sharpness_examples, seed=config.ensemble.seed, rule=config.rule,
+                           top=t.sharpness_top, density_at=t.density_epochs)
 
 
 def _size(tree, *, itemsize: bool = True) -> int:

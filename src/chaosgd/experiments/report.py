@@ -122,7 +122,19 @@ def _write_report(run_dir, *, lyapunov_eta, log, summary, changes, out) -> Path:
                         f"reference trajectory of initial condition 0, every {t.sharpness_every} epoch(s), at each "
                         f"learning rate; dashed: {limit}."
                         + (" Sampled less often than every epoch, a period-2 orbit shows as a smooth curve."
-                           if t.sharpness_every > 1 else "")))
+                           if t.sharpness_every > 1 else "")
+                        + (f" Thin lines: the next {t.sharpness_top - 1} eigenvalues." if t.sharpness_top > 1 else "")))
+        of = "preconditioned Hessian P^-1 H" if tracks[0].kind == "preconditioned" else "training loss's Hessian"
+        for track in tracks:
+            if track.density_epoch is not None:
+                probes, steps = track.density_nodes.shape[1:]
+                figures.append((f"Hessian spectral density, eta = {track.eta:g}",
+                                _png(plots.plot_spectral_density(track)),
+                                f"Spectral density of the {of} along the same trajectory at epochs "
+                                f"{', '.join(str(e) for e in track.density_epoch)}: stochastic Lanczos quadrature "
+                                f"(Ghorbani et al. 2019), {probes} probes x {steps} Lanczos steps, each node drawn "
+                                "as a Gaussian of 1 % of the range; dashed: the stability limit. Log scale: the "
+                                "outliers beyond the bulk carry a weight of about 1/P each."))
     figures += _toy_figures(store.toymap_dir)
     finished = summary.results.values()
     seconds = sum(r.seconds for r in finished)

@@ -38,6 +38,7 @@ from chaosgd.records import Records
 
 FORMAT = 3  # of task files; files of other formats are recomputed
 _SHARPNESS = ("epoch", "value", "residual", "loss")
+_SPECTRUM = ("top", "density_epoch", "density_nodes", "density_weights")  # kept when tracked (absent: None)
 
 
 class TaskFileError(ChaosgdError, ValueError):
@@ -216,6 +217,8 @@ class RunDir:
             arrays.update({f"sharpness_{k}": np.asarray(getattr(sharpness, k)) for k in _SHARPNESS})
             arrays.update(sharpness_limit=np.asarray(sharpness.edge_of_stability),
                           sharpness_kind=np.array(sharpness.kind))
+            arrays.update({f"sharpness_{k}": np.asarray(getattr(sharpness, k)) for k in _SPECTRUM
+                           if getattr(sharpness, k) is not None})
         arrays["header"] = np.array(json.dumps(header, sort_keys=True))
         arrays["digest"] = np.array(_digest(arrays))  # over every array, the header included
         return atomic_write(self.task_path(task), lambda f: np.savez(f, **arrays))
@@ -242,7 +245,9 @@ class RunDir:
             sharpness = SharpnessTrack(task.eta, *(arrays[f"sharpness_{k}"] for k in _SHARPNESS),
                                        **({"limit": float(arrays["sharpness_limit"]),
                                            "kind": str(arrays["sharpness_kind"])} if "sharpness_limit" in arrays
-                                          else {}))  # files of 0.3.0 and before: full-batch GD
+                                          else {}),  # files of 0.3.0 and before: full-batch GD
+                                       **{k: arrays[f"sharpness_{k}"] for k in _SPECTRUM
+                                          if f"sharpness_{k}" in arrays})
         route = header.get("matrix_product")
         return TaskResult(task, records, float(header["seconds"]), header["host"], sharpness,
                           route if isinstance(route, str) else None, _versions_text(header))
