@@ -129,6 +129,11 @@ def add_sharpness(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hessian-examples", type=int,
                    help="Hessian of the loss on this many fixed random training examples (sets "
                         "training.sharpness_examples; default: all)")
+    p.add_argument("--top", type=int, default=1,
+                   help="eigenvalues tracked, largest first (lanczos; sets training.sharpness_top)")
+    p.add_argument("--density-epochs", type=int, nargs="+", default=[], metavar="EPOCH",
+                   help="epochs at which the Hessian's spectral density is estimated as well (sets "
+                        "training.density_epochs)")
 
 
 def cmd_sharpness(args) -> int:
@@ -136,21 +141,22 @@ def cmd_sharpness(args) -> int:
     configuration's learning rates (figure 14): a sweep of that one network, as tasks in a run folder."""
     from chaosgd.experiments.results import summarize
 
-    if args.every is None:
-        from chaosgd.experiments.problem import build_model, dataset
-        from chaosgd.models import count_parameters
-        base = experiment(args)
-        small = count_parameters(build_model(base.model, dataset(base.data))) <= SMALL_NETWORK
-        args.every = 1 if small else SPARSE_EVERY
     for option, value in (("--every", args.every), ("--iterations", args.iterations),
-                          ("--hessian-examples", args.hessian_examples)):
+                          ("--hessian-examples", args.hessian_examples), ("--top", args.top)):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be >= 1; got {value}")
     # One initial condition with one copy (the least an ensemble has) per learning rate: the sharpness is the work.
-    config = one_point(experiment(args, **{
-        "training.sharpness_every": args.every, "training.sharpness_method": args.method,
-        "training.sharpness_iterations": args.iterations, "training.sharpness_examples": args.hessian_examples,
-        "ensemble.initial": 1, "ensemble.copies": 1, "block": 1}), "sharpness")
+    own = {"training.sharpness_method": args.method, "training.sharpness_iterations": args.iterations,
+           "training.sharpness_examples": args.hessian_examples, "training.sharpness_top": args.top,
+           "training.density_epochs": tuple(args.density_epochs), "ensemble.initial": 1, "ensemble.copies": 1,
+           "block": 1}
+    if args.every is None:
+        from chaosgd.experiments.problem import build_model, dataset
+        from chaosgd.models import count_parameters
+        base = experiment(args, **own, **{"training.sharpness_every": 1})  # (checked as tracked)
+        small = count_parameters(build_model(base.model, dataset(base.data))) <= SMALL_NETWORK
+        args.every = 1 if small else SPARSE_EVERY
+    config = one_point(experiment(args, **own, **{"training.sharpness_every": args.every}), "sharpness")
     out = out_folder(args, RUNS / f"{config.name}-sharpness")
     plots = pyplot_free_plots()
     results = summarize(run_sweep(args, config, out)).results.values()
