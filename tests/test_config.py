@@ -73,6 +73,7 @@ def test_quick_scale_is_smaller_and_named():
      r"training\.sharpness_examples: the batch sharpness of minibatch training uses the epoch's own minibatches"),
     ({"training.sharpness_every": 1, "training.optimizer": "adamw"},
      r"training\.sharpness_every: no stability limit is defined here for adamw"),
+    ({"training.examples_per_chunk": 0}, r"training\.examples_per_chunk: must be an integer >= 1 or absent"),
     ({"training.sharpness_top": 3}, r"training\.sharpness_top: the spectrum is measured along the tracked trajectory"),
     ({"training.density_epochs": (0,)}, r"training\.density_epochs: the spectrum is measured along the tracked"),
     ({"training.sharpness_every": 1, "training.sharpness_top": 0}, r"training\.sharpness_top: must be an integer >= 1"),

@@ -236,3 +236,19 @@ def test_bad_learning_rates_are_refused(blobs, eta, message):
     model = MLP((6, 8, 3))
     with pytest.raises(ValueError, match=message):
         run(classification(model), build(model, 2, 1), eta, blobs.arrays(), epochs=1)
+
+
+def test_a_configuration_may_fix_its_chunks_of_examples():
+    # training.examples_per_chunk: the same records to roundoff (outside chaos), a different configuration (hash).
+    from chaosgd.experiments import preset
+    from chaosgd.experiments.problem import check_size, run_task, tasks
+
+    base = preset("iris", quick=True).with_values(**{"training.etas": (0.05,), "training.epochs": 15,
+                                                      "ensemble.initial": 2, "ensemble.copies": 1})
+    chunked = base.with_values(**{"training.examples_per_chunk": 40})
+    assert chunked.hash() != base.hash()
+    check_size(chunked)
+    whole, parts = (run_task(c, tasks(c)[0]) for c in (base, chunked))
+    np.testing.assert_allclose(parts.loss, whole.loss, rtol=1e-12)
+    np.testing.assert_allclose(parts.distance, whole.distance, rtol=1e-6)
+    np.testing.assert_array_equal(parts.test_accuracy, whole.test_accuracy)

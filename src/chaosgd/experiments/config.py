@@ -229,6 +229,10 @@ class Training(_Section):
     shared_noise: bool = _field(True, "a reference and its copies share minibatch order and dropout masks (false: "
                                       "each copy its own, which measures the noise instead of the map's sensitivity)")
     l2: float = _field(0.0, "L2 coefficient lambda in L + lambda/2 |W|^2")
+    examples_per_chunk: int | None = _field(None, "full-batch gradients, losses and accuracies over chunks of this "
+                                                  "many examples (the same to roundoff, in less memory); default: "
+                                                  "all at once when a group's step needs at most 16 GiB, else "
+                                                  "chunks of about 4 GiB")
     target: float = _field(0.9, "test accuracy that defines the training time, a fraction in (0, 1]")
     target_hold: int = _field(1, "epochs the test accuracy must stay at or above the target (1: first passage, "
                                  "the paper's)")
@@ -273,6 +277,8 @@ class Training(_Section):
                  "sharpness_examples unset")
         self._check_update_rule()
         _require(self.l2 >= 0, "training.l2", f"must be >= 0; got {self.l2}")
+        _require(self.examples_per_chunk is None or self.examples_per_chunk >= 1, "training.examples_per_chunk",
+                 f"must be an integer >= 1 or absent; got {self.examples_per_chunk}")
         _require(0 < self.target <= 1, "training.target", f"must be a fraction in (0, 1]; got {self.target}")
         _require(1 <= self.target_hold <= self.epochs, "training.target_hold",
                  f"must be an integer in [1, epochs = {self.epochs}]; got {self.target_hold}")
@@ -604,6 +610,7 @@ _ADDED_LATER = {("data", "n_test"): None, ("training", "sharpness_every"): 0, ("
                 ("training", "stop_references"): False, ("training", "sharpness_method"): "lanczos",
                 ("training", "sharpness_iterations"): 20, ("training", "target_hold"): 1,
                 ("training", "sharpness_top"): 1, ("training", "density_epochs"): (),
+                ("training", "examples_per_chunk"): None,
                 ("analysis", "chance_margin"): CHANCE_MARGIN, ("model", "dropout"): 0.0,
                 ("training", "axis"): None, ("training", "axis_values"): (), ("training", "records_per_epoch"): 1,
                 ("ensemble", "distance"): "parameters", ("data", "sha256"): None,

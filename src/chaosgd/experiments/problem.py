@@ -216,7 +216,7 @@ def check_size(config: Config, *, workers: int = 1, count: int | None = None) ->
     share = budget / max(1, workers)
     # The step's gradient over chunks of examples, as the configuration fixes them (engine.configured_examples).
     objective = classification(model)
-    examples = configured_examples(objective, one, arrays, members)
+    examples = config.training.examples_per_chunk or configured_examples(objective, one, arrays, members)
     fixed = group_bytes(objective, one, arrays, members, examples) + _size(arrays)
     needed = fixed + count * per_initial
     if needed <= share:
@@ -266,13 +266,14 @@ def build(config: Config) -> Problem:
 
 def train(objective, model, arrays, eta: float, ensemble: Ensemble, *, first: int, count: int, epochs: int,
           plateau: int | None = None, stop_references_at: float | None = None, rule=None, progress=False,
-          records_per_epoch: int = 1):
+          records_per_epoch: int = 1, examples_per_chunk: int | None = None):
     """Records of initial conditions ``first .. first + count - 1`` of ``model`` and their epsilon-balls, trained
     at ``eta`` for ``epochs``: the one path from a model to records, for configurations and users' models alike.
 
     ``plateau``: stop the copies once their exponent's fit is settled (``lyapunov.CopiesSettled``); None runs them
     every epoch (``plateau`` is in epochs). ``stop_references_at``, ``rule`` (the optimiser and minibatches),
-    ``progress`` and ``records_per_epoch``: see ``engine.run``.
+    ``progress`` and ``records_per_epoch``: see ``engine.run``. ``examples_per_chunk``: see ``engine.run``; None:
+    as the shapes fix it (``engine.configured_examples``).
     """
     import jax
 
@@ -281,8 +282,9 @@ def train(objective, model, arrays, eta: float, ensemble: Ensemble, *, first: in
     from chaosgd.lyapunov import CopiesSettled
 
     # Chunks of examples fixed by the shapes, not the machine's memory: the same records on any machine.
-    examples = configured_examples(objective, jax.eval_shape(model.init, jax.random.PRNGKey(0)), arrays,
-                                   1 + ensemble.copies)
+    examples = examples_per_chunk or configured_examples(objective, jax.eval_shape(model.init,
+                                                                                   jax.random.PRNGKey(0)),
+                                                         arrays, 1 + ensemble.copies)
     centres = initial_conditions(model, count, seed=ensemble.seed, first=first)
     ball = epsilon_ball(centres, ensemble.copies, epsilon=ensemble.epsilon, perturb=ensemble.perturb,
                         seed=ensemble.seed, first=first)
@@ -305,7 +307,8 @@ def train_as_configured(problem: Problem, config: Config, eta: float, *, first: 
     return train(problem.objective, problem.model, problem.arrays, eta, config.ensemble, first=first, count=count,
                  epochs=t.epochs, plateau=config.analysis.plateau if t.stop_copies else None,
                  stop_references_at=t.target if t.stop_references else None, rule=config.rule, progress=progress,
-                 records_per_epoch=records_per_epoch(config, len(problem.arrays["y_train"])))
+                 records_per_epoch=records_per_epoch(config, len(problem.arrays["y_train"])),
+                 examples_per_chunk=t.examples_per_chunk)
 
 
 def task_sharpness(config: Config, task: Task):
