@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 
+from chaosgd.cli.boundary import add_boundary, cmd_boundary
 from chaosgd.cli.experiments import (add_report, add_sweep, add_sweetspot, cmd_report, cmd_reproduce, cmd_run,
                                      cmd_sweep, cmd_sweetspot)
 from chaosgd.cli.measure import add_lyapunov, add_sharpness, add_toymap, cmd_lyapunov, cmd_sharpness, cmd_toymap
@@ -24,6 +25,8 @@ COMMANDS = (
      "local and network Lyapunov exponents at one learning rate (figures 2, 3)"),
     ("sharpness", add_sharpness, cmd_sharpness,
      "sharpness along training against the stability limit (2/eta for GD; figure 14)"),
+    ("boundary", add_boundary, cmd_boundary,
+     "the trainability boundary over two hyperparameters, its fractal dimension, and chaos beside it"),
     ("spectrum", add_spectrum, cmd_spectrum,
      "the Hessian's spectrum of one network: top-k eigenvalues, trace and spectral density"),
     ("toymap", add_toymap, cmd_toymap,
