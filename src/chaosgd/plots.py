@@ -122,8 +122,11 @@ def plot_sharpness(tracks, *, ax=None):
     for track in tracks:
         line, = ax.plot(track.epoch, track.value, marker=".", lw=1.2, label=rf"$\eta$ = {track.eta:g}")
         ax.axhline(track.edge_of_stability, color=line.get_color(), ls="--", lw=1)
-        if track.top is not None and track.top.shape[1] > 1:  # the next eigenvalues, thin, in the same colour
-            ax.plot(track.epoch, track.top[:, 1:], color=line.get_color(), lw=0.6, alpha=0.5)
+        if track.top is not None and track.top.shape[1] > 1:  # the next eigenvalues, thin, in the same colour,
+            # where Lanczos resolved them (residual bound within 1 % of the sharpness)
+            resolved = track.top_residual[:, 1:] <= 0.01 * np.abs(track.top[:, :1])
+            ax.plot(track.epoch, np.where(resolved, track.top[:, 1:], np.nan), color=line.get_color(), lw=0.6,
+                    alpha=0.5)
     ax.set_yscale("log")
     ax.set_xlabel("epoch t")
     kinds = {t.kind for t in tracks}

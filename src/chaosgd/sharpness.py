@@ -144,6 +144,11 @@ def _lanczos(objective, unravel, flat, start, scale, data, m):
     return lanczos(hvp, start, m)
 
 
+# A new Lanczos direction shorter than this times the vectors it came from is roundoff (sqrt of float64's
+# epsilon: its orthogonality and the coupling dropped are both at that level).
+BREAKDOWN = 1.5e-8
+
+
 def lanczos(matvec, start, m: int):
     """m steps of Lanczos with full re-orthogonalisation on a symmetric linear map (jit- and vmap-friendly): the
     tridiagonal matrix T (diagonal ``alpha``, off-diagonal ``beta[:-1]``), the last ``beta[-1]`` and the
@@ -151,16 +156,21 @@ def lanczos(matvec, start, m: int):
     doi:10.6028/jres.045.026; Paige 1971 for the residual bound ``|beta[-1] s_mi|`` of Ritz pair i).
 
     One product with the map per step. The one loop behind the sharpness (top-1) and ``chaosgd.spectrum`` (top-k,
-    stochastic Lanczos quadrature). After an invariant subspace is exhausted (beta ~ roundoff) the next vector is
-    the re-orthogonalised roundoff, a fresh direction decoupled from T's leading block, so Ritz values stay
-    eigenvalues of the map.
+    stochastic Lanczos quadrature). When the start's Krylov space is exhausted (an invariant subspace: the new
+    direction's norm beta falls below ``BREAKDOWN`` times the size of what it was computed from), what is left is
+    roundoff, and normalising it would give a vector that is not orthogonal to the basis and Ritz values that are
+    not eigenvalues. The step then sets beta to 0 and continues from a fresh pseudo-random direction orthogonal to
+    the basis: T splits into blocks, each exact for its own invariant subspace, and a quadrature started from v
+    (whose weights are the first components) gives the new block no weight.
     """
     basis = jnp.zeros((m, start.size), dtype=start.dtype).at[0].set(start / jnp.linalg.norm(start))
+    restart = jax.random.PRNGKey(0)
 
     def body(i, state):
         basis, alpha, beta = state
         v = basis[i]
         w = matvec(v)
+        size = jnp.maximum(jnp.linalg.norm(w), jnp.where(i > 0, beta[i - 1], 0.0))
         a = v @ w
         w = w - a * v - jnp.where(i > 0, beta[i - 1], 0.0) * basis[jnp.maximum(i - 1, 0)]
         # Full re-orthogonalisation against every earlier vector (twice is enough) keeps the Ritz values clean. Rows
@@ -168,8 +178,13 @@ def lanczos(matvec, start, m: int):
         for _ in range(2):
             w = w - basis.T @ (basis @ w)
         b = jnp.linalg.norm(w)
-        basis = basis.at[jnp.minimum(i + 1, m - 1)].set(jnp.where(i + 1 < m, w / jnp.where(b > 0, b, 1.0),
-                                                                  basis[m - 1]))
+        broken = b <= BREAKDOWN * size
+        fresh = jax.random.normal(jax.random.fold_in(restart, i), w.shape, w.dtype)
+        for _ in range(2):
+            fresh = fresh - basis.T @ (basis @ fresh)
+        following = jnp.where(broken, fresh / jnp.linalg.norm(fresh), w / jnp.where(b > 0, b, 1.0))
+        b = jnp.where(broken, 0.0, b)
+        basis = basis.at[jnp.minimum(i + 1, m - 1)].set(jnp.where(i + 1 < m, following, basis[m - 1]))
         return basis, alpha.at[i].set(a), beta.at[i].set(b)
 
     alpha = jnp.zeros(m, dtype=start.dtype)
@@ -212,7 +227,8 @@ class SharpnessTrack:
     loss: np.ndarray
     limit: float | None = None  # None: 2 / eta (tracks stored before 0.4.0 are all full-batch GD)
     kind: str = "hessian"
-    top: np.ndarray | None = None  # (epochs, k): the k largest eigenvalues, largest first, when k > 1 was tracked
+    top: np.ndarray | None = None  # (epochs, k): the k largest eigenvalues, largest first, when k > 1 was tracked,
+    top_residual: np.ndarray | None = None  # and their residual bounds (Ritz values converge from the top down)
     density_epoch: np.ndarray | None = None  # epochs with a spectral density (stochastic Lanczos quadrature), and
     density_nodes: np.ndarray | None = None  # its nodes and weights there, (epochs, probes, steps) each
     density_weights: np.ndarray | None = None
@@ -292,7 +308,7 @@ def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: i
     while True:
         loss = float(objective.loss(params, data)[0])
         value = residual = np.nan
-        eigenvalues = np.full(top, np.nan)
+        eigenvalues = bounds = np.full(top, np.nan)
         if np.isfinite(loss):
             if kind == "batch":
                 value = _batch_sharpness(objective, params, data, rule, initial_condition, t)
@@ -307,7 +323,7 @@ def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: i
 
                         found = top_k(objective, params, hessian_data, top, iterations=iterations, start=start,
                                       seed=seed, scale=scale)
-                        eigenvalues = found.values
+                        eigenvalues, bounds = found.values, found.residuals
                         start, value, residual = found.vectors.sum(axis=0), found.values[0], found.residuals[0]
                     else:
                         result = top_eigenvalue(objective, params, hessian_data, method=method,
@@ -321,7 +337,7 @@ def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: i
         values.append(value)
         residuals.append(residual)
         losses.append(loss)
-        tops.append(eigenvalues)
+        tops.append((eigenvalues, bounds))
         if t >= epochs or not np.isfinite(loss):
             break
         # To the next epoch on the every-grid, or a density epoch before it.
@@ -331,7 +347,7 @@ def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: i
         t += n_steps
     spectrum = {}
     if top > 1:
-        spectrum["top"] = np.array(tops)
+        spectrum["top"], spectrum["top_residual"] = (np.array([t[j] for t in tops]) for j in (0, 1))
     if density_at:  # epochs the trajectory did not reach finite (or the preconditioner not yet formed): NaN
         shape = next((d.nodes.shape for _, d in densities), (1, 1))
         found = dict(densities)

@@ -124,8 +124,9 @@ def add_sharpness(p: argparse.ArgumentParser) -> None:
                         f"else {SPARSE_EVERY})")
     p.add_argument("--method", choices=list(METHODS), default="lanczos",
                    help="lanczos (largest algebraic) | power (the paper's) (sets training.sharpness_method)")
-    p.add_argument("--iterations", type=int, default=20,
-                   help="Hessian-vector products per estimate (sets training.sharpness_iterations)")
+    p.add_argument("--iterations", type=int,
+                   help="Hessian-vector products per estimate (sets training.sharpness_iterations; default 20, "
+                        "with --top k > 1 max(6k, 30))")
     p.add_argument("--hessian-examples", type=int,
                    help="Hessian of the loss on this many fixed random training examples (sets "
                         "training.sharpness_examples; default: all)")
@@ -146,6 +147,8 @@ def cmd_sharpness(args) -> int:
         if value is not None and value < 1:
             raise ValueError(f"{option} must be >= 1; got {value}")
     # One initial condition with one copy (the least an ensemble has) per learning rate: the sharpness is the work.
+    if args.iterations is None:
+        args.iterations = 20 if args.top == 1 else max(6 * args.top, 30)
     own = {"training.sharpness_method": args.method, "training.sharpness_iterations": args.iterations,
            "training.sharpness_examples": args.hessian_examples, "training.sharpness_top": args.top,
            "training.density_epochs": tuple(args.density_epochs), "ensemble.initial": 1, "ensemble.copies": 1,
@@ -162,9 +165,15 @@ def cmd_sharpness(args) -> int:
     results = summarize(run_sweep(args, config, out)).results.values()
     tracks = sorted((r.sharpness for r in results if r.sharpness is not None), key=lambda t: t.eta)
     # One set of arrays per learning rate: a diverged run stops early, so lengths differ.
-    arrays = {f"{name}_eta_{t.eta:g}": getattr(t, name) for t in tracks for name in ("epoch", "value", "loss")}
+    names = ("epoch", "value", "residual", "loss", "top", "top_residual", "density_epoch", "density_nodes",
+             "density_weights")
+    arrays = {f"{name}_eta_{t.eta:g}": getattr(t, name) for t in tracks for name in names
+              if getattr(t, name) is not None}
     atomic_write(out / "sharpness.npz", lambda f: np.savez(f, eta=np.array([t.eta for t in tracks]), **arrays))
     plots.save(plots.plot_sharpness(tracks), out / "fig14_sharpness.png")
+    for t in tracks:
+        if t.density_epoch is not None:
+            plots.save(plots.plot_spectral_density(t), out / f"density_eta_{t.eta:g}.png")
     for t in tracks:
         last = t.value[np.isfinite(t.value)]
         what = "sharpness" if t.kind == "hessian" else f"{t.kind} sharpness"

@@ -311,9 +311,10 @@ class Training(_Section):
                      "spectrum; use full batches (batch_size = 0)")
         _require(self.sharpness_top == 1 or self.sharpness_method == "lanczos", "training.sharpness_top",
                  "power iteration finds one eigenvalue; several need sharpness_method = lanczos")
-        _require(self.sharpness_top <= self.sharpness_iterations, "training.sharpness_top",
-                 f"{self.sharpness_top} eigenvalues need at least as many Lanczos steps; sharpness_iterations is "
-                 f"{self.sharpness_iterations}")
+        _require(self.sharpness_top == 1 or self.sharpness_iterations >= 3 * self.sharpness_top,
+                 "training.sharpness_top", f"{self.sharpness_top} eigenvalues need at least {3 * self.sharpness_top} "
+                 f"Lanczos steps (Ritz values converge from the top down; max(6k, 30) is safer); "
+                 f"sharpness_iterations is {self.sharpness_iterations}")
         _require(all(0 <= e <= self.epochs for e in self.density_epochs), "training.density_epochs",
                  f"must be epochs in [0, epochs = {self.epochs}]; got {list(self.density_epochs)}")
         _require(len(set(self.density_epochs)) == len(self.density_epochs), "training.density_epochs",

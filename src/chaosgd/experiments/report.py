@@ -123,7 +123,10 @@ def _write_report(run_dir, *, lyapunov_eta, log, summary, changes, out) -> Path:
                         f"learning rate; dashed: {limit}."
                         + (" Sampled less often than every epoch, a period-2 orbit shows as a smooth curve."
                            if t.sharpness_every > 1 else "")
-                        + (f" Thin lines: the next {t.sharpness_top - 1} eigenvalues." if t.sharpness_top > 1 else "")))
+                        + (" Thin lines: the next " + f"{t.sharpness_top - 1} eigenvalues where Lanczos resolved "
+                           "them (residual bound within 1 % of the sharpness) and they are positive (log scale)."
+                           if t.sharpness_top > 1 else "")
+                        + (" The density epochs are sampled too." if t.density_epochs else "")))
         of = "preconditioned Hessian P^-1 H" if tracks[0].kind == "preconditioned" else "training loss's Hessian"
         for track in tracks:
             if track.density_epoch is not None:
