@@ -38,7 +38,8 @@ from chaosgd.records import Records
 
 FORMAT = 3  # of task files; files of other formats are recomputed
 _SHARPNESS = ("epoch", "value", "residual", "loss")
-_SPECTRUM = ("top", "top_residual", "density_epoch", "density_nodes", "density_weights")  # kept when tracked (absent: None)
+# Kept when tracked (absent: None):
+_SPECTRUM = ("top", "top_residual", "density_epoch", "density_nodes", "density_weights")
 
 
 class TaskFileError(ChaosgdError, ValueError):
