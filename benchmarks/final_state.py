@@ -1,4 +1,4 @@
-"""Final-state sensitivity and the toy map's cascade: the numbers docs/basins.md quotes.
+"""Final-state sensitivity and the toy map's cascade: the numbers docs/final_state.md quotes.
 
 1. Feigenbaum's delta from the toy map's period doublings (``toymap.period_doubling``, 11 levels).
 2. The uncertainty exponent on systems of known phi: the digit map's Cantor basin boundaries (``uncertainty.
@@ -67,7 +67,9 @@ def networks(initial: int = 100) -> dict:
         rows = summarize(out).rows
         for row in saved["learning_rates"]:
             same = next(r for r in rows if r["eta"] == row["eta"] and r["ensemble.epsilon"] == 1e-7)
-            row.update({key: same[key] for key in ("p_percent", "lambda_nmle", "reached_percent", "n_initial")})
+            row.update({key: same[key] for key in ("p_percent", "lambda_nmle", "reached_percent", "n_initial",
+                                                   "tau_rmst", "tau_rmst_ci_low", "tau_rmst_ci_high",
+                                                   "stuck_at_chance")})
         shutil.copy(out / "uncertainty.png", RESULTS / "iris-uncertainty.png")
     return {"seconds": seconds, **saved}
 
@@ -83,8 +85,9 @@ def main():
         print(f"{row['system']}: phi = {row['phi']:.4f} [{row['phi_ci'][0]:.4f}, {row['phi_ci'][1]:.4f}], exact "
               f"{row['phi_exact']:.4f} {row['reason']}")
     for row in result["iris"]["learning_rates"]:
-        print(f"iris eta = {row['eta']:g}: p = {row['p_percent']:.0f} %, lambda = {row['lambda_nmle']:.3f}, phi = "
-              f"{row['phi']:.3f} {row['phi_ci']}, differing {row['differ']} of {row['pairs'][0]} {row['reason']}")
+        print(f"iris eta = {row['eta']:g}: p = {row['p_percent']:.0f} %, lambda = {row['lambda_nmle']:.3f}, "
+              f"restricted mean {row['tau_rmst']:.1f}, stuck {row['stuck_at_chance']}, phi = {row['phi']} "
+              f"{row['phi_ci']}, uncertain {row['uncertain']} of {row['initial_conditions']} {row['reason']}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from chaosgd.uncertainty import (DIVERGED, NOT_TRAINED, TRAINED, digit_basins, fraction_differing, network_outcomes,
-                                 pairs_differing, uncertainty_exponent)
+                                 uncertain_initial_conditions, uncertainty_exponent,
+                                 uncertainty_from_initial_conditions)
 
 RADII = np.logspace(-10, -3, 8)  # not aligned with any base's powers
 
@@ -83,7 +84,7 @@ def test_network_outcomes_and_pairs():
 
     outcomes = network_outcomes(R, 0.9, last=1)
     np.testing.assert_array_equal(outcomes, [[TRAINED, NOT_TRAINED, DIVERGED], [NOT_TRAINED, TRAINED, NOT_TRAINED]])
-    assert pairs_differing(outcomes) == (3, 4)
+    np.testing.assert_array_equal(uncertain_initial_conditions(outcomes), [True, True])
     R.copies_stopped_at = np.array([2, -1])
     with pytest.raises(ValueError, match="stop_copies"):
         network_outcomes(R, 0.9)
@@ -95,8 +96,8 @@ def test_outcomes_average_out_a_period_two_accuracy():
         diverged_at = np.array([[-1, -1]])
         copies_stopped_at = references_stopped_at = np.array([-1])
 
-    assert pairs_differing(network_outcomes(R, 0.9)) == (0, 1)
-    assert pairs_differing(network_outcomes(R, 0.9, last=1)) == (1, 1)
+    assert not uncertain_initial_conditions(network_outcomes(R, 0.9)).any()
+    assert uncertain_initial_conditions(network_outcomes(R, 0.9, last=1)).all()
 
 
 def test_the_command_counts_the_pairs_of_its_run_folder(tmp_path, capsys):
@@ -114,7 +115,29 @@ def test_the_command_counts_the_pairs_of_its_run_folder(tmp_path, capsys):
     summary = summarize(out)
     assert summary.config.training.axis == "ensemble.epsilon" and not summary.config.training.stop_copies
     for k, row in enumerate(saved["learning_rates"]):
-        assert row["pairs"] == [8, 8, 8]
-        assert row["differ"] == [pairs_differing(network_outcomes(summary.records(k, j), 0.9))[0] for j in range(3)]
+        assert row["initial_conditions"] == 4
+        assert row["uncertain"] == [int(uncertain_initial_conditions(network_outcomes(summary.records(k, j), 0.9))
+                                        .sum()) for j in range(3)]
     assert (out / "uncertainty.png").stat().st_size > 0
     assert "eta = 0.1:" in capsys.readouterr().out
+
+
+
+def test_weak_fits_are_flagged():
+    eps = np.logspace(-11, -3, 5)
+    assert "only 1 differing" in uncertainty_exponent(eps, [0, 0, 0, 1, 0], [500] * 5).reason
+    assert "< 0" in uncertainty_exponent(eps, [14, 9, 13, 7, 4], [500] * 5).reason
+    assert "saturated" in uncertainty_exponent(eps, [500, 500, 500, 500, 499], [500] * 5).reason
+
+
+def test_the_bootstrap_over_initial_conditions_covers_phi_when_every_radius_shares_them():
+    # The most correlated design: initial condition i is uncertain at every radius above its own threshold, drawn
+    # so that P(uncertain at eps) = 0.5 eps^0.2. The likelihood's interval would treat the radii as independent.
+    eps = np.logspace(-10, -2, 5)
+    rng = np.random.default_rng(4)
+    covered = 0
+    for _ in range(30):
+        threshold = (rng.uniform(size=200) / 0.5) ** (1 / 0.2)
+        fit = uncertainty_from_initial_conditions(eps, threshold[:, None] <= eps, resamples=300, seed=1)
+        covered += fit.phi_low < 0.2 < fit.phi_high
+    assert covered >= 24  # 95 % intervals: 28.5 of 30 expected; 24 or fewer has probability < 0.3 %

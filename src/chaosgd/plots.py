@@ -384,7 +384,7 @@ def plot_curves_by_axis(rows: list[dict], axis: str, *, axes=None):
 
 
 def plot_uncertainty(fits: dict, *, axes=None):
-    """Final-state sensitivity: the uncertainty fraction f(epsilon) (Wilson 95 % CI) on log-log axes with the fitted
+    """Final-state sensitivity: the uncertain fraction f(epsilon) (Wilson 95 % CI) on log-log axes with the fitted
     ``A epsilon^phi``, one colour per learning rate, radii where no pair differed drawn at the interval's upper end
     (hollow triangles) (left); and phi with its interval against eta (right; unresolved
     exponents hollow). ``fits``: eta -> ``uncertainty.Uncertainty``."""
@@ -404,7 +404,7 @@ def plot_uncertainty(fits: dict, *, axes=None):
     left.set_xscale("log")
     left.set_yscale("log")
     left.set_xlabel(r"distance between the pair's initial conditions $\varepsilon$")
-    left.set_ylabel(r"pairs whose outcome differs $f(\varepsilon)$")
+    left.set_ylabel(r"outcome changed within $\varepsilon$: $f(\varepsilon)$")
     left.legend(fontsize=7)
     etas = np.array(sorted(fits))
     phi = np.array([fits[e].phi for e in etas])

@@ -263,14 +263,17 @@ def _slq_many(objective, unravel, flats, keys, scales, data, probes, m):
 def density_moments(result: SpectralDensity, orders=(0, 1, 2, 3, 4)) -> tuple[np.ndarray, np.ndarray]:
     """``(estimate, stderr)`` of the moments ``int x^j dmu = tr(H^j) / P`` for each j in ``orders``, shape
     (..., len(orders)): per probe ``sum_i w_i theta_i^j`` (exact for that probe when j <= 2 steps - 1), then the
-    mean over probes and its standard error (the probes' standard deviation / sqrt(probes))."""
+    mean over probes and its standard error (the probes' standard deviation / sqrt(probes); with few probes that is
+    itself uncertain, so a t quantile with probes - 1 degrees of freedom is the safer multiplier). NaN for orders
+    above 2 steps - 1, where the quadrature is no longer exact per probe."""
     orders = np.asarray(orders)
     if orders.ndim != 1 or np.any(orders < 0) or np.any(orders != np.round(orders)):
         raise ValueError(f"orders must be a list of integers >= 0; got {orders.tolist()}")
     per_probe = np.sum(result.weights[..., None] * result.nodes[..., None] ** orders, axis=-2)
     n = per_probe.shape[-2]
     stderr = np.std(per_probe, axis=-2, ddof=1) / np.sqrt(n) if n > 1 else np.full(per_probe.shape[-1:], np.nan)
-    return per_probe.mean(axis=-2), stderr
+    exact = orders <= 2 * result.nodes.shape[-1] - 1  # beyond, an m-point quadrature is biased: not given
+    return np.where(exact, per_probe.mean(axis=-2), np.nan), np.where(exact, stderr, np.nan)
 
 
 def broadened_density(result: SpectralDensity, grid, *, sigma: float | None = None) -> np.ndarray:

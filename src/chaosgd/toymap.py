@@ -132,7 +132,9 @@ class Cascade:
     accumulation: float
 
 
-MAX_LEVELS = 11  # period 2^11: beyond it successive superstable points are closer than float64 resolves (~1e-15)
+# Period 2^11: beyond it a root's float64 error is no longer small against the spacing of successive points
+# (the last ratio's error grows from 1.5e-7 at 11 levels to 3e-6 at 14).
+MAX_LEVELS = 11
 
 
 def period_doubling(levels: int = 10) -> Cascade:

@@ -7,9 +7,11 @@ dimension ``d`` in a space of dimension ``D``, ``f(epsilon) ~ A epsilon^phi`` wi
 gives ``phi = 1``, a fractal one ``phi < 1``, and ``phi`` near 0 means that no finite precision predicts the outcome.
 
 ``phi`` is fitted by maximum likelihood to the counts (each radius's count of differing pairs binomial with
-probability ``A epsilon^phi``), so radii where no pair differs still count; its interval is the profile-likelihood
-one. The fit is flagged, not refused, when the radii span fewer than ``MIN_DECADES`` decades or the counts do not
-follow a power law (deviance test).
+probability ``A epsilon^phi``, at most 1), so radii where no pair differs still count. Its interval is the
+profile-likelihood one for counts drawn afresh at each radius (``uncertainty_exponent``), and a bootstrap over
+initial conditions when the same ones serve every radius (``uncertainty_from_initial_conditions``, as a sweep's
+epsilon-balls do). The fit is flagged, not refused, when the radii span fewer than ``MIN_DECADES`` decades, too few
+pairs differ, the fraction saturates, phi < 0, or the counts do not follow a power law (deviance test).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from chaosgd.defaults import CONFIDENCE
 
 MIN_DECADES = 3.0  # radii spanning fewer decades than this do not pin an exponent down (Grebogi et al. use ~5)
 POWER_LAW_P = 0.01  # a deviance test below this level says f(epsilon) is not one power law over the radii
+MIN_DIFFERING = 10  # differing pairs, over all radii, below which an exponent is not trusted
+SATURATED = 0.5  # a fraction of differing pairs above which f(epsilon) has left its power law
 
 # Outcomes of a trained network (``network_outcomes``), judged on the mean over its last FINAL_EPOCHS records.
 DIVERGED, NOT_TRAINED, TRAINED = 0, 1, 2
@@ -36,8 +40,9 @@ class Uncertainty:
         epsilon: the radii, increasing.
         differ, pairs: pairs whose outcomes differ, and pairs, at each radius.
         fraction, fraction_low, fraction_high: ``differ / pairs`` and its Wilson interval.
-        phi, phi_low, phi_high: the exponent of ``f = A epsilon^phi`` and its profile-likelihood interval (NaN where
-            it cannot be fitted; an end at infinity where the likelihood does not close the interval).
+        phi, phi_low, phi_high: the exponent of ``f = A epsilon^phi`` and its interval (profile likelihood, or a
+            bootstrap over initial conditions; NaN where phi cannot be fitted; an end at infinity where the
+            likelihood does not close the interval).
         prefactor: A.
         confidence: of both intervals.
         decades: ``log10(epsilon_max / epsilon_min)``.
@@ -66,14 +71,99 @@ class Uncertainty:
 
 
 def uncertainty_exponent(epsilon, differ, pairs, *, confidence: float = CONFIDENCE) -> Uncertainty:
-    """Fit ``f(epsilon) = A epsilon^phi`` to counts of differing pairs at three or more radii.
+    """Fit ``f(epsilon) = A epsilon^phi`` to counts of differing pairs at three or more radii, the counts at
+    different radii independent (pairs drawn afresh at each radius).
 
-    Maximises ``sum_i k_i ln p_i + (n_i - k_i) ln(1 - p_i)`` with ``p_i = A epsilon_i^phi <= 1`` (k differing of n
-    pairs at radius epsilon_i); the interval holds the phi whose profile log-likelihood lies within
-    ``chi2_1(confidence) / 2`` of the maximum.
+    Maximises ``sum_i k_i ln p_i + (n_i - k_i) ln(1 - p_i)`` over A and phi with ``p_i = A epsilon_i^phi``
+    constrained to at most 1 (k differing of n pairs at radius epsilon_i); the interval holds the phi whose profile
+    log-likelihood lies within ``chi2_1(confidence) / 2`` of the maximum.
     """
-    from scipy import optimize, stats
+    from scipy import stats
 
+    epsilon, differ, pairs = _checked(epsilon, differ, pairs, confidence)
+    fit = _Fit(epsilon, differ, pairs, confidence)
+    if fit.unfitted:
+        return fit.result()
+    values = fit.profile(PHI_GRID)[0]
+    cut = values.max() - stats.chi2.ppf(confidence, 1) / 2
+    inside = PHI_GRID[values >= cut]  # the profile is unimodal: the set is an interval
+    low = inside[0] if inside[0] > PHI_GRID[0] else -np.inf
+    high = inside[-1] if inside[-1] < PHI_GRID[-1] else np.inf
+    return fit.result(low, high)
+
+
+def uncertainty_from_initial_conditions(epsilon, uncertain, *, confidence: float = CONFIDENCE,
+                                        resamples: int = 1000, seed: int = 0) -> Uncertainty:
+    """``uncertainty_exponent`` for initial conditions measured at every radius: ``uncertain[i, j]`` says whether
+    initial condition i's outcome changed within radius ``epsilon[j]`` (some perturbed copy ended differently; the
+    definition of Grebogi et al.). The same initial conditions, perturbed along the same directions, serve every
+    radius, so the counts at different radii are correlated: the interval is a percentile bootstrap over the initial
+    conditions (each resample refitted), not the likelihood's.
+    """
+    uncertain = np.asarray(uncertain, dtype=bool)
+    if uncertain.ndim != 2 or uncertain.shape[1] != np.size(epsilon) or uncertain.shape[0] < 2:
+        raise ValueError(f"uncertain needs shape (initial conditions >= 2, radii = {np.size(epsilon)}); got "
+                         f"{uncertain.shape}")
+    if int(resamples) != resamples or resamples < 100:
+        raise ValueError(f"resamples must be an integer >= 100; got {resamples}")
+    n = uncertain.shape[0]
+    order = np.argsort(np.asarray(epsilon, dtype=float).ravel())
+    epsilon, differ, pairs = _checked(epsilon, uncertain.sum(axis=0), np.full(uncertain.shape[1], n), confidence)
+    fit = _Fit(epsilon, differ, pairs, confidence)
+    if fit.unfitted:
+        return fit.result()
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n, size=(int(resamples), n))
+    counts = uncertain[:, order][picks].sum(axis=1).astype(float)  # (resamples, radii), radii increasing
+    fittable = counts.any(axis=1) & ~np.all(counts == pairs, axis=1)
+    phis = np.full(counts.shape[0], np.nan)
+    phis[fittable] = _best(fit.x, counts[fittable], pairs)[0]
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(phis[np.isfinite(phis)], [tail, 1 - tail]) if np.isfinite(phis).any() else (np.nan,) * 2
+    return fit.result(low, high)
+
+
+PHI_GRID = np.linspace(-1.0, 6.0, 1401)  # phi lies in [0, D]; the grid reaches beyond, to see the likelihood close
+
+
+def _profile(x, k, n, phis):
+    """For counts ``k`` (B, radii) of ``n`` at log-radii ``x``, and candidate exponents ``phis`` (B, G): the
+    log-likelihood maximised over the log-prefactor a, and that a, each (B, G). For a given phi the score
+    ``sum k - sum (n - k) p / (1 - p)`` falls with a: bisection, below the a at which p reaches 1."""
+    k, phis = k[:, None, :], phis[..., None]
+    top = -np.max(phis * x, axis=-1)  # p <= 1 at every radius
+    low, high = top - 80.0, top.copy()
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        for _ in range(60):
+            mid = 0.5 * (low + high)
+            p = np.exp(mid[..., None] + phis * x)
+            rising = k.sum(axis=-1) > np.sum(np.where(n > k, (n - k) * p / (1 - p), 0.0), axis=-1)
+            low, high = np.where(rising, mid, low), np.where(rising, high, mid)
+        a = 0.5 * (low + high)
+        log_p = np.minimum(a[..., None] + phis * x, 0.0)
+        miss = np.where(n > k, (n - k) * np.log1p(-np.minimum(np.exp(log_p), 1 - 1e-16)), 0.0)
+    return np.sum(k * log_p + miss, axis=-1), a
+
+
+def _best(x, k, n):
+    """The maximum-likelihood phi and log-prefactor for each row of counts ``k`` (B, radii): on a coarse grid, then
+    a fine one around its best, then the vertex of the parabola through the best three fine points."""
+    coarse = PHI_GRID[::20]
+    values = _profile(x, k, n, np.broadcast_to(coarse, (k.shape[0], coarse.size)))[0]
+    offsets = PHI_GRID[:41] - PHI_GRID[20]  # +-0.1 in the fine grid's steps
+    grid = coarse[np.argmax(values, axis=1)][:, None] + offsets
+    values, a = _profile(x, k, n, grid)
+    i = np.clip(np.argmax(values, axis=1), 1, offsets.size - 2)
+    rows = np.arange(k.shape[0])
+    y0, y1, y2 = values[rows, i - 1], values[rows, i], values[rows, i + 1]
+    curve = y0 - 2 * y1 + y2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.where(curve < 0, 0.5 * (offsets[1] - offsets[0]) * (y0 - y2) / curve, 0.0)
+    phi = grid[rows, i] + np.clip(shift, -(offsets[1] - offsets[0]), offsets[1] - offsets[0])
+    return phi, _profile(x, k, n, phi[:, None])[1][:, 0]
+
+
+def _checked(epsilon, differ, pairs, confidence):
     epsilon, differ, pairs = (np.asarray(a, dtype=float).ravel() for a in (epsilon, differ, pairs))
     if not epsilon.size == differ.size == pairs.size:
         raise ValueError(f"epsilon, differ and pairs need one value per radius; got {epsilon.size}, {differ.size}, "
@@ -89,85 +179,82 @@ def uncertainty_exponent(epsilon, differ, pairs, *, confidence: float = CONFIDEN
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1); got {confidence}")
     order = np.argsort(epsilon)
-    epsilon, differ, pairs = epsilon[order], differ[order], pairs[order]
-    ci = [stats.binomtest(int(k), int(n)).proportion_ci(confidence, method="wilson") for k, n in zip(differ, pairs)]
-    x = np.log(epsilon)
-    decades = float(np.log10(epsilon[-1] / epsilon[0]))
+    return epsilon[order], differ[order], pairs[order]
 
-    def result(phi=np.nan, low=np.nan, high=np.nan, prefactor=np.nan, p=np.nan, reason=""):
-        return Uncertainty(epsilon, differ.astype(int), pairs.astype(int), differ / pairs,
-                           np.array([c.low for c in ci]), np.array([c.high for c in ci]), float(phi), float(low),
-                           float(high), float(prefactor), confidence, decades, float(p), reason)
 
-    if not differ.any():
-        return result(reason="no pair's outcome differs at any radius: the outcomes are insensitive at these radii "
-                             "(phi is not resolved; try larger radii or more pairs)")
-    if np.all(differ == pairs):
-        return result(reason="every pair's outcome differs at every radius: f(epsilon) = 1, no exponent (try smaller "
-                             "radii)")
+class _Fit:
+    """The maximum-likelihood fit of ``A epsilon^phi`` to counts at increasing radii, and the flags on it."""
 
-    def log_likelihood(a, phi):
-        log_p = np.minimum(a + phi * x, 0.0)  # p <= 1
-        p = np.exp(log_p)
-        with np.errstate(divide="ignore"):
-            miss = np.where(differ < pairs, (pairs - differ) * np.log1p(-np.minimum(p, 1 - 1e-15)), 0.0)
-        return float(np.sum(differ * log_p + miss))
+    def __init__(self, epsilon, differ, pairs, confidence):
+        self.epsilon, self.differ, self.pairs, self.confidence = epsilon, differ, pairs, confidence
+        self.x = np.log(epsilon)
+        self.unfitted = not differ.any() or np.all(differ == pairs)
+        self.phi = self.a = np.nan
+        if not self.unfitted:
+            phi, a = _best(self.x, differ[None], pairs)
+            self.phi, self.a = float(phi[0]), float(a[0])
 
-    def profile(phi):  # the best log-prefactor for this phi; p <= 1 at every radius bounds it above
-        top = float(np.min(-phi * x))
-        fit = optimize.minimize_scalar(lambda a: -log_likelihood(a, phi), bounds=(top - 80.0, top), method="bounded",
-                                       options={"xatol": 1e-12})
-        return -fit.fun, fit.x
+    def profile(self, phis):
+        """The log-likelihood maximised over the prefactor at each of ``phis``, and that log-prefactor."""
+        values, a = _profile(self.x, self.differ[None], self.pairs, np.asarray(phis)[None])
+        return values[0], a[0]
 
-    span = (-1.0, 10.0)  # phi lies in [0, D]; the search may stray a little beyond, to see the likelihood close
-    grid = np.linspace(*span, 221)
-    values = np.array([profile(phi)[0] for phi in grid])
-    best = int(np.argmax(values))
-    fit = optimize.minimize_scalar(lambda phi: -profile(phi)[0], bounds=(grid[max(best - 1, 0)],
-                                   grid[min(best + 1, grid.size - 1)]), method="bounded", options={"xatol": 1e-10})
-    phi, top = float(fit.x), -float(fit.fun)
-    a = profile(phi)[1]
-    cut = stats.chi2.ppf(confidence, 1) / 2
+    def result(self, low=np.nan, high=np.nan) -> Uncertainty:
+        from scipy import stats
 
-    def bound(edge):
-        if top - profile(edge)[0] < cut:
-            return edge * np.inf  # the likelihood does not close the interval within the span
-        return optimize.brentq(lambda q: top - profile(q)[0] - cut, *sorted((phi, edge)), xtol=1e-10)
-
-    low, high = bound(span[0]), bound(span[1])
-    p_fit = np.exp(np.minimum(a + phi * x, 0.0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        deviance = 2 * np.sum(np.where(differ > 0, differ * np.log(differ / (pairs * p_fit)), 0.0)
-                              + np.where(differ < pairs, (pairs - differ)
-                                         * np.log((pairs - differ) / (pairs * (1 - p_fit))), 0.0))
-    p_value = float(stats.chi2.sf(deviance, epsilon.size - 2)) if epsilon.size > 2 else np.nan
-    reasons = []
-    if decades < MIN_DECADES:
-        reasons.append(f"the radii span {decades:.2g} decades; an exponent needs at least {MIN_DECADES:g}")
-    if p_value < POWER_LAW_P:
-        reasons.append(f"f(epsilon) is not one power law over these radii (deviance p = {p_value:.2g}); it may "
-                       "saturate at the larger radii")
-    if not (np.isfinite(low) and np.isfinite(high)):
-        reasons.append("the likelihood does not bound phi on both sides (too few differing pairs)")
-    return result(phi, low, high, np.exp(a), p_value, "; ".join(reasons))
+        k, n = self.differ, self.pairs
+        ci = [stats.binomtest(int(i), int(j)).proportion_ci(self.confidence, method="wilson") for i, j in zip(k, n)]
+        decades = float(np.log10(self.epsilon[-1] / self.epsilon[0]))
+        reasons, p_value = [], np.nan
+        if not k.any():
+            reasons.append("no pair's outcome differs at any radius: the outcomes are insensitive at these radii "
+                           "(try larger radii or more pairs)")
+        elif np.all(k == n):
+            reasons.append("every pair's outcome differs at every radius: f(epsilon) = 1 (try smaller radii)")
+        else:
+            fitted = np.exp(np.minimum(self.a + self.phi * self.x, 0.0))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                deviance = 2 * np.sum(np.where(k > 0, k * np.log(k / (n * fitted)), 0.0)
+                                      + np.where(k < n, (n - k) * np.log((n - k) / (n * (1 - fitted))), 0.0))
+            p_value = float(stats.chi2.sf(deviance, k.size - 2))
+            if decades < MIN_DECADES:
+                reasons.append(f"the radii span {decades:.2g} decades; an exponent needs at least {MIN_DECADES:g}")
+            if k.sum() < MIN_DIFFERING:
+                reasons.append(f"only {int(k.sum())} differing pairs over all radii; an exponent needs "
+                               f"{MIN_DIFFERING} or more")
+            if np.max(k / n) > SATURATED:
+                reasons.append(f"f(epsilon) reaches {np.max(k / n):.2f}: saturated at the larger radii (use "
+                               "smaller ones)")
+            if p_value < POWER_LAW_P:
+                reasons.append(f"f(epsilon) is not one power law over these radii (deviance p = {p_value:.2g})")
+            if self.phi < 0:
+                reasons.append(f"phi = {self.phi:.3g} < 0: f(epsilon) falls as epsilon grows, which no basin boundary "
+                               "does (noise, or too few pairs)")
+            if not (np.isfinite(low) and np.isfinite(high)):
+                reasons.append("the interval is open: the data do not bound phi on both sides")
+        return Uncertainty(self.epsilon, k.astype(int), n.astype(int), k / n, np.array([c.low for c in ci]),
+                           np.array([c.high for c in ci]), float(self.phi), float(low), float(high),
+                           float(np.exp(self.a)), self.confidence, decades, p_value, "; ".join(reasons))
 
 
 def fraction_differing(outcome, epsilon, *, low: float = 0.0, high: float = 1.0, pairs: int = 10_000,
                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Counts of differing outcomes of a one-dimensional system, for ``uncertainty_exponent``.
 
-    For each radius, ``pairs`` points x uniform in ``[low, high - max(epsilon)]`` (one draw, shared by every
-    radius, so that the fractions differ by the radius alone) against ``x + epsilon``. ``outcome``: a vectorised
-    function from points to integer outcomes. Returns ``(differ, pairs)``, one count per radius.
+    For each radius, ``pairs`` points x uniform in ``[low, high - max(epsilon)]`` (drawn afresh for each radius,
+    so that the counts are independent, as ``uncertainty_exponent``'s interval assumes) against ``x + epsilon``.
+    ``outcome``: a vectorised function from points to integer outcomes. Returns ``(differ, pairs)``, one count per
+    radius.
     """
     epsilon = np.asarray(epsilon, dtype=float).ravel()
     if not (np.all(np.isfinite(epsilon)) and np.all(epsilon > 0) and np.all(epsilon < high - low)):
         raise ValueError(f"radii must be > 0 and below the interval's length {high - low:g}; got {epsilon.tolist()}")
     if pairs < 1:
         raise ValueError(f"pairs must be >= 1; got {pairs}")
-    x = np.random.default_rng(seed).uniform(low, high - epsilon.max(), size=pairs)
+    rng = np.random.default_rng(seed)
     differ = []
     for e in epsilon:
+        x = rng.uniform(low, high - epsilon.max(), size=pairs)
         differ.append(int(np.count_nonzero(outcome(x) != outcome(x + e))))
     return np.array(differ), np.full(epsilon.size, pairs)
 
@@ -209,14 +296,17 @@ def network_outcomes(records, target: float, *, last: int = FINAL_EPOCHS) -> np.
                          "early (training.stop_copies / stop_references)")
     if last < 1:
         raise ValueError(f"last must be >= 1; got {last}")
+    if records.train_accuracy.shape[-1] < last + 1:
+        raise ValueError(f"the final outcome is the mean over the last {last} records, and these records hold "
+                         f"{records.train_accuracy.shape[-1] - 1} after the first: train for more epochs")
     final = np.mean(records.train_accuracy[:, :, -last:], axis=-1)
     outcome = np.where(final >= target, TRAINED, NOT_TRAINED)
     return np.where((records.diverged_at >= 0) | ~np.isfinite(final), DIVERGED, outcome)
 
 
-def pairs_differing(outcomes) -> tuple[int, int]:
-    """``(differing, pairs)`` over (reference, copy) pairs: copy j of each group against its copy 0."""
+def uncertain_initial_conditions(outcomes) -> np.ndarray:
+    """Whether each group's outcome changed within its ball: some copy ended unlike its reference (copy 0)."""
     outcomes = np.asarray(outcomes)
     if outcomes.ndim != 2 or outcomes.shape[1] < 2:
         raise ValueError(f"outcomes need shape (groups, 1 + copies) with copies >= 1; got {outcomes.shape}")
-    return int(np.count_nonzero(outcomes[:, 1:] != outcomes[:, :1])), int(outcomes[:, 1:].size)
+    return np.any(outcomes[:, 1:] != outcomes[:, :1], axis=1)

@@ -47,6 +47,8 @@ def cmd_spectrum(args) -> int:
                                  ("--initial-condition", args.initial_condition, 0)):
         if value < least:
             raise ValueError(f"{option} must be >= {least}; got {value}")
+    if args.initial_condition > 2**31 - 1:
+        raise ValueError(f"--initial-condition must be at most 2^31 - 1; got {args.initial_condition}")
     if args.eta is not None and args.epochs == 0:
         raise ValueError("--eta is the learning rate of the --epochs trained first; give --epochs too")
     config = one_point(experiment(args), "spectrum")
@@ -94,7 +96,8 @@ def cmd_spectrum(args) -> int:
                          "products": tr.products},
                "density": {"steps": args.steps, "probes": args.probes, "products": slq.products,
                            "nodes": slq.nodes.tolist(), "weights": slq.weights.tolist(),
-                           "moments": moments.tolist(), "moment_stderr": moment_errors.tolist()}}
+                           "moments": [m if np.isfinite(m) else None for m in moments.tolist()],
+                           "moment_stderr": [e if np.isfinite(e) else None for e in moment_errors.tolist()]}}
     atomic_write(out / "spectrum.json", json.dumps(summary, indent=2))
     plots = pyplot_free_plots()
     plots.save(plots.plot_density({"SLQ density": slq}, marks=top.values, title=f"spectral density of the {what}"),

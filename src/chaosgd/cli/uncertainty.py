@@ -25,18 +25,24 @@ def add_uncertainty(p: argparse.ArgumentParser) -> None:
 
 def cmd_uncertainty(args) -> int:
     """A 2-D sweep over eta and the ball's radius, every member trained to the last epoch; at each eta, the
-    fraction of (reference, copy) pairs whose final outcome differs (diverged / mean training accuracy over the
-    last records at least training.target / not), and phi fitted to it."""
+    fraction of initial conditions whose final outcome changed within each radius (some copy ended differently:
+    diverged / mean training accuracy over the last records at least training.target / not), and phi fitted to it
+    with a bootstrap interval over the initial conditions."""
     from chaosgd.experiments.results import summarize
-    from chaosgd.uncertainty import (FINAL_EPOCHS, MIN_DECADES, network_outcomes, pairs_differing,
-                                     uncertainty_exponent)
+    from chaosgd.uncertainty import (FINAL_EPOCHS, MIN_DECADES, network_outcomes, uncertain_initial_conditions,
+                                     uncertainty_from_initial_conditions)
 
-    radii = sorted(set(args.epsilons))
-    if len(radii) < 3 or radii[0] <= 0 or np.log10(radii[-1] / radii[0]) < MIN_DECADES:
+    radii = [float(e) for e in args.epsilons]
+    if len(radii) < 3 or len(set(radii)) != len(radii) or not all(np.isfinite(radii)) or min(radii) <= 0 \
+            or np.log10(max(radii) / min(radii)) < MIN_DECADES:
         raise ValueError(f"--epsilons: give 3 or more distinct radii > 0 spanning at least {MIN_DECADES:g} decades; "
                          f"got {args.epsilons}")
+    radii = sorted(radii)
     config = experiment(args, **{"training.axis": "ensemble.epsilon", "training.axis_values": tuple(radii),
                                  "training.stop_copies": False, "training.stop_references": False})
+    if config.training.epochs * config.training.records_per_epoch < FINAL_EPOCHS:
+        raise ValueError(f"training.epochs = {config.training.epochs}: the final outcome is the mean training "
+                         f"accuracy over the last {FINAL_EPOCHS} records; train for at least that many")
     out = out_folder(args, RUNS / f"{config.name}-uncertainty")
     summary = summarize(run_sweep(args, config, out))
     if summary.n_pending:
@@ -45,22 +51,36 @@ def cmd_uncertainty(args) -> int:
     target = config.training.target
     fits, rows = {}, []
     for k, eta in enumerate(config.training.etas):
-        counts = [pairs_differing(network_outcomes(summary.records(k, j), target)) for j in range(len(radii))]
-        fit = uncertainty_exponent(radii, [c[0] for c in counts], [c[1] for c in counts])
+        records = [summary.records(k, j) for j in range(len(radii))]
+        if any(not np.array_equal(r.initial_condition, records[0].initial_condition) for r in records):
+            raise RuntimeError(f"eta = {eta:g}: the radii's records hold different initial conditions")
+        uncertain = np.stack([uncertain_initial_conditions(network_outcomes(r, target)) for r in records], axis=1)
+        fit = uncertainty_from_initial_conditions(radii, uncertain, seed=config.ensemble.seed)
         fits[eta] = fit
-        rows.append({"eta": eta, "phi": fit.phi, "phi_ci": [fit.phi_low, fit.phi_high], "reason": fit.reason,
-                     "epsilon": fit.epsilon.tolist(), "differ": fit.differ.tolist(), "pairs": fit.pairs.tolist(),
+        rows.append({"eta": eta, "phi": _number(fit.phi), "phi_ci": [_number(fit.phi_low), _number(fit.phi_high)],
+                     "prefactor": _number(fit.prefactor), "reason": fit.reason, "epsilon": fit.epsilon.tolist(),
+                     "uncertain": fit.differ.tolist(), "initial_conditions": int(fit.pairs[0]),
+                     "fraction": fit.fraction.tolist(),
                      "fraction_ci": [fit.fraction_low.tolist(), fit.fraction_high.tolist()],
-                     "power_law_p": fit.power_law_p})
+                     "decades": fit.decades, "power_law_p": _number(fit.power_law_p)})
         shown = (f"phi = {fit.phi:.3f} [{fit.phi_low:.3f}, {fit.phi_high:.3f}]" if np.isfinite(fit.phi)
                  else "phi not resolved")
-        print(f"eta = {eta:g}: {shown}; differing pairs " + ", ".join(
-            f"{d}/{n}" for d, n in zip(fit.differ, fit.pairs)) + (f" ({fit.reason})" if fit.reason else ""))
+        print(f"eta = {eta:g}: {shown}; initial conditions whose outcome changed within each radius "
+              + ", ".join(f"{d}/{n}" for d, n in zip(fit.differ, fit.pairs))
+              + (f" ({fit.reason})" if fit.reason else ""))
     info = {"outcome": f"diverged | mean training accuracy over the last {FINAL_EPOCHS} records >= {target:g} | "
                        "below it",
-            "confidence": next(iter(fits.values())).confidence, "learning_rates": rows}
+            "uncertain": "an initial condition whose outcome some perturbed copy at that radius does not share",
+            "interval": "percentile bootstrap over the initial conditions (they serve every radius)",
+            "confidence": next(iter(fits.values())).confidence, "copies": config.ensemble.copies,
+            "learning_rates": rows}
     atomic_write(out / "uncertainty.json", json.dumps(info, indent=1))
     plots = pyplot_free_plots()
     plots.save(plots.plot_uncertainty(fits)[0], out / "uncertainty.png")
     print(f"results and figure in {out}")
     return 0
+
+
+def _number(value: float) -> float | None:
+    """JSON has no NaN or infinity: null (an open interval's end, an unresolved phi)."""
+    return float(value) if np.isfinite(value) else None
