@@ -153,12 +153,16 @@ def cmd_sharpness(args) -> int:
            "training.sharpness_examples": args.hessian_examples, "training.sharpness_top": args.top,
            "training.density_epochs": tuple(args.density_epochs), "ensemble.initial": 1, "ensemble.copies": 1,
            "block": 1}
-    if args.every is None:
+    if args.every is None or args.top > 1:
         from chaosgd.experiments.problem import build_model, dataset
         from chaosgd.models import count_parameters
-        base = experiment(args, **own, **{"training.sharpness_every": 1})  # (checked as tracked)
-        small = count_parameters(build_model(base.model, dataset(base.data))) <= SMALL_NETWORK
-        args.every = 1 if small else SPARSE_EVERY
+        base = experiment(args, **own, **{"training.sharpness_every": args.every or 1})  # (checked as tracked)
+        size = count_parameters(build_model(base.model, dataset(base.data)))
+        if args.top > size:
+            raise ValueError(f"--top {args.top}: the network has {size} parameters, so its Hessian that many "
+                             "eigenvalues")
+        if args.every is None:
+            args.every = 1 if size <= SMALL_NETWORK else SPARSE_EVERY
     config = one_point(experiment(args, **own, **{"training.sharpness_every": args.every}), "sharpness")
     out = out_folder(args, RUNS / f"{config.name}-sharpness")
     plots = pyplot_free_plots()
