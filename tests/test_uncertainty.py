@@ -54,8 +54,8 @@ def test_zero_counts_at_small_radii_still_count():
 
 
 def test_unresolved_cases_say_why():
-    assert "no pair" in uncertainty_exponent([1e-6, 1e-4, 1e-2], [0, 0, 0], [10] * 3).reason
-    assert "every pair" in uncertainty_exponent([1e-6, 1e-4, 1e-2], [10, 10, 10], [10] * 3).reason
+    assert "no outcome changed" in uncertainty_exponent([1e-6, 1e-4, 1e-2], [0, 0, 0], [10] * 3).reason
+    assert "every outcome changed" in uncertainty_exponent([1e-6, 1e-4, 1e-2], [10, 10, 10], [10] * 3).reason
     narrow = uncertainty_exponent([1e-4, 10 ** -3.5, 1e-3], [10, 30, 100], [1000] * 3)
     assert "decades" in narrow.reason and not narrow.resolved
     saturated = uncertainty_exponent(np.logspace(-9, -1, 9), [1, 10, 100, 500, 500, 500, 500, 500, 500], [1000] * 9)
@@ -125,7 +125,7 @@ def test_the_command_counts_the_pairs_of_its_run_folder(tmp_path, capsys):
 
 def test_weak_fits_are_flagged():
     eps = np.logspace(-11, -3, 5)
-    assert "only 1 differing" in uncertainty_exponent(eps, [0, 0, 0, 1, 0], [500] * 5).reason
+    assert "only 1 changed" in uncertainty_exponent(eps, [0, 0, 0, 1, 0], [500] * 5).reason
     assert "< 0" in uncertainty_exponent(eps, [14, 9, 13, 7, 4], [500] * 5).reason
     assert "saturated" in uncertainty_exponent(eps, [500, 500, 500, 500, 499], [500] * 5).reason
 

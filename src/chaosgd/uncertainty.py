@@ -84,12 +84,17 @@ def uncertainty_exponent(epsilon, differ, pairs, *, confidence: float = CONFIDEN
     fit = _Fit(epsilon, differ, pairs, confidence)
     if fit.unfitted:
         return fit.result()
+    from scipy.optimize import brentq
+
+    cut = fit.profile([fit.phi])[0][0] - stats.chi2.ppf(confidence, 1) / 2
     values = fit.profile(PHI_GRID)[0]
-    cut = values.max() - stats.chi2.ppf(confidence, 1) / 2
-    inside = PHI_GRID[values >= cut]  # the profile is unimodal: the set is an interval
-    low = inside[0] if inside[0] > PHI_GRID[0] else -np.inf
-    high = inside[-1] if inside[-1] < PHI_GRID[-1] else np.inf
-    return fit.result(low, high)
+    below = np.flatnonzero(values < cut)  # the profile is unimodal: the phi above the cut form an interval
+
+    def end(outside):  # between a grid point below the cut and the best phi, where the profile crosses it
+        return brentq(lambda phi: fit.profile([phi])[0][0] - cut, *sorted((PHI_GRID[outside], fit.phi)), xtol=1e-9)
+
+    left, right = below[PHI_GRID[below] < fit.phi], below[PHI_GRID[below] > fit.phi]
+    return fit.result(end(left[-1]) if left.size else -np.inf, end(right[0]) if right.size else np.inf)
 
 
 def uncertainty_from_initial_conditions(epsilon, uncertain, *, confidence: float = CONFIDENCE,
@@ -120,7 +125,8 @@ def uncertainty_from_initial_conditions(epsilon, uncertain, *, confidence: float
     phis[fittable] = _best(fit.x, counts[fittable], pairs)[0]
     tail = (1 - confidence) / 2
     low, high = np.quantile(phis[np.isfinite(phis)], [tail, 1 - tail]) if np.isfinite(phis).any() else (np.nan,) * 2
-    return fit.result(low, high)
+    # Resamples whose best phi is at the grid's edge have none within it: that end of the interval is open.
+    return fit.result(-np.inf if low <= PHI_GRID[0] else low, np.inf if high >= PHI_GRID[-1] else high)
 
 
 PHI_GRID = np.linspace(-1.0, 6.0, 1401)  # phi lies in [0, D]; the grid reaches beyond, to see the likelihood close
@@ -207,10 +213,10 @@ class _Fit:
         decades = float(np.log10(self.epsilon[-1] / self.epsilon[0]))
         reasons, p_value = [], np.nan
         if not k.any():
-            reasons.append("no pair's outcome differs at any radius: the outcomes are insensitive at these radii "
-                           "(try larger radii or more pairs)")
+            reasons.append("no outcome changed at any radius: the outcomes are insensitive at these radii (try larger "
+                           "radii or more samples)")
         elif np.all(k == n):
-            reasons.append("every pair's outcome differs at every radius: f(epsilon) = 1 (try smaller radii)")
+            reasons.append("every outcome changed at every radius: f(epsilon) = 1 (try smaller radii)")
         else:
             fitted = np.exp(np.minimum(self.a + self.phi * self.x, 0.0))
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -220,7 +226,7 @@ class _Fit:
             if decades < MIN_DECADES:
                 reasons.append(f"the radii span {decades:.2g} decades; an exponent needs at least {MIN_DECADES:g}")
             if k.sum() < MIN_DIFFERING:
-                reasons.append(f"only {int(k.sum())} differing pairs over all radii; an exponent needs "
+                reasons.append(f"only {int(k.sum())} changed outcomes over all radii; an exponent needs "
                                f"{MIN_DIFFERING} or more")
             if np.max(k / n) > SATURATED:
                 reasons.append(f"f(epsilon) reaches {np.max(k / n):.2f}: saturated at the larger radii (use "
