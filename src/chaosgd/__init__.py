@@ -7,7 +7,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-__version__ = "0.9.0"
+__version__ = "0.10.0"
 
 # The public API, imported when first used: ``import chaosgd`` stays quick (the command line's --help, each worker
 # process), and what a script never uses (scipy, the experiment layer) is never loaded.
