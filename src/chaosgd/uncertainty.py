@@ -124,8 +124,12 @@ def uncertainty_from_initial_conditions(epsilon, uncertain, *, confidence: float
     phis = np.full(counts.shape[0], np.nan)
     phis[fittable] = _best(fit.x, counts[fittable], pairs)[0]
     tail = (1 - confidence) / 2
-    low, high = np.quantile(phis[np.isfinite(phis)], [tail, 1 - tail]) if np.isfinite(phis).any() else (np.nan,) * 2
-    # Resamples whose best phi is at the grid's edge have none within it: that end of the interval is open.
+    if np.mean(~fittable) > tail:  # resamples with no exponent at all (nothing or everything changed): not bounded
+        return fit.result(-np.inf, np.inf)
+    # Those few stand at both ends (an unfittable resample says nothing about which way), and a resample whose best
+    # phi is at the grid's edge has none within it: an end beyond the grid is open.
+    phis[~fittable] = np.tile([-np.inf, np.inf], phis.size)[:phis.size][~fittable]
+    low, high = np.quantile(phis, [tail, 1 - tail], method="inverted_cdf")  # (no interpolation with an infinity)
     return fit.result(-np.inf if low <= PHI_GRID[0] else low, np.inf if high >= PHI_GRID[-1] else high)
 
 
