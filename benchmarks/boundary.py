@@ -72,15 +72,22 @@ def smooth_reference(n: int) -> dict:
 
 def onset(result, lambda_min: float = 0.05) -> dict:
     """Per column (first layer's learning rate), over the converged pixels: the fraction whose peak exponent
-    exceeds lambda_min, and the median time to target; and the first column where most converged pixels are
-    chaotic."""
-    conv = result.converged
+    exceeds lambda_min, the fraction that reached the target and the restricted mean time to it (censored at the
+    last step: pixels that never reached it count, as censored data); and the first column where most converged
+    pixels show a transient expansion."""
+    from chaosgd.training_time import survival
+
+    conv, steps = result.converged, result.setting.steps
     chaotic = result.lyapunov_peak > lambda_min
     frac = [float(chaotic[:, j][conv[:, j]].mean()) if conv[:, j].any() else None for j in range(conv.shape[1])]
-    times = [float(np.median(t[t >= 0])) if (t := result.time_to_target[:, j]).max() >= 0 else None
-             for j in range(conv.shape[1])]
+    reached, means = [], []
+    for j in range(conv.shape[1]):
+        t = result.time_to_target[:, j][conv[:, j]]
+        reached.append(float(np.mean(t >= 0)) if t.size else None)
+        means.append(survival(t[t >= 0], np.full(int((t < 0).sum()), steps), horizon=steps).rmst if t.size else None)
     first = next((j for j, f in enumerate(frac) if f is not None and f > 0.5), None)
-    return {"x": result.grid.x.tolist(), "chaotic_fraction": frac, "median_time": times,
+    return {"x": result.grid.x.tolist(), "chaotic_fraction": frac, "reached_fraction": reached,
+            "restricted_mean_time": means, "horizon": steps,
             "most_chaotic_from_x": None if first is None else float(result.grid.x[first])}
 
 

@@ -101,6 +101,16 @@ def test_grid_resumes_from_its_blocks_and_refuses_other_parameters(tmp_path, lin
     assert json.loads((tmp_path / "grid.json").read_text())["grid"]["shape"] == [3, 10]
     with pytest.raises(ValueError, match="other parameters"):
         trainability_grid(LINEAR, LINEAR_GRID, folder=tmp_path, block=16)
+    # A damaged block (cut short by a full disk, say) is computed again, with a warning naming it.
+    damaged = tmp_path / "block-000002.npz"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="block-000002.npz cannot be read"):
+        repaired = trainability_grid(LINEAR, LINEAR_GRID, folder=tmp_path, block=8)
+    assert repaired.computed == 8
+    np.testing.assert_array_equal(repaired.converged, first.converged)
+    (tmp_path / "grid.json").write_text("{not json")
+    with pytest.raises(ValueError, match="grid.json cannot be read"):
+        trainability_grid(LINEAR, LINEAR_GRID, folder=tmp_path, block=8)
 
 
 def test_float32_classifies_like_float64_and_refuses_the_epsilon_copy(linear):
@@ -147,6 +157,7 @@ def test_bad_setting_is_refused(options, message):
 @pytest.mark.parametrize("options, message", [
     ({"x_axis": "eta_first", "y_axis": "init_scale"}, "allowed: eta_first x eta_last"),
     ({"x_range": (2.0, 1.0)}, "low < high"), ({"shape": (1, 8)}, "shape"),
+    ({"y_range": (300.0, 400.0)}, "float64's range"),
 ])
 def test_bad_grid_is_refused(options, message):
     with pytest.raises(ValueError, match=message):
@@ -158,6 +169,12 @@ def test_bad_options_are_refused():
         trainability_grid(LINEAR, LINEAR_GRID, dtype="float16")
     with pytest.raises(ValueError, match="block"):
         trainability_grid(LINEAR, LINEAR_GRID, block=0)
+    with pytest.raises(ValueError, match="need depth >= 2"):
+        trainability_grid(Setting(depth=1), Grid(shape=(4, 4)))
+    with pytest.raises(ValueError, match="more than 67,108,864"):
+        trainability_grid(LINEAR, Grid("eta", "init_scale", shape=(10_000, 10_000)))
+    with pytest.raises(ValueError, match="seed must be an integer in"):
+        Setting(seed=2**40)
 
 
 def test_command_writes_results_images_and_resumes(tmp_path, capsys):
@@ -172,7 +189,7 @@ def test_command_writes_results_images_and_resumes(tmp_path, capsys):
     summary = json.loads((tmp_path / "boundary.json").read_text())
     assert summary["grid"]["shape"] == [16, 16] and "below 1" in summary["convergence"]
     dimension = summary["dimension"]
-    assert 0 < summary["converged_fraction"] < 1 and dimension["interval"][0] <= dimension["value"]
+    assert 0 < summary["converged_fraction"] < 1 and dimension["local_slopes"][0] <= dimension["value"]
     with np.load(tmp_path / "boundary.npz") as saved:
         assert saved["converged"].shape == (16, 16) and saved["x"].size == 16
     assert (tmp_path / "boundary.png").stat().st_size > 0

@@ -52,6 +52,9 @@ LAST = 20  # losses averaged by the convergence measure
 CLIP = 1e6  # a normalised loss counts as at most this (non-finite ones too)
 PEAK_FROM = 20  # first step of the peak finite-time exponent (earlier means are a few steps' noise)
 BLOCK = 4096  # pixels a file of a resumable grid holds
+LOG_LIMIT = 300  # log10 of the largest hyperparameter a grid may reach (float64 overflows past 1e308)
+MAX_PIXELS = 2**26  # 8192 x 8192: the per-pixel hyperparameters and outputs alone are then gigabytes
+MAX_STEPS = 2**31 - 1  # the scan's step counter is an int32
 DTYPES = ("float64", "float32")
 EPSILON = 1e-8  # distance of the Lyapunov copy (L2), as the paper's epsilon-ball
 
@@ -85,10 +88,11 @@ class Setting:
     target: float = 0.1
 
     def __post_init__(self):
-        for name, least in (("width", 1), ("depth", 1), ("steps", LAST), ("seed", 0)):
+        for name, least, most in (("width", 1, 4096), ("depth", 1, 64), ("steps", LAST, MAX_STEPS),
+                                  ("seed", 0, 2**32 - 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}; got {value!r}")
+            if isinstance(value, bool) or int(value) != value or not least <= value <= most:
+                raise ValueError(f"{name} must be an integer in [{least}, {most:,}]; got {value!r}")
         if self.nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {', '.join(NONLINEARITIES)}; got {self.nonlinearity!r}")
         if not (np.isfinite(self.data_ratio) and self.data_ratio > 0):
@@ -135,9 +139,9 @@ class Grid:
                              + ", ".join(f"{a} x {b}" for a, b in PAIRS) + " (either order)")
         for name in ("x_range", "y_range"):
             lo, hi = getattr(self, name)
-            if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-                raise ValueError(f"{name} must be (log10 low, log10 high) with low < high, both finite; got "
-                                 f"{getattr(self, name)}")
+            if not (np.isfinite(lo) and np.isfinite(hi) and -LOG_LIMIT <= lo < hi <= LOG_LIMIT):
+                raise ValueError(f"{name} must be (log10 low, log10 high) with -{LOG_LIMIT} <= low < high <= "
+                                 f"{LOG_LIMIT} (float64's range); got {tuple(float(v) for v in getattr(self, name))}")
         if len(self.shape) != 2 or any(int(n) != n or n < 2 for n in self.shape):
             raise ValueError(f"shape must be (rows, columns), each an integer >= 2; got {self.shape}")
         object.__setattr__(self, "x_range", tuple(float(v) for v in self.x_range))
@@ -337,8 +341,18 @@ def trainability_grid(setting: Setting = Setting(), grid: Grid = Grid(), *, dtyp
         raise ValueError(f"block must be a number of pixels >= 1; got {block!r}")
     if memory_budget is not None and not (np.isfinite(memory_budget) and memory_budget > 0):
         raise ValueError(f"memory_budget must be a number of bytes > 0 (or None: the default); got {memory_budget}")
+    if "eta_first" in (grid.x_axis, grid.y_axis) and setting.depth < 2:
+        raise ValueError("per-layer learning rates (eta_first x eta_last) need depth >= 2: with one layer the first "
+                         "is the last")
+    if grid.shape[0] * grid.shape[1] > MAX_PIXELS:
+        raise ValueError(f"a grid of {grid.shape[0]} x {grid.shape[1]} pixels is more than {MAX_PIXELS:,}; use a "
+                         "coarser one, or zoom")
     hp = hyperparameters(setting, grid)
     n = hp.shape[0]
+    one = bytes_per_pixel(setting, dtype)
+    if one > (memory_budget or default_memory_budget()):
+        raise ValueError(f"one pixel of width {setting.width} needs about {one / 2**30:.3g} GiB, more than the memory "
+                         "budget; use a narrower network")
     budget = memory_budget or default_memory_budget()
     chunk = int(max(1, min(block, n, budget // bytes_per_pixel(setting, dtype))))
     parameters = {"setting": asdict(setting), "grid": asdict(grid), "dtype": dtype, "lyapunov": lyapunov,
@@ -357,10 +371,8 @@ def trainability_grid(setting: Setting = Setting(), grid: Grid = Grid(), *, dtyp
     try:
         for b, lo in enumerate(range(0, n, block)):
             path = None if folder is None else folder / f"block-{b:06d}.npz"
-            if path is not None and path.exists():
-                with np.load(path) as saved:
-                    out = {name: saved[name] for name in FIELDS}
-            else:
+            out = _read_block(path, min(lo + block, n) - lo) if path is not None and path.exists() else None
+            if out is None:
                 run = run or _run_pixels(setting, jnp.dtype(dtype), lyapunov, epsilon)
                 pieces = [_padded(run, hp[i:min(i + chunk, lo + block, n)], chunk, dtype)
                           for i in range(lo, min(lo + block, n), chunk)]
@@ -380,6 +392,24 @@ def trainability_grid(setting: Setting = Setting(), grid: Grid = Grid(), *, dtyp
                             **arrays)
 
 
+def _read_block(path: Path, pixels: int) -> dict | None:
+    """A finished block's arrays, or None (with a warning naming the file) when it is damaged or not of this
+    grid's shape: then it is computed again."""
+    import warnings
+    import zipfile
+
+    try:
+        with np.load(path) as saved:
+            out = {name: saved[name] for name in FIELDS}
+        if all(a.shape == (pixels,) for a in out.values()):
+            return out
+        why = f"holds {len(out['converged'])} pixels, not {pixels}"
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        why = f"cannot be read ({type(error).__name__})"
+    warnings.warn(f"{path} {why}: computing that block again", stacklevel=3)
+    return None
+
+
 def _padded(run, hp: np.ndarray, chunk: int, dtype: str) -> list[np.ndarray]:
     """``run`` on a chunk, padded to ``chunk`` pixels (repeating its last) when that wastes less than half the
     work, so that one program serves most chunks (a short last one gets a program of its own); the padding's
@@ -393,12 +423,18 @@ def _claim(folder: Path, parameters: dict) -> None:
     """Write the grid's parameters to ``folder/grid.json``, or check that the ones there are the same."""
     path = folder / "grid.json"
     text = json.dumps(parameters, indent=2, sort_keys=True)
-    if path.exists():
-        if json.loads(path.read_text()) != json.loads(text):
-            raise ValueError(f"{folder} holds a grid of other parameters ({path}); use another folder, or the "
-                             "same parameters to resume it")
+    try:
+        atomic_write(path, text, exclusive=True)  # of two runs starting on a new folder, one writes it
         return
-    atomic_write(path, text)
+    except FileExistsError:
+        pass
+    try:
+        there = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read ({error}); delete the folder, or use another") from None
+    if there != json.loads(text):
+        raise ValueError(f"{folder} holds a grid of other parameters ({path}); use another folder, or the same "
+                         "parameters to resume it")
 
 
 def zoom(grid: Grid, pixel: tuple[int, int], factor: float) -> Grid:
@@ -442,26 +478,35 @@ def boundary_distance(converged: np.ndarray) -> np.ndarray:
 def profile(result: TrainabilityGrid, edges=(1, 2, 4, 8, 16, 32, 64, 1e9), *, lambda_min: float = LAMBDA_MIN) -> dict:
     """Against the distance to the boundary (pixels, bins ``[edges[k], edges[k+1])`` on the converged side): the
     number of converged pixels, the fraction whose peak exponent, and whose whole-run exponent, exceeds
-    ``lambda_min`` (default 0.05 per step, the paper's threshold of a positive exponent), and the median time to
-    target of those that reached it with the number censored."""
+    ``lambda_min`` (default 0.05 per step: a transient expansion), and the time to target as censored data (pixels
+    that never reached it count as censored at the last step): the fraction reached, the Kaplan-Meier median (None
+    when over half are censored: it is beyond the steps) and the restricted mean up to the last step."""
+    from chaosgd.training_time import survival
+
     d = boundary_distance(result.converged)
     rows = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = result.converged & (d >= lo) & (d < hi)
         peak, lam, time = result.lyapunov_peak[inside], result.lyapunov[inside], result.time_to_target[inside]
-        reached = time[time >= 0]
-        rows.append({"from": float(lo), "to": float(hi), "pixels": int(inside.sum()),
-                     "positive_peak": float(np.mean(peak > lambda_min)) if np.isfinite(peak).any() else None,
-                     "positive_exponent": float(np.mean(lam > lambda_min)) if np.isfinite(lam).any() else None,
-                     "median_time": float(np.median(reached)) if reached.size else None,
-                     "censored": int((time < 0).sum())})
-    return {"edges": list(map(float, edges)), "lambda_min": lambda_min, "rows": rows}
+        row = {"from": float(lo), "to": float(hi), "pixels": int(inside.sum()),
+               "positive_peak": float(np.mean(peak > lambda_min)) if np.isfinite(peak).any() else None,
+               "positive_exponent": float(np.mean(lam > lambda_min)) if np.isfinite(lam).any() else None,
+               "reached": int((time >= 0).sum()), "censored": int((time < 0).sum())}
+        if time.size:
+            s = survival(time[time >= 0], np.full(int((time < 0).sum()), result.setting.steps),
+                         horizon=result.setting.steps)
+            row.update(median_time=float(s.median) if np.isfinite(s.median) else None, restricted_mean=s.rmst)
+        rows.append(row)
+    return {"edges": list(map(float, edges)), "lambda_min": lambda_min, "horizon": result.setting.steps,
+            "rows": rows}
 
 
 def fastest(result: TrainabilityGrid, *, fraction: float = 0.1, lambda_min: float = LAMBDA_MIN) -> dict:
-    """Where training is fastest: of the pixels that reached the target, the ``fraction`` with the shortest times;
+    """Where training is fastest: of the pixels that reached the target, the ``fraction`` with the shortest times
+    (censoring does not bias this choice: a pixel that never reached the target is slower than every one that did);
     their count, time range, median distance to the boundary (pixels), the fraction whose peak exponent exceeds
-    ``lambda_min``, that fraction among all converged pixels for comparison, and their median axis values."""
+    ``lambda_min``, that fraction among all converged pixels for comparison, their median axis values, and how many
+    converged pixels reached the target at all."""
     time = result.time_to_target
     reached = time >= 0
     if not reached.any():
@@ -474,4 +519,5 @@ def fastest(result: TrainabilityGrid, *, fraction: float = 0.1, lambda_min: floa
             "median_distance": float(np.median(d[best])),
             "positive_peak": float(np.mean(result.lyapunov_peak[best] > lambda_min)),
             "positive_peak_all_converged": float(np.mean(result.lyapunov_peak[result.converged] > lambda_min)),
-            "median_x": float(np.median(result.grid.x[cols])), "median_y": float(np.median(result.grid.y[rows]))}
+            "median_x": float(np.median(result.grid.x[cols])), "median_y": float(np.median(result.grid.y[rows])),
+            "reached": int(reached.sum()), "converged": int(result.converged.sum())}

@@ -8,11 +8,13 @@ the box-counting dimension is the slope of ``ln N(s)`` against ``ln(1/s)``,
 
 measured here over box sizes ``s = 2^k``: the local slopes ``D_k = ln(N(s_k) / N(s_{k+1})) / ln(s_{k+1} / s_k)``
 between successive sizes, and a least-squares line over the middle sizes (by default from 2 pixels, where the pixel
-grid stops dominating, to an eighth of the image's shorter side, where at least 64 boxes tile it). The interval is
-the range of the local slopes inside the fitted sizes (a regression interval would treat the counts, which are
-nested, as independent errors; it is given too, as ``stderr``). This is the estimator of Sohl-Dickstein 2024
-(arXiv:2402.06184), whose notebook reports the median of the local slopes; see Falconer, Fractal Geometry (Wiley
-2014, ISBN 978-1-119-94239-9), section 3.1, for the definition.
+grid stops dominating, to an eighth of the image's shorter side, where at least 64 boxes tile it). Beside it, the
+spread of the local slopes inside the fitted sizes (their smallest and largest: not a confidence interval, and with
+few sizes a narrow spread says little; a regression interval would treat the nested counts as independent errors,
+its standard error is given too, as ``stderr``). Sohl-Dickstein's notebook (arXiv:2402.06184) counts boxes with
+porespy's ``boxcount`` over 10 logarithmic sizes and reports the median of the local slopes over sizes and frames,
+which is given too (``median``). Falconer, Fractal Geometry (Wiley 2014, ISBN 978-1-119-94239-9), section 3.1, for
+the definition.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ class BoxDimension:
 
     Attributes:
         dimension: slope of the least-squares line of ln N(s) against ln(1/s) over the fitted sizes.
-        low, high: the smallest and largest local slope inside the fitted sizes (the interval).
+        low, high: the smallest and largest local slope inside the fitted sizes (their spread; not a confidence
+            interval).
         stderr: the least-squares slope's standard error (NaN with two sizes).
         median: the median local slope inside the fitted sizes (the notebook's estimate).
         sizes, counts: s and N(s) at every size counted.
