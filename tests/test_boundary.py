@@ -189,7 +189,7 @@ def test_command_writes_results_images_and_resumes(tmp_path, capsys):
     summary = json.loads((tmp_path / "boundary.json").read_text())
     assert summary["grid"]["shape"] == [16, 16] and "below 1" in summary["convergence"]
     dimension = summary["dimension"]
-    assert 0 < summary["converged_fraction"] < 1 and dimension["local_slopes"][0] <= dimension["value"]
+    assert 0 < summary["converged_fraction"] < 1 and dimension["slope_spread"][0] <= dimension["value"]
     with np.load(tmp_path / "boundary.npz") as saved:
         assert saved["converged"].shape == (16, 16) and saved["x"].size == 16
     assert (tmp_path / "boundary.png").stat().st_size > 0

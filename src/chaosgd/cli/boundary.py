@@ -79,7 +79,7 @@ def boundary(out: Path, setting, grid, *, zoom_factor: float = 1.0, dtype: str =
     edge = boundary_pixels(result.converged)
     if edge.any() and min(grid.shape) >= 16:
         dim = box_dimension(edge, fit=(1, min(grid.shape) // 4))
-        summary["dimension"] = {"value": dim.dimension, "local_slopes": [dim.low, dim.high], "median": dim.median,
+        summary["dimension"] = {"value": dim.dimension, "slope_spread": [dim.low, dim.high], "median": dim.median,
                                 "stderr": dim.stderr, "fitted_sizes": list(dim.fitted),
                                 "sizes": dim.sizes.tolist(), "counts": dim.counts.tolist(),
                                 "local_slopes": dim.local.tolist()}
@@ -92,8 +92,8 @@ def boundary(out: Path, setting, grid, *, zoom_factor: float = 1.0, dtype: str =
     d = summary.get("dimension")
     print(f"{grid.shape[0]} x {grid.shape[1]} pixels x {setting.steps} steps in {result.seconds:.1f} s: "
           f"{100 * summary['converged_fraction']:.1f}% converged"
-          + (f", boundary dimension {d['value']:.3f} (local slopes {d['local_slopes'][0]:.3f} .. {d['local_slopes'][1]:.3f})"
-             if d else ", no boundary to measure") + f"; results and images in {out}")
+          + (f", boundary dimension {d['value']:.3f} (local slopes {d['slope_spread'][0]:.3f} .. "
+             f"{d['slope_spread'][1]:.3f})" if d else ", no boundary to measure") + f"; results and images in {out}")
     return summary
 
 
