@@ -32,7 +32,8 @@ import numpy as np
 
 import chaosgd  # noqa: F401  (float64)
 from chaosgd.atomic import atomic_write
-from chaosgd.boundary import Grid, Setting, boundary_pixel, fastest, trainability_grid, zoom
+from chaosgd.boundary import Grid, Setting, trainability_grid
+from chaosgd.boundary_analysis import boundary_pixel, fastest, zoom
 from chaosgd.boxcount import box_dimension, boundary_pixels
 from chaosgd.cli.boundary import plot_maps, summarize
 

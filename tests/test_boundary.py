@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from chaosgd.boundary import (Grid, Setting, boundary_distance, boundary_pixel, hyperparameters, loss, network,
-                              problem, profile, trainability_grid, zoom)
+from chaosgd.boundary import Grid, Setting, hyperparameters, loss, network, problem, trainability_grid
+from chaosgd.boundary_analysis import boundary_distance, boundary_pixel, profile, zoom
 
 # A linear network of one layer is linear regression, f(x) = x W / n: GD on it is the linear map
 # W <- (I - eta A) W + const with A = 2 X^T X / (N n^2), which converges iff eta < 2 / max eig A and whose

@@ -66,7 +66,8 @@ def boundary(out: Path, setting, grid, *, zoom_factor: float = 1.0, dtype: str =
              progress: bool = True) -> dict:
     """The grid (resumable in ``out/grid`` and, when zooming, ``out/start``), its dimension and images into
     ``out``; returns the summary written to ``boundary.json``."""
-    from chaosgd.boundary import boundary_pixel, trainability_grid, zoom
+    from chaosgd.boundary import trainability_grid
+    from chaosgd.boundary_analysis import boundary_pixel, zoom
     from chaosgd.boxcount import box_dimension, boundary_pixels
 
     out = Path(out)
@@ -101,7 +102,8 @@ def summarize(result) -> dict:
     """The settings and the headline numbers of a grid, as plain data."""
     from dataclasses import asdict
 
-    from chaosgd.boundary import CLIP, LAST, profile
+    from chaosgd.boundary import CLIP, LAST
+    from chaosgd.boundary_analysis import profile
 
     return {"setting": asdict(result.setting), "grid": asdict(result.grid), "dtype": result.dtype,
             "convergence": f"converged when the mean of the last {LAST} losses, each divided by the first "
