@@ -118,6 +118,7 @@ def test_command_options_are_checked_before_anything_is_computed_or_made(tmp_pat
         (["uncertainty", "iris", "--epsilons", "1e-9", "1e-6"], "3 or more distinct radii"),
         (["uncertainty", "iris", "--epsilons", "1e-9", "1e-9", "1e-3"], "3 or more distinct radii"),
         (["uncertainty", "iris", "--training.epochs", "10"], "train for at least that many"),
+        (["uncertainty", "mnist-sgd", "--quick"], "uncertainty measures one configuration, and this one sweeps"),
         (["uncertainty", "iris", "--epsilons", "1e-5", "1e-4", "1e-3"], "spanning at least 3 decades"),
         (["uncertainty", "iris", "--epsilons", "0", "1e-4", "1e-3"], "radii > 0"),
         (["uncertainty", "iris", "--epsilons", "1e-9", "1e-6", "1"], "ensemble.epsilon"),

@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from chaosgd.atomic import atomic_write
-from chaosgd.cli.options import (RUNS, add_execution, add_experiment, add_out, experiment, out_folder,
+from chaosgd.cli.options import (RUNS, add_execution, add_experiment, add_out, experiment, one_point, out_folder,
                                  pyplot_free_plots, run_sweep)
 
 RADII = (1e-11, 1e-9, 1e-7, 1e-5, 1e-3)  # 8 decades, inside float64's resolution and EPSILON_MAX for N(0, 1) weights
@@ -38,6 +38,7 @@ def cmd_uncertainty(args) -> int:
         raise ValueError(f"--epsilons: give 3 or more distinct radii > 0 spanning at least {MIN_DECADES:g} decades; "
                          f"got {args.epsilons}")
     radii = sorted(radii)
+    one_point(experiment(args), "uncertainty")  # its second axis is the radius: a 2-D sweep's own would be lost
     config = experiment(args, **{"training.axis": "ensemble.epsilon", "training.axis_values": tuple(radii),
                                  "training.stop_copies": False, "training.stop_references": False})
     if config.training.epochs * config.training.records_per_epoch < FINAL_EPOCHS:
