@@ -38,7 +38,8 @@ class Uncertainty:
 
     Attributes:
         epsilon: the radii, increasing.
-        differ, pairs: pairs whose outcomes differ, and pairs, at each radius.
+        differ, pairs: at each radius, the changed outcomes (differing pairs, or uncertain initial conditions for
+            ``uncertainty_from_initial_conditions``) and the trials (pairs, or initial conditions).
         fraction, fraction_low, fraction_high: ``differ / pairs`` and its Wilson interval.
         phi, phi_low, phi_high: the exponent of ``f = A epsilon^phi`` and its interval (profile likelihood, or a
             bootstrap over initial conditions; NaN where phi cannot be fitted; an end at infinity where the
