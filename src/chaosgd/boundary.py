@@ -20,9 +20,10 @@ measured and the copy is moved back to distance r_{t+1} along the same direction
 ``r_t = epsilon max(1, ||theta_t||)`` (epsilon 1e-8 by default; relative to the weights' size, so that weights
 growing towards overflow keep the copy resolved), so that
 
-    lambda = (1/N') sum_t ln(d_{t+1} / r_t)
+    lambda = (1/N) sum_t ln(d_{t+1} / r_t)
 
-over the N' steps whose loss and distance stayed finite (the growth never saturates, unlike the paper's single
+over all N steps, NaN when some step's growth cannot be measured (a non-finite loss or distance, or a copy that
+collapsed onto the reference) rather than a mean over the others (the growth never saturates, unlike the paper's single
 epsilon-ball of arXiv:2506.08523, which fits the slope of ln d over the rise before saturation). Beside it the peak
 finite-time value ``max_{t >= 20} (1/t) sum_{s<t} ln(d_{s+1} / r_s)``: positive when a chaotic transient precedes
 convergence, whose long contracting tail pulls the whole-run mean below zero. An epsilon of 1e-8 on weights of order
@@ -51,6 +52,7 @@ LAST = 20  # losses averaged by the convergence measure
 CLIP = 1e6  # a normalised loss counts as at most this (non-finite ones too)
 PEAK_FROM = 20  # first step of the peak finite-time exponent (earlier means are a few steps' noise)
 BLOCK = 4096  # pixels a file of a resumable grid holds
+FORMAT = 2  # of a grid's folder: blocks of an earlier computation are refused (2: exponents over whole runs only)
 LOG_LIMIT = 300  # log10 of the largest hyperparameter a grid may reach (float64 overflows past 1e308)
 MAX_PIXELS = 2**26  # 8192 x 8192: the per-pixel hyperparameters and outputs alone are then gigabytes
 MAX_STEPS = 2**31 - 1  # the scan's step counter is an int32
@@ -167,7 +169,8 @@ class TrainabilityGrid:
         time_to_target: first step t with r_t < setting.target; -1 when never reached (censored), and where
             the run did not converge (one that dips below the target and then diverges is not trained).
         finite: the loss stayed finite for all N steps.
-        lyapunov: the finite-time exponent over the steps (per step); NaN where not computed or not finite.
+        lyapunov: the finite-time exponent over the steps (per step); NaN where not computed, not finite, or where
+            some step's growth could not be measured (the copy collapsed onto the reference or ran off).
         lyapunov_peak: its largest running mean from step 20 on; NaN likewise.
         dtype: the floating type every pixel was trained in.
         seconds: wall time of the call that returned it; computed: pixels it trained (the others were read from
@@ -290,8 +293,11 @@ def _run_pixels(setting: Setting, dtype, lyapunov: bool, epsilon: float):
             step, carry, jnp.arange(steps, dtype=jnp.int32))
         measure = last / LAST
         converged = measure < 1
-        lam = jnp.where(finite & lyapunov, log_growth / jnp.maximum(n_growth, 1), jnp.nan)
-        peak = jnp.where(finite & lyapunov & jnp.isfinite(peak), peak, jnp.nan)
+        # Only over the whole run: a step whose copy collapsed onto the reference (distance 0) or ran off (not
+        # finite) has no growth factor, and leaving it out would bias the exponent; such a pixel gets NaN.
+        measured = finite & lyapunov & (n_growth == steps)
+        lam = jnp.where(measured, log_growth / jnp.maximum(n_growth, 1), jnp.nan)
+        peak = jnp.where(measured & jnp.isfinite(peak), peak, jnp.nan)
         hit = jnp.where(converged, hit, -1)  # a run that did not converge is never counted as trained
         return converged, measure, jnp.where(converged, -total, inverse), hit, finite, lam, peak
 
@@ -355,7 +361,7 @@ def trainability_grid(setting: Setting = Setting(), grid: Grid = Grid(), *, dtyp
     budget = memory_budget or default_memory_budget()
     chunk = int(max(1, min(block, n, budget // bytes_per_pixel(setting, dtype))))
     parameters = {"setting": asdict(setting), "grid": asdict(grid), "dtype": dtype, "lyapunov": lyapunov,
-                  "epsilon": float(epsilon) if lyapunov else None, "block": int(block)}
+                  "epsilon": float(epsilon) if lyapunov else None, "block": int(block), "format": FORMAT}
     if folder is not None:
         folder = Path(folder)
         _claim(folder, parameters)
