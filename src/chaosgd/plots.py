@@ -413,14 +413,18 @@ def plot_uncertainty(fits: dict, *, axes=None):
     resolved = np.array([fits[e].resolved for e in etas])
     for mask, face in ((resolved, None), (~resolved & np.isfinite(phi), "none")):
         if mask.any():
+            # An open end (infinite) runs off the axes, which stop a little beyond the finite values and 0 .. 1.
             right.errorbar(etas[mask], phi[mask], yerr=np.nan_to_num([phi[mask] - low[mask], high[mask] - phi[mask]],
-                                                                     posinf=0, neginf=0),
+                                                                     posinf=1e3, neginf=1e3),
                            fmt="o", capsize=2, mfc=face, color="C0",
                            label="resolved" if face is None else "flagged (see uncertainty.json)")
+    shown = np.concatenate([phi, low, high])
+    shown = shown[np.isfinite(shown)]
+    right.set_ylim(min(-0.1, *(shown - 0.1)), max(1.1, *(shown + 0.1)))
     missing = ~np.isfinite(phi)
     if missing.any():  # marked along the top edge: a value drawn anywhere on the axis would read as a phi
         right.plot(etas[missing], np.full(missing.sum(), 0.97), "x", color="C3", transform=right.get_xaxis_transform(),
-                   label=r"no $\varphi$ (e.g. no pair differs)")
+                   label=r"no $\varphi$ (e.g. no outcome changed)")
     right.axhline(1, color="k", ls=":", lw=1, label=r"smooth boundary ($\varphi$ = 1)")
     _log_eta_axis(right, etas)
     right.set_ylabel(r"uncertainty exponent $\varphi$")
