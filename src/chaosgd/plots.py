@@ -420,7 +420,7 @@ def plot_uncertainty(fits: dict, *, axes=None):
                            label="resolved" if face is None else "flagged (see uncertainty.json)")
     shown = np.concatenate([phi, low, high])
     shown = shown[np.isfinite(shown)]
-    right.set_ylim(min(-0.1, *(shown - 0.1)), max(1.1, *(shown + 0.1)))
+    right.set_ylim(np.min(np.append(shown - 0.1, -0.1)), np.max(np.append(shown + 0.1, 1.1)))
     missing = ~np.isfinite(phi)
     if missing.any():  # marked along the top edge: a value drawn anywhere on the axis would read as a phi
         right.plot(etas[missing], np.full(missing.sum(), 0.97), "x", color="C3", transform=right.get_xaxis_transform(),
