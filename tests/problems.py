@@ -36,3 +36,21 @@ def descendants(pid):
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found += [int(entry)] + descendants(int(entry))
     return found
+
+
+def iris_hessian_problem():
+    """The 4-10-3 network (83 parameters) on Iris at its initialisation from PRNGKey(0), and its explicit Hessian:
+    ``(objective, data, params, hessian)``."""
+    import jax
+    from jax.flatten_util import ravel_pytree
+
+    from chaosgd import MLP, classification
+    from chaosgd.datasets import load_iris
+
+    model = MLP((4, 10, 3))
+    objective = classification(model)
+    data = load_iris().arrays()
+    params = model.init(jax.random.PRNGKey(0))
+    flat, unravel = ravel_pytree(params)
+    hessian = np.asarray(jax.hessian(lambda f: objective.loss(unravel(f), data)[0])(flat))
+    return objective, data, params, hessian

@@ -8,17 +8,12 @@ from chaosgd.datasets import load_iris
 from chaosgd.dynamics import UpdateRule, batch_order
 from chaosgd.optimizers import Optimizer
 from chaosgd.sharpness import top_eigenvalue, top_eigenvalues, track_sharpness
-from problems import quadratic_problem
+from problems import iris_hessian_problem, quadratic_problem
 
 
 @pytest.fixture(scope="module")
 def iris_problem():
-    model = MLP((4, 10, 3))
-    objective = classification(model)
-    data = load_iris().arrays()
-    params = model.init(jax.random.PRNGKey(0))
-    flat, unravel = ravel_pytree(params)
-    hessian = np.asarray(jax.hessian(lambda f: objective.loss(unravel(f), data)[0])(flat))
+    objective, data, params, hessian = iris_hessian_problem()
     return objective, data, params, np.linalg.eigvalsh(hessian)
 
 

@@ -8,19 +8,12 @@ from chaosgd.datasets import load_iris
 from chaosgd.sharpness import top_eigenvalue
 from chaosgd.spectrum import (broadened_density, density, density_moments, top_k, top_k_ensemble, trace,
                               trace_ensemble)
-from problems import quadratic_problem
+from problems import iris_hessian_problem, quadratic_problem
 
 
 @pytest.fixture(scope="module")
 def iris_problem():
-    """The 4-10-3 network (83 parameters) on Iris, and its explicit Hessian."""
-    model = MLP((4, 10, 3))
-    objective = classification(model)
-    data = load_iris().arrays()
-    params = model.init(jax.random.PRNGKey(0))
-    flat, unravel = ravel_pytree(params)
-    hessian = np.asarray(jax.hessian(lambda f: objective.loss(unravel(f), data)[0])(flat))
-    return objective, data, params, hessian
+    return iris_hessian_problem()
 
 
 def test_top_k_equals_the_explicit_hessians_largest_eigenvalues(iris_problem):
