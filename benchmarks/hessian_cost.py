@@ -26,7 +26,8 @@ import chaosgd  # noqa: F401
 from chaosgd import MLP, classification
 from chaosgd.datasets import load
 from chaosgd.dynamics import FULL_BATCH_GD
-from chaosgd.sharpness import _advance, hessian_vector_product, lanczos
+from chaosgd.hessian import hessian_vector_product, lanczos
+from chaosgd.sharpness import advance
 
 
 def main(m_max: int = 80, repeats: int = 5):
@@ -54,7 +55,7 @@ def main(m_max: int = 80, repeats: int = 5):
 
     results = {"gradient_s": g, "hvp_s": h, "ratio": h / g, "lanczos": {}}
     n_train = data["x_train"].shape[0]
-    trained, _ = _advance((objective, FULL_BATCH_GD, n_train, 0), params, FULL_BATCH_GD.optimizer.init(params),
+    trained, _ = advance((objective, FULL_BATCH_GD, n_train, 0), params, FULL_BATCH_GD.optimizer.init(params),
                           jnp.float64(7.5), data, jnp.int32(0), jnp.int32(0), 20)
     for name, point in (("initialisation", params), ("after 20 epochs at eta=7.5", trained)):
         f, _ = ravel_pytree(point)

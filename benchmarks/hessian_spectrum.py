@@ -1,9 +1,9 @@
 """The Hessian spectrum on the paper's network (MNIST 784-64-10 tanh, float64, the first 10,000 training images).
 
-1. Cost of one Hessian-vector product (``sharpness.hessian_vector_product``) against one gradient
+1. Cost of one Hessian-vector product (``hessian.hessian_vector_product``) against one gradient
    (``jax.value_and_grad``), both jit-compiled: median of interleaved repeats.
 2. Top-20 eigenvalues at initialisation and after E epochs of full-batch GD at eta = 7.5 (the engine's own epoch
-   map): one Lanczos run of ``m_ref`` steps (``sharpness.lanczos``, the loop behind ``spectrum.top_k``) gives the
+   map): one Lanczos run of ``m_ref`` steps (``hessian.lanczos``, the loop behind ``spectrum.top_k``) gives the
    Ritz values after every m <= m_ref (those of T's leading m x m block). The reference is the top 20 at m_ref,
    checked by their residual bounds and by matfree's independent Lanczos (``decomp.tridiag_sym``, full
    re-orthogonalisation) from another start. Reported: the smallest m from which all 20 stay within 1e-6
@@ -37,7 +37,8 @@ import chaosgd  # noqa: F401  (float64)
 from chaosgd import MLP, classification
 from chaosgd.datasets import load, load_iris
 from chaosgd.dynamics import FULL_BATCH_GD
-from chaosgd.sharpness import _advance, hessian_vector_product, lanczos, ritz
+from chaosgd.hessian import hessian_vector_product, lanczos, ritz
+from chaosgd.sharpness import advance
 from chaosgd.spectrum import density, density_moments, top_k, trace
 
 K = 20
@@ -232,7 +233,7 @@ def main():
     results = {"network": "784-64-10 tanh", "examples": args.examples, "k": K, "tolerance": TOLERANCE,
                "cost": cost(objective, params, data, args.repeats), "points": {}}
     state = FULL_BATCH_GD.optimizer.init(params)
-    trained, _ = _advance((objective, FULL_BATCH_GD, args.examples, 0), params, state, jnp.float64(ETA), data,
+    trained, _ = advance((objective, FULL_BATCH_GD, args.examples, 0), params, state, jnp.float64(ETA), data,
                           jnp.int32(0), jnp.int32(0), args.epochs)
     for name, point in (("initialisation", params), (f"after {args.epochs} epochs of GD at eta={ETA:g}", trained)):
         print(name)

@@ -161,13 +161,13 @@ def test_an_exhausted_krylov_space_restarts_instead_of_inventing_eigenvalues():
     import jax.numpy as jnp
 
     from chaosgd.dynamics import FULL_BATCH_GD
-    from chaosgd.sharpness import _advance
+    from chaosgd.sharpness import advance
 
     model = MLP((4, 10, 3))
     objective = classification(model)
     data = jax.tree_util.tree_map(jnp.asarray, load_iris().arrays())
     params = model.init(jax.random.PRNGKey(0))
-    params, _ = _advance((objective, FULL_BATCH_GD, 120, 0), params, FULL_BATCH_GD.optimizer.init(params),
+    params, _ = advance((objective, FULL_BATCH_GD, 120, 0), params, FULL_BATCH_GD.optimizer.init(params),
                          jnp.float64(3.0), data, jnp.int32(0), jnp.int32(0), 7)
     flat, unravel = ravel_pytree(params)
     exact = np.linalg.eigvalsh(np.asarray(jax.hessian(lambda f: objective.loss(unravel(f), data)[0])(flat)))

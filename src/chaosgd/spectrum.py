@@ -17,7 +17,7 @@ the ensemble forms with K = 1. Member i draws its random vectors from ``fold_in(
 (``members`` defaults to 0 .. K-1), so any member can be recomputed alone.
 
 Why not matfree (which implements these in JAX): the top-k must run the very Lanczos loop of the sharpness
-(``sharpness.lanczos``), which is core code and cannot depend on an optional package; matfree 0.6.3 has no Hutch++;
+(``hessian.lanczos``), which is core code and cannot depend on an optional package; matfree 0.6.3 has no Hutch++;
 and the loop is twenty lines. matfree does work with this JAX (0.10.2): ``benchmarks/hessian_spectrum.py`` uses its
 ``decomp.tridiag_sym`` as an independent check of the top-k.
 """
@@ -33,7 +33,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from chaosgd.objective import Objective
-from chaosgd.sharpness import _lanczos, _many, hessian_vector_product, lanczos, ritz
+from chaosgd.hessian import hessian_vector_product, lanczos, lanczos_steps, over_members, ritz
 
 TRACE_METHODS = ("hutch++", "hutchinson")
 
@@ -136,7 +136,8 @@ def top_k_ensemble(objective: Objective, params, data, k: int, *, iterations: in
         starts = jax.vmap(lambda key: jax.random.normal(key, (size,), flats.dtype))(keys)
     else:
         starts = _per_member(start, n_members, size, flats.dtype, "start")
-    alphas, betas, bases = _many(_lanczos, objective, unravel, flats, starts, _scales(scale, flats), _arrays(data), m)
+    alphas, betas, bases = over_members(lanczos_steps, objective, unravel, flats, starts, _scales(scale, flats),
+                                        _arrays(data), m)
     values, residuals, vectors = [], [], []
     for alpha, beta, basis in zip(np.asarray(alphas), np.asarray(betas), np.asarray(bases)):
         theta, s, bound = ritz(alpha, beta)

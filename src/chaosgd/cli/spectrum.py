@@ -40,7 +40,7 @@ def cmd_spectrum(args) -> int:
     from chaosgd import spectrum
     from chaosgd.ensemble import initial_conditions
     from chaosgd.experiments.problem import build
-    from chaosgd.sharpness import _advance
+    from chaosgd.sharpness import advance
 
     for option, value, least in (("--k", args.k, 1), ("--trace-products", args.trace_products, 2),
                                  ("--steps", args.steps, 1), ("--probes", args.probes, 2), ("--epochs", args.epochs, 0),
@@ -67,7 +67,7 @@ def cmd_spectrum(args) -> int:
     if args.epochs:
         n_train = data["x_train"].shape[0]
         state = rule.optimizer.init(params)
-        params, state = _advance((problem.objective, rule, n_train, 0), params, state,
+        params, state = advance((problem.objective, rule, n_train, 0), params, state,
                                  jnp.asarray(eta, dtype=ravel_pytree(params)[0].dtype), data,
                                  jnp.int32(args.initial_condition), jnp.int32(0), args.epochs)
         if rule.optimizer.preconditioned:
