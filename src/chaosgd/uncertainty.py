@@ -12,6 +12,10 @@ profile-likelihood one for counts drawn afresh at each radius (``uncertainty_exp
 initial conditions when the same ones serve every radius (``uncertainty_from_initial_conditions``, as a sweep's
 epsilon-balls do). The fit is flagged, not refused, when the radii span fewer than ``MIN_DECADES`` decades, too few
 pairs differ, the fraction saturates, phi < 0, or the counts do not follow a power law (deviance test).
+
+A trained network's outcome (``network_outcomes``) is three-way by default (diverged / trained / not), or with
+``outcome="loss"`` the bin of its final training loss on a log scale, which still changes where every network ends in
+one class.
 """
 
 from __future__ import annotations
@@ -30,6 +34,14 @@ SATURATED = 0.5  # a fraction of differing pairs above which f(epsilon) has left
 # Outcomes of a trained network (``network_outcomes``), judged on the mean over its last FINAL_EPOCHS records.
 DIVERGED, NOT_TRAINED, TRAINED = 0, 1, 2
 FINAL_EPOCHS = 20  # as the trainability boundary's convergence measure (Sohl-Dickstein 2024): the last 20 steps
+OUTCOMES = {  # network_outcomes(outcome=...): name -> what it is, as uncertainty.json and the docs say it
+    "class": "diverged | mean training accuracy over the last {last} records >= {target:g} | below it",
+    "loss": "diverged | bin of log10(mean training loss over the last {last} records), bins {width:g} decades wide "
+            "with edges at 10^(k {width:g})",
+}
+LOSS_BIN_DECADES = 0.1  # the loss outcome's default bin: a factor 10^0.1 = 1.26 in the final loss
+MIN_BIN_DECADES = 1e-12  # narrower bins would sort a float64 mean loss's rounding (~1e-14 relative), not outcomes
+LOSS_DIVERGED = int(np.iinfo(np.int64).min)  # the loss outcome of a diverged member: no bin reaches it
 
 
 @dataclass(frozen=True)
@@ -293,26 +305,70 @@ def digit_basins(x, base: int = 4):
     return outcome
 
 
-def network_outcomes(records, target: float, *, last: int = FINAL_EPOCHS) -> np.ndarray:
-    """Each member's final outcome: ``DIVERGED``, ``TRAINED`` (mean training accuracy over the last ``last``
-    records at least ``target``) or ``NOT_TRAINED``; shape ``(G, 1 + M)`` like the records' members.
+def network_outcomes(records, target: float | None = None, *, outcome: str = "class",
+                     bin_decades: float | None = None, last: int = FINAL_EPOCHS) -> np.ndarray:
+    """Each member's final outcome, an integer; shape ``(G, 1 + M)`` like the records' members.
 
-    A mean over the last records, not the last one alone: at large learning rates the accuracy often alternates
-    from epoch to epoch (a period-2 orbit), and a snapshot would call the same orbit trained or not by its phase.
-    The training accuracy is the one the records hold for every member (the test accuracy is the reference's only).
+    Keyword arguments:
+        outcome: ``"class"`` (the default): ``DIVERGED``, ``TRAINED`` (mean training accuracy over the last
+            ``last`` records at least ``target``) or ``NOT_TRAINED``. ``"loss"``: the bin of the final training
+            loss on a log scale, ``floor(log10(L) / bin_decades)`` with ``L`` the mean of the recorded training loss
+            (the objective, any L2 term included) over the last ``last`` records, and ``LOSS_DIVERGED`` for a
+            member that diverged.
+        target: the training accuracy that counts as trained; required by ``"class"``, refused by ``"loss"``.
+        bin_decades: the loss bins' width in decades of the loss (default ``LOSS_BIN_DECADES``, at least
+            ``MIN_BIN_DECADES``); ``"loss"`` only.
+        last: the records averaged (default ``FINAL_EPOCHS``).
+
+    A mean over the last records, not the last one alone: at large learning rates the accuracy and the loss often
+    alternate from epoch to epoch (a period-2 orbit), and a snapshot would give the same orbit two outcomes by its
+    phase. The training accuracy and loss are what the records hold for every member (the test accuracy is the
+    reference's only; predicted labels are not recorded).
+
+    Why a loss outcome: the three-way one cannot change where all networks end alike (Iris at eta >= 1 ends at
+    chance), however chaotic their training. The binned loss changes whenever a perturbation moves the final loss
+    across a bin edge, so it resolves final states within one class. Its edges are level sets of the final loss: where
+    that loss depends smoothly on the initial weights they are smooth and phi = 1 whatever the width (which changes
+    only the prefactor); phi < 1 says the final loss is more sensitive than any smooth dependence. Bins are anchored
+    at 1 (edges at ``10^(k bin_decades)``), a loss of exactly 0 falls in the lowest bin float64 reaches.
+
     Members must have run to the end: records whose copies or references were stopped early are refused.
     """
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {', '.join(map(repr, OUTCOMES))}; got {outcome!r}")
+    if outcome == "class" and target is None:
+        raise ValueError("outcome 'class' needs a target training accuracy")
+    if outcome == "class" and bin_decades is not None:
+        raise ValueError("bin_decades is the width of the loss outcome's bins; outcome 'class' has none")
+    if outcome == "loss" and target is not None:
+        raise ValueError("outcome 'loss' bins the final loss and has no target accuracy; give target only with "
+                         "outcome 'class'")
+    width = LOSS_BIN_DECADES if bin_decades is None else bin_decades
+    if outcome == "loss" and not (np.isfinite(width) and width >= MIN_BIN_DECADES):
+        raise ValueError(f"bin_decades must be finite and >= {MIN_BIN_DECADES:g} decades (narrower bins sort "
+                         f"rounding errors); got {bin_decades}")
     if np.any(records.copies_stopped_at >= 0) or np.any(records.references_stopped_at >= 0):
         raise ValueError("final outcomes need every member trained to the last epoch; these records stopped some "
                          "early (training.stop_copies / stop_references)")
-    if last < 1:
-        raise ValueError(f"last must be >= 1; got {last}")
+    if int(last) != last or last < 1:
+        raise ValueError(f"last must be an integer >= 1; got {last}")
+    last = int(last)
     if records.train_accuracy.shape[-1] < last + 1:
         raise ValueError(f"the final outcome is the mean over the last {last} records, and these records hold "
                          f"{records.train_accuracy.shape[-1] - 1} after the first: train for more epochs")
-    final = np.mean(records.train_accuracy[:, :, -last:], axis=-1)
-    outcome = np.where(final >= target, TRAINED, NOT_TRAINED)
-    return np.where((records.diverged_at >= 0) | ~np.isfinite(final), DIVERGED, outcome)
+    diverged = records.diverged_at >= 0
+    if outcome == "class":
+        final = np.mean(records.train_accuracy[:, :, -last:], axis=-1)
+        classes = np.where(final >= target, TRAINED, NOT_TRAINED)
+        return np.where(diverged | ~np.isfinite(final), DIVERGED, classes)
+    final = np.mean(np.asarray(records.loss, dtype=float)[:, :, -last:], axis=-1)
+    diverged |= ~np.isfinite(final)
+    if np.any(final[~diverged] < 0):
+        raise ValueError("outcome 'loss' bins a log-scale loss and needs losses >= 0; these records hold a negative "
+                         "one")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bins = np.floor(np.log10(np.maximum(final, np.finfo(float).tiny)) / width)
+    return np.where(diverged, LOSS_DIVERGED, np.where(diverged, 0, bins).astype(np.int64))
 
 
 def uncertain_initial_conditions(outcomes) -> np.ndarray:
