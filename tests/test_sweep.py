@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from chaosgd.experiments.config import Config, ConfigError, Data, Ensemble, Model, Training
+from chaosgd.experiments.plan import make_plan
 from chaosgd.experiments.problem import tasks
 from chaosgd.experiments.results import summarize
 from chaosgd.experiments.store import RunDir
@@ -193,3 +194,14 @@ def test_a_sweep_that_stops_references_keeps_its_times_to_target(tmp_path):
     assert runs[True].network_epochs < runs[False].network_epochs
     np.testing.assert_array_equal(time_to_accuracy(runs[True].test_accuracy, 0.6).epoch,
                                   time_to_accuracy(runs[False].test_accuracy, 0.6).epoch)
+
+
+def test_summary_from_the_plan_a_sweep_returns_equals_the_summary_read_back_from_its_folder(tmp_path):
+    # The plan carries the checked results and fits down to the summary; reading the folder again must agree.
+    plan = make_plan(small_config(), tmp_path)
+    sweep(plan, executor="serial", progress=False, log=lambda *a: None)
+    assert plan.complete and len(plan.fits) == 3
+    carried, read = summarize(plan), summarize(tmp_path)
+    np.testing.assert_equal(carried.rows, read.rows)  # NaN where nothing resolved, in both
+    assert carried.n_pending == read.n_pending == 0
+    assert_same(carried.records(), read.records())

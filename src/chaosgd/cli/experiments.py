@@ -14,14 +14,20 @@ def add_sweep(p: argparse.ArgumentParser) -> None:
     add_execution(p)
 
 
-def report(store, **options) -> None:
+def report(run_dir, **options) -> None:
     from chaosgd.experiments.report import write_report
     pyplot_free_plots()
-    print(f"report: {write_report(store, log=print, **options)}")
+    print(f"report: {write_report(run_dir, log=print, **options)}")
+
+
+def report_of(plan, summary=None) -> None:
+    """The report of the sweep a plan just ran, from what it holds (nothing is read or fitted again)."""
+    from chaosgd.experiments.results import summarize
+    report(plan.run, summary=summary or summarize(plan))
 
 
 def cmd_sweep(args) -> int:
-    report(run_sweep(args))
+    report_of(run_sweep(args))
     return 0
 
 
@@ -29,8 +35,8 @@ def cmd_run(args) -> int:
     """A sweep, then the whole per-learning-rate table."""
     from chaosgd.experiments.results import summarize
 
-    store = run_sweep(args)
-    summary = summarize(store)
+    plan = run_sweep(args)
+    summary = summarize(plan)
     target = summary.config.training.target
     axis = summary.config.training.axis
     if axis is not None:
@@ -48,16 +54,16 @@ def cmd_run(args) -> int:
               f"{number(r['final_test_accuracy_mean'], '>11.3f')} {r['diverged_fraction']:>8.0%} "
               f"{r['stuck_at_chance']:>6}  {r['n_initial'] - r['tau_censored']}/{r['n_initial']}, median {median}, "
               f"{r['tau_rmst']:.4g} [{number(r['tau_rmst_ci_low'], '.4g')}, {number(r['tau_rmst_ci_high'], '.4g')}]")
-    report(store, summary=summary)
+    report_of(plan, summary)
     return 0
 
 
 def cmd_reproduce(args) -> int:
     from chaosgd.cli.measure import toymap
 
-    store = run_sweep(args)
-    toymap(store.toymap_dir)
-    report(store)
+    plan = run_sweep(args)
+    toymap(plan.run.toymap_dir)
+    report_of(plan)
     return 0
 
 
@@ -211,7 +217,7 @@ def cmd_sweetspot(args) -> int:
         print(f"trained at eta = {spot.eta:.4g}: {row['n_initial'] - row['tau_censored']}/{row['n_initial']} reached "
               f"{config.training.target:.0%}, restricted mean {row['tau_rmst']:.1f} epochs [95 % CI "
               f"{row['tau_rmst_ci_low']:.1f}, {row['tau_rmst_ci_high']:.1f}] up to epoch {row['tau_horizon']}; "
-              f"records in {trained}")
+              f"records in {trained.run}")
     return 0
 
 

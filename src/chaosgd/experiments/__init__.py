@@ -1,15 +1,18 @@
-"""Experiments: configuration -> problem (data, model, objective) -> executor -> run store -> results and report.
+"""Experiments: configuration -> plan -> executor -> run store -> results and report.
 
-``config`` and ``presets`` say what to run; ``problem`` turns a configuration into tasks and trains them; ``store``
-keeps a run folder (checked task files, claims); ``executors`` run tasks here, in worker processes or on Dask;
-``sweep`` ties these together; ``results`` fits the records; ``report`` draws them; ``search`` measures p for the
-sweet-spot search.
+``config`` and ``presets`` say what to run; ``plan`` makes a configuration ready once (pinned, checked, its hash,
+points, tasks and run folder) and carries it down; ``problem`` defines what a configuration trains (data, model,
+objective) and trains one task; ``store`` keeps a run folder (checked task files, claims); ``executors`` run tasks
+here, in worker processes or on Dask; ``sweep`` runs a plan's tasks; ``results`` fits the records; ``report`` draws
+them; ``search`` measures a learning rate for the sweet-spot search.
 """
 
 from chaosgd.experiments.config import Config, ConfigError
+from chaosgd.experiments.plan import Plan, make_plan
 from chaosgd.experiments.presets import PRESETS, preset
 from chaosgd.experiments.results import summarize
 from chaosgd.experiments.store import RunDir
 from chaosgd.experiments.sweep import Interrupted, sweep
 
-__all__ = ["Config", "ConfigError", "PRESETS", "preset", "summarize", "RunDir", "Interrupted", "sweep"]
+__all__ = ["Config", "ConfigError", "Plan", "make_plan", "PRESETS", "preset", "summarize", "RunDir", "Interrupted",
+           "sweep"]

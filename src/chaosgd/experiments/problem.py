@@ -174,39 +174,25 @@ def check_model(model, data_set, dtype: str = "float64") -> None:
                          f"{data_set.n_classes} classes, so it must be (2, {data_set.n_classes}): one logit per class")
 
 
-def check(config: Config, *, workers: int | None = 1, count: int | None = None) -> None:
-    """Load the data and build the model, so that a configuration that cannot run (its data missing, a CNN on
-    tabular data, a depth of a 2-D sweep that the CNN cannot take, a task larger than the memory budget) is refused
-    before a run folder is made for it. ``workers``: processes that share this machine's memory budget (None: the
-    tasks run elsewhere, and their size is checked there). ``count``: initial conditions a task trains (default: the
-    configuration's block)."""
-    for value, point in config.points:
-        build_model(point.model, dataset(point.data))
-        # (a sweep over batch sizes records once an epoch where a batch holds the whole set)
-        records_per_epoch(point, strict=value is None or config.training.axis != "training.batch_size")
-        if workers is not None:
-            check_size(point, workers=workers, count=count)
-
-
-def check_size(config: Config, *, workers: int = 1, count: int | None = None) -> None:
+def check_size(config: Config, built: tuple | None = None, *, workers: int = 1, count: int | None = None) -> None:
     """Refuse a 1-D configuration whose largest task does not fit in its worker's share of the memory budget,
     from shapes alone, before any parameters exist: the block's networks with their optimiser state, their
     records, the data, and one group's step (``engine.group_bytes``, over the chunks of examples the configuration
-    fixes: ``engine.configured_examples``). Raises ``engine.BudgetError``."""
+    fixes: ``engine.configured_examples``). ``built``: its data set and model, when the caller has them. Raises
+    ``engine.BudgetError``."""
     import jax
 
     from chaosgd.engine import BudgetError, configured_examples, group_bytes, memory_budget_and_source
     from chaosgd.objective import classification
 
-    data_set = dataset(config.data)
-    model = build_model(config.model, data_set)
+    data_set, model = built or (dataset(config.data), build_model(config.model, dataset(config.data)))
     one = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     state = jax.eval_shape(config.rule.optimizer.init, one)
     arrays = {f"{x}_{split}": jax.ShapeDtypeStruct(getattr(data_set, f"{x}_{split}").shape,
                                                    config.model.dtype if x == "x" else "int32")
               for x in ("x", "y") for split in ("train", "test")}  # (as Dataset.arrays makes them)
     members = 1 + config.ensemble.copies
-    n_records = config.training.epochs * records_per_epoch(config) + 1
+    n_records = config.training.epochs * records_per_epoch(config, len(data_set.y_train)) + 1
     # Each initial condition: its networks as built, on the device and in a chunk, with their optimiser state;
     # its records (loss, accuracies, distances, in float64) twice (the chunks' and their concatenation).
     per_initial = (members * (3 * _size(one) + _size(state))

@@ -15,7 +15,7 @@ import numpy as np
 
 from chaosgd.atomic import atomic_write
 from chaosgd.defaults import MOSTLY, P_HIGH
-from chaosgd.experiments.results import fit, loss_curves, summarize, write_csv, write_parquet
+from chaosgd.experiments.results import loss_curves, summarize, write_csv, write_parquet
 from chaosgd.experiments.store import RunDir
 from chaosgd.optimizers import SPECS
 
@@ -309,8 +309,8 @@ def _figures(summary, lyapunov_eta, plots) -> list[tuple[str, str, str]]:
                 + ", ".join(f"eta = {eta:g}" for eta in curves)
                 + " (the finished learning rates nearest the paper's 0.01, 7.5 and 20).")]
     eta, why = representative_eta(rows, lyapunov_eta)
-    rec = summary.records(config.training.etas.index(eta))
-    net = fit(rec, config, n_classes=summary.n_classes)[1]
+    k = config.training.etas.index(eta)
+    rec, net = summary.records(k), summary.fits[0, k][1]
     ic = int(rec.initial_condition[0])
     local = net.local[0]
     figures.append((f"Figure 2: distances around one initial condition, eta = {eta:g}",

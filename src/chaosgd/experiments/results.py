@@ -95,10 +95,10 @@ def fit(records, config: Config, *, window: tuple[int, int] | None = None,
     return row, net, tt
 
 
-def summary_line(config: Config, results: list[TaskResult], where: dict | None = None) -> str:
-    """One line for a finished learning rate: lambda_NMLE, p, the time to target, divergence. ``where``: the value
-    of the second axis of a 2-D sweep, by name."""
-    row, net, tt = fit(concatenate([r.records for r in results]), config)
+def summary_line(fitted: tuple, where: dict | None = None) -> str:
+    """One line for a finished learning rate from its ``fit``: lambda_NMLE, p, the time to target, divergence.
+    ``where``: the value of the second axis of a 2-D sweep, by name."""
+    row, net, tt = fitted
     diverged = round(row["diverged_fraction"] * row["n_initial"])
     stuck = row["stuck_at_chance"]
     point = "".join(f"{name} = {value:g}, " for name, value in (where or {}).items())
@@ -154,6 +154,7 @@ class Summary:
     n_tasks: int
     changes: dict = field(default_factory=dict)
     n_classes: int | None = None
+    fits: dict = field(default_factory=dict, repr=False)  # (point, eta index) -> fit's (row, exponent, time)
 
     @property
     def n_pending(self) -> int:
@@ -167,12 +168,18 @@ class Summary:
                             and (point is None or t.point == point) and t.name in self.results])
 
 
-def summarize(run_dir: str | Path, *, changes: dict | None = None) -> Summary:
+def summarize(run_dir, *, changes: dict | None = None) -> Summary:
     """Check every task file of a run folder and fit every learning rate whose tasks are all finished; files that
     cannot be trusted are named in ``Summary.problems`` (their learning rates count as unfinished), never fitted.
-    ``changes``: re-analyse with other values of ``REANALYSIS_FIELDS`` (dotted names), the records as they are."""
-    store = RunDir(run_dir)
-    config = store.config()
+    ``changes``: re-analyse with other values of ``REANALYSIS_FIELDS`` (dotted names), the records as they are.
+
+    ``run_dir``: a run folder, or the ``plan.Plan`` a sweep just ran, whose checked results and fits are used as
+    they are (its task files are not read again)."""
+    from chaosgd.experiments.plan import Plan
+
+    plan = run_dir if isinstance(run_dir, Plan) else None
+    store = plan.run if plan is not None else RunDir(run_dir)
+    config = plan.config if plan is not None else store.config()
     classes = store.info().get("n_classes")
     classes = classes if isinstance(classes, int) and not isinstance(classes, bool) and classes >= 2 else None
     from chaosgd.datasets import CLASSES
@@ -181,21 +188,26 @@ def summarize(run_dir: str | Path, *, changes: dict | None = None) -> Summary:
         raise ConfigError(f"{store.info_path}: n_classes is {classes}, but {config.data.name} has {known} classes: "
                           "the file was edited or damaged; delete it, and the next sweep of this run's "
                           "configuration writes it again")
-    every = tasks(config)
-    results, problems = store.scan(config, every)  # checked against the configuration that made them
+    every = plan.tasks if plan is not None else tasks(config)
+    if plan is not None and plan.complete:
+        results, problems = plan.results, {}
+    else:
+        results, problems = store.scan(config, every)  # checked against the configuration that made them
+    known_fits = plan.fits if plan is not None and not changes else {}
     analysed = reanalysis(config, changes) if changes else config
-    rows = []
+    rows, fits = [], {}
     axis = config.training.axis
     for j, (value, point) in enumerate(analysed.points):
         for k, eta in enumerate(config.training.etas):
             mine = [t for t in every if t.eta_index == k and t.point == (None if axis is None else j)]
             if all(t.name in results for t in mine):
-                row = fit(concatenate([results[t.name].records for t in mine]), point, n_classes=classes)[0]
+                fits[j, k] = known_fits.get((j, k)) or fit(concatenate([results[t.name].records for t in mine]),
+                                                           point, n_classes=classes)
                 where = {} if axis is None else {axis: value}
-                rows.append({**where, **row, "eta": eta})  # the grid's eta (float32 records hold a rounded one)
+                rows.append({**where, **fits[j, k][0], "eta": eta})  # the grid's eta (float32 records round it)
     # A grid may be written in any order; tables and figures go up in eta (within each value of the second axis).
     rows.sort(key=lambda row: (row.get(axis, 0), row["eta"]))
-    return Summary(analysed, rows, results, problems, len(every), dict(changes or {}), classes)
+    return Summary(analysed, rows, results, problems, len(every), dict(changes or {}), classes, fits)
 
 
 def columns(rows: list[dict]) -> tuple[str, ...]:

@@ -14,9 +14,10 @@ from chaosgd.experiments.config import UPDATE_RULE_FIELDS, Config, ConfigError, 
 from chaosgd.experiments.executors import local_workers, open_executor
 from chaosgd.defaults import CONFIDENCE, SEARCH_COPIES, SEARCH_INITIAL
 from chaosgd.evaluation import Evaluation, Evaluator
-from chaosgd.experiments.problem import Task, check, n_classes, pinned, train
+from chaosgd.experiments.plan import make_plan
+from chaosgd.experiments.problem import Task, n_classes, train
 from chaosgd.experiments.results import summarize
-from chaosgd.experiments.store import RunDir, TaskFileError
+from chaosgd.experiments.store import TaskFileError
 
 
 
@@ -54,18 +55,23 @@ class ConfigEvaluator(Evaluator):
                          **config.analysis.fit)
         # Only what shapes the records enters the search's store and its hash: not the sweep's grid (the search
         # picks its own learning rates; (1.0,) stands in), its target or sharpness tracking. Copies run every epoch.
-        self.config = pinned(dataclasses.replace(config, ensemble=ensemble, training=Training(
+        search = dataclasses.replace(config, ensemble=ensemble, training=Training(
             etas=(1.0,), epochs=int(epochs), l2=config.training.l2, stop_copies=False,
             records_per_epoch=config.training.records_per_epoch,
-            **{name: getattr(config.training, name) for name in UPDATE_RULE_FIELDS})))
-        # Refused before its store is made; an evaluation is one task of all its initial conditions.
-        check(self.config, workers=local_workers(executor, workers, scheduler), count=ensemble.initial)
-        self._temporary = None
-        if store is None:
-            store = self._temporary = tempfile.mkdtemp(prefix="chaosgd-search-")
-        self.store = RunDir(store).prepare(self.config, log or (lambda *a: None))
-        self.executor, self.workers, self.scheduler = executor, workers, scheduler
+            **{name: getattr(config.training, name) for name in UPDATE_RULE_FIELDS}))
+        # Refused before its store is made (a temporary one is removed again); an evaluation is one task of all its
+        # initial conditions.
         self._pool = None
+        self._temporary = None if store is not None else tempfile.mkdtemp(prefix="chaosgd-search-")
+        try:
+            plan = make_plan(search, store or self._temporary, workers=local_workers(executor, workers, scheduler),
+                             count=ensemble.initial)
+        except BaseException:
+            self.close()
+            raise
+        self.config, self.hash = plan.config, plan.hash
+        self.store = plan.run.prepare(self.config, log or (lambda *a: None))
+        self.executor, self.workers, self.scheduler = executor, workers, scheduler
 
     def records(self, eta, first, count):
         return self._run([Task(None, float(eta), int(first), int(count))])[0]
@@ -82,7 +88,7 @@ class ConfigEvaluator(Evaluator):
         """Records of these tasks: from the store where it holds them, else computed on the executor."""
         from chaosgd.experiments.sweep import execute
 
-        config_hash, found = self.config.hash(), {}
+        config_hash, found = self.hash, {}
         for task in wanted:
             try:
                 found[task.name] = self.store.load_task(task, config_hash).records

@@ -1,5 +1,5 @@
-"""Learning-rate sweeps: a configuration expands into tasks (``problem.tasks``), which run on an executor into a run
-folder (``store.RunDir``).
+"""Learning-rate sweeps: a configuration's plan (``plan.make_plan``: its tasks and run folder) runs on an executor
+into the run folder (``store.RunDir``).
 
 Running a sweep again checks every task file and runs only what is missing or cannot be trusted, so an interrupted
 sweep (Ctrl-C, SIGTERM, ``kill -9``) resumes without losing or redoing work, with the results of an uninterrupted
@@ -19,8 +19,8 @@ from chaosgd.atomic import atomic_write
 from chaosgd.experiments.claims import HEARTBEAT
 from chaosgd.experiments.config import Config
 from chaosgd.experiments.executors import check_executor, check_stop, local_workers, open_executor
-from chaosgd.experiments.problem import (Task, check, pinned, records_per_epoch, run_task, task_config, task_sharpness,
-                                         tasks)
+from chaosgd.experiments.plan import Plan, make_plan
+from chaosgd.experiments.problem import Task, run_task, task_sharpness
 from chaosgd.experiments.store import RunDir, TaskFileError
 
 
@@ -28,12 +28,14 @@ class Interrupted(KeyboardInterrupt):
     """A sweep stopped by Ctrl-C or SIGTERM; its message says what was kept and how to resume."""
 
 
-def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", workers: int | None = None,
-          scheduler: str | None = None, retries: int = 2, progress: bool = True, log=print,
+def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor: str = "processes",
+          workers: int | None = None, scheduler: str | None = None, retries: int = 2, progress: bool = True, log=print,
           claim_timeout: float = 120.0, wait_poll: float = 2.0) -> RunDir:
     """Run every unfinished task of ``config`` into ``run_dir`` and return the run folder.
 
     Args:
+        config: a configuration, or its plan (``plan.make_plan``, made for the same executor and workers; it then
+            names the run folder, and collects the results and fits for ``results.summarize``).
         executor: ``"serial"`` (this process), ``"processes"`` (local workers, one single-threaded process per core;
             default) or ``"dask"`` (``scheduler``: a running scheduler's address; None starts a LocalCluster).
         workers: worker processes (default: one per core).
@@ -46,31 +48,38 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
     Raises ``Interrupted`` on Ctrl-C or SIGTERM (finished tasks are kept) and ``executors.TaskFailed`` when a
     task raises (at once; finished tasks are kept).
     """
-    from chaosgd.experiments.results import summary_line
+    from chaosgd.experiments.results import fit, summary_line
+    from chaosgd.records import concatenate
 
     check_executor(executor, workers, scheduler)  # what cannot work is refused before the folder is made
     if not claim_timeout > 2 * HEARTBEAT:
         raise ValueError(f"claim_timeout must exceed {2 * HEARTBEAT:g} s, twice the claims' heartbeat (else live "
                          f"claims would be taken over); got {claim_timeout}")
-    config = pinned(config)
-    check(config, workers=local_workers(executor, workers, scheduler))
-    store = RunDir(run_dir).prepare(config, log)
-    every = tasks(config)
+    if isinstance(config, Plan):
+        if run_dir is not None:
+            raise ValueError(f"a plan names its run folder ({config.run}); run_dir {run_dir} is one too many")
+        plan = config
+    elif run_dir is None:
+        raise ValueError("run_dir: the folder to run the sweep in is missing")
+    else:
+        plan = make_plan(config, run_dir, workers=local_workers(executor, workers, scheduler))
+    config, every = plan.config, plan.tasks
+    store = plan.run.prepare(config, log)
     by_name = {t.name: t for t in every}
     try:
-        done, problems = store.scan(config, every)
+        found, problems = store.scan(config, every)
     except KeyboardInterrupt:  # (checking a large run's files takes a while)
         raise Interrupted(f"interrupted while checking the task files of {store}; nothing was lost: run the same "
                           "command again to resume") from None
+    done = plan.results  # (the plan holds them for the summary that follows)
+    done.update(found)
     for name, why in problems.items():
         log(f"recomputing {why}")
     log(f"{config.name}: {len(done)} of {len(every)} tasks already done in {store}; running the rest with the "
         f"{executor} executor")
-    bar = _bar(config, [t for t in every if t.name not in done], progress)
+    bar = _bar(plan, [t for t in every if t.name not in done], progress)
     say = bar.write if bar is not None and log is print else log
-    groups: dict[tuple[int, int], list[Task]] = {}  # the tasks of each (point on the second axis, learning rate)
-    for task in every:
-        groups.setdefault((task.point or 0, task.eta_index), []).append(task)
+    groups = plan.groups()
     summarized: set[tuple[int, int]] = set()  # those whose line was said
     computed = []
 
@@ -79,12 +88,12 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
             mine = groups[key]
             if all(t.name in done for t in mine):
                 summarized.add(key)
-                axis = config.training.axis
-                where = {} if axis is None else {axis: config.training.axis_values[key[0]]}
-                say(summary_line(task_config(config, mine[0]), [done[t.name] for t in mine], where))
+                point = plan.point(mine[0])
+                plan.fits[key] = fit(concatenate([done[t.name].records for t in mine]), point.config)
+                say(summary_line(plan.fits[key], point.where))
 
     def finished_elsewhere(task):
-        done[task.name] = store.load_task(task, config.hash())
+        done[task.name] = store.load_task(task, plan.hash)
         if bar is not None:
             bar.finish(task.name)
 
@@ -115,7 +124,7 @@ def sweep(config: Config, run_dir: str | Path, *, executor: str = "processes", w
         def on_result(name, _):
             computed.append(name)
             claims.release(name)
-            done[name] = store.load_task(by_name[name], config.hash())
+            done[name] = store.load_task(by_name[name], plan.hash)
             if bar is not None:
                 bar.finish(name)
             summarize_finished([(by_name[name].point or 0, by_name[name].eta_index)])
@@ -184,13 +193,12 @@ class _Bar:
     reports (the engine's per-record progress: a task of r records an epoch reports r per network-epoch), and a
     finished task counts in full."""
 
-    def __init__(self, config: Config, todo: list[Task]):
+    def __init__(self, plan: Plan, todo: list[Task]):
         from chaosgd.progress import ProgressBar
 
-        per_network = config.training.epochs
-        by_point = {t.point: records_per_epoch(task_config(config, t)) for t in {t.point: t for t in todo}.values()}
-        self.per_epoch = {t.name: by_point[t.point] for t in todo}
-        self.epochs = {t.name: t.count * (1 + config.ensemble.copies) * per_network for t in todo}
+        config = plan.config
+        self.per_epoch = {t.name: plan.point(t).records_per_epoch for t in todo}
+        self.epochs = {t.name: t.count * (1 + config.ensemble.copies) * config.training.epochs for t in todo}
         self.seen = dict.fromkeys(self.epochs, 0)  # network-records each task reported
         self.bar = ProgressBar(sum(self.epochs.values()), config.name)
 
@@ -211,5 +219,5 @@ class _Bar:
         self.bar.close()
 
 
-def _bar(config, todo, enabled):
-    return _Bar(config, todo) if enabled and todo else None
+def _bar(plan, todo, enabled):
+    return _Bar(plan, todo) if enabled and todo else None

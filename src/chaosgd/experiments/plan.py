@@ -1,0 +1,90 @@
+"""A sweep's plan: what a configuration becomes before anything runs, made once and carried down the sweep, the
+sweet-spot search and the report, so that none of them goes back to the configuration for it.
+
+``make_plan`` pins the configuration (``problem.pinned``), refuses what cannot run (data missing, a model that does
+not fit the data, records that do not divide an epoch, a task larger than its memory share) before any folder
+exists, and fixes the configuration's hash, its points on the second axis (each a 1-D configuration with its
+records per epoch), its tasks and its run folder. While a sweep runs, the plan also collects the checked task
+results and the fit of each finished learning rate, so that the summary and the report that follow read neither
+the task files nor the records a second time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chaosgd.experiments.config import Config
+from chaosgd.experiments.problem import Task, build_model, check_size, dataset, pinned, records_per_epoch, tasks
+from chaosgd.experiments.store import RunDir
+
+
+@dataclass(frozen=True)
+class Point:
+    """One 1-D sweep of a plan: its ``value`` of ``axis`` (the second axis, ``training.axis``; both None without
+    one) at place ``index`` of ``training.axis_values``, and its own configuration with the records it takes an
+    epoch."""
+
+    index: int | None
+    axis: str | None
+    value: float | None
+    config: Config
+    records_per_epoch: int
+
+    @property
+    def where(self) -> dict:
+        """The second axis's value by name ({} in a 1-D sweep), as tables and summary lines show it."""
+        return {} if self.axis is None else {self.axis: self.value}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A pinned, checked configuration with its hash, points, tasks and run folder (see the module docstring).
+
+    ``results`` (task name -> ``store.TaskResult``) and ``fits`` ((point, eta index) -> ``results.fit``'s
+    triple) fill in as a sweep finds and finishes tasks; they are the plan's only changing parts."""
+
+    config: Config
+    hash: str
+    points: tuple[Point, ...]
+    tasks: tuple[Task, ...]
+    run: RunDir
+    results: dict = field(default_factory=dict, compare=False, repr=False)
+    fits: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def point(self, task: Task) -> Point:
+        """The 1-D sweep a task belongs to."""
+        return self.points[task.point or 0]
+
+    def groups(self) -> dict[tuple[int, int], list[Task]]:
+        """The tasks of each (point on the second axis, learning rate), in task order: what one fit reads."""
+        groups: dict[tuple[int, int], list[Task]] = {}
+        for task in self.tasks:
+            groups.setdefault((task.point or 0, task.eta_index), []).append(task)
+        return groups
+
+    @property
+    def complete(self) -> bool:
+        """Every task's checked result is held."""
+        return all(t.name in self.results for t in self.tasks)
+
+
+def make_plan(config: Config, run_dir: str | Path | RunDir, *, workers: int | None = 1,
+              count: int | None = None) -> Plan:
+    """The plan of ``config`` in ``run_dir``, or the reason it cannot run (``ConfigError``, ``DataNotFoundError``,
+    ``engine.BudgetError``), before a folder is made.
+
+    ``workers``: processes that share this machine's memory budget (None: the tasks run elsewhere, and their size
+    is checked there). ``count``: initial conditions a task trains (default: the configuration's block)."""
+    config = pinned(config)
+    axis = config.training.axis
+    points = []
+    for j, (value, point) in enumerate(config.points):
+        data_set = dataset(point.data)
+        model = build_model(point.model, data_set)  # (refuses a model that cannot take the data)
+        # A sweep over batch sizes records once an epoch where a batch holds the whole set.
+        r = records_per_epoch(point, len(data_set.y_train), strict=value is None or axis != "training.batch_size")
+        if workers is not None:
+            check_size(point, (data_set, model), workers=workers, count=count)
+        points.append(Point(None if axis is None else j, axis, value, point, r))
+    return Plan(config, config.hash(), tuple(points), tuple(tasks(config)), RunDir(run_dir))
