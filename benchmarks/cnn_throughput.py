@@ -11,7 +11,8 @@ shapes — the convolutions as products over unfolded patches, forward and both 
 references' forward pass over the test set — for one chunk of examples, times the chunks. That sum is the limit;
 the engine's rate is quoted as a fraction of it. ``--before`` also times the CNN as chaosgd computed it up to 0.8.0
 (XLA's float64 convolution and reduce_window, whole batch) on 1,000 images, scaled per image. ``--profile`` traces
-one run and sums the time of its operations by kind (products, unfolding, pooling, the rest).
+one run and sums the time of its operations by kind (products, unfolding, pooling, the first layer's
+kernels' derivative read at the pooling's maxima, the rest).
 
 Run:  CHAOSGD_DATA=DATA env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/cnn_throughput.py
       [--budgets-gib 2 8] [--epochs 4] [--repeats 3] [--before] [--profile]
@@ -135,6 +136,7 @@ def profile(model, data, budget, epochs) -> dict:
         name = event["name"]
         kind = ("products (BLAS)" if name.startswith("chaosgd_gemm") else
                 "unfolding and folding" if name.startswith(("chaosgd_patches", "chaosgd_fold")) else
+                "kernels' derivative at the maxima" if name.startswith("chaosgd_pooled_conv") else
                 "max pooling" if name.startswith("chaosgd_pool") else "the rest (XLA: ReLU, bias, softmax, ...)")
         kinds[kind] += event["dur"] / 1e6 / ((1 + COPIES) * epochs)
     return dict(kinds)

@@ -9,7 +9,7 @@ import pytest
 from jax import lax
 
 from chaosgd import CNN, classification, epsilon_ball, initial_conditions, run
-from chaosgd.convolution import conv2d, max_pool
+from chaosgd.convolution import conv2d, conv2d_max_pool, max_pool
 
 GEOMETRIES = [  # stride, ((top, bottom), (left, right)), dilation, groups, output channels
     ((1, 1), ((1, 1), (1, 1)), (1, 1), 1, 4),
@@ -83,6 +83,45 @@ def test_max_pooling_and_its_derivatives_equal_xlas(route):
     for window in [(0, 2), (2,), (1.5, 2)]:
         with pytest.raises(ValueError, match="window must be two integers >= 1"):
             max_pool(x, window)
+
+
+POOLED_GEOMETRIES = [  # kernel (kh, kw), stride, padding, dilation: 3 x 3 (the registers' path), and the general one
+    ((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    ((3, 2), (2, 1), ((0, 2), (1, 0)), (1, 2)),
+]
+
+
+@pytest.mark.parametrize("route_name, kernel, stride, padding, dilation",
+                         [("blas", *g) for g in POOLED_GEOMETRIES] + [("xla", *POOLED_GEOMETRIES[0])])
+def test_convolution_pooled_at_its_maxima_equals_xlas_composition(monkeypatch, route_name, kernel, stride, padding,
+                                                                  dilation):
+    """conv2d_max_pool's kernels' derivative is read at the maxima alone (one channel): values, gradients in the
+    images and the kernels, an ensemble of kernels on one input, networks with their own inputs, and
+    Hessian-vector products, against XLA's convolution followed by reduce_window."""
+    monkeypatch.setenv("CHAOSGD_GEMM", route_name)
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((1, 3, 11, 9)))  # (C, n, H, W): windows cut off at the edges too
+    w = jnp.asarray(rng.standard_normal((4, 1, *kernel)))
+    ours = lambda x, w: conv2d_max_pool(x, w, (2, 2), stride=stride, padding=padding, dilation=dilation)  # noqa: E731
+    theirs = lambda x, w: xla_pool(xla_conv(x, w, stride, padding, dilation, 1))  # noqa: E731
+    close(jax.jit(ours)(x, w), theirs(x, w), 0)
+
+    def loss(f):
+        return lambda x, w: jnp.sum(jnp.sin(f(x, w)) ** 2)
+    close(jax.jit(jax.grad(loss(ours), (0, 1)))(x, w), jax.grad(loss(theirs), (0, 1))(x, w))
+    ws, xs = jnp.stack([w, -0.5 * w, w[::-1]]), jnp.stack([x, 2 * x, -x])
+    close(jax.jit(jax.vmap(jax.grad(loss(ours), 1), (None, 0)))(x, ws),
+          jax.vmap(jax.grad(loss(theirs), 1), (None, 0))(x, ws))
+    close(jax.jit(jax.vmap(jax.grad(loss(ours), (0, 1))))(xs, ws), jax.vmap(jax.grad(loss(theirs), (0, 1)))(xs, ws))
+    # Forward over reverse in the kernels (the sharpness), and along the images and the kernels at once.
+    hvp = lambda f: jax.jvp(lambda w: jax.grad(loss(f), 1)(x, w), (w,), (jnp.cos(w),))[1]  # noqa: E731
+    close(jax.jit(lambda: hvp(ours))(), hvp(theirs), 1e-11)
+    both = lambda f: jax.jvp(jax.grad(loss(f), (0, 1)), (x, w), (jnp.cos(x), jnp.cos(w)))[1]  # noqa: E731
+    close(jax.jit(lambda: both(ours))(), both(theirs), 1e-11)
+    # Wider kernels (more than 9 taps) take the composition: the same function.
+    x3 = jnp.concatenate([x, -x])
+    w3 = jnp.asarray(rng.standard_normal((4, 2, *kernel)))
+    close(jax.jit(jax.grad(loss(ours), 1))(x3, w3), jax.grad(loss(theirs), 1)(x3, w3))
 
 
 def _cnn_through_xla(model, params, x):

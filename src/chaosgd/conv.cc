@@ -225,6 +225,132 @@ static ffi::Error PoolScatter(ffi::Buffer<ffi::F64> ct, ffi::Buffer<ffi::S32> wh
   return ffi::Error::Success();
 }
 
+// A convolution read only at the maxima of its max pooling: for kernels k (B, O, C, kh, kw), images x (Bx, C, n, H,
+// W) (Bx = 1: one input shared by the batch, else Bx = B) and the pooling's recorded positions where (B, O, n, Hp,
+// Wp) of ph x pw windows over the convolution's output, out[b, o, img, r, s] = conv(x, k)[b, o, img, at the maximum
+// of window (r, s)]. Linear in k: the derivative of the pooled convolution along its kernels. Its transpose in k is
+// PooledConvT below: the kernels' gradient from the pooled cotangents alone, without scattering them back to the
+// convolution's size (4 times the entries for 2 x 2 windows) and a product over all of those mostly-zero entries.
+struct Pooled {
+  int64_t B, Bx, O, C, n, H, W, Hp, Wp;
+};
+
+// Calls f(q, in, top, left, inside) for each window q of one image: `in` points at the input under tap (0, 0) of
+// the window's maximum in channel 0, (top, left) is that tap's row and column, `inside` says whether all taps lie in
+// the image (else each is checked). Positions are decoded by table: no division per maximum.
+template <typename F>
+static void for_each_maximum(const Geometry& g, const Pooled& p, int64_t ph, int64_t pw, const int32_t* at,
+                             const double* image, F f) {
+  int64_t down[64], across[64];  // (windows of more than 64 entries decode by division)
+  const bool table = ph * pw <= 64;
+  for (int64_t a = 0; table && a < ph * pw; ++a) down[a] = a / pw, across[a] = a % pw;
+  const int64_t reach_h = (g.kh - 1) * g.dh, reach_w = (g.kw - 1) * g.dw;
+  for (int64_t r = 0, q = 0; r < p.Hp; ++r)
+    for (int64_t c = 0; c < p.Wp; ++c, ++q) {
+      const int32_t position = at[q];
+      const int64_t a = table ? down[position] : position / pw, b = table ? across[position] : position % pw;
+      const int64_t top = (r * ph + a) * g.sh - g.pt, left = (c * pw + b) * g.sw - g.pl;
+      const bool inside = top >= 0 && top + reach_h < p.H && left >= 0 && left + reach_w < p.W;
+      f(q, image + top * p.W + left, top, left, inside);
+    }
+}
+
+// The taps of one maximum (all channels) against `kernel`, or accumulated into `taps` (Transpose).
+template <bool Transpose>
+static inline double taps_at(const Geometry& g, const Pooled& p, const double* in, int64_t top, int64_t left,
+                             bool inside, const double* kernel, double* taps, double v) {
+  double sum = 0.0;
+  for (int64_t c = 0; c < p.C; ++c, in += p.n * p.H * p.W)
+    for (int64_t i = 0; i < g.kh; ++i) {
+      if (!inside && (top + i * g.dh < 0 || top + i * g.dh >= p.H)) continue;
+      const double* line = in + i * g.dh * p.W;
+      for (int64_t j = 0; j < g.kw; ++j) {
+        if (!inside && (left + j * g.dw < 0 || left + j * g.dw >= p.W)) continue;
+        const int64_t t = (c * g.kh + i) * g.kw + j;
+        if (Transpose) {
+          taps[t] += v * line[j * g.dw];
+        } else {
+          sum += kernel[t] * line[j * g.dw];
+        }
+      }
+    }
+  return sum;
+}
+
+static ffi::Error PooledConv(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> k, ffi::Buffer<ffi::S32> where,
+                             ffi::ResultBuffer<ffi::F64> out, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                             int64_t pt, int64_t pl, int64_t dh, int64_t dw, int64_t ho, int64_t wo, int64_t ph,
+                             int64_t pw) {
+  const Geometry g{kh, kw, sh, sw, pt, pl, dh, dw, ho, wo};
+  auto dx = x.dimensions(), dk = k.dimensions(), dp = where.dimensions();
+  const Pooled p{dk[0], dx[0], dk[1], dk[2], dx[2], dx[3], dx[4], dp[3], dp[4]};
+  const double* image = x.typed_data();
+  const double* kernels = k.typed_data();
+  const int32_t* at = where.typed_data();
+  double* dst = out->typed_data();
+  parallel_for(p.B * p.O * p.n, [&](int64_t first, int64_t last) {
+    for (int64_t t = first; t < last; ++t) {
+      const int64_t bo = t / p.n, img = t % p.n, b = bo / p.O;
+      const double* kernel = kernels + bo * p.C * kh * kw;
+      const double* in = image + ((p.Bx == 1 ? 0 : b) * p.C * p.n + img) * p.H * p.W;
+      double* o = dst + t * p.Hp * p.Wp;
+      for_each_maximum(g, p, ph, pw, at + t * p.Hp * p.Wp, in,
+                       [&](int64_t q, const double* from, int64_t top, int64_t left, bool inside) {
+                         o[q] = taps_at<false>(g, p, from, top, left, inside, kernel, nullptr, 0.0);
+                       });
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// The transpose of PooledConv in k: dk[b, o, c, i, j] = sum over images and windows of ct times the input under
+// tap (i, j) of the window's maximum. Each (b, o) is summed by one thread.
+static ffi::Error PooledConvT(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> ct, ffi::Buffer<ffi::S32> where,
+                              ffi::ResultBuffer<ffi::F64> out, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                              int64_t pt, int64_t pl, int64_t dh, int64_t dw, int64_t ho, int64_t wo, int64_t ph,
+                              int64_t pw) {
+  const Geometry g{kh, kw, sh, sw, pt, pl, dh, dw, ho, wo};
+  auto dx = x.dimensions(), dc = ct.dimensions(), dk = out->dimensions();
+  const Pooled p{dk[0], dx[0], dk[1], dk[2], dx[2], dx[3], dx[4], dc[3], dc[4]};
+  const double* image = x.typed_data();
+  const double* cotangent = ct.typed_data();
+  const int32_t* at = where.typed_data();
+  double* dst = out->typed_data();
+  const bool three = p.C == 1 && kh == 3 && kw == 3 && dh == 1 && dw == 1;
+  parallel_for(p.B * p.O, [&](int64_t first, int64_t last) {
+    std::vector<double> taps(p.C * kh * kw);
+    for (int64_t bo = first; bo < last; ++bo) {
+      const int64_t b = bo / p.O;
+      std::fill(taps.begin(), taps.end(), 0.0);
+      double sum[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0}, edge[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+      for (int64_t img = 0; img < p.n; ++img) {
+        const double* in = image + ((p.Bx == 1 ? 0 : b) * p.C * p.n + img) * p.H * p.W;
+        const double* values = cotangent + (bo * p.n + img) * p.Hp * p.Wp;
+        const int32_t* positions = at + (bo * p.n + img) * p.Hp * p.Wp;
+        if (three) {  // one channel, 3 x 3 taps next to each other (the CNN's first layer): sums in registers
+          for_each_maximum(g, p, ph, pw, positions, in,
+                           [&](int64_t q, const double* from, int64_t top, int64_t left, bool inside) {
+                             if (!inside) return taps_at<true>(g, p, from, top, left, false, nullptr, edge, values[q]);
+                             const double v = values[q];
+                             for (int i = 0; i < 3; ++i)
+                               for (int j = 0; j < 3; ++j) sum[i * 3 + j] += v * from[i * p.W + j];
+                             return 0.0;
+                           });
+        } else {
+          for_each_maximum(g, p, ph, pw, positions, in,
+                           [&](int64_t q, const double* from, int64_t top, int64_t left, bool inside) {
+                             return taps_at<true>(g, p, from, top, left, inside, nullptr, taps.data(), values[q]);
+                           });
+        }
+      }
+      if (three)
+        for (int t = 0; t < 9; ++t) taps[t] = sum[t] + edge[t];
+      std::copy(taps.begin(), taps.end(), dst + bo * p.C * kh * kw);
+    }
+  });
+  return ffi::Error::Success();
+}
+
 #define GEOMETRY                                                                                              \
   .Attr<int64_t>("kh").Attr<int64_t>("kw").Attr<int64_t>("sh").Attr<int64_t>("sw").Attr<int64_t>("pt")       \
       .Attr<int64_t>("pl").Attr<int64_t>("dh").Attr<int64_t>("dw").Attr<int64_t>("ho").Attr<int64_t>("wo")
@@ -253,4 +379,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pool_scatter, PoolScatter,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F64>>()
                                   .Attr<int64_t>("ph")
+                                  .Attr<int64_t>("pw"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pooled_conv, PooledConv,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>() GEOMETRY.Attr<int64_t>("ph")
+                                  .Attr<int64_t>("pw"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pooled_conv_t, PooledConvT,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>() GEOMETRY.Attr<int64_t>("ph")
                                   .Attr<int64_t>("pw"));

@@ -12,6 +12,10 @@ reference the tests compare with); on a GPU (the default backend not the CPU) th
 Images are channels-first over the batch: ``(C, n, H, W)`` (the layout in which the product's output arrives),
 kernels ``(O, C / groups, kh, kw)`` as in PyTorch. Results equal ``lax.conv_general_dilated`` and
 ``lax.reduce_window`` to roundoff (``tests/test_convolution.py``).
+
+``conv2d_max_pool`` is the two in one, for layers that pool right after the convolution: its kernels' derivative is
+read from the input at the pooling's maxima (``conv.cc``'s PooledConvT) instead of scattering the pooled cotangent
+back to the convolution's size and multiplying it with the patches.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from functools import lru_cache, partial
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
@@ -32,6 +37,16 @@ _GEOMETRY = ("kh", "kw", "sh", "sw", "pt", "pl", "dh", "dw", "ho", "wo")
 def conv2d(x, w, *, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), groups: int = 1) -> jax.Array:
     """Cross-correlation of images ``x`` ``(C, n, H, W)`` with kernels ``w`` ``(O, C / groups, kh, kw)``:
     ``(O, n, Ho, Wo)``. ``padding`` is ((top, bottom), (left, right)) of zeros."""
+    geometry = _geometry_of(x, w, stride, padding, dilation, groups)
+    if jax.default_backend() != "cpu":  # GPUs have their own convolutions (cuDNN): XLA's
+        out = lax.conv_general_dilated(jnp.moveaxis(x, 0, 1), w, tuple(stride), [tuple(p) for p in padding],
+                                       rhs_dilation=tuple(dilation), dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                                       feature_group_count=groups)
+        return jnp.moveaxis(out, 1, 0)
+    return _conv(x, w, geometry, groups)
+
+
+def _geometry_of(x, w, stride, padding, dilation, groups) -> dict:
     c, n, h, width = x.shape
     o, c_group, kh, kw = w.shape
     if c != c_group * groups or o % groups:
@@ -41,13 +56,13 @@ def conv2d(x, w, *, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), gr
     wo = (width + pl + pr - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if ho < 1 or wo < 1:
         raise ValueError(f"conv2d: kernels {w.shape[2:]} do not fit in images {x.shape[2:]} with this padding")
-    if jax.default_backend() != "cpu":  # GPUs have their own convolutions (cuDNN): XLA's
-        out = lax.conv_general_dilated(jnp.moveaxis(x, 0, 1), w, tuple(stride), [tuple(p) for p in padding],
-                                       rhs_dilation=tuple(dilation), dimension_numbers=("NCHW", "OIHW", "NCHW"),
-                                       feature_group_count=groups)
-        return jnp.moveaxis(out, 1, 0)
-    geometry = dict(kh=kh, kw=kw, sh=stride[0], sw=stride[1], pt=pt, pl=pl, dh=dilation[0], dw=dilation[1], ho=ho,
-                    wo=wo)
+    return dict(kh=kh, kw=kw, sh=stride[0], sw=stride[1], pt=pt, pl=pl, dh=dilation[0], dw=dilation[1], ho=ho, wo=wo)
+
+
+def _conv(x, w, geometry, groups=1):
+    """conv2d on the CPU route: per group, the kernels times the unfolded patches."""
+    n = x.shape[1]
+    o, c_group = w.shape[:2]
     outputs = []
     for g in range(groups):
         part = x[g * c_group:(g + 1) * c_group] if groups > 1 else x
@@ -55,7 +70,55 @@ def conv2d(x, w, *, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), gr
         columns = patches_p.bind(part[None], **geometry)[0]  # (C kh kw, n Ho Wo)
         outputs.append(gemm(kernels.reshape(kernels.shape[0], -1), columns))
     out = outputs[0] if groups == 1 else jnp.concatenate(outputs)
-    return out.reshape(o, n, ho, wo)
+    return out.reshape(o, n, geometry["ho"], geometry["wo"])
+
+
+# A kernel sees at most this many input entries (C * kh * kw) for conv2d_max_pool to take its kernels' derivative
+# at the maxima (plain loops over each maximum's taps); wider kernels go through the full-size scatter and a BLAS
+# product, faster per tap (benchmarks/cnn_throughput.py: the CNN's first layer, 9 taps, gains; its second, 72,
+# would not: measured slower on one thread).
+_TAPS_AT_MAXIMA = 9
+
+
+def conv2d_max_pool(x, w, window, *, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)) -> jax.Array:
+    """``max_pool(conv2d(x, w, ...), window)``: the same values and derivatives (one group).
+
+    The derivative along the kernels is taken at the pooling's maxima alone: a pooled cotangent ``g`` gives the
+    kernels' gradient ``sum g * x[taps of the window's maximum]`` directly, where the composition scatters ``g``
+    back to the convolution's full size (``ph * pw`` times the entries, all but one per window zero) and then runs
+    a product over the unfolded patches. For a layer on the data (one channel: 9 taps a maximum) that removes the
+    largest memory-bound step of its backward pass and a slow, thin product. Kernels with more than
+    ``_TAPS_AT_MAXIMA`` taps, other dtypes and other backends get the composition itself.
+    """
+    if len(window) != 2 or any(int(size) != size or size < 1 for size in window):
+        raise ValueError(f"max_pool: window must be two integers >= 1 (rows, columns); got {window!r}")
+    geometry = _geometry_of(x, w, stride, padding, dilation, 1)
+    if (jax.default_backend() != "cpu" or x.shape[0] * geometry["kh"] * geometry["kw"] > _TAPS_AT_MAXIMA
+            or jnp.result_type(x, w) != jnp.float64):
+        return max_pool(conv2d(x, w, stride=stride, padding=padding, dilation=dilation), window)
+    return _conv_pool(x, w, tuple(geometry.items()), int(window[0]), int(window[1]))
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _conv_pool(x, w, geometry, ph, pw):
+    return pool_p.bind(_conv(x, w, dict(geometry)), ph=ph, pw=pw)[0]
+
+
+def _conv_pool_jvp(geometry, ph, pw, primals, tangents):
+    """Along (dx, dw): the pooled convolution changes by conv(dx, w) + conv(x, dw) at each window's maximum; the
+    first through the full-size convolution and a gather, the second read at the maxima alone."""
+    (x, w), (dx, dw) = primals, tangents
+    g = dict(geometry)
+    y, where = pool_p.bind(_conv(x, w, g), ph=ph, pw=pw)
+    dy = jnp.zeros_like(y)
+    if type(dw) is not SymbolicZero:
+        dy = dy + pooled_conv_p.bind(x[None], dw[None], where[None], **g, ph=ph, pw=pw)[0]
+    if type(dx) is not SymbolicZero:
+        dy = dy + gather_p.bind(_conv(dx, w, g), where, ph=ph, pw=pw)
+    return y, dy
+
+
+_conv_pool.defjvp(_conv_pool_jvp, symbolic_zeros=True)
 
 
 def max_pool(x, window) -> jax.Array:
@@ -116,6 +179,17 @@ def _scatter_reference(ct, where, *, ph, pw, h, w):
     return jnp.pad(placed, [(0, 0)] * len(lead) + [(0, h - ho * ph), (0, w - wo * pw)])
 
 
+def _pooled_conv_reference(x, k, where, *, ph, pw, **geometry):
+    b, o = k.shape[:2]
+    full = jnp.matmul(k.reshape(b, o, -1), _patches_reference(x, **geometry))  # (B, O, n Ho Wo); Bx = 1 broadcasts
+    return _gather_reference(full.reshape(b, o, x.shape[2], geometry["ho"], geometry["wo"]), where, ph=ph, pw=pw)
+
+
+def _pooled_conv_t_reference(x, ct, where, **params):
+    kernels = jax.ShapeDtypeStruct((*ct.shape[:2], x.shape[1], params["kh"], params["kw"]), ct.dtype)
+    return jax.linear_transpose(lambda k: _pooled_conv_reference(x, k, where, **params), kernels)(ct)[0]
+
+
 # -- the primitives ---------------------------------------------------------------------------------------------
 
 def _primitive(name, reference, abstract, attributes, multiple_results=False):
@@ -164,6 +238,13 @@ gather_p = _primitive("chaosgd_pool_gather", _gather_reference,
 scatter_p = _primitive("chaosgd_pool_scatter", _scatter_reference,
                        lambda ct, where, *, ph, pw, h, w: jax.core.ShapedArray((*ct.shape[:-2], h, w), ct.dtype),
                        _WINDOW)
+
+_POOLED = (*_GEOMETRY, "ph", "pw")
+pooled_conv_p = _primitive("chaosgd_pooled_conv", _pooled_conv_reference,
+                           lambda x, k, where, **_: jax.core.ShapedArray(where.shape, x.dtype), _POOLED)
+pooled_conv_t_p = _primitive("chaosgd_pooled_conv_t", _pooled_conv_t_reference,
+                             lambda x, ct, where, *, kh, kw, **_: jax.core.ShapedArray(
+                                 (*ct.shape[:2], x.shape[1], kh, kw), x.dtype), _POOLED)
 
 
 # Unfolding and folding are linear and each other's adjoint; gathering at the maxima is linear in what it gathers
@@ -231,3 +312,48 @@ batching.primitive_batchers[patches_p] = _batch_images(patches_p)
 batching.primitive_batchers[fold_p] = _batch_images(fold_p)
 for _p in (pool_p, gather_p, scatter_p):
     batching.primitive_batchers[_p] = _batch_leading(_p)
+
+
+# The convolution read at the maxima is bilinear in the images and the kernels (its transpose in the kernels in the
+# images and the cotangents); the positions are constants. Transposes in the images (second derivatives through a
+# layer's input) are those of the jnp reference.
+def _x_transpose(reference):
+    def transpose(ct, x, other, where, **params):
+        if type(ct) is ad.Zero:
+            return [None if not ad.is_undefined_primal(x) else ad.Zero(x.aval),
+                    None if not ad.is_undefined_primal(other) else ad.Zero(other.aval), None]
+        if ad.is_undefined_primal(x):
+            aval = x.aval
+            return [jax.linear_transpose(lambda x: reference(x, other, where, **params), aval)(ct)[0], None, None]
+        partner = pooled_conv_t_p if reference is _pooled_conv_reference else pooled_conv_p
+        return [None, partner.bind(x, ct, where, **params), None]
+    return transpose
+
+
+for _p in (pooled_conv_p, pooled_conv_t_p):
+    ad.defjvp(_p, lambda dx, x, other, where, _p=_p, **params: _p.bind(dx, other, where, **params),
+              lambda d, x, other, where, _p=_p, **params: _p.bind(x, d, where, **params), None)
+ad.primitive_transposes[pooled_conv_p] = _x_transpose(_pooled_conv_reference)
+ad.primitive_transposes[pooled_conv_t_p] = _x_transpose(_pooled_conv_t_reference)
+
+
+def _batch_pooled(p):
+    """Batching of the convolution read at the maxima: the new axis merged into the batch of kernels (or
+    cotangents) and positions; images shared by the whole batch (a leading axis of 1: the data) stay shared."""
+    def rule(args, dims, **params):
+        size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+        lead = lambda a, d: jnp.broadcast_to(a, (size, *a.shape)) if d is None else jnp.moveaxis(a, d, 0)  # noqa: E731
+        (x, other, where), (dx, *_) = args, dims
+        other, where = lead(other, dims[1]), lead(where, dims[2])
+        b = other.shape[1]
+        if dx is not None or x.shape[0] != 1:
+            x = lead(x, dx)
+            x = jnp.broadcast_to(x, (size, b, *x.shape[2:])).reshape(size * b, *x.shape[2:])
+        out = p.bind(x, other.reshape(size * b, *other.shape[2:]), where.reshape(size * b, *where.shape[2:]),
+                     **params)
+        return out.reshape(size, b, *out.shape[1:]), 0
+    return rule
+
+
+for _p in (pooled_conv_p, pooled_conv_t_p):
+    batching.primitive_batchers[_p] = _batch_pooled(_p)

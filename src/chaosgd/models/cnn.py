@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from chaosgd.convolution import conv2d, max_pool
+from chaosgd.convolution import conv2d_max_pool
 from chaosgd.models.base import DTYPES, normal_weights_zero_biases
 
 
@@ -60,10 +60,10 @@ class CNN:
         h = jnp.moveaxis(x.reshape((n, *self.input_shape)), -1, 0)
         for layer in params[:-1]:
             kernels = jnp.transpose(layer["w"], (3, 2, 0, 1))  # HWIO -> OIHW
-            h = conv2d(h, kernels, padding=((1, 1), (1, 1)))
             # Pooled before the bias and ReLU, which commute with the maximum (the bias is the same across a window
             # and both are increasing): the same values and derivatives, over a quarter of the entries.
-            h = jax.nn.relu(max_pool(h, (2, 2)) + layer["b"][:, None, None, None])
+            h = jax.nn.relu(conv2d_max_pool(h, kernels, (2, 2), padding=((1, 1), (1, 1)))
+                            + layer["b"][:, None, None, None])
         # Flattened per example as (height, width, channel), the order the dense weights have always had.
         h = jnp.transpose(h, (1, 2, 3, 0)).reshape(n, -1)
         return h @ params[-1]["w"] + params[-1]["b"]
