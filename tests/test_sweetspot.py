@@ -108,10 +108,9 @@ def test_unresolved_exponents_count_as_unknown_never_as_not_positive():
     assert edge.diverging_edge and math.isnan(edge.eta) and edge.low < 1 <= edge.high  # never an open point
 
 
-def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
+def test_a_users_own_jax_model_gets_a_sweet_spot(blobs):
     import jax
 
-    from chaosgd.cli import main
     from chaosgd.models import FunctionModel, count_parameters
     from chaosgd.experiments.search import model_evaluator
 
@@ -130,6 +129,10 @@ def test_a_users_own_jax_model_and_the_command_line(tmp_path, blobs, capsys):
     best = evaluate(spot.fastest)
     assert spot.low <= spot.fastest <= spot.eta <= spot.high and best.trainable and evaluate(spot.eta).trainable
     assert best.progress == max(e.progress for e in spot.evaluations if e.trainable)
+
+
+def test_the_sweetspot_command_trains_at_its_pick_and_a_second_search_computes_nothing(tmp_path, capsys):
+    from chaosgd.cli import main
 
     assert main(["sweetspot", "iris", "--quick", "--p-high", "50", "--out", str(tmp_path), "--search-epochs", "40",
                  "--train", "--parallel", "2", "--max-initial", "16"]) == 0
