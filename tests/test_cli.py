@@ -145,6 +145,17 @@ def test_a_field_that_the_commands_own_option_sets_is_not_silently_overridden(tm
     assert not (tmp_path / "s").exists() and not (tmp_path / "l").exists()
 
 
+def test_a_value_a_configuration_file_sets_and_the_command_replaces_is_said(tmp_path, capsys):
+    from chaosgd.experiments.presets import preset
+
+    path = tmp_path / "mine.toml"
+    path.write_text(preset("iris", quick=True).with_values(**{"training.etas": (0.5, 1.0)}).to_toml())
+    assert main(["lyapunov", str(path), "--eta", "1", "--k", "0", "--out", str(tmp_path / "l")]) == 2
+    err = capsys.readouterr().err
+    assert f"note: {path} sets training.etas = (0.5, 1.0); chaosgd lyapunov uses (1.0,)" in err
+    assert "--k must be >= 1" in err and err.count("note:") == 1  # fields left at their defaults: no note
+
+
 def test_several_workers_for_the_serial_executor_are_refused_on_the_command_line(tmp_path, capsys):
     assert main(["sweep", "iris", "--executor", "serial", "--workers", "4", "--out", str(tmp_path / "run")]) == 2
     assert "--workers 4: the serial executor runs one task at a time" in capsys.readouterr().err

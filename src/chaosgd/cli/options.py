@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import os
 import re
+import sys
 from pathlib import Path
 
 from chaosgd.experiments.config import Config, field_names, field_type, parse_assignment, parse_text
@@ -95,6 +96,14 @@ def experiment(args, **overrides) -> Config:
         if key in changes and changes[key] != value:
             raise ValueError(f"{key} = {changes[key]!r} is given, but chaosgd {args.command} sets it to {value!r} "
                              f"from its own options (see chaosgd {args.command} --help); leave it out")
+    if path_given:  # a value the file sets on purpose (not the field's default) is replaced: said, not silent
+        fields = field_names()
+        for key, value in overrides.items():
+            default = fields[key].default
+            if key not in changes and config.value(key) != value and (
+                    default is dataclasses.MISSING or config.value(key) != default):
+                print(f"note: {path} sets {key} = {config.value(key)!r}; chaosgd {args.command} uses {value!r} "
+                      "(from its own options)", file=sys.stderr)
     changes.update(overrides)
     data = changes.get("data.name", config.data.name)
     if not path_given and "name" not in changes and data != config.data.name:
