@@ -366,31 +366,24 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pool, Pool,
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Attr<int64_t>("ph")
                                   .Attr<int64_t>("pw"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pool_gather, PoolGather,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F64>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F64>>()
-                                  .Attr<int64_t>("ph")
-                                  .Attr<int64_t>("pw"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pool_scatter, PoolScatter,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F64>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F64>>()
-                                  .Attr<int64_t>("ph")
-                                  .Attr<int64_t>("pw"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pooled_conv, PooledConv,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F64>>()
-                                  .Arg<ffi::Buffer<ffi::F64>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F64>>() GEOMETRY.Attr<int64_t>("ph")
-                                  .Attr<int64_t>("pw"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pooled_conv_t, PooledConvT,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F64>>()
-                                  .Arg<ffi::Buffer<ffi::F64>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F64>>() GEOMETRY.Attr<int64_t>("ph")
-                                  .Attr<int64_t>("pw"));
+// Gather and scatter take (values, positions of the maxima); the pooled convolution and its transpose take
+// (image, kernels or cotangent, positions): one binding each pair.
+#define VALUES_AT_MAXIMA                                                                                      \
+  ffi::Ffi::Bind()                                                                                            \
+      .Arg<ffi::Buffer<ffi::F64>>()                                                                           \
+      .Arg<ffi::Buffer<ffi::S32>>()                                                                           \
+      .Ret<ffi::Buffer<ffi::F64>>()                                                                           \
+      .Attr<int64_t>("ph")                                                                                    \
+      .Attr<int64_t>("pw")
+#define IMAGE_AT_MAXIMA                                                                                       \
+  ffi::Ffi::Bind()                                                                                            \
+      .Arg<ffi::Buffer<ffi::F64>>()                                                                           \
+      .Arg<ffi::Buffer<ffi::F64>>()                                                                           \
+      .Arg<ffi::Buffer<ffi::S32>>()                                                                           \
+      .Ret<ffi::Buffer<ffi::F64>>() GEOMETRY.Attr<int64_t>("ph")                                              \
+      .Attr<int64_t>("pw")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pool_gather, PoolGather, VALUES_AT_MAXIMA);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pool_scatter, PoolScatter, VALUES_AT_MAXIMA);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pooled_conv, PooledConv, IMAGE_AT_MAXIMA);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pooled_conv_t, PooledConvT, IMAGE_AT_MAXIMA);
