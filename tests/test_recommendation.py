@@ -126,6 +126,24 @@ def test_progress_counts_epochs_at_the_target_fully_and_half_the_accuracy_before
     assert mean_interval(scores[:1]) == (scores[0], 0.0, 1.0)
 
 
+@pytest.mark.parametrize("records_per_epoch", [1, 2])
+def test_progress_with_a_held_target_starts_where_time_to_accuracy_puts_the_passage(records_per_epoch):
+    from chaosgd.training_time import time_to_accuracy
+
+    rng = np.random.default_rng(3)
+    accuracy = rng.uniform(0.7, 1.0, (40, 4 * records_per_epoch + 1))  # some pass early, fall back, pass again
+    accuracy[3, 2:] = np.nan  # diverged
+    for hold in (1, 2, 3):
+        scores = progress_scores(accuracy, 0.9, hold=hold, records_per_epoch=records_per_epoch)
+        passage = time_to_accuracy(accuracy, 0.9, hold=hold, records_per_epoch=records_per_epoch)
+        start = np.where(passage.censored, accuracy.shape[1], np.round(passage.epoch * records_per_epoch)).astype(int)
+        before = 0.5 * np.minimum(np.nan_to_num(accuracy, nan=0.0), 0.9) / 0.9
+        expected = [(before[i, :s].sum() + accuracy.shape[1] - s) / accuracy.shape[1] for i, s in enumerate(start)]
+        assert scores == pytest.approx(expected)
+    assert not np.array_equal(progress_scores(accuracy, 0.9, hold=2, records_per_epoch=records_per_epoch),
+                              progress_scores(accuracy, 0.9, records_per_epoch=records_per_epoch))
+
+
 def test_the_same_seed_gives_the_same_recommendation(blobs):
     import chaosgd
     from chaosgd.models import MLP

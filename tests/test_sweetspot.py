@@ -392,3 +392,22 @@ def test_the_search_trains_with_the_configured_optimiser(changes, eta_range):
         assert evaluation_from_records(records, e.eta, **config.analysis.fit).p == e.p
     finally:
         evaluate.close()
+
+
+def test_the_search_judges_progress_with_the_configurations_held_target():
+    from chaosgd.experiments.config import Config, ConfigError, Data, Ensemble, Model, Training
+    from chaosgd.experiments.search import config_evaluator
+
+    config = Config(name="held", data=Data("iris"), model=Model(hidden=(6,)), ensemble=Ensemble(initial=4, copies=1),
+                    training=Training(etas=(1.0,), epochs=40, target_hold=5))
+    with pytest.raises(ConfigError, match="training.target_hold = 5: a passage needs"):
+        config_evaluator(config, epochs=4)
+    held = config_evaluator(config, epochs=20)
+    try:
+        assert held.trainability["hold"] == 5
+        records = held.records(1.0, 0, 4)
+        first = evaluation_from_records(records, 1.0, target=0.9, n_classes=3)
+        assert held.evaluation(records, 1.0).progress == evaluation_from_records(
+            records, 1.0, target=0.9, n_classes=3, hold=5).progress <= first.progress
+    finally:
+        held.close()

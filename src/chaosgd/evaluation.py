@@ -5,14 +5,16 @@ percentage of initial conditions with a positive local exponent, with its Wilson
 paper's sensitivity (arXiv:2506.08523) — and, from the reference networks of the same runs, how well they train:
 the fraction that diverged, the fraction that ended stuck at chance accuracy, and their training progress,
 
-    progress_i = 1/(T+1) sum_{t=0..T} h_i(t),   h_i(t) = 1 once a_i has reached the target (first passage),
+    progress_i = 1/(T+1) sum_{t=0..T} h_i(t),   h_i(t) = 1 once a_i has reached the target (first passage;
+                                                 with hold k, from the start of k epochs at or above it),
                                                  before that PRE * min(a_i(t), target) / target,
 
 a time average over the budget of reference i's test accuracy a_i(t) (0 after a network diverged). Up to the
 constant 1 - PRE it is one minus the restricted mean time to the target over the budget, as the full runs are
-judged (first passage, ``training.target_hold = 1``), and among networks that do not reach the target within the
-short budget it still orders them by how close they came (that part weighs PRE = 1/2, so that reaching the target
-sooner always counts for more). Its interval is Student's t over the initial conditions.
+judged (with the same hold, ``training.target_hold``: a stretch that the budget cuts short does not count), and
+among networks that do not reach the target within the short budget it still orders them by how close they came
+(that part weighs PRE = 1/2, so that reaching the target sooner always counts for more). Its interval is
+Student's t over the initial conditions.
 
 ``Evaluator`` trains initial conditions at a learning rate and keeps their records, so that more can be added
 where a decision is open (``extend``).
@@ -95,11 +97,21 @@ class Evaluation:
 PRE = 0.5  # the weight of the accuracy before a network first reaches the target (module docstring)
 
 
-def progress_scores(test_accuracy: np.ndarray, target: float) -> np.ndarray:
+def progress_scores(test_accuracy: np.ndarray, target: float, *, hold: int = 1,
+                    records_per_epoch: int = 1) -> np.ndarray:
     """Each reference network's training progress over its records (module docstring); records after it diverged
-    (NaN) count as accuracy 0."""
+    (NaN) count as accuracy 0. ``hold``: epochs the accuracy must stay at or above the target for a passage
+    (``training_time.time_to_accuracy``'s), over ``records_per_epoch`` records an epoch."""
     accuracy = np.nan_to_num(np.asarray(test_accuracy, dtype=float), nan=0.0)
-    reached = np.maximum.accumulate(accuracy >= target, axis=1)
+    above = accuracy >= target
+    if hold > 1:  # a passage starts a stretch of r (hold - 1) + 1 records at or above the target, all recorded
+        width = records_per_epoch * (hold - 1) + 1
+        counts = np.concatenate([np.zeros((len(above), 1), int), np.cumsum(above, axis=1)], axis=1)
+        starts = np.zeros_like(above)
+        if width <= above.shape[1]:
+            starts[:, :above.shape[1] - width + 1] = counts[:, width:] - counts[:, :-width] == width
+        above = starts
+    reached = np.maximum.accumulate(above, axis=1)
     return np.where(reached, 1.0, PRE * np.minimum(accuracy, target) / target).mean(axis=1)
 
 
@@ -115,10 +127,11 @@ def mean_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[f
 
 def evaluation_from_records(records, eta: float, *, confidence: float = CONFIDENCE, stored: bool = False,
                             target: float | None = None, n_classes: int | None = None, chance_margin: float = 0.05,
-                            **fit) -> Evaluation:
+                            hold: int = 1, **fit) -> Evaluation:
     """An ``Evaluation`` from engine records of one learning rate (``fit``: r2_min, lambda_min, plateau).
 
-    ``target``: the test accuracy that the progress is capped at (None: progress not measured); ``n_classes``:
+    ``target``: the test accuracy that the progress is capped at (None: progress not measured), reached once held
+    ``hold`` epochs; ``n_classes``:
     chance is 1 / n_classes, and a network whose final test accuracy is at most chance + ``chance_margin`` is
     stuck (None: not counted)."""
     net = network_exponent(records.distance, stopped_at=records.copies_stopped_at, confidence=confidence,
@@ -127,7 +140,8 @@ def evaluation_from_records(records, eta: float, *, confidence: float = CONFIDEN
     diverged = records.diverged_at[:, 0] >= 0
     progress = (math.nan,) * 3
     if target is not None:
-        progress = mean_interval(progress_scores(records.test_accuracy, target), confidence)
+        progress = mean_interval(progress_scores(records.test_accuracy, target, hold=hold,
+                                                 records_per_epoch=records.per_epoch), confidence)
     stuck = 0.0
     if n_classes is not None:
         final = records.test_accuracy[:, -1]
@@ -147,11 +161,14 @@ class Evaluator:
     """
 
     def __init__(self, n_initial: int, *, confidence: float = CONFIDENCE, target: float | None = None,
-                 n_classes: int | None = None, chance_margin: float = 0.05, **fit):
+                 n_classes: int | None = None, chance_margin: float = 0.05, hold: int = 1, **fit):
         if int(n_initial) != n_initial or n_initial < 1:
             raise ValueError(f"n_initial must be an integer >= 1; got {n_initial}")
         self.n_initial, self.confidence, self.fit = int(n_initial), confidence, fit
-        self.trainability = {"target": target, "n_classes": n_classes, "chance_margin": chance_margin}
+        if int(hold) != hold or hold < 1:
+            raise ValueError(f"hold must be an integer >= 1 (epochs at or above the target); got {hold}")
+        self.trainability = {"target": target, "n_classes": n_classes, "chance_margin": chance_margin,
+                             "hold": int(hold)}
         self._records: dict[float, object] = {}
         self._evaluations: dict[float, Evaluation] = {}  # of the records above, computed once per addition
 

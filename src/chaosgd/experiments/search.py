@@ -50,9 +50,12 @@ class ConfigEvaluator(Evaluator):
                               "sweep's; search under the constant schedule")
         ensemble = dataclasses.replace(config.ensemble, initial=initial or config.ensemble.initial,
                                        copies=copies or config.ensemble.copies)
+        if config.training.target_hold > int(epochs):
+            raise ConfigError(f"training.target_hold = {config.training.target_hold}: a passage needs that many "
+                              f"epochs at the target, more than the search's {int(epochs)} (--search-epochs)")
         super().__init__(ensemble.initial, confidence=confidence, target=config.training.target,
                          n_classes=n_classes(config.data), chance_margin=config.analysis.chance_margin,
-                         **config.analysis.fit)
+                         hold=config.training.target_hold, **config.analysis.fit)
         # Only what shapes the records enters the search's store and its hash: not the sweep's grid (the search
         # picks its own learning rates; (1.0,) stands in), its target or sharpness tracking. Copies run every epoch.
         search = dataclasses.replace(config, ensemble=ensemble, training=Training(
