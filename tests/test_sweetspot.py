@@ -152,6 +152,8 @@ def test_the_sweetspot_command_trains_at_its_pick_and_a_second_search_computes_n
     again = capsys.readouterr().out
     assert len(list(RunDir(tmp_path / "evaluations").tasks_dir.glob("*.npz"))) == stored
     assert again.split("recommended eta = ")[1].split()[0] == out.split("recommended eta = ")[1].split()[0]
+    assert "reused" not in out.split("cost: ")[1].split("\n")[0]
+    assert re.search(r"cost: ([\d,]+) network-epochs \(\1 of them computed earlier and reused\) in", again)
 
 
 class SpreadCurvature(Evaluator):

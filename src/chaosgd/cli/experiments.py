@@ -190,7 +190,9 @@ def cmd_sweetspot(args) -> int:
         evaluate.close()
     seconds = time.monotonic() - started
     grid = len(config.training.etas) * config.ensemble.initial * (1 + config.ensemble.copies) * config.training.epochs
-    cost = {"network_epochs": spot.network_epochs, "seconds": round(seconds, 1), "grid_network_epochs": grid,
+    reused = evaluate.inner.network_epochs_loaded  # (a --reuse sweep's evaluations are not counted at all)
+    cost = {"network_epochs": spot.network_epochs, "reused_network_epochs": reused, "seconds": round(seconds, 1),
+            "grid_network_epochs": grid,
             "fraction_of_grid": spot.network_epochs / grid, "search_epochs": epochs, "search_initial": initial,
             "search_copies": args.search_copies}
     plots.save(plots.plot_sweet_spot(spot)[0], out / "sweetspot.png")
@@ -204,7 +206,9 @@ def cmd_sweetspot(args) -> int:
               f"{spot.onset.high:.4g}, " + ("both ends decided" if spot.onset.confident else "not both ends decided")
               + f" at {args.confidence:.0%} confidence")
     print(spot.reason)
-    print(f"cost: {spot.network_epochs:,} network-epochs in {seconds:.0f} s, {cost['fraction_of_grid']:.1%} of the "
+    reused = f" ({reused:,} of them computed earlier and reused)" if reused else ""
+    print(f"cost: {spot.network_epochs:,} network-epochs{reused} in {seconds:.0f} s, "
+          f"{cost['fraction_of_grid']:.1%} of the "
           f"configuration's grid ({len(config.training.etas)} learning rates x {config.ensemble.initial} x "
           f"(1 + {config.ensemble.copies}) networks x {config.training.epochs} epochs = {grid:,}); evidence in {out}")
     if args.train and spot.eta == spot.eta:

@@ -75,6 +75,7 @@ class ConfigEvaluator(Evaluator):
         self.config, self.hash = plan.config, plan.hash
         self.store = plan.run.prepare(self.config, log or (lambda *a: None))
         self.executor, self.workers, self.scheduler = executor, workers, scheduler
+        self.network_epochs_loaded = 0  # of the records found in the store (computed by an earlier search)
 
     def records(self, eta, first, count):
         return self._run([Task(None, float(eta), int(first), int(count))])[0]
@@ -95,6 +96,7 @@ class ConfigEvaluator(Evaluator):
         for task in wanted:
             try:
                 found[task.name] = self.store.load_task(task, config_hash).records
+                self.network_epochs_loaded += found[task.name].network_epochs
             except TaskFileError:
                 pass
         todo = iter([t for t in wanted if t.name not in found])
