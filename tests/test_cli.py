@@ -145,7 +145,7 @@ def test_a_field_that_the_commands_own_option_sets_is_not_silently_overridden(tm
     assert not (tmp_path / "s").exists() and not (tmp_path / "l").exists()
 
 
-def test_a_value_a_configuration_file_sets_and_the_command_replaces_is_said(tmp_path, capsys):
+def test_a_value_a_configuration_file_writes_and_the_command_replaces_is_said_once(tmp_path, capsys):
     from chaosgd.experiments.presets import preset
 
     path = tmp_path / "mine.toml"
@@ -153,7 +153,17 @@ def test_a_value_a_configuration_file_sets_and_the_command_replaces_is_said(tmp_
     assert main(["lyapunov", str(path), "--eta", "1", "--k", "0", "--out", str(tmp_path / "l")]) == 2
     err = capsys.readouterr().err
     assert f"note: {path} sets training.etas = (0.5, 1.0); chaosgd lyapunov uses (1.0,)" in err
-    assert "--k must be >= 1" in err and err.count("note:") == 1  # fields left at their defaults: no note
+    assert "--k must be >= 1" in err and err.count("note:") == 1
+    # Written as the default (to_toml writes every field): still said, once, though sharpness builds it twice.
+    (tmp_path / "out").write_text("")
+    assert main(["sharpness", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("sets ensemble.copies = 3; chaosgd sharpness uses 1") == 1
+    assert err.count("sets training.sharpness_every = 0; chaosgd sharpness uses 1") == 1  # not the probe's
+    # Fields the file does not write: nothing to say.
+    path.write_text('name = "small"\n[data]\nname = "iris"\n[training]\nepochs = 30\n')
+    assert main(["lyapunov", str(path), "--eta", "1", "--k", "0", "--out", str(tmp_path / "l")]) == 2
+    assert "note:" not in capsys.readouterr().err
 
 
 def test_several_workers_for_the_serial_executor_are_refused_on_the_command_line(tmp_path, capsys):

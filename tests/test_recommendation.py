@@ -142,6 +142,9 @@ def test_progress_with_a_held_target_starts_where_time_to_accuracy_puts_the_pass
         assert scores == pytest.approx(expected)
     assert not np.array_equal(progress_scores(accuracy, 0.9, hold=2, records_per_epoch=records_per_epoch),
                               progress_scores(accuracy, 0.9, records_per_epoch=records_per_epoch))
+    for bad in ({"hold": 0}, {"hold": 1.5}, {"records_per_epoch": 0}, {"hold": 6}):
+        with pytest.raises(ValueError, match="hold|records_per_epoch"):
+            progress_scores(accuracy, 0.9, **{"records_per_epoch": records_per_epoch, **bad})
 
 
 def test_the_same_seed_gives_the_same_recommendation(blobs):

@@ -104,12 +104,17 @@ def progress_scores(test_accuracy: np.ndarray, target: float, *, hold: int = 1,
     (``training_time.time_to_accuracy``'s), over ``records_per_epoch`` records an epoch."""
     accuracy = np.nan_to_num(np.asarray(test_accuracy, dtype=float), nan=0.0)
     above = accuracy >= target
-    if hold > 1:  # a passage starts a stretch of r (hold - 1) + 1 records at or above the target, all recorded
-        width = records_per_epoch * (hold - 1) + 1
+    for name, value in (("hold", hold), ("records_per_epoch", records_per_epoch)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    width = int(records_per_epoch) * (int(hold) - 1) + 1  # a passage starts this many records at the target
+    if width > above.shape[1]:
+        raise ValueError(f"hold = {hold} epochs at the target is longer than the records ({above.shape[1]} at "
+                         f"{records_per_epoch} an epoch)")
+    if width > 1:  # (stretches the records cut short do not count)
         counts = np.concatenate([np.zeros((len(above), 1), int), np.cumsum(above, axis=1)], axis=1)
         starts = np.zeros_like(above)
-        if width <= above.shape[1]:
-            starts[:, :above.shape[1] - width + 1] = counts[:, width:] - counts[:, :-width] == width
+        starts[:, :above.shape[1] - width + 1] = counts[:, width:] - counts[:, :-width] == width
         above = starts
     reached = np.maximum.accumulate(above, axis=1)
     return np.where(reached, 1.0, PRE * np.minimum(accuracy, target) / target).mean(axis=1)

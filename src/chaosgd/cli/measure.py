@@ -156,7 +156,7 @@ def cmd_sharpness(args) -> int:
     if args.every is None or args.top > 1:
         from chaosgd.experiments.problem import build_model, dataset
         from chaosgd.models import count_parameters
-        base = experiment(args, **own, **{"training.sharpness_every": args.every or 1})  # (checked as tracked)
+        base = experiment(args, False, **own, **{"training.sharpness_every": args.every or 1})  # (a probe)
         size = count_parameters(build_model(base.model, dataset(base.data)))
         if args.top > size:
             raise ValueError(f"--top {args.top}: the network has {size} parameters, so its Hessian that many "

@@ -64,9 +64,10 @@ def add_execution(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def experiment(args, **overrides) -> Config:
+def experiment(args, say_replaced: bool = True, **overrides) -> Config:
     """The configuration the options name: the experiment, then --data-dir, the field options and --set in the
-    order given, then ``overrides`` (the command's own); checked as a whole."""
+    order given, then ``overrides`` (the command's own); checked as a whole. With ``say_replaced``, a value that a
+    configuration file writes and an override replaces is named on stderr."""
     from chaosgd.experiments.presets import preset
 
     path = Path(args.experiment)
@@ -96,12 +97,10 @@ def experiment(args, **overrides) -> Config:
         if key in changes and changes[key] != value:
             raise ValueError(f"{key} = {changes[key]!r} is given, but chaosgd {args.command} sets it to {value!r} "
                              f"from its own options (see chaosgd {args.command} --help); leave it out")
-    if path_given:  # a value the file sets on purpose (not the field's default) is replaced: said, not silent
-        fields = field_names()
+    if path_given and say_replaced:  # a value the file itself sets is replaced: said, not silent
+        written = _fields_written(path)
         for key, value in overrides.items():
-            default = fields[key].default
-            if key not in changes and config.value(key) != value and (
-                    default is dataclasses.MISSING or config.value(key) != default):
+            if key in written and key not in changes and config.value(key) != value:
                 print(f"note: {path} sets {key} = {config.value(key)!r}; chaosgd {args.command} uses {value!r} "
                       "(from its own options)", file=sys.stderr)
     changes.update(overrides)
@@ -116,6 +115,15 @@ def experiment(args, **overrides) -> Config:
         from chaosgd.experiments.config import BUILT_IN_MODEL, Model
         changes = {**{f"model.{name}": getattr(Model(), name) for name in BUILT_IN_MODEL}, **changes}
     return config.with_values(**changes) if changes else config
+
+
+def _fields_written(path: Path) -> set[str]:
+    """The dotted names of the fields a configuration file writes itself (``Config.load`` has read it already)."""
+    import tomllib
+
+    table = tomllib.loads(path.read_text(encoding="utf-8"))
+    return {f"{name}.{key}" if isinstance(value, dict) else name
+            for name, value in table.items() for key in (value if isinstance(value, dict) else [None])}
 
 
 def one_point(config: Config, command: str) -> Config:

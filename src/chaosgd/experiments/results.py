@@ -189,8 +189,8 @@ def summarize(run_dir, *, changes: dict | None = None) -> Summary:
                           "the file was edited or damaged; delete it, and the next sweep of this run's "
                           "configuration writes it again")
     every = plan.tasks if plan is not None else tasks(config)
-    if plan is not None and plan.complete:
-        results, problems = plan.results, {}
+    if plan is not None and plan.complete:  # (checked as the sweep found or made them; a copy, not the plan's own)
+        results, problems = dict(plan.results), {}
     else:
         results, problems = store.scan(config, every)  # checked against the configuration that made them
     known_fits = plan.fits if plan is not None and not changes else {}

@@ -66,15 +66,15 @@ def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor:
     config, every = plan.config, plan.tasks
     store = plan.run.prepare(config, log)
     by_name = {t.name: t for t in every}
+    done = plan.results  # (the plan holds them for the summary that follows; what the folder holds now counts)
+    done.clear()
+    plan.fits.clear()
     try:
         found, problems = store.scan(config, every)
     except KeyboardInterrupt:  # (checking a large run's files takes a while)
         raise Interrupted(f"interrupted while checking the task files of {store}; nothing was lost: run the same "
                           "command again to resume") from None
-    done = plan.results  # (the plan holds them for the summary that follows; what the folder holds now counts)
-    done.clear()
     done.update(found)
-    plan.fits.clear()
     for name, why in problems.items():
         log(f"recomputing {why}")
     log(f"{config.name}: {len(done)} of {len(every)} tasks already done in {store}; running the rest with the "
