@@ -136,9 +136,8 @@ def evaluation_from_records(records, eta: float, *, confidence: float = CONFIDEN
     """An ``Evaluation`` from engine records of one learning rate (``fit``: r2_min, lambda_min, plateau).
 
     ``target``: the test accuracy that the progress is capped at (None: progress not measured), reached once held
-    ``hold`` epochs; ``n_classes``:
-    chance is 1 / n_classes, and a network whose final test accuracy is at most chance + ``chance_margin`` is
-    stuck (None: not counted)."""
+    ``hold`` epochs; ``n_classes``: chance is 1 / n_classes, and a network whose final test accuracy is at most
+    chance + ``chance_margin`` is stuck (None: not counted)."""
     net = network_exponent(records.distance, stopped_at=records.copies_stopped_at, confidence=confidence,
                            records_per_epoch=records.per_epoch, steps_per_record=records.steps_per_record, **fit)
     low, high = net.p_interval(confidence)
