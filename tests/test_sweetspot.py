@@ -413,3 +413,24 @@ def test_the_search_judges_progress_with_the_configurations_held_target():
             records, 1.0, target=0.9, n_classes=3, hold=5).progress <= first.progress
     finally:
         held.close()
+
+
+def test_a_search_that_finds_its_records_stored_starts_no_workers(tmp_path):
+    from chaosgd.experiments.config import Config, Data, Ensemble, Model, Training
+    from chaosgd.experiments.search import config_evaluator
+
+    config = Config(name="stored", data=Data("iris"), model=Model(hidden=(6,)), ensemble=Ensemble(initial=2, copies=1),
+                    training=Training(etas=(1.0,), epochs=20))
+    first = config_evaluator(config, epochs=20, store=tmp_path / "ev", executor="serial")
+    try:
+        computed = first.records(1.0, 0, 2)
+        assert first.network_epochs_loaded == 0 and first._pool is not None
+    finally:
+        first.close()
+    again = config_evaluator(config, epochs=20, store=tmp_path / "ev", executor="processes", workers=2)
+    try:
+        loaded = again.records(1.0, 0, 2)
+        assert again._pool is None and again.network_epochs_loaded == computed.network_epochs == 2 * 2 * 20
+        np.testing.assert_array_equal(loaded.distance, computed.distance)
+    finally:
+        again.close()

@@ -99,7 +99,10 @@ class ConfigEvaluator(Evaluator):
                 self.network_epochs_loaded += found[task.name].network_epochs
             except TaskFileError:
                 pass
-        todo = iter([t for t in wanted if t.name not in found])
+        missing = [t for t in wanted if t.name not in found]
+        if not missing:  # (no workers started for nothing: a resumed search may find everything stored)
+            return [found[t.name] for t in wanted]
+        todo = iter(missing)
         toml, root = self.config.to_toml(), str(self.store.root)
 
         def source():
