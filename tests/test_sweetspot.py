@@ -397,6 +397,8 @@ def test_the_search_trains_with_the_configured_optimiser(changes, eta_range):
 
 
 def test_the_search_judges_progress_with_the_configurations_held_target():
+    import dataclasses
+
     from chaosgd.experiments.config import Config, ConfigError, Data, Ensemble, Model, Training
     from chaosgd.experiments.search import config_evaluator
 
@@ -407,10 +409,17 @@ def test_the_search_judges_progress_with_the_configurations_held_target():
     held = config_evaluator(config, epochs=20)
     try:
         assert held.trainability["hold"] == 5
-        records = held.records(1.0, 0, 4)
+        trained = held.records(1.0, 0, 4)
+        # Accuracies that pass the target for one epoch at t = 2, fall back, and hold it from t = 10 on: first
+        # passage counts t = 2, a hold of 5 epochs t = 10.
+        accuracy = np.full_like(trained.test_accuracy, 0.5)
+        accuracy[:, 2], accuracy[:, 10:] = 0.95, 0.95
+        records = dataclasses.replace(trained, test_accuracy=accuracy)
         first = evaluation_from_records(records, 1.0, target=0.9, n_classes=3)
-        assert held.evaluation(records, 1.0).progress == evaluation_from_records(
-            records, 1.0, target=0.9, n_classes=3, hold=5).progress <= first.progress
+        held_5 = evaluation_from_records(records, 1.0, target=0.9, n_classes=3, hold=5)
+        assert held.evaluation(records, 1.0).progress == held_5.progress < first.progress
+        # (before t = 10 accuracy counts half its capped fraction of the target: 0.5 / 0.9 / 2, and t = 2's 1 / 2)
+        assert held_5.progress == pytest.approx((9 * 0.5 / 0.9 / 2 + 0.5 + 11) / 21)
     finally:
         held.close()
 

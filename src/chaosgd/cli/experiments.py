@@ -206,10 +206,10 @@ def cmd_sweetspot(args) -> int:
               f"{spot.onset.high:.4g}, " + ("both ends decided" if spot.onset.confident else "not both ends decided")
               + f" at {args.confidence:.0%} confidence")
     print(spot.reason)
-    reused = f" ({reused:,} of them computed earlier and reused)" if reused else ""
-    print(f"cost: {spot.network_epochs:,} network-epochs{reused} in {seconds:.0f} s, "
-          f"{cost['fraction_of_grid']:.1%} of the "
-          f"configuration's grid ({len(config.training.etas)} learning rates x {config.ensemble.initial} x "
+    reuse_note = f" ({reused:,} of them computed earlier and reused)" if reused else ""
+    print(f"cost: {spot.network_epochs:,} network-epochs{reuse_note} in {seconds:.0f} s, "
+          f"{cost['fraction_of_grid']:.1%} of the configuration's grid ({len(config.training.etas)} learning rates x "
+          f"{config.ensemble.initial} x "
           f"(1 + {config.ensemble.copies}) networks x {config.training.epochs} epochs = {grid:,}); evidence in {out}")
     if args.train and spot.eta == spot.eta:
         from chaosgd.experiments.results import summarize
