@@ -13,6 +13,7 @@ import collections
 import gzip
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import jax
@@ -37,20 +38,29 @@ def main() -> None:
     train()  # compile
     folder = tempfile.mkdtemp(prefix="chaosgd-profile-")
     with jax.profiler.trace(folder, create_perfetto_trace=True):
+        start = time.perf_counter()
         train()
+        wall = time.perf_counter() - start
     trace = json.load(gzip.open(next(Path(folder).rglob("*.trace.json.gz"))))
+    names = {e["pid"]: e["args"].get("name", "") for e in trace["traceEvents"]
+             if e.get("ph") == "M" and e.get("name") == "process_name"}
     ops = [e for e in trace["traceEvents"] if e.get("ph") == "X" and "hlo_op" in e.get("args", {})]
+    # On a GPU the kernels appear under the device's process (without run ids); on a CPU under the host's.
+    device = [e for e in ops if "gpu" in names.get(e["pid"], "").lower()]
+    ops = device or ops
     runs = sorted({e["args"].get("run_id") for e in ops}, key=lambda r: min(e["ts"] for e in ops
                                                                              if e["args"].get("run_id") == r))
-    scan = [e for e in ops if e["args"].get("run_id") != runs[-1]]  # the last program run is the final pass
+    # The last program run is the final pass (where run ids tell the programs apart).
+    scan = [e for e in ops if e["args"].get("run_id") != runs[-1]] if len(runs) > 1 else ops
     total = collections.Counter()
     for e in scan:
         total[e["args"]["hlo_op"]] += e["dur"] / 1000 / args.epochs
-    print(f"K = {args.k}: operations of one epoch in the scan, ms (sum {sum(total.values()):.0f}; operations on "
-          "XLA's two threads may overlap)")
+    where = "device kernels" if device else "operations in the scan"
+    print(f"K = {args.k} on {jax.default_backend()}: {where} of one epoch, ms (sum {sum(total.values()):.1f}; "
+          f"wall time of the profiled run {1000 * wall / args.epochs:.1f} per epoch, final pass and profiler "
+          "included; operations on XLA's CPU threads may overlap)")
     for name, ms in total.most_common(args.top):
-        print(f"{ms:8.1f}  {name}")
-
+        print(f"{ms:8.2f}  {name}")
 
 if __name__ == "__main__":
     main()
