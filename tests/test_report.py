@@ -99,6 +99,23 @@ def test_asking_for_a_gpu_where_there_is_none_is_an_error_message(tmp_path, caps
     assert result.returncode == 2 and "jax[cuda12]" in result.stderr
 
 
+def test_a_gpu_run_keeps_the_cpu_for_the_engines_host_callbacks(monkeypatch):
+    """--device gpu once pinned JAX to CUDA alone, and the progress callback inside the training scan then failed on
+    the GPU ("failed to find a local CPU device"): the GPU comes first, the CPU stays listed."""
+    import jax
+
+    from chaosgd.cli.options import use_device
+
+    chosen = []
+    monkeypatch.setenv("JAX_PLATFORMS", "")
+    monkeypatch.setattr(jax.config, "update", lambda name, value: chosen.append((name, value)))
+    gpu = type("Device", (), {"platform": "gpu"})()
+    monkeypatch.setattr(jax, "devices", lambda *a: [gpu])  # (this machine has no GPU to ask)
+    use_device("gpu")
+    import os
+    assert chosen == [("jax_platforms", "cuda,cpu")] and os.environ["JAX_PLATFORMS"] == "cuda,cpu"
+
+
 def test_sharpness_tracked_in_a_sweep_gives_figure_14(tmp_path):
     import jax
     import jax.flatten_util

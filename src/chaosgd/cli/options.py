@@ -176,13 +176,16 @@ def use_device(device: str | None) -> None:
     if device is None:
         return
     import jax
-    os.environ["JAX_PLATFORMS"] = {"cpu": "cpu", "gpu": "cuda"}[device]
+    os.environ["JAX_PLATFORMS"] = {"cpu": "cpu", "gpu": "cuda,cpu"}[device]  # (the CPU too: host callbacks need it)
     jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
     try:
-        jax.devices()
+        # With "cuda,cpu" a machine without a usable GPU falls back to the CPU silently: that is refused too.
+        found = jax.devices()[0].platform
     except Exception:  # jax raises RuntimeError or, for a platform it lacks entirely, AssertionError
+        found = None
+    if found != device:
         raise RuntimeError(f"--device {device}: JAX cannot use it here; for a GPU install a CUDA build of JAX "
-                           "(pip install 'jax[cuda12]') on a machine with an NVIDIA GPU, or use --device cpu") from None
+                           "(pip install 'jax[cuda12]') on a machine with an NVIDIA GPU, or use --device cpu")
 
 
 def pyplot_free_plots():
