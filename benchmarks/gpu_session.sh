@@ -34,10 +34,13 @@ sweep() {  # name, deadline (seconds from the start)
     local t; t=$(left "$2")
     if [ "$t" -lt 30 ]; then echo "$1: no time left"; return; fi
     local start; start=$(date +%s)
-    timeout "$t" python3 -m chaosgd.cli sweep "$1" --device gpu --block 50 --out "/tmp/gpu/$1" --quiet \
-        > "$R/$1-sweep.log" 2>&1
-    echo "$1 exit $? after $(( $(date +%s) - start )) s (limit $t s)"
-    tail -22 "$R/$1-sweep.log"
+    # Each compilation logged with its time (2026-12-04: tasks whose copies stop at several epochs ran 2-5 times
+    # slower per network-epoch than the others, cause not yet measured).
+    JAX_LOG_COMPILES=1 timeout "$t" python3 -m chaosgd.cli sweep "$1" --device gpu --block 50 --out "/tmp/gpu/$1" \
+        --quiet > "$R/$1-sweep.log" 2>&1
+    echo "$1 exit $? after $(( $(date +%s) - start )) s (limit $t s); compilations logged:" \
+        "$(grep -c 'Finished XLA compilation' "$R/$1-sweep.log")"
+    grep -v 'compil' "$R/$1-sweep.log" | tail -22
     echo "task files: $(ls /tmp/gpu/$1/tasks 2>/dev/null | grep -c 'npz$')"
 }
 
