@@ -49,7 +49,7 @@ def test_per_layer_learning_rates_follow_the_axes():
     hp = hyperparameters(Setting(), grid)
     np.testing.assert_allclose(hp[:, 0], [1, 10, 1, 10])  # columns: the first layer's
     np.testing.assert_allclose(hp[:, 1], [100, 100, 1000, 1000])  # rows: the last layer's
-    np.testing.assert_allclose(hp[:, 2:], [[1, 0]] * 4)
+    np.testing.assert_allclose(hp[:, 2:], [[1, 0, 0, 0]] * 4)  # scale, offset, momentum, L2: the setting's
     hp = hyperparameters(Setting(eta=0.5), Grid("init_offset", "eta", (-1.0, 0.0), (0.0, 1.0), (2, 2)))
     np.testing.assert_allclose(hp[:, 3], [0.1, 1, 0.1, 1])
     np.testing.assert_allclose(hp[:, :2], [[1, 1], [1, 1], [10, 10], [10, 10]])
@@ -72,6 +72,39 @@ def test_linear_regression_exponent_is_that_of_the_linear_map(linear):
         if np.isfinite(lam):
             assert lam == pytest.approx(exact, abs=0.015)  # (ln|cos| / N: the copy's first alignment)
     assert np.isnan(linear.lyapunov[~linear.finite]).all()
+
+
+def test_momentum_moves_the_linear_boundary_and_exponent_as_the_heavy_ball_map():
+    """Heavy ball on linear regression, per eigenvalue a of A: (w, v) <- [[1 - eta a, -eta beta], [a, beta]] (w, v),
+    whose eigenvalues solve mu^2 - (1 + beta - eta a) mu + beta = 0: it converges iff eta a_max < 2 (1 + beta), and
+    the exponent is ln of the largest |mu|."""
+    a = linear_spectrum(LINEAR)
+    grid = Grid("eta", "momentum", (0.5, 1.5), (-2.0, -0.05), (4, 16))
+    result = trainability_grid(LINEAR, grid)
+    for row, beta in enumerate(grid.y):
+        expected = grid.x < 2 * (1 + beta) / a.max()
+        assert 0 < expected.sum() < expected.size  # the boundary moves with beta, inside the grid
+        np.testing.assert_array_equal(result.converged[row], expected)
+        for eta, lam in zip(grid.x, result.lyapunov[row]):
+            radius = max(np.abs(np.roots([1, -(1 + beta - eta * ai), beta])).max() for ai in a)
+            if np.isfinite(lam):
+                assert lam == pytest.approx(np.log(radius), abs=0.02)
+    assert np.isfinite(result.lyapunov[result.converged]).all()
+
+
+def test_l2_moves_the_linear_boundary_to_two_over_the_sharpness_plus_l2():
+    a = linear_spectrum(LINEAR)
+    grid = Grid("l2", "eta", (-2.0, 0.0), (-0.5, 1.5), (16, 4))  # (the rate on the rows: either order)
+    result = trainability_grid(LINEAR, grid, lyapunov=False)
+    for col, l2 in enumerate(grid.x):
+        expected = grid.y < 2 / (a.max() + l2)
+        assert 0 < expected.sum() < expected.size
+        np.testing.assert_array_equal(result.converged[:, col], expected)
+
+
+def test_without_momentum_and_l2_a_grid_folder_is_written_as_before(tmp_path):
+    trainability_grid(LINEAR, Grid("eta", "init_scale", shape=(2, 2)), lyapunov=False, folder=tmp_path)
+    assert not {"momentum", "l2"} & set(json.loads((tmp_path / "grid.json").read_text())["setting"])
 
 
 def test_divergence_is_a_result(linear):
@@ -148,6 +181,7 @@ def test_boundary_pixel_distance_and_profile(linear):
 @pytest.mark.parametrize("options, message", [
     ({"width": 0}, "width"), ({"steps": 10}, "steps"), ({"nonlinearity": "gelu"}, "tanh, relu, identity"),
     ({"target": 1.5}, "target"), ({"data_ratio": -1}, "data_ratio"),
+    ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"), ({"l2": -1e-3}, "l2 must be >= 0"),
 ])
 def test_bad_setting_is_refused(options, message):
     with pytest.raises(ValueError, match=message):
@@ -158,6 +192,8 @@ def test_bad_setting_is_refused(options, message):
     ({"x_axis": "eta_first", "y_axis": "init_scale"}, "allowed: eta_first x eta_last"),
     ({"x_range": (2.0, 1.0)}, "low < high"), ({"shape": (1, 8)}, "shape"),
     ({"y_range": (300.0, 400.0)}, "float64's range"),
+    ({"x_axis": "eta", "y_axis": "momentum", "y_range": (-2.0, 0.0)}, "momentum axis must stay below 1"),
+    ({"x_axis": "momentum", "y_axis": "l2"}, "allowed:.*eta x momentum, eta x l2"),
 ])
 def test_bad_grid_is_refused(options, message):
     with pytest.raises(ValueError, match=message):

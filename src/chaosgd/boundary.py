@@ -8,7 +8,10 @@ and its notebook github.com/Sohl-Dickstein/fractal): a mean-field network withou
 width n = 16, depth L = 2, inputs of dimension n, weights, inputs and targets all N(0, 1), as many training points as
 parameters (272), one regression target, mean squared error, and full-batch gradient descent with a learning rate
 per layer, ``W_l <- W_l - eta_l dL/dW_l``. Every pixel starts from the same weights on the same data; only its
-hyperparameters differ.
+hyperparameters differ. Beyond the notebook, as the sweep's second axes (``training.momentum``, ``training.l2``):
+heavy-ball momentum beta, ``V_l <- beta V_l + G_l, W_l <- W_l - eta_l V_l`` (V starting at 0; torch's SGD), and
+an L2 penalty, ``G_l = dL/dW_l + l2 W_l`` (the loss recorded stays the mean squared error); with momentum the
+training map acts on (W, V), and the Lyapunov copy below is a copy of both.
 
 Convergence measure (the notebook's): with losses ``L_0 .. L_{N-1}`` recorded before each step, normalised
 ``r_t = L_t / L_0`` (a non-finite loss, and anything above, counts as 1e6), a run has converged when
@@ -45,8 +48,9 @@ import numpy as np
 
 from chaosgd.atomic import atomic_write
 
-AXES = ("eta_first", "eta_last", "eta", "init_scale", "init_offset")
-PAIRS = (("eta_first", "eta_last"), ("eta", "init_scale"), ("eta", "init_offset"))
+AXES = ("eta_first", "eta_last", "eta", "init_scale", "init_offset", "momentum", "l2")
+PAIRS = (("eta_first", "eta_last"), ("eta", "init_scale"), ("eta", "init_offset"), ("eta", "momentum"),
+         ("eta", "l2"))
 NONLINEARITIES = ("tanh", "relu", "identity")
 LAST = 20  # losses averaged by the convergence measure
 CLIP = 1e6  # a normalised loss counts as at most this (non-finite ones too)
@@ -71,9 +75,9 @@ class Setting:
         data_ratio: training points per parameter (default 1: as many as parameters, over the targets' dimension).
         steps: N, gradient-descent steps per pixel (default 500, as in the paper).
         seed: seed of the weights, data and the copy's direction.
-        eta, init_scale, init_offset: the values of the hyperparameters that are not an axis of the grid (the
-            learning rate of every layer; a factor on all initial weights; a constant added to the first layer's
-            initial weights).
+        eta, init_scale, init_offset, momentum, l2: the values of the hyperparameters that are not an axis of the
+            grid (the learning rate of every layer; a factor on all initial weights; a constant added to the first
+            layer's initial weights; heavy-ball momentum in [0, 1); the L2 coefficient, >= 0).
         target: the normalised loss that counts as trained, for the time to target (default 0.1).
     """
 
@@ -87,6 +91,8 @@ class Setting:
     init_scale: float = 1.0
     init_offset: float = 0.0
     target: float = 0.1
+    momentum: float = 0.0
+    l2: float = 0.0
 
     def __post_init__(self):
         for name, least, most in (("width", 1, 4096), ("depth", 1, 64), ("steps", LAST, MAX_STEPS),
@@ -103,6 +109,10 @@ class Setting:
         for name in ("eta", "init_scale", "init_offset"):
             if not np.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be finite; got {getattr(self, name)}")
+        if not (np.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum must be in [0, 1); got {self.momentum}")
+        if not (np.isfinite(self.l2) and self.l2 >= 0):
+            raise ValueError(f"l2 must be >= 0; got {self.l2}")
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -123,7 +133,7 @@ class Grid:
 
     Attributes:
         x_axis, y_axis: one of the pairs in ``PAIRS`` (either order): per-layer learning rates, or a learning
-            rate against the initial weights' scale or offset.
+            rate against the initial weights' scale or offset, the momentum or the L2 coefficient.
         x_range, y_range: log10 of the first and last value.
         shape: (ny, nx) pixels.
     """
@@ -145,6 +155,9 @@ class Grid:
                                  f"{LOG_LIMIT} (float64's range); got {tuple(float(v) for v in getattr(self, name))}")
         if len(self.shape) != 2 or any(int(n) != n or n < 2 for n in self.shape):
             raise ValueError(f"shape must be (rows, columns), each an integer >= 2; got {self.shape}")
+        for axis, (_, hi) in ((self.x_axis, self.x_range), (self.y_axis, self.y_range)):
+            if axis == "momentum" and not hi < 0:
+                raise ValueError(f"a momentum axis must stay below 1: its log10 range must end below 0; got {hi}")
         object.__setattr__(self, "x_range", tuple(float(v) for v in self.x_range))
         object.__setattr__(self, "y_range", tuple(float(v) for v in self.y_range))
         object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
@@ -224,8 +237,8 @@ def loss(weights, x, y, nonlinearity: str = "tanh"):
 
 
 def hyperparameters(setting: Setting, grid: Grid) -> np.ndarray:
-    """Per pixel (flattened row by row): the learning rate of every layer, the initial scale and offset,
-    shape (pixels, depth + 2)."""
+    """Per pixel (flattened row by row): the learning rate of every layer, the initial scale and offset, the
+    momentum and the L2 coefficient, shape (pixels, depth + 4)."""
     xs, ys = np.meshgrid(grid.x, grid.y)
     values = {grid.x_axis: xs.ravel(), grid.y_axis: ys.ravel()}
     n = xs.size
@@ -236,13 +249,16 @@ def hyperparameters(setting: Setting, grid: Grid) -> np.ndarray:
         etas[:, -1] = values["eta_last"]
     scale = np.broadcast_to(values.get("init_scale", setting.init_scale), (n,))
     offset = np.broadcast_to(values.get("init_offset", setting.init_offset), (n,))
-    return np.column_stack([etas, scale, offset])
+    momentum = np.broadcast_to(values.get("momentum", setting.momentum), (n,))
+    l2 = np.broadcast_to(values.get("l2", setting.l2), (n,))
+    return np.column_stack([etas, scale, offset, momentum, l2])
 
 
 @functools.lru_cache(maxsize=8)
-def _run_pixels(setting: Setting, dtype, lyapunov: bool, epsilon: float):
-    """A compiled function: hyperparameters (B, depth + 2) -> the per-pixel outputs of a block (kept, so that
-    grids of one setting, a zoom sequence, share their compiled programs)."""
+def _run_pixels(setting: Setting, dtype, lyapunov: bool, epsilon: float, heavy: bool, decay: bool):
+    """A compiled function: hyperparameters (B, depth + 4) -> the per-pixel outputs of a block (kept, so that
+    grids of one setting, a zoom sequence, share their compiled programs). ``heavy``, ``decay``: momentum and L2
+    are in the program (without them it is the plain update, as before they existed)."""
     weights0, x, y, direction = problem(setting, dtype)
     steps, depth, nonlin = setting.steps, setting.depth, setting.nonlinearity
     value_and_grad = jax.value_and_grad(lambda w: loss(w, x, y, nonlin))
@@ -251,30 +267,40 @@ def _run_pixels(setting: Setting, dtype, lyapunov: bool, epsilon: float):
 
     def pixel(hp):
         etas = [hp[i] for i in range(depth)]
+        beta, l2 = hp[depth + 2], hp[depth + 3]
         w0 = [hp[depth] * w for w in weights0]
         w0[0] = w0[0] + hp[depth + 1]
         radius = epsilon * jnp.maximum(1, _norm(w0))
+        # The state the map acts on: the weights, and with momentum their velocities (starting at 0).
+        s0 = w0 + ([jnp.zeros_like(w) for w in w0] if heavy else [])
         if lyapunov:
-            w0 = [jnp.stack([w, w + radius * d]) for w, d in zip(w0, direction)]
+            s0 = [jnp.stack([s, s + radius * d]) for s, d in zip(s0, direction + [0] * (len(s0) - depth))]
 
         def step(carry, t):
-            w, radius, first, sums, hit, log_growth, n_growth, peak = carry
+            state, radius, first, sums, hit, log_growth, n_growth, peak = carry
+            w = state[:depth]
             value, grad = value_and_grad(w)
-            w = [wi - e * g for wi, e, g in zip(w, etas, grad)]
+            if decay:
+                grad = [g + l2 * wi for g, wi in zip(grad, w)]
+            if heavy:
+                v = [beta * vi + g for vi, g in zip(state[depth:], grad)]
+                state = [wi - e * vi for wi, e, vi in zip(w, etas, v)] + v
+            else:
+                state = [wi - e * g for wi, e, g in zip(w, etas, grad)]
             if lyapunov:
                 value = value[0]
-                gap = [wi[1] - wi[0] for wi in w]
+                gap = [s[1] - s[0] for s in state]
                 distance = _norm(gap)
-                # The copy goes back to epsilon times the weights' size (at least epsilon): weights that grow
+                # The copy goes back to epsilon times the state's size (at least epsilon): weights that grow
                 # towards overflow would otherwise leave a fixed epsilon below their resolution.
-                new_radius = epsilon * jnp.maximum(1, _norm([wi[0] for wi in w]))
+                new_radius = epsilon * jnp.maximum(1, _norm([s[0] for s in state]))
                 grows = jnp.isfinite(distance) & (distance > 0) & jnp.isfinite(value) & jnp.isfinite(new_radius)
                 safe = jnp.where(grows, distance, 1)
                 log_growth = log_growth + jnp.where(grows, jnp.log(safe / radius), 0)
                 n_growth = n_growth + grows
                 scale = jnp.where(grows, new_radius / safe, 1)
                 radius = jnp.where(grows, new_radius, radius)
-                w = [jnp.stack([wi[0], wi[0] + g * scale]) for wi, g in zip(w, gap)]
+                state = [jnp.stack([s[0], s[0] + g * scale]) for s, g in zip(state, gap)]
                 mean = log_growth / jnp.maximum(n_growth, 1)
                 peak = jnp.where((t + 1 >= PEAK_FROM) & grows, jnp.maximum(peak, mean), peak)
             first = jnp.where(t == 0, value, first)
@@ -284,10 +310,10 @@ def _run_pixels(setting: Setting, dtype, lyapunov: bool, epsilon: float):
             sums = (total + r, inverse + 1 / r, last + jnp.where(t >= steps - LAST, r, 0),
                     finite & jnp.isfinite(value))
             hit = jnp.where((hit < 0) & (r < setting.target), t, hit)
-            return (w, radius, first, sums, hit, log_growth, n_growth, peak), None
+            return (state, radius, first, sums, hit, log_growth, n_growth, peak), None
 
         zero = jnp.zeros((), dtype)
-        carry = (w0, radius, zero, (zero, zero, zero, jnp.array(True)), jnp.array(-1, jnp.int32), zero,
+        carry = (s0, radius, zero, (zero, zero, zero, jnp.array(True)), jnp.array(-1, jnp.int32), zero,
                  jnp.array(0, jnp.int32), jnp.array(-jnp.inf, dtype))
         (_, _, _, (total, inverse, last, finite), hit, log_growth, n_growth, peak), _ = jax.lax.scan(
             step, carry, jnp.arange(steps, dtype=jnp.int32))
@@ -360,7 +386,11 @@ def trainability_grid(setting: Setting = Setting(), grid: Grid = Grid(), *, dtyp
                          "budget; use a narrower network")
     budget = memory_budget or default_memory_budget()
     chunk = int(max(1, min(block, n, budget // bytes_per_pixel(setting, dtype))))
-    parameters = {"setting": asdict(setting), "grid": asdict(grid), "dtype": dtype, "lyapunov": lyapunov,
+    axes = (grid.x_axis, grid.y_axis)
+    heavy, decay = "momentum" in axes or setting.momentum > 0, "l2" in axes or setting.l2 > 0
+    # (Without momentum and L2 the setting is written as before they existed, so older folders still resume.)
+    written = {k: v for k, v in asdict(setting).items() if k not in ("momentum", "l2") or heavy or decay}
+    parameters = {"setting": written, "grid": asdict(grid), "dtype": dtype, "lyapunov": lyapunov,
                   "epsilon": float(epsilon) if lyapunov else None, "block": int(block), "format": FORMAT}
     if folder is not None:
         folder = Path(folder)
@@ -378,7 +408,7 @@ def trainability_grid(setting: Setting = Setting(), grid: Grid = Grid(), *, dtyp
             path = None if folder is None else folder / f"block-{b:06d}.npz"
             out = _read_block(path, min(lo + block, n) - lo) if path is not None and path.exists() else None
             if out is None:
-                run = run or _run_pixels(setting, jnp.dtype(dtype), lyapunov, epsilon)
+                run = run or _run_pixels(setting, jnp.dtype(dtype), lyapunov, epsilon, heavy, decay)
                 pieces = [_padded(run, hp[i:min(i + chunk, lo + block, n)], chunk, dtype)
                           for i in range(lo, min(lo + block, n), chunk)]
                 out = {name: np.concatenate([p[k] for p in pieces]) for k, name in enumerate(FIELDS)}

@@ -14,7 +14,8 @@ from chaosgd.cli.options import RUNS, add_out, out_folder
 
 LABELS = {"eta_first": "learning rate of the first layer", "eta_last": "learning rate of the last layer",
           "eta": "learning rate", "init_scale": "scale of the initial weights",
-          "init_offset": "offset of the first layer's initial weights"}
+          "init_offset": "offset of the first layer's initial weights", "momentum": "momentum (heavy ball)",
+          "l2": "L2 coefficient"}
 
 
 def add_boundary(p: argparse.ArgumentParser) -> None:
@@ -39,6 +40,9 @@ def add_boundary(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-ratio", type=float, default=s.data_ratio, help="training points per parameter")
     p.add_argument("--target", type=float, default=s.target, help="normalised loss of the time to target")
     p.add_argument("--seed", type=int, default=s.seed, help="seed of the weights and data")
+    p.add_argument("--momentum", type=float, default=s.momentum,
+                   help="heavy-ball momentum in [0, 1) where it is not an axis (an axis: log10 range ending below 0)")
+    p.add_argument("--l2", type=float, default=s.l2, help="L2 coefficient where it is not an axis")
     p.add_argument("--dtype", choices=DTYPES, default="float64",
                    help="precision (float32 needs --no-lyapunov: the copy at epsilon = 1e-8 needs float64)")
     p.add_argument("--no-lyapunov", action="store_true", help="classification and time only (half the work)")
@@ -49,7 +53,7 @@ def cmd_boundary(args) -> int:
     from chaosgd.boundary import Grid, Setting
 
     setting = Setting(width=args.width, depth=args.depth, nonlinearity=args.nonlinearity, data_ratio=args.data_ratio,
-                      steps=args.steps, seed=args.seed, target=args.target)
+                      steps=args.steps, seed=args.seed, target=args.target, momentum=args.momentum, l2=args.l2)
     grid = Grid(args.x, args.y, tuple(args.x_range), tuple(args.y_range), (args.resolution, args.resolution))
     if not np.isfinite(args.zoom) or args.zoom < 1:
         raise ValueError(f"--zoom must be >= 1; got {args.zoom}")
