@@ -424,6 +424,18 @@ def test_the_search_judges_progress_with_the_configurations_held_target():
         held.close()
 
 
+def test_a_hold_longer_than_the_training_is_refused_before_any_training(blobs, monkeypatch):
+    from chaosgd.experiments import search
+    from chaosgd.models import MLP as chaosgd_mlp
+
+    monkeypatch.setattr(search, "train", lambda *a, **k: pytest.fail("trained before refusing"))
+    model = chaosgd_mlp((6, 8, 3))
+    with pytest.raises(ValueError, match="hold = 7: a passage needs that many epochs at the target, more than the 6"):
+        search.model_evaluator(model, blobs.arrays(), n_initial=2, n_copies=1, epochs=6, hold=7)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        search.model_evaluator(model, blobs.arrays(), n_initial=2, n_copies=1, epochs=0)
+
+
 def test_a_search_that_finds_its_records_stored_starts_no_workers(tmp_path):
     from chaosgd.experiments.config import Config, Data, Ensemble, Model, Training
     from chaosgd.experiments.search import config_evaluator

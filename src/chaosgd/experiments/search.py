@@ -188,7 +188,12 @@ class ModelEvaluator(Evaluator):
             n_classes = int(max(data["y_train"].max(), data["y_test"].max())) + 1
         super().__init__(n_initial, confidence=confidence, target=target, n_classes=n_classes,
                          chance_margin=chance_margin, **fit)
-        self.model, self.data, self.epochs = model, data, epochs
+        if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
+        if self.trainability["hold"] > epochs:  # (before any training, not when the first records are judged)
+            raise ValueError(f"hold = {self.trainability['hold']}: a passage needs that many epochs at the target, "
+                             f"more than the {int(epochs)} epochs trained")
+        self.model, self.data, self.epochs = model, data, int(epochs)
         self.ensemble = Ensemble(initial=n_initial, copies=n_copies, epsilon=epsilon, seed=seed, perturb=perturb,
                                  distance=distance)
         self.objective = classification(model, l2=l2)
