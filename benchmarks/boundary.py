@@ -33,7 +33,7 @@ import numpy as np
 import chaosgd  # noqa: F401  (float64)
 from chaosgd.atomic import atomic_write
 from chaosgd.boundary import Grid, Setting, trainability_grid
-from chaosgd.boundary_analysis import boundary_pixel, fastest, zoom
+from chaosgd.boundary_analysis import boundary_pixel, zoom
 from chaosgd.boxcount import box_dimension, boundary_pixels
 from chaosgd.cli.boundary import plot_maps, summarize
 
@@ -115,8 +115,7 @@ def main() -> None:
 
     main_grid, main_rate = grid_of(cache, "main", setting, window)
     report["main"] = {**summarize(main_grid), "dimension": dimension(main_grid.converged),
-                      "pixel_steps_per_second": main_rate, "fastest": fastest(main_grid),
-                      "onset": onset(main_grid)}
+                      "pixel_steps_per_second": main_rate, "onset": onset(main_grid)}
     plot_maps(main_grid, out / "main.png")
     print(json.dumps({k: report["main"][k] for k in ("converged_fraction", "pixel_steps_per_second")}),
           report["main"]["dimension"].get("value"), flush=True)

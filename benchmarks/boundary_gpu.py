@@ -26,7 +26,6 @@ import numpy as np
 import chaosgd  # noqa: F401  (float64)
 from chaosgd.atomic import atomic_write
 from chaosgd.boundary import Grid, Setting, trainability_grid
-from chaosgd.boundary_analysis import fastest
 from chaosgd.cli.boundary import plot_maps, summarize
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -70,7 +69,7 @@ def main() -> None:
             result = trainability_grid(setting, grid, lyapunov=lyapunov, block=args.block,
                                        folder=cache / f"{name}-{n}", progress=True)
             job.update({"side": n, "pixel_steps_per_second": result.computed * setting.steps / result.seconds,
-                        **summarize(result), "dimension": dimension(result.converged), "fastest": fastest(result)})
+                        **summarize(result), "dimension": dimension(result.converged)})
             if lyapunov:
                 job["onset"] = onset(result)
             plot_maps(result, out / f"gpu-{name}-{n}.png")

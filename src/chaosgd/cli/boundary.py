@@ -95,10 +95,17 @@ def boundary(out: Path, setting, grid, *, zoom_factor: float = 1.0, dtype: str =
     atomic_write(out / "boundary.json", json.dumps(summary, indent=2, default=float))
     plot_maps(result, out / "boundary.png")
     d = summary.get("dimension")
-    print(f"{grid.shape[0]} x {grid.shape[1]} pixels x {setting.steps} steps in {result.seconds:.1f} s: "
+    print(f"{grid.shape[0]} x {grid.shape[1]} pixels x {setting.steps} steps "
+          + (f"in {result.seconds:.1f} s" if result.computed else "(read back, nothing trained)") + ": "
           f"{100 * summary['converged_fraction']:.1f}% converged"
           + (f", boundary dimension {d['value']:.3f} (local slopes {d['slope_spread'][0]:.3f} .. "
              f"{d['slope_spread'][1]:.3f})" if d else ", no boundary to measure") + f"; results and images in {out}")
+    f = summary["fastest"]
+    if f["pixels"] and lyapunov:
+        print(f"fastest tenth of the pixels that reached the target ({f['pixels']}, {f['time_range'][0]} .. "
+              f"{f['time_range'][1]} steps): {100 * f['positive_peak']:.0f}% expand transiently (against "
+              f"{100 * f['positive_peak_all_converged']:.0f}% of all converged pixels), a median "
+              f"{f['median_distance']:.0f} pixels inside the boundary")
     return summary
 
 
@@ -107,7 +114,7 @@ def summarize(result) -> dict:
     from dataclasses import asdict
 
     from chaosgd.boundary import CLIP, LAST
-    from chaosgd.boundary_analysis import profile
+    from chaosgd.boundary_analysis import fastest, profile
 
     return {"setting": asdict(result.setting), "grid": asdict(result.grid), "dtype": result.dtype,
             "convergence": f"converged when the mean of the last {LAST} losses, each divided by the first "
@@ -117,7 +124,7 @@ def summarize(result) -> dict:
             "pixels_trained": result.computed,  # (the others were read back from the folder)
             "pixel_steps_per_second": (result.computed * result.setting.steps / result.seconds
                                        if result.computed else None),
-            "profile": profile(result)}
+            "profile": profile(result), "fastest": fastest(result)}
 
 
 def plot_maps(result, path: Path) -> None:
