@@ -220,7 +220,7 @@ def test_command_writes_results_images_and_resumes(tmp_path, capsys):
 
     parser = argparse.ArgumentParser()
     add_boundary(parser)
-    argv = ["--out", str(tmp_path), "--width", "3", "--steps", "30", "--resolution", "16", "--quiet"]
+    argv = ["--out", str(tmp_path), "--width", "3", "--steps", "30", "--resolution", "16", "--target", "0.6", "--quiet"]
     assert cmd_boundary(parser.parse_args(argv)) == 0
     summary = json.loads((tmp_path / "boundary.json").read_text())
     assert summary["grid"]["shape"] == [16, 16] and "below 1" in summary["convergence"]
@@ -229,8 +229,15 @@ def test_command_writes_results_images_and_resumes(tmp_path, capsys):
     with np.load(tmp_path / "boundary.npz") as saved:
         assert saved["converged"].shape == (16, 16) and saved["x"].size == 16
     assert (tmp_path / "boundary.png").stat().st_size > 0
+    fastest = summary["fastest"]  # (the tenth of the pixels that reached the target with the shortest times)
+    assert fastest["pixels"] >= 1 and 0 <= fastest["positive_peak"] <= 1
+    with np.load(tmp_path / "boundary.npz") as saved:
+        times = saved["time_to_target"]
+    assert fastest["time_range"][0] == times[times >= 0].min()
+    assert "fastest tenth" in capsys.readouterr().out
     assert cmd_boundary(parser.parse_args(argv)) == 0  # resumed: nothing trained again
-    assert "results and images in" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "results and images in" in out and "(read back, nothing trained)" in out
     with pytest.raises(ValueError, match="--no-lyapunov"):
         cmd_boundary(parser.parse_args(argv + ["--dtype", "float32"]))
     with pytest.raises(ValueError, match="allowed"):
