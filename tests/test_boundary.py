@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from chaosgd.boundary import Grid, Setting, hyperparameters, loss, network, problem, trainability_grid
-from chaosgd.boundary_analysis import boundary_distance, boundary_pixel, profile, zoom
+from chaosgd.boundary_analysis import boundary_distance, boundary_pixel, fastest, profile, zoom
 
 # A linear network of one layer is linear regression, f(x) = x W / n: GD on it is the linear map
 # W <- (I - eta A) W + const with A = 2 X^T X / (N n^2), which converges iff eta < 2 / max eig A and whose
@@ -103,8 +103,10 @@ def test_l2_moves_the_linear_boundary_to_two_over_the_sharpness_plus_l2():
 
 
 def test_without_momentum_and_l2_a_grid_folder_is_written_as_before(tmp_path):
-    trainability_grid(LINEAR, Grid("eta", "init_scale", shape=(2, 2)), lyapunov=False, folder=tmp_path)
+    result = trainability_grid(LINEAR, Grid("eta", "init_scale", shape=(2, 2)), lyapunov=False, folder=tmp_path)
     assert not {"momentum", "l2"} & set(json.loads((tmp_path / "grid.json").read_text())["setting"])
+    quickest = fastest(result)  # (no exponents measured: no share of expanding pixels, rather than 0)
+    assert quickest["pixels"] >= 1 and quickest["positive_peak"] is None is quickest["positive_peak_all_converged"]
 
 
 def test_divergence_is_a_result(linear):

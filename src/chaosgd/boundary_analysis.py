@@ -77,8 +77,8 @@ def fastest(result: TrainabilityGrid, *, fraction: float = 0.1, lambda_min: floa
     """Where training is fastest: of the pixels that reached the target, the ``fraction`` with the shortest times
     (censoring does not bias this choice: a pixel that never reached the target is slower than every one that did);
     their count, time range, median distance to the boundary (pixels), the fraction whose peak exponent exceeds
-    ``lambda_min``, that fraction among all converged pixels for comparison, their median axis values, and how many
-    converged pixels reached the target at all."""
+    ``lambda_min``, that fraction among all converged pixels for comparison (both None without exponents), their
+    median axis values, and how many converged pixels reached the target at all."""
     time = result.time_to_target
     reached = time >= 0
     if not reached.any():
@@ -87,9 +87,13 @@ def fastest(result: TrainabilityGrid, *, fraction: float = 0.1, lambda_min: floa
     best = reached & (time <= cut)
     rows, cols = np.nonzero(best)
     d = boundary_distance(result.converged)
+    peak = result.lyapunov_peak
+
+    def expanding(where):  # (None for a grid trained without the exponent: nothing was measured)
+        return float(np.mean(peak[where] > lambda_min)) if np.isfinite(peak).any() else None
+
     return {"pixels": int(best.sum()), "time_range": [int(time[best].min()), int(cut)],
             "median_distance": float(np.median(d[best])),
-            "positive_peak": float(np.mean(result.lyapunov_peak[best] > lambda_min)),
-            "positive_peak_all_converged": float(np.mean(result.lyapunov_peak[result.converged] > lambda_min)),
+            "positive_peak": expanding(best), "positive_peak_all_converged": expanding(result.converged),
             "median_x": float(np.median(result.grid.x[cols])), "median_y": float(np.median(result.grid.y[rows])),
             "reached": int(reached.sum()), "converged": int(result.converged.sum())}

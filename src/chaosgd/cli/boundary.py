@@ -101,7 +101,7 @@ def boundary(out: Path, setting, grid, *, zoom_factor: float = 1.0, dtype: str =
           + (f", boundary dimension {d['value']:.3f} (local slopes {d['slope_spread'][0]:.3f} .. "
              f"{d['slope_spread'][1]:.3f})" if d else ", no boundary to measure") + f"; results and images in {out}")
     f = summary["fastest"]
-    if f["pixels"] and lyapunov:
+    if f["pixels"] and f["positive_peak"] is not None:
         print(f"fastest tenth of the pixels that reached the target ({f['pixels']}, {f['time_range'][0]} .. "
               f"{f['time_range'][1]} steps): {100 * f['positive_peak']:.0f}% expand transiently (against "
               f"{100 * f['positive_peak_all_converged']:.0f}% of all converged pixels), a median "
