@@ -61,12 +61,8 @@ SPECS = {
 }
 NAMES = tuple(SPECS)
 STATELESS = tuple(name for name, spec in SPECS.items() if spec.stateless)
-READS = {name: spec.reads for name, spec in SPECS.items()}
+READS = {name: spec.reads for name, spec in SPECS.items()}  # (the hyperparameters each optimiser reads)
 SCHEDULES = ("constant", "warmup_cosine", "step")
-# The hyperparameters each optimiser reads (the others must stay at their defaults: a value set and then ignored
-# would be silently wrong).
-READS = {"gd": (), "sgd": (), "momentum": ("momentum",), "nesterov": ("momentum",), "adam": ("b1", "b2", "eps"),
-         "adamw": ("b1", "b2", "eps", "weight_decay"), "rmsprop": ("decay", "eps")}
 SCHEDULE_READS = {"constant": (), "warmup_cosine": ("warmup_epochs",), "step": ("decay_every", "decay_factor")}
 
 
