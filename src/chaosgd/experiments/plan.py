@@ -58,15 +58,20 @@ class Plan:
 
     def groups(self) -> dict[tuple[int, int], list[Task]]:
         """The tasks of each (point on the second axis, learning rate), in task order: what one fit reads."""
-        groups: dict[tuple[int, int], list[Task]] = {}
-        for task in self.tasks:
-            groups.setdefault((task.point or 0, task.eta_index), []).append(task)
-        return groups
+        return group_tasks(self.tasks)
 
     @property
     def complete(self) -> bool:
         """Every task's checked result is held."""
         return all(t.name in self.results for t in self.tasks)
+
+
+def group_tasks(tasks) -> dict[tuple[int, int], list[Task]]:
+    """Tasks by (point on the second axis, 0 without one; learning rate's index), each list in task order."""
+    groups: dict[tuple[int, int], list[Task]] = {}
+    for task in tasks:
+        groups.setdefault((task.point or 0, task.eta_index), []).append(task)
+    return groups
 
 
 def make_plan(config: Config, run_dir: str | Path | RunDir, *, workers: int | None = 1,

@@ -175,7 +175,7 @@ def summarize(run_dir, *, changes: dict | None = None) -> Summary:
 
     ``run_dir``: a run folder, or the ``plan.Plan`` a sweep just ran, whose checked results and fits are used as
     they are (its task files are not read again)."""
-    from chaosgd.experiments.plan import Plan
+    from chaosgd.experiments.plan import Plan, group_tasks
 
     plan = run_dir if isinstance(run_dir, Plan) else None
     store = plan.run if plan is not None else RunDir(run_dir)
@@ -197,9 +197,10 @@ def summarize(run_dir, *, changes: dict | None = None) -> Summary:
     analysed = reanalysis(config, changes) if changes else config
     rows, fits = [], {}
     axis = config.training.axis
+    groups = plan.groups() if plan is not None else group_tasks(every)
     for j, (value, point) in enumerate(analysed.points):
         for k, eta in enumerate(config.training.etas):
-            mine = [t for t in every if t.eta_index == k and t.point == (None if axis is None else j)]
+            mine = groups.get((j, k), [])
             if all(t.name in results for t in mine):
                 fits[j, k] = known_fits.get((j, k)) or fit(concatenate([results[t.name].records for t in mine]),
                                                            point, n_classes=classes)
