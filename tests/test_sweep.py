@@ -199,6 +199,10 @@ def test_a_sweep_that_stops_references_keeps_its_times_to_target(tmp_path):
 def test_summary_from_the_plan_a_sweep_returns_equals_the_summary_read_back_from_its_folder(tmp_path):
     # The plan carries the checked results and fits down to the summary; reading the folder again must agree.
     plan = make_plan(small_config(), tmp_path)
+    # (made for one process's memory: three workers sharing it would not have been checked)
+    with pytest.raises(ValueError, match="checked for 1 local worker.*would run 3"):
+        sweep(plan, executor="processes", workers=3, progress=False)
+    assert not (tmp_path / "config.toml").exists()
     sweep(plan, executor="serial", progress=False, log=lambda *a: None)
     assert plan.complete and len(plan.fits) == 3
     carried, read = summarize(plan), summarize(tmp_path)

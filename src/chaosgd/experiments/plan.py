@@ -49,6 +49,7 @@ class Plan:
     points: tuple[Point, ...]
     tasks: tuple[Task, ...]
     run: RunDir
+    workers: int | None = 1  # processes sharing this machine's memory the sizes were checked for (None: not here)
     results: dict = field(default_factory=dict, compare=False, repr=False)
     fits: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -92,4 +93,4 @@ def make_plan(config: Config, run_dir: str | Path | RunDir, *, workers: int | No
         if workers is not None:
             check_size(point, (data_set, model), workers=workers, count=count)
         points.append(Point(None if axis is None else j, axis, value, point, r))
-    return Plan(config, config.hash(), tuple(points), tuple(tasks(config)), RunDir(run_dir))
+    return Plan(config, config.hash(), tuple(points), tuple(tasks(config)), RunDir(run_dir), workers)

@@ -59,6 +59,11 @@ def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor:
         if run_dir is not None:
             raise ValueError(f"a plan names its run folder ({config.run}); run_dir {run_dir} is one too many")
         plan = config
+        here = local_workers(executor, workers, scheduler)
+        if here is not None and (plan.workers is None or here > plan.workers):
+            raise ValueError(f"the plan's task sizes were checked for {plan.workers or 'no'} local worker(s) sharing "
+                             f"this machine's memory, and the {executor} executor would run {here}: make the plan "
+                             f"with make_plan(..., workers={here})")
     elif run_dir is None:
         raise ValueError("run_dir: the folder to run the sweep in is missing")
     else:
