@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of one lent-GPU session, in one call (see benchmarks/README.md), within $BUDGET seconds (default
 # 520). Run from the repository root on a machine whose python3 has a CUDA build of JAX, with CHAOSGD_DATA pointing
-# at a folder that holds mnist/. Stages, each stopped at its deadline (sweeps and grids resume where they stopped):
+# at a folder that holds mnist/. Stages, each stopped at its deadline (sweeps and grids resume where they stopped;
+# the boundary stage picks grids that fit its time, and has 60 s of grace for its images):
 #   1. the engine against the float64 product of cuBLAS (same-run limit) at K = 60 and 240, and where an epoch goes
 #      (a profile of the device's kernels);
 #   2. the full mnist-tanh preset at paper scale, 50 initial conditions per task (one task per learning rate);

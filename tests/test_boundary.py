@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -102,6 +103,29 @@ def test_l2_moves_the_linear_boundary_to_two_over_the_sharpness_plus_l2():
         np.testing.assert_array_equal(result.converged[:, col], expected)
 
 
+def test_momentum_and_l2_that_are_not_axes_act_on_every_pixel():
+    a = linear_spectrum(LINEAR)
+    grid = Grid("eta", "init_scale", (0.5, 1.5), (-1.0, 1.0), (2, 16))
+    for options, limit in (({"momentum": 0.6}, 2 * 1.6 / a.max()), ({"l2": 0.3}, 2 / (a.max() + 0.3))):
+        result = trainability_grid(dataclasses.replace(LINEAR, **options), grid, lyapunov=False)
+        expected = grid.x < limit
+        assert 0 < expected.sum() < expected.size and (expected != (grid.x < 2 / a.max())).any()
+        for row in result.converged:
+            np.testing.assert_array_equal(row, expected)
+
+
+def test_a_value_that_an_axis_replaces_is_refused_and_a_momentum_zoom_stays_below_one():
+    with pytest.raises(ValueError, match=r"momentum = 0.5 is set, but the grid's axes \(eta x momentum\)"):
+        trainability_grid(dataclasses.replace(LINEAR, momentum=0.5), Grid("eta", "momentum", (0.0, 1.0),
+                                                                          (-2.0, -0.1), (2, 2)))
+    with pytest.raises(ValueError, match="eta = 2.0 is set, but the grid's axes"):
+        trainability_grid(Setting(eta=2.0), Grid(shape=(2, 2)))  # (per-layer rates replace eta too)
+    parent = Grid("eta", "momentum", (-1.0, 4.0), (-2.0, -0.02), (64, 64))
+    frame = zoom(parent, (60, 32), 2.0)  # (centred near the top: the window slides down to end where it does)
+    assert frame.y_range[1] == pytest.approx(-0.02) and frame.y.max() < 1
+    assert frame.y_range[1] - frame.y_range[0] == pytest.approx((parent.y_range[1] - parent.y_range[0]) / 2)
+
+
 def test_without_momentum_and_l2_a_grid_folder_is_written_as_before(tmp_path):
     result = trainability_grid(LINEAR, Grid("eta", "init_scale", shape=(2, 2)), lyapunov=False, folder=tmp_path)
     assert not {"momentum", "l2"} & set(json.loads((tmp_path / "grid.json").read_text())["setting"])
@@ -183,7 +207,9 @@ def test_boundary_pixel_distance_and_profile(linear):
 @pytest.mark.parametrize("options, message", [
     ({"width": 0}, "width"), ({"steps": 10}, "steps"), ({"nonlinearity": "gelu"}, "tanh, relu, identity"),
     ({"target": 1.5}, "target"), ({"data_ratio": -1}, "data_ratio"),
-    ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"), ({"l2": -1e-3}, "l2 must be >= 0"),
+    ({"momentum": 1.0}, r"momentum \(--momentum\) must be in \[0, 1\)"),
+    ({"l2": -1e-3}, r"l2 \(--l2\) must be a finite number >= 0"),
+    ({"l2": float("inf")}, "finite number"),
 ])
 def test_bad_setting_is_refused(options, message):
     with pytest.raises(ValueError, match=message):
@@ -194,7 +220,8 @@ def test_bad_setting_is_refused(options, message):
     ({"x_axis": "eta_first", "y_axis": "init_scale"}, "allowed: eta_first x eta_last"),
     ({"x_range": (2.0, 1.0)}, "low < high"), ({"shape": (1, 8)}, "shape"),
     ({"y_range": (300.0, 400.0)}, "float64's range"),
-    ({"x_axis": "eta", "y_axis": "momentum", "y_range": (-2.0, 0.0)}, "momentum axis must stay below 1"),
+    ({"x_axis": "eta", "y_axis": "momentum", "y_range": (-2.0, 0.0)}, r"axis \(y\) must stay below 1.*--y-range"),
+    ({"x_axis": "momentum", "y_axis": "eta", "x_range": (-2.0, -1e-17)}, r"momentum axis \(x\)"),
     ({"x_axis": "momentum", "y_axis": "l2"}, "allowed:.*eta x momentum, eta x l2"),
 ])
 def test_bad_grid_is_refused(options, message):
@@ -239,7 +266,7 @@ def test_command_writes_results_images_and_resumes(tmp_path, capsys):
     assert "fastest tenth" in capsys.readouterr().out
     assert cmd_boundary(parser.parse_args(argv)) == 0  # resumed: nothing trained again
     out = capsys.readouterr().out
-    assert "results and images in" in out and "(read back, nothing trained)" in out
+    assert "results and images in" in out and "(this grid read back, nothing trained)" in out
     with pytest.raises(ValueError, match="--no-lyapunov"):
         cmd_boundary(parser.parse_args(argv + ["--dtype", "float32"]))
     with pytest.raises(ValueError, match="allowed"):

@@ -110,9 +110,9 @@ class Setting:
             if not np.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be finite; got {getattr(self, name)}")
         if not (np.isfinite(self.momentum) and 0 <= self.momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1); got {self.momentum}")
+            raise ValueError(f"momentum (--momentum) must be in [0, 1); got {self.momentum}")
         if not (np.isfinite(self.l2) and self.l2 >= 0):
-            raise ValueError(f"l2 must be >= 0; got {self.l2}")
+            raise ValueError(f"l2 (--l2) must be a finite number >= 0; got {self.l2}")
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -155,9 +155,11 @@ class Grid:
                                  f"{LOG_LIMIT} (float64's range); got {tuple(float(v) for v in getattr(self, name))}")
         if len(self.shape) != 2 or any(int(n) != n or n < 2 for n in self.shape):
             raise ValueError(f"shape must be (rows, columns), each an integer >= 2; got {self.shape}")
-        for axis, (_, hi) in ((self.x_axis, self.x_range), (self.y_axis, self.y_range)):
-            if axis == "momentum" and not hi < 0:
-                raise ValueError(f"a momentum axis must stay below 1: its log10 range must end below 0; got {hi}")
+        for name, axis, (_, hi) in (("x", self.x_axis, self.x_range), ("y", self.y_axis, self.y_range)):
+            if axis == "momentum" and not 10.0 ** hi < 1:  # (on the value: 10**-1e-17 is 1.0)
+                raise ValueError(f"the momentum axis ({name}) must stay below 1: the log10 range {name}_range "
+                                 f"(--{name}-range) must end below 0, e.g. (-2, -0.02); got {hi:g} (the default "
+                                 "range, up to 6, is for learning rates)")
         object.__setattr__(self, "x_range", tuple(float(v) for v in self.x_range))
         object.__setattr__(self, "y_range", tuple(float(v) for v in self.y_range))
         object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
@@ -372,6 +374,13 @@ def trainability_grid(setting: Setting = Setting(), grid: Grid = Grid(), *, dtyp
         raise ValueError(f"block must be a number of pixels >= 1; got {block!r}")
     if memory_budget is not None and not (np.isfinite(memory_budget) and memory_budget > 0):
         raise ValueError(f"memory_budget must be a number of bytes > 0 (or None: the default); got {memory_budget}")
+    axes = {grid.x_axis, grid.y_axis}
+    replaced = axes | ({"eta"} if "eta_first" in axes else set())  # (per-layer rates replace eta too)
+    for name in ("eta", "init_scale", "init_offset", "momentum", "l2"):
+        default = getattr(Setting, name)
+        if name in replaced and getattr(setting, name) != default:  # (a value set, then ignored)
+            raise ValueError(f"{name} = {getattr(setting, name)} is set, but the grid's axes ({grid.x_axis} x "
+                             f"{grid.y_axis}) give every pixel its own: leave it at its default ({default})")
     if "eta_first" in (grid.x_axis, grid.y_axis) and setting.depth < 2:
         raise ValueError("per-layer learning rates (eta_first x eta_last) need depth >= 2: with one layer the first "
                          "is the last")
@@ -386,7 +395,6 @@ def trainability_grid(setting: Setting = Setting(), grid: Grid = Grid(), *, dtyp
                          "budget; use a narrower network")
     budget = memory_budget or default_memory_budget()
     chunk = int(max(1, min(block, n, budget // bytes_per_pixel(setting, dtype))))
-    axes = (grid.x_axis, grid.y_axis)
     heavy, decay = "momentum" in axes or setting.momentum > 0, "l2" in axes or setting.l2 > 0
     # (Without momentum and L2 the setting is written as before they existed, so older folders still resume.)
     written = {k: v for k, v in asdict(setting).items() if k not in ("momentum", "l2") or heavy or decay}

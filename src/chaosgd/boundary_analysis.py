@@ -20,7 +20,18 @@ def zoom(grid: Grid, pixel: tuple[int, int], factor: float) -> Grid:
     cx, cy = np.log10(grid.x[col]), np.log10(grid.y[row])
     hx = (grid.x_range[1] - grid.x_range[0]) / (2 * factor)
     hy = (grid.y_range[1] - grid.y_range[0]) / (2 * factor)
-    return Grid(grid.x_axis, grid.y_axis, (cx - hx, cx + hx), (cy - hy, cy + hy), grid.shape)
+    x_range, y_range = (cx - hx, cx + hx), (cy - hy, cy + hy)
+    # A momentum axis must stay below 1: a window centred near the top of the parent's slides down to end where
+    # the parent's does (the frame is then off-centre, but inside the parent and as narrow).
+    x_range, y_range = (_below_parent(r, parent) if axis == "momentum" else r
+                        for r, parent, axis in ((x_range, grid.x_range, grid.x_axis),
+                                                (y_range, grid.y_range, grid.y_axis)))
+    return Grid(grid.x_axis, grid.y_axis, x_range, y_range, grid.shape)
+
+
+def _below_parent(window: tuple[float, float], parent: tuple[float, float]) -> tuple[float, float]:
+    shift = max(0.0, window[1] - parent[1])
+    return window[0] - shift, window[1] - shift
 
 
 def boundary_pixel(converged: np.ndarray, near: tuple[float, float] | None = None) -> tuple[int, int]:

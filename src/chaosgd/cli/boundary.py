@@ -96,7 +96,7 @@ def boundary(out: Path, setting, grid, *, zoom_factor: float = 1.0, dtype: str =
     plot_maps(result, out / "boundary.png")
     d = summary.get("dimension")
     print(f"{grid.shape[0]} x {grid.shape[1]} pixels x {setting.steps} steps "
-          + (f"in {result.seconds:.1f} s" if result.computed else "(read back, nothing trained)") + ": "
+          + (f"in {result.seconds:.1f} s" if result.computed else "(this grid read back, nothing trained)") + ": "
           f"{100 * summary['converged_fraction']:.1f}% converged"
           + (f", boundary dimension {d['value']:.3f} (local slopes {d['slope_spread'][0]:.3f} .. "
              f"{d['slope_spread'][1]:.3f})" if d else ", no boundary to measure") + f"; results and images in {out}")

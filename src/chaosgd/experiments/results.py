@@ -197,7 +197,7 @@ def summarize(run_dir, *, changes: dict | None = None) -> Summary:
     analysed = reanalysis(config, changes) if changes else config
     rows, fits = [], {}
     axis = config.training.axis
-    groups = plan.groups() if plan is not None else group_tasks(every)
+    groups = group_tasks(every)
     for j, (value, point) in enumerate(analysed.points):
         for k, eta in enumerate(config.training.etas):
             mine = groups.get((j, k), [])
