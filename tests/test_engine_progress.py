@@ -73,9 +73,10 @@ def test_the_progress_bar_ends_at_its_total(blobs, monkeypatch):
     monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
     model = MLP((6, 8, 3))
     params, eta, ic = over_learning_rates(epsilon_ball(initial_conditions(model, 3), 2), [0.05, 10.0])
-    run(classification(model), params, eta, blobs.arrays(), epochs=80, initial_condition=ic,
-        stop_copies=CopiesSettled(40), progress=True, groups_per_chunk=4)
-    assert len(bars) == 1 and bars[0].total == 6 * 3 * 80 and bars[0].n == bars[0].total
+    # Two chunks of 3 groups: the shapes of the test above, whose compiled scans serve here too.
+    run(classification(model), params, eta, blobs.arrays(), epochs=60, initial_condition=ic,
+        stop_copies=CopiesSettled(40), progress=True, groups_per_chunk=3)
+    assert len(bars) == 1 and bars[0].total == 6 * 3 * 60 and bars[0].n == bars[0].total
 
 
 def test_a_run_without_progress_compiles_no_callback(blobs, monkeypatch):
@@ -89,9 +90,9 @@ def test_a_run_without_progress_compiles_no_callback(blobs, monkeypatch):
     monkeypatch.setattr(jax.debug, "callback", counting)
     model = MLP((6, 7, 3))  # a shape no other test compiles, so the scans are traced here
     params = epsilon_ball(initial_conditions(model, 2), 1)
-    run(classification(model), params, 1.0, blobs.arrays(), epochs=12)
+    run(classification(model), params, 1.0, blobs.arrays(), epochs=10)
     assert traced == []
-    run(classification(model), params, 1.0, blobs.arrays(), epochs=12, progress=lambda n: None)
+    run(classification(model), params, 1.0, blobs.arrays(), epochs=10, progress=lambda n: None)
     assert traced
 
 

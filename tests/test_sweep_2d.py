@@ -18,9 +18,10 @@ QUIET = {"executor": "serial", "progress": False, "log": lambda *a: None}
 
 
 def momentum_grid(**changes):
+    # 4 initial conditions in blocks of 2: tasks of one shape, one compiled program for each point.
     return small_config(**{"training.optimizer": "momentum", "training.axis": "training.momentum",
                            "training.axis_values": (0.0, 0.5), "training.etas": (0.1, 2.5), "training.batch_size": 40,
-                           **changes})
+                           "ensemble.initial": 4, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def grid_run(tmp_path_factory):
 
 def test_tasks_of_a_grid_are_named_by_their_point():
     every = tasks(momentum_grid())
-    assert len(every) == 2 * 2 * 3 and every[0].name == "x000_eta000_ic00000" and every[-1].point == 1
+    assert len(every) == 2 * 2 * 2 and every[0].name == "x000_eta000_ic00000" and every[-1].point == 1
     assert "point" not in tasks(small_config())[0].identity()   # 1-D task files keep their identity
 
 
@@ -107,7 +108,7 @@ def test_records_within_epochs_through_a_grid_over_batch_sizes(tmp_path):
     epoch; a divisor that does not fit a point is refused before anything runs."""
     config = small_config(**{"training.optimizer": "sgd", "training.axis": "training.batch_size",
                              "training.axis_values": (40.0, 20.0, 0.0), "training.etas": (0.5,),
-                             "training.records_per_epoch": 3, "training.target": 0.6})
+                             "training.records_per_epoch": 3, "training.target": 0.6, "ensemble.initial": 4})
     sweep(config, tmp_path / "grid", **QUIET)
     summary = summarize(tmp_path / "grid")
     by_batch = {r["training.batch_size"]: r for r in summary.rows}

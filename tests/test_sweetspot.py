@@ -134,8 +134,11 @@ def test_a_users_own_jax_model_gets_a_sweet_spot(blobs):
 def test_the_sweetspot_command_trains_at_its_pick_and_a_second_search_computes_nothing(tmp_path, capsys):
     from chaosgd.cli import main
 
+    # Two learning rates a round on the processes executor (one worker process: a second would only start and
+    # compile again), and the training at the pick on 6 initial conditions, not the preset's 20.
+    small = ["--parallel", "2", "--workers", "1", "--ensemble.initial", "6"]
     assert main(["sweetspot", "iris", "--quick", "--p-high", "50", "--out", str(tmp_path), "--search-epochs", "40",
-                 "--train", "--parallel", "2", "--max-initial", "16"]) == 0
+                 "--train", *small, "--max-initial", "16"]) == 0
     out = capsys.readouterr().out
     assert "recommended eta = " in out and "trained at eta" in out and "network-epochs" in out
     assert re.search(r"\(CI \d+\.\.\d+, (8|16) initial conditions\)", out)  # an open decision got more
@@ -148,7 +151,7 @@ def test_the_sweetspot_command_trains_at_its_pick_and_a_second_search_computes_n
     stored = len(list(RunDir(tmp_path / "evaluations").tasks_dir.glob("*.npz")))
     assert stored >= 4
     assert main(["sweetspot", "iris", "--quick", "--p-high", "50", "--out", str(tmp_path), "--search-epochs", "40",
-                 "--parallel", "2", "--max-initial", "16"]) == 0
+                 *small, "--max-initial", "16"]) == 0
     again = capsys.readouterr().out
     assert len(list(RunDir(tmp_path / "evaluations").tasks_dir.glob("*.npz"))) == stored
     assert again.split("recommended eta = ")[1].split()[0] == out.split("recommended eta = ")[1].split()[0]

@@ -109,6 +109,11 @@ def test_npz_files_load_and_bad_ones_are_named(tmp_path):
         load_npz(tmp_path / "missing.npz")
 
 
+# In this process: these tests are about the data and model fields, not the executor; worker processes that
+# import a user's model and read an npz file are tested by the installed command's test and the Dask sweep below.
+SERIAL = {"executor": "serial", "log": lambda *a: None}
+
+
 def npz_config(path, **training) -> Config:
     return Config.from_dict({"name": "own", "data": {"name": "npz", "path": str(path)},
                              "model": {"hidden": [4]}, "ensemble": {"initial": 2, "copies": 1},
@@ -118,7 +123,7 @@ def npz_config(path, **training) -> Config:
 def test_a_finished_npz_run_is_reported_without_its_file(tmp_path):
     from chaosgd.experiments.results import summarize
     save_iris(tmp_path / "iris.npz")
-    store = sweep(npz_config(tmp_path / "iris.npz"), tmp_path / "run", log=lambda *a: None)
+    store = sweep(npz_config(tmp_path / "iris.npz"), tmp_path / "run", **SERIAL)
     before = summarize(store.root).rows
     (tmp_path / "iris.npz").unlink()
     dataset.cache_clear()
@@ -131,17 +136,17 @@ def test_an_npz_run_pins_its_file_and_refuses_a_changed_one(tmp_path):
     config = npz_config(tmp_path / "iris.npz")
     with pytest.raises(ConfigError, match="not pinned"):
         config.hash()  # an unpinned file cannot name a run
-    store = sweep(config, tmp_path / "run", log=lambda *a: None)
+    store = sweep(config, tmp_path / "run", **SERIAL)
     stored = RunDir(store.root).config()
     assert stored.data.sha256 is not None and stored == pinned(config)
-    sweep(stored, tmp_path / "run", log=lambda *a: None)  # the same file resumes
+    sweep(stored, tmp_path / "run", **SERIAL)  # the same file resumes
     d = load_iris()
     save_iris(tmp_path / "iris.npz", x_train=d.x_train + 1)
     with pytest.raises(ConfigError, match=r"another configuration \(or the same, but the content of .*iris.npz"):
-        sweep(config, tmp_path / "run", log=lambda *a: None)
+        sweep(config, tmp_path / "run", **SERIAL)
     dataset.cache_clear()  # (a process that loaded the file before the change keeps the data it verified)
     with pytest.raises(DataError, match="iris.npz has changed"):
-        sweep(stored, tmp_path / "run", log=lambda *a: None)
+        sweep(stored, tmp_path / "run", **SERIAL)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -196,7 +201,7 @@ def test_a_user_model_from_configuration_runs_and_pins_its_code(tmp_path, user_m
                                "ensemble": {"initial": 2, "copies": 1}, "training": {"etas": [0.5], "epochs": 3}})
     problem = build(pinned(config))
     assert problem.model.widths == (4, 5, 3)  # the factory was given the data's shape and classes
-    store = sweep(config, tmp_path / "run", log=lambda *a: None)
+    store = sweep(config, tmp_path / "run", **SERIAL)
     stored = RunDir(store.root).config()
     assert stored.model.source_sha256 is not None
     pytest.importorskip("dask.distributed")  # workers that import the model themselves give the same records
@@ -206,7 +211,7 @@ def test_a_user_model_from_configuration_runs_and_pins_its_code(tmp_path, user_m
     with open(f"{user_module}.py", "a") as f:
         f.write("# edited\n")
     with pytest.raises(ConfigError, match="has changed since the run started"):
-        sweep(stored, tmp_path / "run", log=lambda *a: None)
+        sweep(stored, tmp_path / "run", **SERIAL)
 
 
 @pytest.mark.parametrize("function, message", [
@@ -267,7 +272,7 @@ def test_measure_gives_the_numbers_of_the_same_sweep(tmp_path):
     config = Config.from_dict({"name": "same", "model": {"hidden": [8]}, "ensemble": {"initial": 4, "copies": 2},
                                "training": {"etas": [0.3, 8.0], "epochs": 30, "target": 0.8}})
     assert config.model == Model(hidden=(8,))
-    rows = summarize(sweep(config, tmp_path / "run", log=lambda *a: None)).rows
+    rows = summarize(sweep(config, tmp_path / "run", **SERIAL)).rows
     got = chaosgd.measure(MLP((4, 8, 3)), load_iris(), etas=[0.3, 8.0], initial=4, copies=2, epochs=30, target=0.8,
                           progress=False)
     assert list(got.table["eta"]) == [0.3, 8.0] and set(got.records) == {0.3, 8.0}
