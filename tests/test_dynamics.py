@@ -257,8 +257,8 @@ def test_distances_over_the_whole_state_add_the_momentum_buffer():
 
 
 def test_copies_stopped_by_the_settled_fit_give_the_same_exponents_with_records_within_epochs(blobs):
-    """CopiesSettled(plateau, records_per_epoch=r) keeps the plateau in epochs: copies stopped by it give exactly
-    the exponents of copies run to the end; a rule counting another r than the run's is refused."""
+    """CopiesSettled(plateau, records_per_epoch=r) keeps the plateau in epochs: copies stopped by it give the
+    exponents of copies run to the end (to roundoff); a rule counting another r than the run's is refused."""
     from chaosgd.lyapunov import CopiesSettled
     model = MLP((6, 8, 3))
     objective, ball, data = classification(model), ball_of(model, n_initial=4), blobs.arrays()
@@ -271,6 +271,8 @@ def test_copies_stopped_by_the_settled_fit_give_the_same_exponents_with_records_
         a = local_exponent(full.distance[g], plateau=plateau, records_per_epoch=r)
         b = local_exponent(stopped.distance[g], plateau=plateau, stopped_at=int(stopped.copies_stopped_at[g]),
                            records_per_epoch=r)
-        assert (a.exponent, a.window) == (b.exponent, b.window)
+        # The same window, and the same exponent to roundoff: with copies stopped the remaining members' products
+        # have other shapes, which may change the order of BLAS's sums (last bits), not the fit.
+        assert a.window == b.window and b.exponent == pytest.approx(a.exponent, rel=1e-9, abs=1e-12)
     with pytest.raises(ValueError, match="stop_copies counts 1 record"):
         run(objective, ball, 3.0, data, epochs=3, rule=rule, records_per_epoch=r, stop_copies=CopiesSettled(plateau))
