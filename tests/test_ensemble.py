@@ -33,6 +33,20 @@ def test_any_initial_condition_can_be_recreated_alone():
         np.testing.assert_array_equal(f[3:4], a)
 
 
+def test_initial_condition_i_is_the_model_initialised_with_its_documented_key():
+    """Initial condition i of seed s is ``model.init(fold_in(fold_in(PRNGKey(s), i), 0))`` (module docstring),
+    whatever the count it was made with; indices that do not fit the key's 32 bits are refused, not wrapped."""
+    model = MLP((4, 10, 3))
+    made = initial_conditions(model, 3, seed=5, first=7)
+    for i in range(3):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(5), 7 + i), 0)
+        for m, d in zip(jax.tree_util.tree_leaves(made), jax.tree_util.tree_leaves(model.init(key))):
+            np.testing.assert_array_equal(m[i], d)
+    for first, n in [(-1, 1), (2**32 - 2, 3)]:
+        with pytest.raises(ValueError, match="must lie in"):
+            initial_conditions(model, n, first=first)
+
+
 def test_initialisation_is_normal_weights_and_zero_biases():
     params = initial_conditions(MLP((784, 64, 10), sigma=1.0), 2)
     w = np.asarray(params[0]["w"])
