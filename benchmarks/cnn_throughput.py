@@ -12,10 +12,12 @@ references' forward pass over the test set — for one chunk of examples, times 
 the engine's rate is quoted as a fraction of it. ``--before`` also times the CNN as chaosgd computed it up to 0.8.0
 (XLA's float64 convolution and reduce_window, whole batch) on 1,000 images, scaled per image. ``--profile`` traces
 one run and sums the time of its operations by kind (products, unfolding, pooling, the first layer's
-kernels' derivative read at the pooling's maxima, the rest).
+kernels' derivative read at the pooling's maxima, the rest). ``--torch`` also times the same network written as
+a torch module (Conv2d, ReLU, MaxPool2d, Linear) and translated by ``from_torch`` (torch's own initialisation), at
+the first memory budget: the route a user's own convolutional module takes.
 
 Run:  CHAOSGD_DATA=DATA env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/cnn_throughput.py
-      [--budgets-gib 2 8] [--epochs 4] [--repeats 3] [--before] [--profile]
+      [--budgets-gib 2 8] [--epochs 4] [--repeats 3] [--before] [--profile] [--torch]
 """
 
 from __future__ import annotations
@@ -120,6 +122,19 @@ def xla_cnn(model):
     return FunctionModel(model.init, apply)
 
 
+def torch_cnn():
+    """The paper's CNN as a torch module, translated (the route of a user's own convolutional network)."""
+    import torch
+
+    from chaosgd.models import from_torch
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(16 * 7 * 7, 10))
+    assert sum(p.numel() for p in net.parameters()) == 9098
+    return from_torch(net, np.zeros((8, 1, 28, 28)))
+
+
 def profile(model, data, budget, epochs) -> dict:
     """Seconds per network-epoch by kind of operation, from a jax.profiler trace of one run of one group."""
     params = epsilon_ball(initial_conditions(model, 1), COPIES, epsilon=1e-8)
@@ -150,6 +165,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--torch", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/cnn_throughput.json")
     args = parser.parse_args()
 
@@ -185,6 +201,17 @@ def main() -> None:
                                         "now_s_per_network_epoch": now, "speedup": seconds / now}
         print(f"1,000 images, one group: XLA's convolutions {seconds:.2f} s a network-epoch, now {now:.3f} s "
               f"({seconds / now:.1f}x)", flush=True)
+    if args.torch:
+        budget = args.budgets_gib[0] * 2**30
+        translated = torch_cnn()
+        one_torch = jax.tree_util.tree_map(lambda x: x[0, 0], epsilon_ball(initial_conditions(translated, 1), COPIES))
+        chunk = fit_examples(classification(translated), one_torch, data, 1 + COPIES, budget) or N_TRAIN
+        seconds = engine_seconds(translated, data, groups, args.epochs, args.repeats, budget)
+        native = 1 / rows[0]["engine_network_epochs_per_s"]
+        result["torch_module"] = {"memory_budget_gib": args.budgets_gib[0], "examples_per_chunk": chunk,
+                                  "engine_network_epochs_per_s": 1 / seconds, "over_chaosgd_cnn": native / seconds}
+        print(f"the same network as a torch module (from_torch), {args.budgets_gib[0]:g} GiB: chunks of {chunk} "
+              f"examples, {1 / seconds:.3f} network-epochs/s, {native / seconds:.0%} of chaosgd's CNN", flush=True)
     if args.profile:
         result["profile_s_per_network_epoch"] = profile(model, data, args.budgets_gib[0] * 2**30, 2)
         print("where a network-epoch's time goes (s):", {k: round(v, 3) for k, v in

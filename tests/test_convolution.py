@@ -176,3 +176,34 @@ def test_torch_convolutions_and_pooling_match_torch_in_value_and_gradient():
     assert set(ours) == set(theirs)
     for name, grad in ours.items():
         np.testing.assert_allclose(grad, theirs[name].grad.numpy(), rtol=1e-11, atol=1e-12)
+
+
+# The kernels split their work over threads (OMP_NUM_THREADS, else the cores); the test processes run with one
+# each (tests/conftest.py), so the split is checked here in a process of its own, with 3 threads (uneven shares).
+THREADED = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import test_convolution as t
+
+class Env:
+    def setenv(self, name, value):
+        os.environ[name] = value
+
+t.test_convolution_and_its_derivatives_equal_xlas(Env(), "blas", *t.GEOMETRIES[2])
+t.test_max_pooling_and_its_derivatives_equal_xlas("blas")
+t.test_convolution_pooled_at_its_maxima_equals_xlas_composition(Env(), "blas", *t.POOLED_GEOMETRIES[0])
+print("threads:", os.environ["OMP_NUM_THREADS"])
+"""
+
+
+def test_the_kernels_split_over_threads_give_the_same_results():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, OMP_NUM_THREADS="3", CHAOSGD_GEMM="blas")
+    done = subprocess.run([sys.executable, "-c", THREADED, str(Path(__file__).parent)], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "threads: 3"
