@@ -6,8 +6,9 @@ interval 0-100 %. Tables written before that (``benchmarks/results/beyond/*-resu
 a p for such rows. Where a row's own counts say that no exponent entered (``n_unresolved + n_excluded ==
 n_initial``), today's fit is decided by the row alone: lambda_nmle, lambda_std, lambda_ci_low, lambda_ci_high and
 p_percent become NaN, p_ci_low 0 and p_ci_high 100; every other column (times to target, losses, divergence)
-does not depend on the exponents and stays. Rows with some exponents resolved would need the task files (a
-rerun: ``benchmarks/beyond_gd.sh``) and are refused.
+does not depend on the exponents and stays. A one-off migration of the committed tables: a fresh run
+(``benchmarks/beyond_gd.sh``) writes today's fit itself, and rows with some exponents resolved are left as they
+are (a table written before 0.6.0 would need a rerun for them; the ones committed have none).
 
 Run:  .venv/bin/python benchmarks/refit_unresolved_rows.py benchmarks/results/beyond/*-results.csv
 """
@@ -16,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 from pathlib import Path
+
+from chaosgd.atomic import atomic_write
 
 NAN_COLUMNS = ("lambda_nmle", "lambda_std", "lambda_ci_low", "lambda_ci_high", "p_percent")
 
@@ -33,16 +37,18 @@ def refit(path: Path) -> int:
         if unresolved == 0:
             continue
         if unresolved + excluded != initial:
-            raise SystemExit(f"{path}: eta = {row['eta']} has {initial - unresolved - excluded} resolved exponent(s) "
-                             "beside unresolved ones: its lambda and p need the task files (rerun the sweep)")
+            print(f"{path}: eta = {row['eta']} left as it is: {initial - unresolved - excluded} exponent(s) resolved "
+                  "beside the unresolved ones (the row alone cannot decide today's fit)")
+            continue
         if all(math.isnan(float(row[c])) for c in NAN_COLUMNS):
             continue  # already today's
         row.update({c: "nan" for c in NAN_COLUMNS}, p_ci_low="0.0", p_ci_high="100.0")
         changed += 1
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, text.getvalue())
     return changed
 
 

@@ -11,11 +11,16 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-# Under pytest-xdist each test process gets one thread for OpenBLAS and chaosgd's kernels, as the processes
-# executor gives each of its workers: side by side, threads of their own would contend for the same cores (and
-# OpenBLAS's spin while they wait). Set before numpy loads OpenBLAS; results do not depend on it.
+# Under pytest-xdist each test process gets one thread for BLAS and chaosgd's kernels, as the processes executor
+# gives each of its workers: side by side, threads of their own would contend for the same cores. The variable
+# reaches what loads later (scipy's OpenBLAS, which chaosgd.gemm calls; the kernels; subprocesses); numpy's
+# OpenBLAS is already loaded by then (a pytest plugin imports numpy), so it is limited directly. Results do not
+# depend on it; the kernels' split over threads has a test of its own (test_convolution.py).
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(os.environ["OMP_NUM_THREADS"]))
 
 import chaosgd  # noqa: E402, F401  (enables float64 before any test builds arrays)
 from chaosgd.datasets import make_blobs  # noqa: E402

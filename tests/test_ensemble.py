@@ -42,6 +42,8 @@ def test_initial_condition_i_is_the_model_initialised_with_its_documented_key():
         key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(5), 7 + i), 0)
         for m, d in zip(jax.tree_util.tree_leaves(made), jax.tree_util.tree_leaves(model.init(key))):
             np.testing.assert_array_equal(m[i], d)
+    last = initial_conditions(model, 2, first=2**32 - 2)  # the last two that fit
+    assert jax.tree_util.tree_leaves(last)[0].shape[0] == 2
     for first, n in [(-1, 1), (2**32 - 2, 3)]:
         with pytest.raises(ValueError, match="must lie in"):
             initial_conditions(model, n, first=first)

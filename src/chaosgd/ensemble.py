@@ -34,7 +34,7 @@ def initial_conditions(model: Model, n_initial: int, *, seed: int = 0, first: in
     # once was compiled again for every count (a sweep's last, smaller block; each test's ensemble), at twice the
     # compile time; the values are the same to the bit.
     members = [_initialise(model, jax.random.fold_in(root, first + i)) for i in range(n_initial)]
-    return jax.tree_util.tree_map(lambda *leaves: jnp.asarray(np.stack(leaves)), *members)
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *members)
 
 
 @partial(jax.jit, static_argnums=0)
