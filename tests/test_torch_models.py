@@ -2,6 +2,7 @@
 plain torch float64 training loop on the same module and weights, and what cannot be translated is refused."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -204,6 +205,36 @@ def test_layers_covered_reproduce_torch(rng=np.random.default_rng(0)):
     np.testing.assert_allclose(np.asarray(model.apply(model.init_from_weights(), x)), want, rtol=1e-10, atol=1e-12)
     dropped = model.apply(model.init_from_weights(), x, key=jax.random.PRNGKey(0))
     assert not np.allclose(np.asarray(dropped), want)  # training masks from the key
+
+
+def test_convolutions_flowing_channels_first_through_other_layers_reproduce_torch(rng=np.random.default_rng(5)):
+    """Convolution outputs stay channels-first through layers that act the same in either layout (activations,
+    pooling, a second convolution) and reach the module's layout wherever anything else reads them (batch norm, a
+    residual addition reading the same output, flatten): values and gradients as torch's."""
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.act, self.pool = nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
+            self.conv2, self.tanh, self.avg = nn.Conv2d(4, 4, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2)
+            self.bn, self.same, self.fc = nn.BatchNorm2d(4), nn.Identity(), nn.Linear(4 * 2 * 2, 3)
+
+        def forward(self, x):
+            h = self.pool(self.act(self.conv1(x)))
+            g = self.conv2(h)
+            h = self.avg(self.tanh(self.bn(g))) + self.avg(g)  # one output read by layers of either kind
+            return self.fc(torch.flatten(self.same(h), 1))
+
+    module = Branchy().double().eval()
+    module.bn.running_mean += 0.1
+    x = rng.normal(size=(5, 2, 8, 8))
+    model = from_torch(module, x)
+    params = model.init_from_weights()
+    np.testing.assert_allclose(np.asarray(jax.jit(model.apply)(params, x)),
+                               module(torch.as_tensor(x)).detach().numpy(), rtol=1e-11, atol=1e-13)
+    ours = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, x) ** 2)))(params)
+    (module(torch.as_tensor(x)) ** 2).sum().backward()
+    for name, parameter in module.named_parameters():
+        np.testing.assert_allclose(np.asarray(ours[name]), parameter.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_a_torch_module_named_in_configuration_is_translated(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ import copy
 import math
 import operator
 import threading
+from functools import lru_cache
 from typing import Callable
 
 import jax
@@ -267,7 +268,7 @@ class _Program:
                 _function_rule(node)
 
     def run(self, params, x, key):
-        env = {}
+        env, channels_first = {}, {}
 
         def tensor(path):
             name = self.canonical[path]
@@ -290,6 +291,20 @@ class _Program:
             elif node.op == "call_module":
                 layer = self.modules[node.target]
                 own = {local: tensor(f"{node.target}.{local}") for local in self.own[node.target]}
+                rule = _module_rule(layer, node.target)
+                source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+                if (hasattr(rule, "channels_first") or type(layer) in _any_layout()) and source is not None:
+                    # A 2-D convolution's output, and what layers acting the same in either layout make of it,
+                    # flow on channels-first over the batch (C, batch, H, W), the layout chaosgd.convolution
+                    # computes in; the module's own layout is one transpose away for any other consumer (unused,
+                    # compiled away). Transposes around every convolution cost a CNN a third of its epoch.
+                    given = channels_first.get(getattr(source, "name", None))
+                    if given is not None or hasattr(rule, "channels_first"):
+                        if given is None:
+                            given = jnp.moveaxis(value(source), 1, 0)
+                        out = rule.channels_first(own, given) if hasattr(rule, "channels_first") else rule(own, given)
+                        channels_first[node.name], env[node.name] = out, jnp.moveaxis(out, 0, 1)
+                        continue
                 args = value(node.args)
                 if node.name in self.dropout_index:
                     env[node.name] = _dropout(args[0], layer.p, key, self.dropout_index[node.name])
@@ -328,14 +343,20 @@ def _conv(layer, n: int):
     flat = (lambda v: (1, *v)) if n == 1 else tuple
     stride, dilation, padding = flat(_pairs(layer.stride, n)), flat(dilation), [(0, 0)] * (2 - n) + padding
 
-    def conv(own, x):
+    def channels_first(own, images):
+        """(C, batch, H, W) -> (O, batch, Ho, Wo): the layout chaosgd.convolution computes in."""
         w = own["weight"] if n == 2 else own["weight"][:, :, None]
-        images = jnp.moveaxis(x if n == 2 else x[:, :, None], 1, 0)  # (C, batch, H, W)
         y = conv2d(images, w, stride=stride, padding=padding, dilation=dilation, groups=layer.groups)
         if "bias" in own:  # added channels-first, where its gradient sums contiguous rows: in the module's
             # layout XLA's float64 sum over (batch, H, W) took longer than the whole rest of a CNN's epoch
             y = y + own["bias"].reshape(-1, 1, 1, 1)
+        return y
+
+    def conv(own, x):
+        y = channels_first(own, jnp.moveaxis(x if n == 2 else x[:, :, None], 1, 0))
         return jnp.moveaxis(y, 0, 1) if n == 2 else jnp.moveaxis(y, 0, 1)[:, :, 0]
+    if n == 2:
+        conv.channels_first = channels_first
     return conv
 
 
@@ -395,6 +416,15 @@ def _linear(input, weight, bias=None):
     float64, the BLAS route, which folds an ensemble's weights into one wide product), as the MLP's first layer."""
     out = gemm(input, weight, trans_b=True) if input.ndim == 2 and weight.ndim == 2 else input @ weight.T
     return out if bias is None else out + bias
+
+
+@lru_cache(maxsize=1)
+def _any_layout() -> frozenset:
+    """Layers that compute the same on (C, batch, H, W) as on (batch, C, H, W): elementwise, or pooling the last two
+    axes alone (not batch norm, which reads axis 1, nor dropout, whose masks follow the shape)."""
+    import torch.nn as nn
+    return frozenset({nn.ReLU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.GELU, nn.ELU, nn.LeakyReLU, nn.Softplus, nn.Identity,
+                      nn.MaxPool2d, nn.AvgPool2d})
 
 
 def _layer_rules():
