@@ -276,6 +276,8 @@ class _Program:
 
         def value(arg):  # graph nodes -> their values, inside fx's own lists and dicts too
             if hasattr(arg, "op"):
+                if arg.name not in env:  # held channels-first so far: the module's layout, now that it is read
+                    env[arg.name] = jnp.moveaxis(channels_first[arg.name], 0, 1)
                 return env[arg.name]
             if isinstance(arg, (list, tuple)):
                 return type(arg)(value(a) for a in arg) if type(arg) in (list, tuple) else [value(a) for a in arg]
@@ -296,14 +298,14 @@ class _Program:
                 if (hasattr(rule, "channels_first") or type(layer) in _any_layout()) and source is not None:
                     # A 2-D convolution's output, and what layers acting the same in either layout make of it,
                     # flow on channels-first over the batch (C, batch, H, W), the layout chaosgd.convolution
-                    # computes in; the module's own layout is one transpose away for any other consumer (unused,
-                    # compiled away). Transposes around every convolution cost a CNN a third of its epoch.
+                    # computes in; it is brought to the module's layout only where something else reads it
+                    # (value()). Transposes around every convolution cost a CNN a third of its epoch.
                     given = channels_first.get(getattr(source, "name", None))
                     if given is not None or hasattr(rule, "channels_first"):
                         if given is None:
                             given = jnp.moveaxis(value(source), 1, 0)
                         out = rule.channels_first(own, given) if hasattr(rule, "channels_first") else rule(own, given)
-                        channels_first[node.name], env[node.name] = out, jnp.moveaxis(out, 0, 1)
+                        channels_first[node.name] = out
                         continue
                 args = value(node.args)
                 if node.name in self.dropout_index:
