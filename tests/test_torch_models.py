@@ -210,7 +210,8 @@ def test_layers_covered_reproduce_torch(rng=np.random.default_rng(0)):
 def test_convolutions_flowing_channels_first_through_other_layers_reproduce_torch(rng=np.random.default_rng(5)):
     """Convolution outputs stay channels-first through layers that act the same in either layout (activations,
     pooling, a second convolution) and reach the module's layout wherever anything else reads them (batch norm, a
-    residual addition reading the same output, flatten): values and gradients as torch's."""
+    residual addition reading the same output, flatten); Conv2d -> ReLU -> MaxPool2d runs pooled at the maxima,
+    unless something else reads the ReLU: values and gradients as torch's."""
     class Branchy(nn.Module):
         def __init__(self):
             super().__init__()
@@ -224,9 +225,24 @@ def test_convolutions_flowing_channels_first_through_other_layers_reproduce_torc
             h = self.avg(self.tanh(self.bn(g))) + self.avg(g)  # one output read by layers of either kind
             return self.fc(torch.flatten(self.same(h), 1))
 
-    module = Branchy().double().eval()
-    module.bn.running_mean += 0.1
-    x = rng.normal(size=(5, 2, 8, 8))
+    class Shared(nn.Module):  # a ReLU between a convolution and a pooling read by something else too
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act, self.pool = nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
+            self.fc, self.side = nn.Linear(3 * 4 * 4, 3), nn.Linear(3 * 8 * 8, 3)
+
+        def forward(self, x):
+            r = self.act(self.conv(x))
+            return self.fc(torch.flatten(self.pool(r), 1)) + self.side(torch.flatten(r, 1))
+
+    for module in (Branchy().double().eval(), Shared().double().eval()):
+        check_against_torch(module, rng.normal(size=(5, 2, 8, 8)))
+
+
+def check_against_torch(module, x):
+    """The translation's values and gradients are torch's."""
+    if hasattr(module, "bn"):
+        module.bn.running_mean += 0.1
     model = from_torch(module, x)
     params = model.init_from_weights()
     np.testing.assert_allclose(np.asarray(jax.jit(model.apply)(params, x)),

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chaosgd.convolution import conv2d, max_pool
+from chaosgd.convolution import conv2d, conv2d_max_pool, max_pool
 from chaosgd.errors import ChaosgdError
 from chaosgd.gemm import gemm
 
@@ -266,6 +266,36 @@ class _Program:
                     self.dropout_rates.append(float(layer.p))
             elif node.op in ("call_function", "call_method"):
                 _function_rule(node)
+        self.pooled = self._pooled_convolutions()
+
+    def _pooled_convolutions(self) -> dict:
+        """MaxPool2d(2 x 2 side by side) <- ReLU <- Conv2d chains, each node read by the next alone: the pool's node
+        -> (the convolution's node, the ReLU's). They run as ``conv2d_max_pool`` with bias and ReLU after the
+        pooling, on a quarter of the entries: the maximum commutes with both exactly (they are increasing), and
+        the derivative goes to the same entry of each window (or is 0 in both orders)."""
+        import torch.nn as nn
+        users = {}
+        for node in self.nodes:
+            for source in node.all_input_nodes:
+                users.setdefault(source.name, []).append(node)
+
+        def module(node, kind):
+            return (node.op == "call_module" and type(self.modules[node.target]) is kind and len(node.args) == 1
+                    and not node.kwargs and hasattr(node.args[0], "op"))
+        pooled = {}
+        for node in self.nodes:
+            if not module(node, nn.MaxPool2d) or not module(node.args[0], nn.ReLU):
+                continue
+            pool, relu = self.modules[node.target], node.args[0]
+            conv = relu.args[0]
+            if not (module(conv, nn.Conv2d) and self.modules[conv.target].groups == 1
+                    and len(users[conv.name]) == 1 and len(users[relu.name]) == 1):
+                continue
+            kernel = _pairs(pool.kernel_size, 2)
+            if (kernel == (2, 2) and _pairs(pool.stride or kernel, 2) == kernel and _pairs(pool.padding, 2) == (0, 0)
+                    and _pairs(pool.dilation, 2) == (1, 1) and not pool.ceil_mode and not pool.return_indices):
+                pooled[node.name] = (conv, relu)
+        return pooled
 
     def run(self, params, x, key):
         env, channels_first = {}, {}
@@ -285,7 +315,19 @@ class _Program:
                 return {k: value(v) for k, v in arg.items()}
             return arg
 
+        deferred = {n.name for chain in self.pooled.values() for n in chain}
         for node in self.nodes:
+            if node.name in deferred:  # computed with the pooling that reads it
+                continue
+            if node.name in self.pooled:
+                conv = self.pooled[node.name][0]
+                own = {local: tensor(f"{conv.target}.{local}") for local in self.own[conv.target]}
+                source = conv.args[0]
+                images = channels_first.get(source.name)
+                images = jnp.moveaxis(value(source), 1, 0) if images is None else images
+                rule = _module_rule(self.modules[conv.target], conv.target)
+                channels_first[node.name] = jax.nn.relu(rule.channels_first(own, images, pool=(2, 2)))
+                continue
             if node.op == "placeholder":
                 env[node.name] = x
             elif node.op == "get_attr":
@@ -345,10 +387,14 @@ def _conv(layer, n: int):
     flat = (lambda v: (1, *v)) if n == 1 else tuple
     stride, dilation, padding = flat(_pairs(layer.stride, n)), flat(dilation), [(0, 0)] * (2 - n) + padding
 
-    def channels_first(own, images):
-        """(C, batch, H, W) -> (O, batch, Ho, Wo): the layout chaosgd.convolution computes in."""
+    def channels_first(own, images, pool=None):
+        """(C, batch, H, W) -> (O, batch, Ho, Wo): the layout chaosgd.convolution computes in; with ``pool``, max
+        pooled in windows of that size before the bias is added."""
         w = own["weight"] if n == 2 else own["weight"][:, :, None]
-        y = conv2d(images, w, stride=stride, padding=padding, dilation=dilation, groups=layer.groups)
+        if pool is None:
+            y = conv2d(images, w, stride=stride, padding=padding, dilation=dilation, groups=layer.groups)
+        else:
+            y = conv2d_max_pool(images, w, pool, stride=stride, padding=padding, dilation=dilation)
         if "bias" in own:  # added channels-first, where its gradient sums contiguous rows: in the module's
             # layout XLA's float64 sum over (batch, H, W) took longer than the whole rest of a CNN's epoch
             y = y + own["bias"].reshape(-1, 1, 1, 1)
