@@ -160,6 +160,15 @@ class RawParameter(nn.Module):
         return x @ self.w
 
 
+class PoolIndices(nn.Sequential):
+    def __init__(self):
+        super().__init__(nn.Conv2d(1, 2, 3, padding=1), nn.MaxPool2d(2, return_indices=True), nn.Linear(2, 3))
+
+    def forward(self, x):
+        pooled, _ = self[1](self[0](x))
+        return self[2](torch.flatten(pooled, 2).mean(2))
+
+
 @pytest.mark.parametrize("module, message", [
     (nn.Sequential(nn.Linear(4, 3), nn.PReLU()),
      r"layer .1. \(PReLU\) is not supported; supported: Linear, Conv1d, Conv2d, ReLU, Tanh.*BatchNorm1d/2d"),
@@ -169,6 +178,7 @@ class RawParameter(nn.Module):
     (Branchy(), "torch.fx cannot trace Branchy"),
     (RawParameter(), "layer \\(root\\) \\(RawParameter\\) holds parameters w but no reset_parameters"),
     (nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="circular")), "padding_mode='circular'"),
+    (PoolIndices(), "return_indices=True"),
 ])
 def test_what_cannot_be_translated_is_refused_by_name(module, message):
     example = np.zeros((2, 1, 5, 5)) if isinstance(module[0] if isinstance(module, nn.Sequential) else None,

@@ -272,7 +272,8 @@ class _Program:
         """MaxPool2d(2 x 2 side by side) <- ReLU <- Conv2d chains, each node read by the next alone: the pool's node
         -> (the convolution's node, the ReLU's). They run as ``conv2d_max_pool`` with bias and ReLU after the
         pooling, on a quarter of the entries: the maximum commutes with both exactly (they are increasing), and
-        the derivative goes to the same entry of each window (or is 0 in both orders)."""
+        the derivative goes to the same entry of each window (or is 0 in both orders) unless adding the bias
+        rounds two different values of a window to a tie, where torch's picks the first and this the larger."""
         import torch.nn as nn
         users = {}
         for node in self.nodes:
@@ -353,7 +354,7 @@ class _Program:
                 if node.name in self.dropout_index:
                     env[node.name] = _dropout(args[0], layer.p, key, self.dropout_index[node.name])
                 else:
-                    env[node.name] = _module_rule(layer, node.target)(own, *args, **value(node.kwargs))
+                    env[node.name] = rule(own, *args, **value(node.kwargs))
             elif node.op in ("call_function", "call_method"):
                 env[node.name] = _function_rule(node)(*value(node.args), **value(node.kwargs))
             elif node.op == "output":
@@ -408,7 +409,10 @@ def _conv(layer, n: int):
     return conv
 
 
-def _pool(kind: str, n: int, kernel, stride=None, padding=0, dilation=1, ceil_mode=False, count_include_pad=True):
+def _pool(kind: str, n: int, kernel, stride=None, padding=0, dilation=1, ceil_mode=False, count_include_pad=True,
+          return_indices=False):
+    if return_indices:
+        raise UnsupportedModule("max pooling with return_indices=True")
     if ceil_mode:
         raise UnsupportedModule("pooling with ceil_mode=True")
     if _pairs(dilation, n) != (1,) * n:
@@ -485,6 +489,8 @@ def _layer_rules():
 
     def pool(kind, n):
         def make(layer):
+            if getattr(layer, "return_indices", False):
+                raise UnsupportedModule("max pooling with return_indices=True")
             extra = {} if kind == "max" else {"count_include_pad": layer.count_include_pad}
             if kind == "avg" and getattr(layer, "divisor_override", None):
                 raise UnsupportedModule("average pooling with divisor_override")
@@ -554,7 +560,8 @@ def _function_rule(node):
         jax.nn.leaky_relu(x, negative_slope), torch.flatten: _flatten,
         torch.cat: lambda tensors, dim=0: jnp.concatenate(list(tensors), axis=dim),
         F.max_pool2d: lambda x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-        return_indices=False: _pool("max", 2, kernel_size, stride, padding, dilation, ceil_mode)(x),
+        return_indices=False: _pool("max", 2, kernel_size, stride, padding, dilation, ceil_mode,
+                                    return_indices=return_indices)(x),
         F.avg_pool2d: lambda x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
         divisor_override=None: _pool("avg", 2, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)(x),
     }
