@@ -489,9 +489,8 @@ def _layer_rules():
 
     def pool(kind, n):
         def make(layer):
-            if getattr(layer, "return_indices", False):
-                raise UnsupportedModule("max pooling with return_indices=True")
-            extra = {} if kind == "max" else {"count_include_pad": layer.count_include_pad}
+            extra = ({"return_indices": layer.return_indices} if kind == "max" else
+                     {"count_include_pad": layer.count_include_pad})
             if kind == "avg" and getattr(layer, "divisor_override", None):
                 raise UnsupportedModule("average pooling with divisor_override")
             return elementwise(_pool(kind, n, layer.kernel_size, layer.stride, layer.padding,
