@@ -11,10 +11,11 @@ shapes — the convolutions as products over unfolded patches, forward and both 
 references' forward pass over the test set — for one chunk of examples, times the chunks. That sum is the limit;
 the engine's rate is quoted as a fraction of it. ``--before`` also times the CNN as chaosgd computed it up to 0.8.0
 (XLA's float64 convolution and reduce_window, whole batch) on 1,000 images, scaled per image. ``--profile`` traces
-one run and sums the time of its operations by kind (products, unfolding, pooling, the first layer's
-kernels' derivative read at the pooling's maxima, the rest). ``--torch`` also times the same network written as
-a torch module (Conv2d, ReLU, MaxPool2d, Linear) and translated by ``from_torch`` (torch's own initialisation), at
-the first memory budget: the route a user's own convolutional module takes.
+one run and sums the time of its operations by kind (products, unfolding, pooling, derivatives read at the
+pooling's maxima, the rest). ``--torch`` also times the same network written as a torch module (Conv2d, ReLU,
+MaxPool2d, Linear; and in the functional style, F.relu and F.max_pool2d in a forward method) and translated by
+``from_torch`` (torch's own initialisation), at the first memory budget: the route a user's own convolutional
+module takes.
 
 Run:  CHAOSGD_DATA=DATA env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/cnn_throughput.py
       [--budgets-gib 2 8] [--epochs 4] [--repeats 3] [--before] [--profile] [--torch]
@@ -122,15 +123,31 @@ def xla_cnn(model):
     return FunctionModel(model.init, apply)
 
 
-def torch_cnn():
-    """The paper's CNN as a torch module, translated (the route of a user's own convolutional network)."""
+def torch_cnn(functional: bool = False):
+    """The paper's CNN as a torch module, translated (the route of a user's own convolutional network): layers in
+    an nn.Sequential, or (``functional``) called in a forward method with F.relu and F.max_pool2d, the style of
+    PyTorch's own MNIST example."""
     import torch
+    import torch.nn.functional as F
 
     from chaosgd.models import from_torch
+
+    class Functional(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Conv2d(8, 16, 3, padding=1)
+            self.fc = torch.nn.Linear(16 * 7 * 7, 10)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+            return self.fc(torch.flatten(x, 1))
+
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-                              torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-                              torch.nn.Flatten(), torch.nn.Linear(16 * 7 * 7, 10))
+    net = Functional() if functional else torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(16 * 7 * 7, 10))
     assert sum(p.numel() for p in net.parameters()) == 9098
     return from_torch(net, np.zeros((8, 1, 28, 28)))
 
@@ -151,7 +168,7 @@ def profile(model, data, budget, epochs) -> dict:
         name = event["name"]
         kind = ("products (BLAS)" if name.startswith("chaosgd_gemm") else
                 "unfolding and folding" if name.startswith(("chaosgd_patches", "chaosgd_fold")) else
-                "kernels' derivative at the maxima" if name.startswith("chaosgd_pooled_conv") else
+                "derivatives at the maxima (kernels', input's)" if name.startswith("chaosgd_pooled_conv") else
                 "max pooling" if name.startswith("chaosgd_pool") else "the rest (XLA: ReLU, bias, softmax, ...)")
         kinds[kind] += event["dur"] / 1e6 / ((1 + COPIES) * epochs)
     return dict(kinds)
@@ -201,17 +218,19 @@ def main() -> None:
                                         "now_s_per_network_epoch": now, "speedup": seconds / now}
         print(f"1,000 images, one group: XLA's convolutions {seconds:.2f} s a network-epoch, now {now:.3f} s "
               f"({seconds / now:.1f}x)", flush=True)
-    if args.torch:
+    for functional in [False, True] if args.torch else []:
         budget = args.budgets_gib[0] * 2**30
-        translated = torch_cnn()
+        translated = torch_cnn(functional)
         one_torch = jax.tree_util.tree_map(lambda x: x[0, 0], epsilon_ball(initial_conditions(translated, 1), COPIES))
         chunk = fit_examples(classification(translated), one_torch, data, 1 + COPIES, budget) or N_TRAIN
         seconds = engine_seconds(translated, data, groups, args.epochs, args.repeats, budget)
         native = 1 / rows[0]["engine_network_epochs_per_s"]
-        result["torch_module"] = {"memory_budget_gib": args.budgets_gib[0], "examples_per_chunk": chunk,
-                                  "engine_network_epochs_per_s": 1 / seconds, "over_chaosgd_cnn": native / seconds}
-        print(f"the same network as a torch module (from_torch), {args.budgets_gib[0]:g} GiB: chunks of {chunk} "
-              f"examples, {1 / seconds:.3f} network-epochs/s, {native / seconds:.0%} of chaosgd's CNN", flush=True)
+        style = "torch_functional" if functional else "torch_module"
+        result[style] = {"memory_budget_gib": args.budgets_gib[0], "examples_per_chunk": chunk,
+                         "engine_network_epochs_per_s": 1 / seconds, "over_chaosgd_cnn": native / seconds}
+        print(f"the same network as a torch module{' (F.relu, F.max_pool2d)' if functional else ''} (from_torch), "
+              f"{args.budgets_gib[0]:g} GiB: chunks of {chunk} examples, {1 / seconds:.3f} network-epochs/s, "
+              f"{native / seconds:.0%} of chaosgd's CNN", flush=True)
     if args.profile:
         result["profile_s_per_network_epoch"] = profile(model, data, args.budgets_gib[0] * 2**30, 2)
         print("where a network-epoch's time goes (s):", {k: round(v, 3) for k, v in

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
 nn = torch.nn
 
 from chaosgd import classification, epsilon_ball, initial_conditions, run  # noqa: E402
@@ -245,10 +246,27 @@ def test_convolutions_flowing_channels_first_through_other_layers_reproduce_torc
             r = self.act(self.conv(x))
             return self.fc(torch.flatten(self.pool(r), 1)) + self.side(torch.flatten(r, 1))
 
+    class Functional(nn.Module):  # the same written with torch's functions and tensor methods
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 3, 3, padding=1)
+            self.conv3, self.fc = nn.Conv2d(3, 3, 1), nn.Linear(3 * 2 * 2, 3)
+
+        def forward(self, x):
+            h = F.max_pool2d(F.relu(self.conv1(x)), 2)
+            h = F.max_pool2d(torch.relu(self.conv2(h)), kernel_size=2, stride=2)
+            h = F.avg_pool2d(torch.tanh(self.conv3(h)).relu(), 1) + F.max_pool2d(self.conv3(h).relu(), (1, 1))
+            return self.fc(torch.flatten(F.leaky_relu(h, 0.2), 1))
+
     branchy = Branchy().double().eval()
     branchy.bn.running_mean += 0.1
-    for module in (branchy, Shared().double().eval()):
+    for module, fused in [(branchy, 1), (Shared().double().eval(), 0), (Functional().double().eval(), 2)]:
         check_against_torch(module, rng.normal(size=(5, 2, 8, 8)))
+        program = from_torch(module, rng.normal(size=(5, 2, 8, 8)))._program
+        assert len(program.pooled) == fused
+        if isinstance(module, Functional):  # the functions and methods flow channels-first as their layers do
+            flowing = {"relu", "max_pool2d", "relu_1", "tanh", "relu_2", "avg_pool2d", "max_pool2d_2"}
+            assert flowing <= program.layout_free
 
 
 def check_against_torch(module, x):

@@ -235,12 +235,13 @@ struct Pooled {
   int64_t B, Bx, O, C, n, H, W, Hp, Wp;
 };
 
-// Calls f(q, in, top, left, inside) for each window q of one image: `in` points at the input under tap (0, 0) of
-// the window's maximum in channel 0, (top, left) is that tap's row and column, `inside` says whether all taps lie in
-// the image (else each is checked). Positions are decoded by table: no division per maximum.
-template <typename F>
+// Calls f(q, in, top, left, inside) for each window q of one image: `in` points at the input (or, for the input's
+// derivative, its place) under tap (0, 0) of the window's maximum in channel 0, (top, left) is that tap's row and
+// column, `inside` says whether all taps lie in the image (else each is checked). Positions are decoded by table:
+// no division per maximum.
+template <typename T, typename F>
 static void for_each_maximum(const Geometry& g, const Pooled& p, int64_t ph, int64_t pw, const int32_t* at,
-                             const double* image, F f) {
+                             T* image, F f) {
   int64_t down[64], across[64];  // (windows of more than 64 entries decode by division)
   const bool table = ph * pw <= 64;
   for (int64_t a = 0; table && a < ph * pw; ++a) down[a] = a / pw, across[a] = a % pw;
@@ -351,6 +352,71 @@ static ffi::Error PooledConvT(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> ct,
   return ffi::Error::Success();
 }
 
+// The transpose of PooledConv in x: dx[b, c, img] = the sum, over kernels o and windows, of ct times kernel (b, o)'s
+// taps placed where they met the input at the window's maximum (each network b its own input). The input's
+// derivative through a pooled convolution, from the pooled cotangents alone: without scattering them back to the
+// convolution's size, a product of the kernels with all those mostly-zero columns, and folding the result. Each
+// (b, image) is summed by one thread in a scratch image with the channels last (a maximum's taps then add
+// contiguous runs of C: vector instructions), small enough for the cache, and then written out channels first.
+static ffi::Error PooledConvX(ffi::Buffer<ffi::F64> k, ffi::Buffer<ffi::F64> ct, ffi::Buffer<ffi::S32> where,
+                              ffi::ResultBuffer<ffi::F64> out, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                              int64_t pt, int64_t pl, int64_t dh, int64_t dw, int64_t ho, int64_t wo, int64_t ph,
+                              int64_t pw) {
+  const Geometry g{kh, kw, sh, sw, pt, pl, dh, dw, ho, wo};
+  auto dk = k.dimensions(), dc = ct.dimensions(), dx = out->dimensions();
+  const Pooled p{dk[0], dx[0], dk[1], dk[2], dx[2], dx[3], dx[4], dc[3], dc[4]};
+  const int64_t C = p.C, plane = p.H * p.W, taps = C * kh * kw;
+  const double* kernels = k.typed_data();
+  const double* cotangent = ct.typed_data();
+  const int32_t* at = where.typed_data();
+  double* dst = out->typed_data();
+  parallel_for(p.B * p.n, [&](int64_t first, int64_t last) {
+    std::vector<double> scratch(plane * C), reordered(p.O * taps);  // (H, W, C); network b's kernels as (o, i, j, c)
+    int64_t reordered_for = -1;
+    for (int64_t t = first; t < last; ++t) {
+      const int64_t b = t / p.n, img = t % p.n;
+      if (b != reordered_for) {
+        for (int64_t o = 0; o < p.O; ++o)
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t ij = 0; ij < kh * kw; ++ij)
+              reordered[(o * kh * kw + ij) * C + c] = kernels[((b * p.O + o) * C + c) * kh * kw + ij];
+        reordered_for = b;
+      }
+      std::fill(scratch.begin(), scratch.end(), 0.0);
+      double* image = scratch.data();
+      for (int64_t o = 0; o < p.O; ++o) {
+        const double* kernel = reordered.data() + o * taps;
+        const int64_t window = ((b * p.O + o) * p.n + img) * p.Hp * p.Wp;
+        const double* values = cotangent + window;
+        for_each_maximum(g, p, ph, pw, at + window, image,
+                         [&](int64_t q, double*, int64_t top, int64_t left, bool inside) {
+                           const double v = values[q];
+                           for (int64_t i = 0; i < kh; ++i) {
+                             const int64_t row = top + i * dh;
+                             if (!inside && (row < 0 || row >= p.H)) continue;
+                             for (int64_t j = 0; j < kw; ++j) {
+                               const int64_t column = left + j * dw;
+                               if (!inside && (column < 0 || column >= p.W)) continue;
+                               double* __restrict to = image + (row * p.W + column) * C;
+                               const double* __restrict tap = kernel + (i * kw + j) * C;
+                               int64_t c = 0;
+                               for (; c + 4 <= C; c += 4) {  // (in fours: vectorised at -O2)
+                                 to[c] += v * tap[c], to[c + 1] += v * tap[c + 1];
+                                 to[c + 2] += v * tap[c + 2], to[c + 3] += v * tap[c + 3];
+                               }
+                               for (; c < C; ++c) to[c] += v * tap[c];
+                             }
+                           }
+                         });
+      }
+      double* planes = dst + (b * C * p.n + img) * plane;  // channel c of this image at c * n * plane
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t e = 0; e < plane; ++e) planes[c * p.n * plane + e] = image[e * C + c];
+    }
+  });
+  return ffi::Error::Success();
+}
+
 #define GEOMETRY                                                                                              \
   .Attr<int64_t>("kh").Attr<int64_t>("kw").Attr<int64_t>("sh").Attr<int64_t>("sw").Attr<int64_t>("pt")       \
       .Attr<int64_t>("pl").Attr<int64_t>("dh").Attr<int64_t>("dw").Attr<int64_t>("ho").Attr<int64_t>("wo")
@@ -387,3 +453,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pool_gather, PoolGather, VALUES_AT_MAXIMA)
 XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pool_scatter, PoolScatter, VALUES_AT_MAXIMA);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pooled_conv, PooledConv, IMAGE_AT_MAXIMA);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pooled_conv_t, PooledConvT, IMAGE_AT_MAXIMA);
+// (kernels, cotangent, positions): the binding of the pair above, the kernels in the image's place.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pooled_conv_x, PooledConvX, IMAGE_AT_MAXIMA);

@@ -13,9 +13,10 @@ Images are channels-first over the batch: ``(C, n, H, W)`` (the layout in which 
 kernels ``(O, C / groups, kh, kw)`` as in PyTorch. Results equal ``lax.conv_general_dilated`` and
 ``lax.reduce_window`` to roundoff (``tests/test_convolution.py``).
 
-``conv2d_max_pool`` is the two in one, for layers that pool right after the convolution: its kernels' derivative is
-read from the input at the pooling's maxima (``conv.cc``'s PooledConvT) instead of scattering the pooled cotangent
-back to the convolution's size and multiplying it with the patches.
+``conv2d_max_pool`` is the two in one, for layers that pool right after the convolution: its input's derivative
+(``conv.cc``'s PooledConvX) and, for narrow kernels, its kernels' derivative (PooledConvT) are read at the
+pooling's maxima alone, instead of scattering the pooled cotangent back to the convolution's size and running
+products over it (and folding the input's).
 """
 
 from __future__ import annotations
@@ -61,40 +62,46 @@ def _geometry_of(x, w, stride, padding, dilation, groups) -> dict:
 
 def _conv(x, w, geometry, groups=1):
     """conv2d on the CPU route: per group, the kernels times the unfolded patches."""
-    n = x.shape[1]
     o, c_group = w.shape[:2]
     outputs = []
     for g in range(groups):
         part = x[g * c_group:(g + 1) * c_group] if groups > 1 else x
         kernels = w[g * (o // groups):(g + 1) * (o // groups)] if groups > 1 else w
-        columns = patches_p.bind(part[None], **geometry)[0]  # (C kh kw, n Ho Wo)
-        outputs.append(gemm(kernels.reshape(kernels.shape[0], -1), columns))
-    out = outputs[0] if groups == 1 else jnp.concatenate(outputs)
-    return out.reshape(o, n, geometry["ho"], geometry["wo"])
+        outputs.append(_product(kernels, patches_p.bind(part[None], **geometry)[0], geometry))
+    return outputs[0] if groups == 1 else jnp.concatenate(outputs, axis=0)
+
+
+def _product(kernels, columns, geometry):
+    """Kernels ``(O, C, kh, kw)`` times unfolded patches ``(C kh kw, n Ho Wo)``: ``(O, n, Ho, Wo)``."""
+    ho, wo = geometry["ho"], geometry["wo"]
+    out = gemm(kernels.reshape(kernels.shape[0], -1), columns)
+    return out.reshape(kernels.shape[0], columns.shape[1] // (ho * wo), ho, wo)
 
 
 # A kernel sees at most this many input entries (C * kh * kw) for conv2d_max_pool to take its kernels' derivative
 # at the maxima (plain loops over each maximum's taps); wider kernels go through the full-size scatter and a BLAS
 # product, faster per tap (benchmarks/cnn_throughput.py: the CNN's first layer, 9 taps, gains; its second, 72,
-# would not: measured slower on one thread).
+# would not: measured slower on one thread). The input's derivative is read at the maxima for every width.
 _TAPS_AT_MAXIMA = 9
 
 
 def conv2d_max_pool(x, w, window, *, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)) -> jax.Array:
     """``max_pool(conv2d(x, w, ...), window)``: the same values and derivatives (one group).
 
-    The derivative along the kernels is taken at the pooling's maxima alone: a pooled cotangent ``g`` gives the
-    kernels' gradient ``sum g * x[taps of the window's maximum]`` directly, where the composition scatters ``g``
-    back to the convolution's full size (``ph * pw`` times the entries, all but one per window zero) and then runs
-    a product over the unfolded patches. For a layer on the data (one channel: 9 taps a maximum) that removes the
-    largest memory-bound step of its backward pass and a slow, thin product. Kernels with more than
-    ``_TAPS_AT_MAXIMA`` taps, other dtypes and other backends get the composition itself.
+    The derivatives are taken at the pooling's maxima alone. A pooled cotangent ``g`` gives the input's gradient
+    as each kernel's taps times ``g`` placed around its window's maximum, and (for kernels of at most
+    ``_TAPS_AT_MAXIMA`` taps, e.g. a layer on the data: one channel, 9 taps) the kernels' gradient as
+    ``sum g * x[taps of the window's maximum]``, where the composition scatters ``g`` back to the convolution's full
+    size (``ph * pw`` times the entries, all but one per window zero) and runs products over it: for the input, a
+    product with ``C * kh * kw`` rows per column and a fold of it back to the images (``ph * pw`` times the
+    multiplications, and the largest memory-bound steps of a pooled layer's backward pass). Wider kernels take
+    their own derivative through the scatter and a BLAS product over the patches, faster per tap. Other dtypes
+    and other backends get the composition itself.
     """
     if len(window) != 2 or any(int(size) != size or size < 1 for size in window):
         raise ValueError(f"max_pool: window must be two integers >= 1 (rows, columns); got {window!r}")
     geometry = _geometry_of(x, w, stride, padding, dilation, 1)
-    if (jax.default_backend() != "cpu" or x.shape[0] * geometry["kh"] * geometry["kw"] > _TAPS_AT_MAXIMA
-            or jnp.result_type(x, w) != jnp.float64):
+    if jax.default_backend() != "cpu" or jnp.result_type(x, w) != jnp.float64:
         return max_pool(conv2d(x, w, stride=stride, padding=padding, dilation=dilation), window)
     return _conv_pool(x, w, tuple(geometry.items()), int(window[0]), int(window[1]))
 
@@ -106,15 +113,20 @@ def _conv_pool(x, w, geometry, ph, pw):
 
 def _conv_pool_jvp(geometry, ph, pw, primals, tangents):
     """Along (dx, dw): the pooled convolution changes by conv(dx, w) + conv(x, dw) at each window's maximum; the
-    first through the full-size convolution and a gather, the second read at the maxima alone."""
+    first read at the maxima alone, the second too for narrow kernels, else through the full-size product of dw
+    with the patches and a gather. (Their transposes are the gradients of conv2d_max_pool's docstring.)"""
     (x, w), (dx, dw) = primals, tangents
     g = dict(geometry)
-    y, where = pool_p.bind(_conv(x, w, g), ph=ph, pw=pw)
+    columns = patches_p.bind(x[None], **g)[0]  # (one unfolding for the value and the kernels' product)
+    y, where = pool_p.bind(_product(w, columns, g), ph=ph, pw=pw)
     dy = jnp.zeros_like(y)
     if type(dw) is not SymbolicZero:
-        dy = dy + pooled_conv_p.bind(x[None], dw[None], where[None], **g, ph=ph, pw=pw)[0]
+        if x.shape[0] * g["kh"] * g["kw"] <= _TAPS_AT_MAXIMA:
+            dy = dy + pooled_conv_p.bind(x[None], dw[None], where[None], **g, ph=ph, pw=pw)[0]
+        else:
+            dy = dy + gather_p.bind(_product(dw, columns, g), where, ph=ph, pw=pw)
     if type(dx) is not SymbolicZero:
-        dy = dy + gather_p.bind(_conv(dx, w, g), where, ph=ph, pw=pw)
+        dy = dy + pooled_conv_p.bind(dx[None], w[None], where[None], **g, ph=ph, pw=pw)[0]
     return y, dy
 
 
@@ -190,6 +202,11 @@ def _pooled_conv_t_reference(x, ct, where, **params):
     return jax.linear_transpose(lambda k: _pooled_conv_reference(x, k, where, **params), kernels)(ct)[0]
 
 
+def _pooled_conv_x_reference(k, ct, where, *, h, w, **params):
+    images = jax.ShapeDtypeStruct((k.shape[0], k.shape[2], ct.shape[2], h, w), ct.dtype)
+    return jax.linear_transpose(lambda x: _pooled_conv_reference(x, k, where, **params), images)(ct)[0]
+
+
 # -- the primitives ---------------------------------------------------------------------------------------------
 
 def _primitive(name, reference, abstract, attributes, multiple_results=False):
@@ -245,6 +262,10 @@ pooled_conv_p = _primitive("chaosgd_pooled_conv", _pooled_conv_reference,
 pooled_conv_t_p = _primitive("chaosgd_pooled_conv_t", _pooled_conv_t_reference,
                              lambda x, ct, where, *, kh, kw, **_: jax.core.ShapedArray(
                                  (*ct.shape[:2], x.shape[1], kh, kw), x.dtype), _POOLED)
+# (kernels, cotangent, positions; h, w: the images' size) -> the images' derivative: the transpose in x of both.
+pooled_conv_x_p = _primitive("chaosgd_pooled_conv_x", _pooled_conv_x_reference,
+                             lambda k, ct, where, *, h, w, **_: jax.core.ShapedArray(
+                                 (k.shape[0], k.shape[2], ct.shape[2], h, w), ct.dtype), _POOLED)
 
 
 # Unfolding and folding are linear and each other's adjoint; gathering at the maxima is linear in what it gathers
@@ -314,27 +335,38 @@ for _p in (pool_p, gather_p, scatter_p):
     batching.primitive_batchers[_p] = _batch_leading(_p)
 
 
-# The convolution read at the maxima is bilinear in the images and the kernels (its transpose in the kernels in the
-# images and the cotangents); the positions are constants. Transposes in the images (second derivatives through a
-# layer's input) are those of the jnp reference.
-def _x_transpose(reference):
+# The convolution read at the maxima, pooled_conv(x, k), is bilinear in the images and the kernels; its transpose
+# in the kernels, pooled_conv_t(x, ct), and in the images, pooled_conv_x(k, ct), are bilinear too, and each of the
+# three is a transpose of the others (the positions are constants). So every derivative of every order stays here.
+def _x_transpose(p):
     def transpose(ct, x, other, where, **params):
         if type(ct) is ad.Zero:
             return [None if not ad.is_undefined_primal(x) else ad.Zero(x.aval),
                     None if not ad.is_undefined_primal(other) else ad.Zero(other.aval), None]
         if ad.is_undefined_primal(x):
-            aval = x.aval
-            return [jax.linear_transpose(lambda x: reference(x, other, where, **params), aval)(ct)[0], None, None]
-        partner = pooled_conv_t_p if reference is _pooled_conv_reference else pooled_conv_p
+            kernels, pooled = (other, ct) if p is pooled_conv_p else (ct, other)
+            dx = pooled_conv_x_p.bind(kernels, pooled, where, **params, h=x.aval.shape[3], w=x.aval.shape[4])
+            return [dx.sum(0, keepdims=True) if x.aval.shape[0] < dx.shape[0] else dx, None, None]  # (shared x)
+        partner = pooled_conv_t_p if p is pooled_conv_p else pooled_conv_p
         return [None, partner.bind(x, ct, where, **params), None]
     return transpose
 
 
-for _p in (pooled_conv_p, pooled_conv_t_p):
-    ad.defjvp(_p, lambda dx, x, other, where, _p=_p, **params: _p.bind(dx, other, where, **params),
-              lambda d, x, other, where, _p=_p, **params: _p.bind(x, d, where, **params), None)
-ad.primitive_transposes[pooled_conv_p] = _x_transpose(_pooled_conv_reference)
-ad.primitive_transposes[pooled_conv_t_p] = _x_transpose(_pooled_conv_t_reference)
+def _images_transpose(ct, k, pooled, where, *, h, w, **params):
+    if type(ct) is ad.Zero:
+        return [None if not ad.is_undefined_primal(k) else ad.Zero(k.aval),
+                None if not ad.is_undefined_primal(pooled) else ad.Zero(pooled.aval), None]
+    if ad.is_undefined_primal(k):
+        return [pooled_conv_t_p.bind(ct, pooled, where, **params), None, None]
+    return [None, pooled_conv_p.bind(ct, k, where, **params), None]
+
+
+for _p in (pooled_conv_p, pooled_conv_t_p, pooled_conv_x_p):
+    ad.defjvp(_p, lambda d, a, b, where, _p=_p, **params: _p.bind(d, b, where, **params),
+              lambda d, a, b, where, _p=_p, **params: _p.bind(a, d, where, **params), None)
+ad.primitive_transposes[pooled_conv_p] = _x_transpose(pooled_conv_p)
+ad.primitive_transposes[pooled_conv_t_p] = _x_transpose(pooled_conv_t_p)
+ad.primitive_transposes[pooled_conv_x_p] = _images_transpose
 
 
 def _batch_pooled(p):
@@ -355,5 +387,19 @@ def _batch_pooled(p):
     return rule
 
 
+def _batch_all(p):
+    """Batching of the images' derivative at the maxima, whose operands all lead with the batch of networks: the
+    new axis merged into it."""
+    def rule(args, dims, **params):
+        size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+        args = [jnp.broadcast_to(a, (size, *a.shape)) if d is None else jnp.moveaxis(a, d, 0)
+                for a, d in zip(args, dims)]
+        b = args[0].shape[1]
+        out = p.bind(*(a.reshape(size * b, *a.shape[2:]) for a in args), **params)
+        return out.reshape(size, b, *out.shape[1:]), 0
+    return rule
+
+
 for _p in (pooled_conv_p, pooled_conv_t_p):
     batching.primitive_batchers[_p] = _batch_pooled(_p)
+batching.primitive_batchers[pooled_conv_x_p] = _batch_all(pooled_conv_x_p)

@@ -266,7 +266,25 @@ class _Program:
                     self.dropout_rates.append(float(layer.p))
             elif node.op in ("call_function", "call_method"):
                 _function_rule(node)
+        self.layout_free = {node.name for node in self.nodes if self._layout_free(node)}
         self.pooled = self._pooled_convolutions()
+
+    def _layout_free(self, node) -> bool:
+        """Whether a node computes the same on (C, batch, H, W) as on (batch, C, H, W): a layer of
+        ``_any_layout()``, or its functional form (``F.relu(x)``, ``x.relu()``, ``F.max_pool2d(x, 2)``...), applied
+        to one graph node with nothing else from the graph."""
+        import torch
+        import torch.nn.functional as F
+        if node.op == "call_module":
+            return type(self.modules[node.target]) in _any_layout() and len(node.args) == 1 and not node.kwargs
+        functions = {F.relu, torch.relu, F.tanh, torch.tanh, F.sigmoid, torch.sigmoid, F.silu, F.gelu, F.leaky_relu,
+                     F.softplus, F.max_pool2d, F.avg_pool2d}
+        methods = {"relu", "tanh", "sigmoid"}
+        if not (node.op == "call_function" and node.target in functions
+                or node.op == "call_method" and node.target in methods):
+            return False
+        return (len(node.args) >= 1 and hasattr(node.args[0], "op")
+                and not any(hasattr(a, "op") for a in (*node.args[1:], *node.kwargs.values())))
 
     def _pooled_convolutions(self) -> dict:
         """MaxPool2d(2 x 2 side by side) <- ReLU <- Conv2d chains, each node read by the next alone: the pool's node
@@ -274,7 +292,9 @@ class _Program:
         pooling, on a quarter of the entries: the maximum commutes with both exactly (they are increasing), and
         the derivative goes to the same entry of each window (or is 0 in both orders) unless adding the bias
         rounds two different values of a window to a tie, where torch's picks the first and this the larger."""
+        import torch
         import torch.nn as nn
+        import torch.nn.functional as F
         users = {}
         for node in self.nodes:
             for source in node.all_input_nodes:
@@ -283,19 +303,34 @@ class _Program:
         def module(node, kind):
             return (node.op == "call_module" and type(self.modules[node.target]) is kind and len(node.args) == 1
                     and not node.kwargs and hasattr(node.args[0], "op"))
+
+        def relu(node):  # nn.ReLU, F.relu, torch.relu or x.relu() of one node
+            return node.name in self.layout_free and (
+                module(node, nn.ReLU) or node.op != "call_module" and node.target in (F.relu, torch.relu, "relu"))
+
+        def pooling(node):  # the max pooling's settings, from nn.MaxPool2d or F.max_pool2d; None if neither
+            if module(node, nn.MaxPool2d):
+                layer = self.modules[node.target]
+                return (layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode,
+                        layer.return_indices)
+            if node.op == "call_function" and node.target is F.max_pool2d and node.name in self.layout_free:
+                return _max_pool2d_settings(*node.args[1:], **node.kwargs)
+            return None
         pooled = {}
         for node in self.nodes:
-            if not module(node, nn.MaxPool2d) or not module(node.args[0], nn.ReLU):
+            settings = pooling(node)
+            if settings is None or not relu(node.args[0]):
                 continue
-            pool, relu = self.modules[node.target], node.args[0]
-            conv = relu.args[0]
+            relu_node = node.args[0]
+            conv = relu_node.args[0]
             if not (module(conv, nn.Conv2d) and self.modules[conv.target].groups == 1
-                    and len(users[conv.name]) == 1 and len(users[relu.name]) == 1):
+                    and len(users[conv.name]) == 1 and len(users[relu_node.name]) == 1):
                 continue
-            kernel = _pairs(pool.kernel_size, 2)
-            if (kernel == (2, 2) and _pairs(pool.stride or kernel, 2) == kernel and _pairs(pool.padding, 2) == (0, 0)
-                    and _pairs(pool.dilation, 2) == (1, 1) and not pool.ceil_mode and not pool.return_indices):
-                pooled[node.name] = (conv, relu)
+            size, stride, padding, dilation, ceil_mode, return_indices = settings
+            kernel = _pairs(size, 2)
+            if (kernel == (2, 2) and _pairs(stride or kernel, 2) == kernel and _pairs(padding, 2) == (0, 0)
+                    and _pairs(dilation, 2) == (1, 1) and not ceil_mode and not return_indices):
+                pooled[node.name] = (conv, relu_node)
         return pooled
 
     def run(self, params, x, key):
@@ -333,23 +368,26 @@ class _Program:
                 env[node.name] = x
             elif node.op == "get_attr":
                 env[node.name] = tensor(node.target)
+            elif node.name in self.layout_free and node.args[0].name in channels_first:
+                # A 2-D convolution's output, and what layers acting the same in either layout make of it (as
+                # modules or functions), flow on channels-first over the batch (C, batch, H, W), the layout
+                # chaosgd.convolution computes in; it is brought to the module's layout only where something else
+                # reads it (value()). Transposes around every convolution cost a CNN a third of its epoch.
+                given, rest = channels_first[node.args[0].name], (node.args[1:], node.kwargs)  # (rest: constants)
+                if node.op == "call_module":
+                    own = {local: tensor(f"{node.target}.{local}") for local in self.own[node.target]}
+                    channels_first[node.name] = _module_rule(self.modules[node.target], node.target)(own, given)
+                else:
+                    channels_first[node.name] = _function_rule(node)(given, *rest[0], **rest[1])
             elif node.op == "call_module":
                 layer = self.modules[node.target]
                 own = {local: tensor(f"{node.target}.{local}") for local in self.own[node.target]}
                 rule = _module_rule(layer, node.target)
-                source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
-                if (hasattr(rule, "channels_first") or type(layer) in _any_layout()) and source is not None:
-                    # A 2-D convolution's output, and what layers acting the same in either layout make of it,
-                    # flow on channels-first over the batch (C, batch, H, W), the layout chaosgd.convolution
-                    # computes in; it is brought to the module's layout only where something else reads it
-                    # (value()). Transposes around every convolution cost a CNN a third of its epoch.
-                    given = channels_first.get(getattr(source, "name", None))
-                    if given is not None or hasattr(rule, "channels_first"):
-                        if given is None:
-                            given = jnp.moveaxis(value(source), 1, 0)
-                        out = rule.channels_first(own, given) if hasattr(rule, "channels_first") else rule(own, given)
-                        channels_first[node.name] = out
-                        continue
+                if hasattr(rule, "channels_first") and len(node.args) == 1 and not node.kwargs:
+                    given = channels_first.get(node.args[0].name) if hasattr(node.args[0], "op") else None
+                    given = jnp.moveaxis(value(node.args[0]), 1, 0) if given is None else given
+                    channels_first[node.name] = rule.channels_first(own, given)
+                    continue
                 args = value(node.args)
                 if node.name in self.dropout_index:
                     env[node.name] = _dropout(args[0], layer.p, key, self.dropout_index[node.name])
@@ -360,6 +398,11 @@ class _Program:
             elif node.op == "output":
                 return value(node.args[0])
         raise UnsupportedModule("the traced graph has no output")
+
+
+def _max_pool2d_settings(kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """F.max_pool2d's settings after its input, as positional or keyword arguments bind them."""
+    return kernel_size, stride, padding, dilation, ceil_mode, return_indices
 
 
 def _dropout(x, p, key, index):
