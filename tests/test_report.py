@@ -240,6 +240,8 @@ def test_a_finished_run_is_re_analysed_with_a_held_target_without_training_again
     sweep(small_config(**{"training.etas": (0.5,)}), other, executor="serial", progress=False, log=lambda *a: None)
     assert main(["report", str(run), "--set", "training.target_hold=3", "--out", str(other)]) == 2
     assert "holds a run of its own" in capsys.readouterr().err and not RunDir(other).report_path.exists()
+    assert main(["report", str(run), "--set", "training.target_hold=3", "--out", str(other / "sub")]) == 2
+    assert "lies inside the run folder" in capsys.readouterr().err and not (other / "sub").exists()
     (tmp_path / "afile").write_text("x")
     assert main(["report", str(run), "--set", "training.target_hold=3", "--out", str(tmp_path / "afile")]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err

@@ -194,11 +194,11 @@ def _reanalysis_folder(out, store: RunDir) -> Path:
     here, run = dest.resolve(), store.root.resolve()
     if here == run or run in here.parents:
         raise ValueError(f"--out {dest} is the run folder or inside it; the re-analysis goes to a folder of its own")
-    if any((dest / name).exists() for name in ("config.toml", "run.json", "tasks")):
+    if RunDir(dest).holds_a_run():
         raise ValueError(f"--out {dest} holds a run of its own (config.toml, run.json or tasks/), whose report "
                          "must not be overwritten by another run's re-analysis; name another folder")
     for folder in here.parents:
-        if (folder / "tasks").is_dir() and ((folder / "run.json").is_file() or (folder / "config.toml").is_file()):
+        if RunDir(folder).is_a_run():
             raise ValueError(f"--out {dest} lies inside the run folder {folder}; name a folder outside any run")
     return dest
 

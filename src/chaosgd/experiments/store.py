@@ -84,6 +84,14 @@ class RunDir:
     def __str__(self) -> str:
         return str(self.root)
 
+    def holds_a_run(self) -> bool:
+        """Any part of a run is here (config.toml, run.json or tasks/): a folder another run must not write into."""
+        return any(path.exists() for path in (self.config_path, self.info_path, self.tasks_dir))
+
+    def is_a_run(self) -> bool:
+        """A run folder: tasks/ beside its run.json or config.toml."""
+        return self.tasks_dir.is_dir() and (self.info_path.is_file() or self.config_path.is_file())
+
     # -- the run: which configuration this folder belongs to --------------------------------------------------
 
     def prepare(self, config: Config, log=print) -> "RunDir":
