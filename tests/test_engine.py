@@ -111,6 +111,22 @@ def test_chunked_and_unchunked_runs_agree(blobs):
     np.testing.assert_array_equal(chunked.diverged_at, whole.diverged_at)
 
 
+def test_runs_of_any_length_share_one_compiled_program_and_their_records_agree(blobs):
+    # A run is cut into segments (here 7; 10 + 10 + 5; 10 x 4 epochs) and ends with an evaluation without a step:
+    # all of them, for every length, are one compiled program, and where the runs overlap their records are equal.
+    from chaosgd.engine import _segment
+    model = MLP((6, 7, 3))
+    params = build(model, 2, 2)
+    objective = classification(model)
+    before = _segment._cache_size()
+    runs = {epochs: run(objective, params, np.array([0.5, 4.0]), blobs.arrays(), epochs=epochs)
+            for epochs in (7, 25, 40)}
+    assert _segment._cache_size() - before <= 1
+    for short, long in ((7, 25), (25, 40)):
+        for name in ("loss", "train_accuracy", "test_accuracy", "distance"):
+            np.testing.assert_array_equal(getattr(runs[short], name), getattr(runs[long], name)[..., :short + 1])
+
+
 def test_memory_budget_splits_into_chunks_with_same_results(blobs):
     model = MLP((6, 8, 3))
     params = build(model, 4, 1)

@@ -3,8 +3,8 @@
 Parameters are stacked pytrees with leading axes ``(groups, 1 + M)``: each group is a reference network (copy 0)
 and its M perturbed copies. The members are flattened into one batch axis and the epoch map
 (``dynamics.member_epoch``: full-batch GD by default, any optimiser and minibatches with an ``UpdateRule``) is
-``vmap``-ed over it, so XLA sees one wide matrix product per layer instead of K narrow ones; ``lax.scan`` runs the
-epochs.
+``vmap``-ed over it, so XLA sees one wide matrix product per layer instead of K narrow ones; a compiled loop
+runs the epochs, one program for every length of a run's segments.
 """
 
 from __future__ import annotations
@@ -226,19 +226,20 @@ def _run_chunk(objective, rule, params, eta, ic, data, n_epochs, parts, examples
     solo = joint.take(np.array([], dtype=int))
     joint_groups, solo_groups = np.arange(n_groups), np.array([], dtype=int)
     seg = max(_MIN_SEGMENT, math.ceil(epochs / _SEGMENTS))
+    first = min(max(seg, stop_copies.first_check + 1), epochs) if stop_copies is not None else seg
+    capacity = max(seg, first)  # one compiled program serves every scan of the run, whatever its length
     t0 = 0
     while joint_groups.size + solo_groups.size:
         final = t0 >= epochs  # the last call evaluates theta(T) without a step
-        length = 1 if final else min(seg, epochs - t0)
-        if t0 == 0 and stop_copies is not None:  # the first check at the rule's first_check (quiet curves settle)
-            length = min(max(seg, stop_copies.first_check + 1), epochs)
+        length = 1 if final else min(first if t0 == 0 else seg, epochs - t0)
         # Stopped copies and references that have not yet left their batch were counted when they stopped.
         advanced = (int((ref_stopped_at[joint_groups] < 0).sum() + (ref_stopped_at[solo_groups] < 0).sum())
                     + int((stopped_at[joint_groups] < 0).sum()) * n_copies)
-        joint.state, solo.state, recs = _segment(program, joint.state, solo.state, data, jnp.int32(t0), length,
-                                                 n_members, final, report is not None,
-                                                 (jnp.int32(key), jnp.int32(advanced)))
-        j_loss, j_acc, j_test, j_dist, s_loss, s_acc, s_test = (np.moveaxis(r, 0, -1) for r in jax.device_get(recs))
+        joint.state, solo.state, recs = _segment(program, capacity, n_members, report is not None, joint.state,
+                                                 solo.state, data, jnp.int32(t0), jnp.int32(0 if final else length),
+                                                 jnp.bool_(final), (jnp.int32(key), jnp.int32(advanced)))
+        j_loss, j_acc, j_test, j_dist, s_loss, s_acc, s_test = (np.moveaxis(r[:length], 0, -1)
+                                                                for r in jax.device_get(recs))
         window = slice(t0, t0 + length)
         loss[joint_groups, :, window] = j_loss.reshape(-1, n_members, length)
         train_acc[joint_groups, :, window] = j_acc.reshape(-1, n_members, length)
@@ -401,10 +402,14 @@ def _observe(objective, members: _State, t, data, chunk):
     return new, jnp.where(valid, loss, jnp.nan), jnp.where(valid, acc, jnp.nan), valid
 
 
-@partial(jax.jit, static_argnums=(0, 5, 6, 7, 8))
-def _segment(program, joint, solo, data, t0, length, n_members, final, progress, tick):
-    """``length`` epochs of both batches; with ``final``, one evaluation of theta(t0) and no step.
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _segment(program, capacity, n_members, progress, joint, solo, data, t0, length, final, tick):
+    """``length`` (at most ``capacity``) epochs of both batches from epoch ``t0``; with ``final`` (and length 0),
+    one evaluation of theta(t0) and no step. Returns both batches' states and the records, ``capacity`` of them
+    (the first ``length``, or 1 with ``final``, hold the segment's).
 
+    The length and ``final`` are arguments of the program, not part of it: one compiled program serves every scan of
+    a run (and of other runs of the same shapes), and the loop inside computes what a scan of that length would.
     ``program`` is (objective, update rule, training-set size, epochs of the run or 0 when no schedule needs them,
     records per epoch, examples per chunk or None, what distances are over); with more than one record per epoch,
     "epoch" here is a part of one.
@@ -423,8 +428,8 @@ def _segment(program, joint, solo, data, t0, length, n_members, final, progress,
     test = jax.vmap(lambda p, data: over_chunks(lambda part: objective.test_accuracy(p, part), data, chunk,
                                                 ("x_test", "y_test")), in_axes=(0, None))
 
-    def body(carry, t):
-        joint, solo = carry
+    def epoch(joint, solo, t, observe_only):
+        """The record of theta(t) and, unless ``observe_only``, the step to theta(t + 1)."""
         n_joint = joint.eta.shape[0] // n_members
         grouped = jax.tree_util.tree_map(lambda x: x.reshape(n_joint, n_members, *x.shape[1:]), joint.params)
         measured = jax.tree_util.tree_leaves(grouped)
@@ -435,7 +440,7 @@ def _segment(program, joint, solo, data, t0, length, n_members, final, progress,
                    for x in measured) if n_members > 1 else None
         j_test = test(jax.tree_util.tree_map(lambda x: x[:, 0], grouped), data)
         s_test = test(solo.params, data)
-        if final:
+        if observe_only:
             joint, j_loss, j_acc, j_valid = _observe(objective, joint, t, data, chunk)
             solo, s_loss, s_acc, s_valid = _observe(objective, solo, t, data, chunk)
         else:
@@ -449,10 +454,27 @@ def _segment(program, joint, solo, data, t0, length, n_members, final, progress,
         record = (j_loss, j_acc, jnp.where(valid[:, 0], j_test, jnp.nan),
                   jnp.where(valid[:, 1:] & valid[:, :1], dist, jnp.nan),
                   s_loss, s_acc, jnp.where(s_valid, s_test, jnp.nan))
-        return (joint, solo), record
+        return joint, solo, record
 
-    (joint, solo), records = jax.lax.scan(body, (joint, solo), t0 + jnp.arange(length, dtype=jnp.int32))
-    return joint, solo, records
+    # The records of the segment, written in place as lax.scan writes its stacked outputs.
+    shapes = jax.eval_shape(lambda: epoch(joint, solo, t0, False)[2])
+    records = jax.tree_util.tree_map(lambda r: jnp.full((capacity, *r.shape), jnp.nan, r.dtype), shapes)
+
+    def write(records, i, record):
+        return jax.tree_util.tree_map(lambda rs, r: jax.lax.dynamic_update_index_in_dim(rs, r, i, 0), records, record)
+
+    def step_body(i, carry):
+        joint, solo, records = carry
+        joint, solo, record = epoch(joint, solo, t0 + i, False)
+        return joint, solo, write(records, i, record)
+
+    def observe(carry):
+        joint, solo, records = carry
+        joint, solo, record = epoch(joint, solo, t0, True)
+        return joint, solo, write(records, 0, record)
+
+    carry = jax.lax.fori_loop(0, length, step_body, (joint, solo, records))
+    return jax.lax.cond(final, observe, lambda carry: carry, carry)
 
 
 def _groups_that_fit(objective, params, data, n_members, memory_budget, examples=None) -> tuple[int, int | None]:
