@@ -153,7 +153,7 @@ def executor_of(args) -> str:
 def run_sweep(args, config=None, folder=None):
     """Configuration -> plan -> executor: the sweep every experiment command runs. Returns the plan (``summarize``
     takes it as it is: its results and fits are not read or computed again)."""
-    from chaosgd.experiments.executors import check_executor, local_workers
+    from chaosgd.experiments.executors import local_workers
     from chaosgd.experiments.plan import make_plan
     from chaosgd.experiments.sweep import sweep
 
@@ -163,10 +163,9 @@ def run_sweep(args, config=None, folder=None):
         raise ValueError(f"--workers {args.workers}: the serial executor runs one task at a time in this process"
                          + (" (the default with --device gpu)" if args.executor is None else "")
                          + "; workers are for --executor processes or dask")
-    check_executor(executor, args.workers, args.scheduler)
+    workers = local_workers(executor, args.workers, args.scheduler)  # (refuses what cannot work, before the plan)
     use_device(args.device)
-    plan = make_plan(config, folder or out_folder(args, RUNS / config.name),
-                     workers=local_workers(executor, args.workers, args.scheduler))
+    plan = make_plan(config, folder or out_folder(args, RUNS / config.name), workers=workers)
     sweep(plan, executor=executor, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
     return plan
 

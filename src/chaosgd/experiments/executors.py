@@ -435,7 +435,8 @@ def open_executor(name: str, *, workers: int | None = None, scheduler: str | Non
 
 def local_workers(name: str, workers: int | None = None, scheduler: str | None = None) -> int | None:
     """Processes of this machine that share its memory budget while ``name`` runs tasks; None when they run on a
-    Dask scheduler's machines."""
+    Dask scheduler's machines. What cannot work is refused (``check_executor``), before anything is planned."""
+    check_executor(name, workers, scheduler)
     if name == "serial":
         return 1
     if name == "dask" and scheduler is not None:

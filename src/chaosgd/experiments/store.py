@@ -114,13 +114,13 @@ class RunDir:
             except FileExistsError:  # another job created it just now
                 pass
         self._refuse_other(self.info().get("config_hash"), mine, config)  # whoever created it, it must be ours
-        if not self.config_path.is_file():
-            if theirs is not None:
+        missing = not self.config_path.is_file()
+        if missing or _hash_of(self.config_path) != mine:
+            if not missing:
+                log(f"{self.config_path} did not match the run (edited?): written again from this configuration, "
+                    f"whose hash {mine} run.json records")
+            elif theirs is not None:
                 log(f"{self.config_path} was missing: written again from this configuration (same hash {theirs})")
-            atomic_write(self.config_path, config.to_toml())
-        elif _hash_of(self.config_path) != mine:
-            log(f"{self.config_path} did not match the run (edited?): written again from this configuration, whose "
-                f"hash {mine} run.json records")
             atomic_write(self.config_path, config.to_toml())
         return self
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from chaosgd.atomic import atomic_write
 from chaosgd.experiments.claims import HEARTBEAT
 from chaosgd.experiments.config import Config
-from chaosgd.experiments.executors import check_executor, check_stop, local_workers, open_executor
+from chaosgd.experiments.executors import check_stop, local_workers, open_executor
 from chaosgd.experiments.plan import Plan, make_plan
 from chaosgd.experiments.problem import Task, run_task, task_sharpness
 from chaosgd.experiments.store import RunDir, TaskFileError
@@ -51,7 +51,7 @@ def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor:
     from chaosgd.experiments.results import fit, summary_line
     from chaosgd.records import concatenate
 
-    check_executor(executor, workers, scheduler)  # what cannot work is refused before the folder is made
+    here = local_workers(executor, workers, scheduler)  # (what cannot work is refused before the folder is made)
     if not claim_timeout > 2 * HEARTBEAT:
         raise ValueError(f"claim_timeout must exceed {2 * HEARTBEAT:g} s, twice the claims' heartbeat (else live "
                          f"claims would be taken over); got {claim_timeout}")
@@ -59,7 +59,6 @@ def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor:
         if run_dir is not None:
             raise ValueError(f"a plan names its run folder ({config.run}); run_dir {run_dir} is one too many")
         plan = config
-        here = local_workers(executor, workers, scheduler)
         if here is not None and (plan.workers is None or here > plan.workers):
             raise ValueError(f"the plan's task sizes were checked for {plan.workers or 'no'} local worker(s) sharing "
                              f"this machine's memory, and the {executor} executor would run {here}: make the plan "
@@ -67,7 +66,7 @@ def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor:
     elif run_dir is None:
         raise ValueError("run_dir: the folder to run the sweep in is missing")
     else:
-        plan = make_plan(config, run_dir, workers=local_workers(executor, workers, scheduler))
+        plan = make_plan(config, run_dir, workers=here)
     config, every = plan.config, plan.tasks
     store = plan.run.prepare(config, log)
     by_name = {t.name: t for t in every}
