@@ -27,7 +27,8 @@ def report_of(plan, summary=None) -> None:
 
 
 def cmd_sweep(args) -> int:
-    report_of(run_sweep(args))
+    plan = run_sweep(args)
+    report_of(plan)
     return 0
 
 

@@ -83,6 +83,8 @@ def make_plan(config: Config, run_dir: str | Path | RunDir, *, workers: int | No
     ``workers``: processes that share this machine's memory budget (None: the tasks run elsewhere, and their size
     is checked there). ``count``: initial conditions a task trains (default: the configuration's block)."""
     config = pinned(config)
+    # What the plan is (its hash, tasks and folder) first, then whether each point can run.
+    config_hash, all_tasks, run = config.hash(), tuple(tasks(config)), RunDir(run_dir)
     axis = config.training.axis
     points = []
     for j, (value, point) in enumerate(config.points):
@@ -93,4 +95,4 @@ def make_plan(config: Config, run_dir: str | Path | RunDir, *, workers: int | No
         if workers is not None:
             check_size(point, (data_set, model), workers=workers, count=count)
         points.append(Point(None if axis is None else j, axis, value, point, r))
-    return Plan(config, config.hash(), tuple(points), tuple(tasks(config)), RunDir(run_dir), workers)
+    return Plan(config, config_hash, tuple(points), all_tasks, run, workers)

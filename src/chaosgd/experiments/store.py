@@ -104,7 +104,7 @@ class RunDir:
         (``config()``, which has no configuration to write, refuses an edited one instead)."""
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} exists and is not a folder")
-        mine = config.hash()
+        mine, toml = config.hash(), config.to_toml()
         theirs = self._recorded_hash()
         self._refuse_other(theirs, mine, config)
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,7 @@ class RunDir:
                     f"whose hash {mine} run.json records")
             elif theirs is not None:
                 log(f"{self.config_path} was missing: written again from this configuration (same hash {theirs})")
-            atomic_write(self.config_path, config.to_toml())
+            atomic_write(self.config_path, toml)
         return self
 
     def _refuse_other(self, theirs: str | None, mine: str, config: Config) -> None:
