@@ -202,7 +202,7 @@ def test_summary_from_the_plan_a_sweep_returns_equals_the_summary_read_back_from
     # (made for one process's memory: three workers sharing it would not have been checked)
     with pytest.raises(ValueError, match="checked for 1 local worker.*would run 3"):
         sweep(plan, executor="processes", workers=3, progress=False)
-    assert not (tmp_path / "config.toml").exists()
+    assert not RunDir(tmp_path).config_path.exists()
     sweep(plan, executor="serial", progress=False, log=lambda *a: None)
     assert plan.complete and len(plan.fits) == 3
     carried, read = summarize(plan), summarize(tmp_path)

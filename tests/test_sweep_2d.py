@@ -11,6 +11,7 @@ from chaosgd.experiments.problem import tasks
 from chaosgd.experiments.report import write_report
 from chaosgd.experiments.results import summarize
 from chaosgd.experiments.search import config_evaluator, stored_evaluations
+from chaosgd.experiments.store import RunDir
 from chaosgd.experiments.sweep import sweep
 from test_sweep import assert_same, small_config
 
@@ -55,7 +56,7 @@ def test_the_grid_report_has_heatmaps_and_the_csv_its_axis(grid_run):
     assert "p, lambda_NMLE and the time to target over eta and training.momentum" in report
     assert "Results by learning rate at training.momentum = 0.5" in report
     assert "Training: momentum, minibatches of 40 examples" in report
-    with open(grid_run / "results.csv") as f:
+    with open(RunDir(grid_run).csv_path) as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0])[:2] == ["training.momentum", "eta"] and len(rows) == 4
 

@@ -206,7 +206,7 @@ def test_a_user_model_from_configuration_runs_and_pins_its_code(tmp_path, user_m
     assert stored.model.source_sha256 is not None
     pytest.importorskip("dask.distributed")  # workers that import the model themselves give the same records
     on_dask = sweep(config, tmp_path / "dask", executor="dask", workers=1, progress=False, log=lambda *a: None)
-    mine, theirs = (next((s.root / "tasks").glob("*.npz")) for s in (store, on_dask))
+    mine, theirs = (next(s.tasks_dir.glob("*.npz")) for s in (store, on_dask))
     assert np.array_equal(np.load(mine)["loss"], np.load(theirs)["loss"])
     with open(f"{user_module}.py", "a") as f:
         f.write("# edited\n")
