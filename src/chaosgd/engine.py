@@ -226,16 +226,19 @@ def _run_chunk(objective, rule, params, eta, ic, data, n_epochs, parts, examples
     solo = joint.take(np.array([], dtype=int))
     joint_groups, solo_groups = np.arange(n_groups), np.array([], dtype=int)
     seg = max(_MIN_SEGMENT, math.ceil(epochs / _SEGMENTS))
+    # The checks (stopping rules, moves between batches) come after the first stretch, which runs to the rule's
+    # first check (quiet curves settle there), and after each later segment. A stretch longer than a segment is run
+    # as several calls of the same program: every call of a run, and of other runs of the same shapes, is one
+    # compiled program, whatever its length.
     first = min(max(seg, stop_copies.first_check + 1), epochs) if stop_copies is not None else seg
-    capacity = max(seg, first)  # one compiled program serves every scan of the run, whatever its length
     t0 = 0
     while joint_groups.size + solo_groups.size:
         final = t0 >= epochs  # the last call evaluates theta(T) without a step
-        length = 1 if final else min(first if t0 == 0 else seg, epochs - t0)
+        length = 1 if final else min(seg, epochs - t0, first - t0 if t0 < first else seg)
         # Stopped copies and references that have not yet left their batch were counted when they stopped.
         advanced = (int((ref_stopped_at[joint_groups] < 0).sum() + (ref_stopped_at[solo_groups] < 0).sum())
                     + int((stopped_at[joint_groups] < 0).sum()) * n_copies)
-        joint.state, solo.state, recs = _segment(program, capacity, n_members, report is not None, joint.state,
+        joint.state, solo.state, recs = _segment(program, seg, n_members, report is not None, joint.state,
                                                  solo.state, data, jnp.int32(t0), jnp.int32(0 if final else length),
                                                  jnp.bool_(final), (jnp.int32(key), jnp.int32(advanced)))
         j_loss, j_acc, j_test, j_dist, s_loss, s_acc, s_test = (np.moveaxis(r[:length], 0, -1)
@@ -252,6 +255,9 @@ def _run_chunk(objective, rule, params, eta, ic, data, n_epochs, parts, examples
             ref_steps[solo_groups] += length
         if final:
             break
+        if t0 + length < first:  # within the first stretch: no check yet
+            t0 += length
+            continue
         if stop_copies is not None and n_copies and joint_groups.size:
             last = t0 + length - 1  # records run to epoch `last`
             reference_alive = joint.alive_host().reshape(-1, n_members)[:, 0]
