@@ -91,6 +91,18 @@ class EveryTenth:
         return np.full(len(distance), distance.shape[-1] - 1 >= 10)
 
 
+def test_references_stop_in_a_run_shorter_than_one_segment(blobs):
+    # 7 epochs, less than one segment: the references that reached the target are stopped after it, as in longer runs.
+    model = MLP((6, 8, 3))
+    params = epsilon_ball(initial_conditions(model, 3), 0)
+    rec = run(classification(model), params, np.array([0.5, 4.0, 40.0]), blobs.arrays(), epochs=7,
+              stop_references_at=0.3)
+    done = (rec.test_accuracy[:, :7] >= 0.3).any(axis=1) | (rec.diverged_at[:, 0] >= 0)
+    assert done.any()
+    np.testing.assert_array_equal(rec.references_stopped_at, np.where(done, 6, -1))
+    assert np.all(np.isnan(rec.test_accuracy[done, 7])) and not np.any(np.isnan(rec.test_accuracy[~done, 7]))
+
+
 def test_the_engine_takes_any_stopping_rule(blobs):
     model = MLP((6, 8, 3))
     params = epsilon_ball(initial_conditions(model, 3), 2)

@@ -112,17 +112,18 @@ def test_chunked_and_unchunked_runs_agree(blobs):
 
 
 def test_runs_of_any_length_share_one_compiled_program_and_their_records_agree(blobs):
-    # A run is cut into segments (here 7; 10 + 10 + 5; 10 x 4 epochs) and ends with an evaluation without a step:
-    # all of them, for every length, are one compiled program, and where the runs overlap their records are equal.
+    # A run is cut into segments (here 7; 10 + 10 + 5; 10 x 4; 13 x 19 + 3 epochs) and ends with an evaluation
+    # without a step: all of them, for every length, are one compiled program, and where the runs overlap their
+    # records are equal.
     from chaosgd.engine import _segment
     model = MLP((6, 7, 3))
     params = build(model, 2, 2)
     objective = classification(model)
     before = _segment._cache_size()
     runs = {epochs: run(objective, params, np.array([0.5, 4.0]), blobs.arrays(), epochs=epochs)
-            for epochs in (7, 25, 40)}
+            for epochs in (7, 25, 40, 250)}
     assert _segment._cache_size() - before <= 1
-    for short, long in ((7, 25), (25, 40)):
+    for short, long in ((7, 25), (25, 40), (40, 250)):
         for name in ("loss", "train_accuracy", "test_accuracy", "distance"):
             np.testing.assert_array_equal(getattr(runs[short], name), getattr(runs[long], name)[..., :short + 1])
 

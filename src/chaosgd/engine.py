@@ -24,13 +24,13 @@ from chaosgd.errors import ChaosgdError
 from chaosgd.objective import Objective, over_chunks
 from chaosgd.records import Records, concatenate
 
-# The run is cut into at most this many compiled scans, for progress; results do not depend on it. Each call
-# allocates the program's work buffers afresh (on CPU, page faults over hundreds of MB), so a scan is kept at least
-# _MIN_SEGMENT epochs long to make that cost negligible.
+# The run is cut into about this many segments (calls of its compiled program), for progress; results do not depend
+# on it. Each call allocates the program's work buffers afresh (on CPU, page faults over hundreds of MB), so a
+# segment is at least _MIN_SEGMENT epochs long (but a run's last) to make that cost negligible.
 _SEGMENTS = 20
 _MIN_SEGMENT = 10
 
-# Progress reporters of the runs in flight, by key: the compiled scan passes a run's key to its host callback, so the
+# Progress reporters of the runs in flight, by key: the compiled program passes a run's key to its host callback, so the
 # program does not depend on the reporter and is not recompiled for each run (and concurrent runs stay apart).
 _REPORTERS: dict[int, Callable[[int], None]] = {}
 _KEYS = itertools.count()
@@ -43,8 +43,8 @@ class StopRule(Protocol):
     paper's rule. The engine owns no estimator: it only calls the rule on the records so far.
 
     Attributes:
-        first_check: epoch of the first check; the first compiled scan runs to it (at least), so the rule is asked
-            there and after each later scan. Copies that stop at a check are recorded up to that epoch.
+        first_check: epoch of the first check; the run's first stretch goes to it (at least), so the rule is asked
+            there and after each later segment. Copies that stop at a check are recorded up to that epoch.
 
     ``rule(distance, checked)`` gets, for the groups whose copies still run and whose reference is alive, their
     copies' distances ``(G, M, t + 1)`` up to the current epoch t and ``checked`` ``(G,)``, the last epoch each group
@@ -198,11 +198,11 @@ def run(objective: Objective, params, eta, data, *, epochs: int, initial_conditi
 
 def _run_chunk(objective, rule, params, eta, ic, data, n_epochs, parts, examples, distance, stop_copies,
                stop_references_at, report, key) -> Records:
-    """One chunk, in compiled scans of at least _MIN_SEGMENT epochs over two flat batches of networks: "joint" holds
+    """One chunk, in segments (calls of one compiled program) over two flat batches of networks: "joint" holds
     the groups whose copies still run, each as its reference followed by its M copies (a reference and its copies
     always share a batch, so an unperturbed copy stays at distance exactly 0); "solo" holds the references of the
     groups whose copies have stopped. References that are done (``stop_references_at``) leave the batches.
-    ``report(n)`` (or None) gets the network-epochs done: each epoch's from inside the scan, skipped work at once.
+    ``report(n)`` (or None) gets the network-epochs done: each epoch's from inside the program, skipped work at once.
     With ``parts`` records per epoch, "epoch" below (and in what ``report`` gets) is a record, a part of an epoch."""
     epochs = n_epochs * parts
     n_groups, n_members = eta.shape
@@ -226,19 +226,27 @@ def _run_chunk(objective, rule, params, eta, ic, data, n_epochs, parts, examples
     solo = joint.take(np.array([], dtype=int))
     joint_groups, solo_groups = np.arange(n_groups), np.array([], dtype=int)
     seg = max(_MIN_SEGMENT, math.ceil(epochs / _SEGMENTS))
-    # The checks (stopping rules, moves between batches) come after the first stretch, which runs to the rule's
-    # first check (quiet curves settle there), and after each later segment. A stretch longer than a segment is run
-    # as several calls of the same program: every call of a run, and of other runs of the same shapes, is one
-    # compiled program, whatever its length.
-    first = min(max(seg, stop_copies.first_check + 1), epochs) if stop_copies is not None else seg
+    # A call's length is an argument of the compiled program, at most its `capacity`: one program serves every call
+    # of a run, and every run of the same shapes whose segments round up to the same power of two (16 for all runs
+    # of up to 200 records).
+    capacity = 1 << (seg - 1).bit_length()
+    # The checks (stopping rules, moves between batches, references retiring) come after the first stretch, which
+    # runs to the rule's first check (quiet curves settle there), and after each later segment; the first stretch
+    # runs in as few calls as the capacity allows, of balanced lengths (no check between them).
+    first = min(max(seg, stop_copies.first_check + 1) if stop_copies is not None else seg, epochs)
     t0 = 0
     while joint_groups.size + solo_groups.size:
         final = t0 >= epochs  # the last call evaluates theta(T) without a step
-        length = 1 if final else min(seg, epochs - t0, first - t0 if t0 < first else seg)
+        if final:
+            length = 1
+        elif t0 < first:
+            length = -(-(first - t0) // -(-(first - t0) // capacity))  # the rest of the stretch, in balanced calls
+        else:
+            length = min(seg, epochs - t0)
         # Stopped copies and references that have not yet left their batch were counted when they stopped.
         advanced = (int((ref_stopped_at[joint_groups] < 0).sum() + (ref_stopped_at[solo_groups] < 0).sum())
                     + int((stopped_at[joint_groups] < 0).sum()) * n_copies)
-        joint.state, solo.state, recs = _segment(program, seg, n_members, report is not None, joint.state,
+        joint.state, solo.state, recs = _segment(program, capacity, n_members, report is not None, joint.state,
                                                  solo.state, data, jnp.int32(t0), jnp.int32(0 if final else length),
                                                  jnp.bool_(final), (jnp.int32(key), jnp.int32(advanced)))
         j_loss, j_acc, j_test, j_dist, s_loss, s_acc, s_test = (np.moveaxis(r[:length], 0, -1)
@@ -324,7 +332,7 @@ def _retire(batch, groups, test_acc, target, last, ref_stopped_at, diverged_at):
 
 
 class _State(NamedTuple):
-    """What the compiled scan carries for a flat batch of networks (every leaf has the member axis first)."""
+    """What the compiled program carries for a flat batch of networks (every leaf has the member axis first)."""
 
     params: object
     opt: object  # the optimiser's state
@@ -414,7 +422,7 @@ def _segment(program, capacity, n_members, progress, joint, solo, data, t0, leng
     one evaluation of theta(t0) and no step. Returns both batches' states and the records, ``capacity`` of them
     (the first ``length``, or 1 with ``final``, hold the segment's).
 
-    The length and ``final`` are arguments of the program, not part of it: one compiled program serves every scan of
+    The length and ``final`` are arguments of the program, not part of it: one compiled program serves every call of
     a run (and of other runs of the same shapes), and the loop inside computes what a scan of that length would.
     ``program`` is (objective, update rule, training-set size, epochs of the run or 0 when no schedule needs them,
     records per epoch, examples per chunk or None, what distances are over); with more than one record per epoch,

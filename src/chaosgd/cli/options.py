@@ -163,9 +163,9 @@ def run_sweep(args, config=None, folder=None):
         raise ValueError(f"--workers {args.workers}: the serial executor runs one task at a time in this process"
                          + (" (the default with --device gpu)" if args.executor is None else "")
                          + "; workers are for --executor processes or dask")
+    workers = local_workers(executor, args.workers, args.scheduler)  # (refuses what cannot work, before the plan)
     use_device(args.device)
     folder = folder or out_folder(args, RUNS / config.name)
-    workers = local_workers(executor, args.workers, args.scheduler)  # (refuses what cannot work, before the plan)
     plan = make_plan(config, folder, workers=workers)
     sweep(plan, executor=executor, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
     return plan
