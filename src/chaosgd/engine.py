@@ -228,8 +228,8 @@ def _run_chunk(objective, rule, params, eta, ic, data, n_epochs, parts, examples
     seg = max(_MIN_SEGMENT, math.ceil(epochs / _SEGMENTS))
     # A call's length is an argument of the compiled program, at most its `capacity`: one program serves every call
     # of a run, and every run of the same shapes whose segments round up to the same power of two (16 for all runs
-    # of up to 200 records).
-    capacity = 1 << (seg - 1).bit_length()
+    # of up to 200 records; long runs, whose records in a call take memory, keep their segment's length).
+    capacity = 1 << (seg - 1).bit_length() if seg <= 64 else seg
     # The checks (stopping rules, moves between batches, references retiring) come after the first stretch, which
     # runs to the rule's first check (quiet curves settle there), and after each later segment; the first stretch
     # runs in as few calls as the capacity allows, of balanced lengths (no check between them).
