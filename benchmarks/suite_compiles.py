@@ -74,21 +74,25 @@ def main() -> None:
         done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "suite_compiles_plugin", *args.pytest_args],
                               cwd=root, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
+        counted = list(work.glob("compiles-*.json"))
+        if done.returncode != 0 or not counted:  # (a failed or uncounted suite's times say nothing: not saved)
+            sys.exit(f"pytest exit {done.returncode}, {len(counted)} test process(es) counted; nothing saved:\n"
+                     + "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:]))
         totals: dict[str, list] = defaultdict(lambda: [0, 0.0])
-        for path in work.glob("compiles-*.json"):
+        for path in counted:
             for name, (count, seconds) in json.loads(path.read_text()).items():
                 totals[name][0] += count
                 totals[name][1] += seconds
     summary = re.findall(r"^=*\s*(\d+ passed.*?) in ", done.stdout, flags=re.M)
-    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-    result = {"date": time.strftime("%Y-%m-%d"), "revision": revision.stdout.strip(), "wall_s": round(wall, 1),
-              "returncode": done.returncode,
-              "pytest": summary[-1] if summary else done.stdout.strip().splitlines()[-1:],
+    git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    result = {"date": time.strftime("%Y-%m-%d"), "revision": git("rev-parse", "--short", "HEAD"),
+              "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+              "wall_s": round(wall, 1), "pytest": summary[-1] if summary else "",
               "programs": sum(c for c, _ in totals.values()),
               "compile_s": round(sum(s for _, s in totals.values()), 1),
               "by_function": {name: {"programs": c, "compile_s": round(s, 1)}
                               for name, (c, s) in sorted(totals.items(), key=lambda kv: -kv[1][1])}}
-    print(f"suite: {result['pytest']}, {wall:.0f} s wall (pytest exit {done.returncode}); "
+    print(f"suite: {result['pytest']}, {wall:.0f} s wall; "
           f"{result['programs']} XLA programs compiled in the test processes, {result['compile_s']:.0f} s")
     for name, row in list(result["by_function"].items())[:args.top]:
         print(f"  {name:<40} {row['programs']:>5} programs {row['compile_s']:>7.1f} s")

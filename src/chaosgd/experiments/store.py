@@ -104,7 +104,7 @@ class RunDir:
         (``config()``, which has no configuration to write, refuses an edited one instead)."""
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} exists and is not a folder")
-        mine, toml = config.hash(), config.to_toml()
+        mine = config.hash()
         theirs = self._recorded_hash()
         self._refuse_other(theirs, mine, config)
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
@@ -114,14 +114,14 @@ class RunDir:
             except FileExistsError:  # another job created it just now
                 pass
         self._refuse_other(self.info().get("config_hash"), mine, config)  # whoever created it, it must be ours
-        missing = not self.config_path.is_file()
-        if missing or _hash_of(self.config_path) != mine:
-            if not missing:
-                log(f"{self.config_path} did not match the run (edited?): written again from this configuration, "
-                    f"whose hash {mine} run.json records")
-            elif theirs is not None:
+        if not self.config_path.is_file():
+            if theirs is not None:
                 log(f"{self.config_path} was missing: written again from this configuration (same hash {theirs})")
-            atomic_write(self.config_path, toml)
+            atomic_write(self.config_path, config.to_toml())
+        elif _hash_of(self.config_path) != mine:
+            log(f"{self.config_path} did not match the run (edited?): written again from this configuration, whose "
+                f"hash {mine} run.json records")
+            atomic_write(self.config_path, config.to_toml())
         return self
 
     def _refuse_other(self, theirs: str | None, mine: str, config: Config) -> None:
