@@ -22,9 +22,9 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-import chaosgd  # noqa: F401  (float64)
 from chaosgd.atomic import atomic_write
 from chaosgd.boundary import Grid, Setting, _run_pixels, hyperparameters
+from chaosgd.precision import whole_process
 
 
 def gemm_limit(dtype, side: int, repeats: int) -> float:
@@ -51,6 +51,7 @@ def flops_per_pixel_step(setting: Setting, dtype: str, lyapunov: bool, pixels: i
 
 
 def main() -> None:
+    whole_process()  # (this script makes and times JAX arrays of its own: float64, as chaosgd computes)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--resolution", type=int, default=1024)
     p.add_argument("--steps", type=int, default=500)

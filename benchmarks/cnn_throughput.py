@@ -43,6 +43,7 @@ from chaosgd import CNN, classification, epsilon_ball, initial_conditions, run
 from chaosgd.engine import fit_examples
 from chaosgd.gemm import route_in_use
 from chaosgd.models.base import FunctionModel
+from chaosgd.precision import whole_process
 from engine_throughput import median_time  # (run as a script: benchmarks/ is on the path)
 
 N_TRAIN = N_TEST = 10_000
@@ -175,6 +176,7 @@ def profile(model, data, budget, epochs) -> dict:
 
 
 def main() -> None:
+    whole_process()  # (this script makes and times JAX arrays of its own: float64, as chaosgd computes)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budgets-gib", type=float, nargs="+", default=[2.0, 8.0],
                         help="memory budgets to run one group under (its chunks of examples follow)")

@@ -21,9 +21,11 @@ import jax.numpy as jnp
 
 from chaosgd import MLP, classification, epsilon_ball, initial_conditions, run
 from chaosgd.datasets import load
+from chaosgd.precision import whole_process
 
 
 def main() -> None:
+    whole_process()  # (this script makes and times JAX arrays of its own: float64, as chaosgd computes)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=8, help="networks (a multiple of 4)")
     parser.add_argument("--epochs", type=int, default=3)

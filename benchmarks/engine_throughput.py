@@ -38,6 +38,7 @@ from chaosgd import MLP, classification, epsilon_ball, initial_conditions, run
 from chaosgd.datasets import load
 from chaosgd.dynamics import FULL_BATCH_GD, member_epoch
 from chaosgd.gemm import route_in_use
+from chaosgd.precision import whole_process
 
 N, D, H, C = 60_000, 784, 64, 10
 GEMM_FLOP = 2 * 2 * N * D * H  # forward X@W1 and weight gradient X^T@G, per network
@@ -130,6 +131,7 @@ def loop_runner(k, model, data, epochs):
 
 
 def main():
+    whole_process()  # (this script makes and times JAX arrays of its own: float64, as chaosgd computes)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     parser.add_argument("--epochs", type=int, default=30, help="epochs per timing: the final forward pass that "

@@ -22,15 +22,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-import chaosgd  # noqa: F401
 from chaosgd import MLP, classification
 from chaosgd.datasets import load
 from chaosgd.dynamics import FULL_BATCH_GD
 from chaosgd.hessian import hessian_vector_product, lanczos
+from chaosgd.precision import whole_process
 from chaosgd.sharpness import advance
 
 
 def main(m_max: int = 80, repeats: int = 5):
+    whole_process()  # (this script makes and times JAX arrays of its own: float64, as chaosgd computes)
     data = jax.tree_util.tree_map(jnp.asarray, load("mnist").arrays())
     model = MLP((784, 64, 10))
     objective = classification(model)

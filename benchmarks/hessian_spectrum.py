@@ -33,11 +33,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from scipy.linalg import eigh_tridiagonal
 
-import chaosgd  # noqa: F401  (float64)
 from chaosgd import MLP, classification
 from chaosgd.datasets import load, load_iris
 from chaosgd.dynamics import FULL_BATCH_GD
 from chaosgd.hessian import hessian_vector_product, lanczos, ritz
+from chaosgd.precision import whole_process
 from chaosgd.sharpness import advance
 from chaosgd.spectrum import density, density_moments, top_k, trace
 
@@ -218,6 +218,7 @@ def torch_comparison(params, data, iterations):
 
 
 def main():
+    whole_process()  # (this script makes and times JAX arrays of its own: float64, as chaosgd computes)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--m-ref", type=int, default=400, help="reference Lanczos steps")
     parser.add_argument("--epochs", type=int, default=20, help="GD epochs at eta = 7.5 for the second point")

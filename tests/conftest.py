@@ -22,7 +22,13 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 
     threadpool_limits(int(os.environ["OMP_NUM_THREADS"]))
 
-import chaosgd  # noqa: E402, F401  (enables float64 before any test builds arrays)
+import jax  # noqa: E402
+
+# The tests compute their own references in JAX (explicit Hessians, XLA's convolution, plain loops), in float64 as
+# chaosgd does; chaosgd itself needs no such setting (tests/test_package.py checks it with float64 off, and every
+# command-line test runs in a process of its own).
+jax.config.update("jax_enable_x64", True)
+
 from chaosgd.datasets import make_blobs  # noqa: E402
 
 

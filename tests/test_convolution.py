@@ -188,6 +188,8 @@ def test_torch_convolutions_and_pooling_match_torch_in_value_and_gradient():
 THREADED = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
+import jax
+jax.config.update("jax_enable_x64", True)  # (as conftest.py does for the tests' own arrays)
 import test_convolution as t
 
 class Env:

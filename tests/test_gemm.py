@@ -121,7 +121,7 @@ def run_python(code, **env):
 
 CHECK = """
 import warnings, jax, numpy as np
-import chaosgd
+jax.config.update("jax_enable_x64", True)  # (the test's own float64 arrays)
 from chaosgd.gemm import gemm
 a, b = np.arange(12.0).reshape(3, 4), np.arange(8.0).reshape(4, 2)
 with warnings.catch_warnings(record=True) as caught:

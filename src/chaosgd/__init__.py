@@ -1,11 +1,7 @@
 """chaosgd: chaos in the training of neural networks, by full-batch gradient descent (the paper's) and beyond.
 
-Importing chaosgd enables JAX's float64 (``jax_enable_x64``): epsilon-balls of radius 1e-8 need it.
+Importing chaosgd changes no JAX setting: chaosgd computes in float64 inside its own calls (``chaosgd.precision``).
 """
-
-import jax
-
-jax.config.update("jax_enable_x64", True)
 
 __version__ = "0.10.0"
 

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from chaosgd.atomic import atomic_write
+from chaosgd.precision import float64
 
 AXES = ("eta_first", "eta_last", "eta", "init_scale", "init_offset", "momentum", "l2")
 PAIRS = (("eta_first", "eta_last"), ("eta", "init_scale"), ("eta", "init_offset"), ("eta", "momentum"),
@@ -206,6 +207,7 @@ class TrainabilityGrid:
     computed: int = field(default=0, compare=False)
 
 
+@float64
 def problem(setting: Setting, dtype=jnp.float64):
     """The initial weights (a list of arrays), inputs X (points x width), targets Y (points x 1) and the unit
     direction of the Lyapunov copy, all from ``setting.seed``; every pixel shares them."""
@@ -346,6 +348,7 @@ def bytes_per_pixel(setting: Setting, dtype="float64") -> int:
                                            + 8 * setting.n_parameters))
 
 
+@float64
 def trainability_grid(setting: Setting = Setting(), grid: Grid = Grid(), *, dtype: str = "float64",
                       lyapunov: bool = True, epsilon: float = EPSILON, folder: str | Path | None = None,
                       block: int = BLOCK, memory_budget: float | None = None,

@@ -22,6 +22,7 @@ import numpy as np
 from chaosgd.dynamics import FULL_BATCH_GD, UpdateRule, check_parts, group_epoch, member_epoch, noisy
 from chaosgd.errors import ChaosgdError
 from chaosgd.objective import Objective, over_chunks
+from chaosgd.precision import float64
 from chaosgd.records import Records, concatenate
 
 # The run is cut into about this many segments (calls of its compiled program), for progress; results do not depend
@@ -70,6 +71,7 @@ class BudgetError(ChaosgdError, ValueError):
         self.needed, self.budget = needed, budget
 
 
+@float64
 def run(objective: Objective, params, eta, data, *, epochs: int, initial_condition=None,
         groups_per_chunk: int | None = None, memory_budget: float | None = None,
         progress: bool | Callable[[int], None] = False, stop_copies: StopRule | None = None,
@@ -509,6 +511,7 @@ def _groups_that_fit(objective, params, data, n_members, memory_budget, examples
     return int(budget // needed), examples
 
 
+@float64
 def fit_examples(objective, one, data, n_members: int, budget: float) -> int | None:
     """Examples per chunk for one group's step in ``budget`` bytes: None (all at once) when that fits or the
     objective is not ``chunkable``, else chunks of equal size (but the last), as large as fit; 1 if nothing fits
@@ -525,6 +528,7 @@ def fit_examples(objective, one, data, n_members: int, budget: float) -> int | N
     return -(-n // -(-n // fits))  # the number of chunks that fit, with their sizes balanced
 
 
+@float64
 def configured_examples(objective, one, data, n_members: int) -> int:
     """Examples per chunk for a group's step as experiments fix it, from shapes alone (``defaults.ALL_AT_ONCE_MAX``,
     ``defaults.CHUNK_BYTES``): all of them (the training set's size) when that step fits in ALL_AT_ONCE_MAX."""
@@ -540,6 +544,7 @@ def _n_examples(data) -> int:
     return int(data["x_train"].shape[0]) if isinstance(data, dict) and "x_train" in data else 0
 
 
+@float64
 def group_bytes(objective, one, data, n_members: int, examples: int | None = None) -> int:
     """Bytes one group's step needs: the sizes of all intermediates of one member's loss and gradient, plus four
     copies of its parameters, times the group's members. ``one`` (one member's parameters) and ``data`` may be

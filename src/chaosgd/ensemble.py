@@ -15,10 +15,12 @@ import numpy as np
 
 from chaosgd.defaults import EPSILON_MAX
 from chaosgd.models.base import Model, weight_mask
+from chaosgd.precision import float64
 
 PERTURB_MODES = ("all", "weights")
 
 
+@float64
 def initial_conditions(model: Model, n_initial: int, *, seed: int = 0, first: int = 0):
     """``n_initial`` independent initialisations of ``model``, stacked on a leading axis.
 
@@ -42,6 +44,7 @@ def _initialise(model, key):
     return model.init(jax.random.fold_in(key, 0))
 
 
+@float64
 def check_epsilon(params, epsilon: float, perturb: str = "all") -> None:
     """Refuse an epsilon that the parameters' dtype cannot represent at their scale, or that is not small against
     it (above ``defaults.EPSILON_MAX`` times the weights' typical size).
@@ -74,6 +77,7 @@ def check_epsilon(params, epsilon: float, perturb: str = "all") -> None:
             f"({EPSILON_MAX * scale:.2g}); the paper's is 1e-8.")
 
 
+@float64
 def epsilon_ball(centres, n_copies: int, *, epsilon: float = 1e-8, perturb: str = "all", seed: int = 0,
                  first: int = 0):
     """Stack ``1 + n_copies`` networks around each centre: copy 0 is the centre itself, copies 1..M add U(-eps, eps).
@@ -101,6 +105,7 @@ def epsilon_ball(centres, n_copies: int, *, epsilon: float = 1e-8, perturb: str 
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
+@float64
 def over_learning_rates(ball, etas):
     """Repeat an ensemble (leading axes ``(S, 1 + M)``) once per learning rate, so every eta sees the same S.
 

@@ -13,8 +13,10 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from chaosgd.objective import Objective
+from chaosgd.precision import float64
 
 
+@float64
 def hessian_vector_product(objective: Objective, params, data, scale=None):
     """``(flat_params, hvp)`` where ``hvp(v) = H(params) v`` for flat vectors v (jit-friendly); with a flat
     ``scale`` s, ``hvp(v) = s * H (s * v)``, the product with ``diag(s) H diag(s)`` (``s = P^-1/2`` gives the
@@ -65,6 +67,7 @@ def lanczos_steps(objective, unravel, flat, start, scale, data, m):
 BREAKDOWN = 1.5e-8
 
 
+@float64
 def lanczos(matvec, start, m: int):
     """m steps of Lanczos with full re-orthogonalisation on a symmetric linear map (jit- and vmap-friendly): the
     tridiagonal matrix T (diagonal ``alpha``, off-diagonal ``beta[:-1]``), the last ``beta[-1]`` and the

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from chaosgd.models.base import Model, weight_mask
+from chaosgd.precision import float64
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ def accuracy(logits: jax.Array, labels: jax.Array, weight: jax.Array | None = No
     return jnp.mean(hits) if weight is None else jnp.sum(weight * hits) / jnp.sum(weight)
 
 
+@float64
 @lru_cache(maxsize=64)  # the same (model, l2) gives the same Objective, so compiled programs are reused
 def classification(model: Model, *, l2: float = 0.0) -> Objective:
     """Cross-entropy of ``model`` on ``data["x_train"], data["y_train"]`` plus ``(l2 / 2) * ||W||^2``.
@@ -95,4 +97,5 @@ def classification(model: Model, *, l2: float = 0.0) -> Objective:
     def test_accuracy(params, data):
         return accuracy(model.apply(params, data["x_test"]), data["y_test"])
 
-    return Objective(loss=loss, test_accuracy=test_accuracy, dropout=dropout, chunkable=True)
+    # (float64 also when a caller evaluates them directly, outside chaosgd's own calls)
+    return Objective(loss=float64(loss), test_accuracy=float64(test_accuracy), dropout=dropout, chunkable=True)

@@ -27,6 +27,7 @@ from typing import Callable
 
 from chaosgd.defaults import CONFIDENCE, P_HIGH
 from chaosgd.evaluation import Evaluation
+from chaosgd.precision import float64
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def _highest_p(done: dict[float, Evaluation]) -> Onset:
     return Onset(best.eta, low, high, evaluations, p_high_reached=False)
 
 
+@float64
 def find_onset(evaluate: Callable[[float], Evaluation], *, eta_min: float, eta_max: float,
                     p_high: float = P_HIGH, rel_width: float = 0.1, max_evaluations: int = 30,
                     known: dict[float, Evaluation] | None = None, parallel: int = 1,

@@ -24,6 +24,7 @@ from jax.flatten_util import ravel_pytree
 from chaosgd.dynamics import FULL_BATCH_GD, UpdateRule, batch_order, member_epoch
 from chaosgd.hessian import lanczos_steps, over_members, power_steps, ritz
 from chaosgd.objective import Objective
+from chaosgd.precision import float64
 from chaosgd.spectrum import density, top_k
 
 METHODS = ("lanczos", "power")
@@ -52,6 +53,7 @@ class TopEigenvalue:
     dominant_negative: bool = False
 
 
+@float64
 def top_eigenvalue(objective: Objective, params, data, *, method: str = "lanczos", iterations: int = 30,
                    start=None, seed: int = 0, scale=None) -> TopEigenvalue:
     """The top Hessian eigenvalue of the training loss at ``params`` (one network).
@@ -72,6 +74,7 @@ def top_eigenvalue(objective: Objective, params, data, *, method: str = "lanczos
                            seed=seed, scale=None if scale is None else np.asarray(scale)[None])[0]
 
 
+@float64
 def top_eigenvalues(objective: Objective, params, data, *, method: str = "lanczos", iterations: int = 30,
                     start=None, seed: int = 0, scale=None) -> list[TopEigenvalue]:
     """``top_eigenvalue`` for a whole ensemble at once: ``params`` stacked on a leading axis of K members.
@@ -155,6 +158,7 @@ def sharpness_kind(rule: UpdateRule, n_train: int) -> str:
     return "hessian" if rule.full_batch(n_train) else "batch"
 
 
+@float64
 def track_sharpness(objective: Objective, params, eta: float, data, *, epochs: int, every: int = 5,
                     method: str = "lanczos", iterations: int = 20, hessian_examples: int | None = None,
                     seed: int = 0, rule: UpdateRule | None = None, initial_condition: int = 0, top: int = 1,

@@ -34,6 +34,7 @@ from jax.flatten_util import ravel_pytree
 
 from chaosgd.objective import Objective
 from chaosgd.hessian import hessian_vector_product, lanczos, lanczos_steps, over_members, ritz
+from chaosgd.precision import float64
 
 TRACE_METHODS = ("hutch++", "hutchinson")
 
@@ -91,6 +92,7 @@ class SpectralDensity:
     products: int
 
 
+@float64
 def top_k(objective: Objective, params, data, k: int, *, iterations: int | None = None, start=None, seed: int = 0,
           scale=None) -> TopK:
     """The k largest algebraic eigenvalues of the training loss's Hessian at ``params`` (one network).
@@ -113,6 +115,7 @@ def top_k(objective: Objective, params, data, k: int, *, iterations: int | None 
     return TopK(result.values[0], result.residuals[0], result.vectors[0], result.products)
 
 
+@float64
 def top_k_ensemble(objective: Objective, params, data, k: int, *, iterations: int | None = None, start=None,
                    seed: int = 0, scale=None, members=None) -> TopK:
     """``top_k`` for K networks stacked on a leading axis of ``params``, in one compiled, vectorised loop.
@@ -148,6 +151,7 @@ def top_k_ensemble(objective: Objective, params, data, k: int, *, iterations: in
     return TopK(np.array(values), np.array(residuals), np.array(vectors), m)
 
 
+@float64
 def trace(objective: Objective, params, data, *, method: str = "hutch++", products: int = 60, seed: int = 0,
           scale=None) -> TraceEstimate:
     """A stochastic estimate of the trace of the training loss's Hessian at ``params``, with its standard error.
@@ -170,6 +174,7 @@ def trace(objective: Objective, params, data, *, method: str = "hutch++", produc
     return TraceEstimate(result.estimate[0], result.stderr[0], result.products, result.method)
 
 
+@float64
 def trace_ensemble(objective: Objective, params, data, *, method: str = "hutch++", products: int = 60,
                    seed: int = 0, scale=None, members=None) -> TraceEstimate:
     """``trace`` for K networks stacked on a leading axis of ``params`` (``scale``: None or (K, P); ``members``:
@@ -209,6 +214,7 @@ def _trace_many(objective, unravel, flats, keys, scales, data, products, sketch)
     return jax.vmap(one)(flats, keys, scales)
 
 
+@float64
 def density(objective: Objective, params, data, *, steps: int = 80, probes: int = 8, seed: int = 0,
             scale=None) -> SpectralDensity:
     """Stochastic Lanczos quadrature of the Hessian's spectral density at ``params`` (one network).
@@ -230,6 +236,7 @@ def density(objective: Objective, params, data, *, steps: int = 80, probes: int 
     return SpectralDensity(result.nodes[0], result.weights[0], result.size, result.products)
 
 
+@float64
 def density_ensemble(objective: Objective, params, data, *, steps: int = 80, probes: int = 8, seed: int = 0,
                      scale=None, members=None) -> SpectralDensity:
     """``density`` for K networks stacked on a leading axis of ``params`` (``scale``: None or (K, P); ``members``:

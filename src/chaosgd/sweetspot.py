@@ -39,6 +39,7 @@ from typing import Callable
 from chaosgd.defaults import CONFIDENCE, P_HIGH
 from chaosgd.evaluation import Evaluation
 from chaosgd.onset import Onset, check_search, find_onset
+from chaosgd.precision import float64
 
 STEP = 10 ** 0.5  # the scan's spacing on eta: two points a decade
 REL_WIDTH = 10 ** 0.25 - 1  # refined to four points a decade around the recommendation and the onset
@@ -99,6 +100,7 @@ def _rises(e: Evaluation, p_high: float) -> bool:
     return e.diverges or e.open(p_high) or e.developed(p_high)
 
 
+@float64
 def find_sweet_spot(evaluate: Callable[[float], Evaluation], *, eta_min: float, eta_max: float,
                     p_high: float = P_HIGH, rel_width: float = REL_WIDTH, step: float = STEP,
                     known: dict[float, Evaluation] | None = None, parallel: int = 1, max_initial: int | None = None,

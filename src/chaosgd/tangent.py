@@ -25,6 +25,7 @@ from jax.flatten_util import ravel_pytree
 
 from chaosgd.dynamics import FULL_BATCH_GD, UpdateRule, member_epoch
 from chaosgd.objective import Objective
+from chaosgd.precision import float64
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class TangentExponents:
         return np.polyfit(np.arange(start, stop + 1), y[start:stop + 1], 1)[0]
 
 
+@float64
 def tangent_exponents(objective: Objective, params, eta: float, data, *, epochs: int, k: int = 1,
                       seed: int = 0, rule: UpdateRule | None = None, initial_condition: int = 0) -> TangentExponents:
     """Top-``k`` tangent-space exponents along the training trajectory of one network started at ``params``.

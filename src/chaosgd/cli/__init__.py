@@ -127,6 +127,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from chaosgd.experiments.executors import clear_stop, request_stop, worker_pools_started
+    from chaosgd.precision import float64, whole_process
 
     received = []
 
@@ -142,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         args = parser().parse_args(argv)  # (building the parser imports modules: a stop there is seen too)
-        return args.handler(args)
+        if argv is None:  # the `chaosgd` command: this process is chaosgd's alone
+            whole_process()
+        return float64(args.handler)(args)
     except KeyboardInterrupt as interrupted:
         print(f"chaosgd: {interrupted}" if str(interrupted) else "chaosgd: interrupted", file=sys.stderr)
         code = 128 + (received[0] if received else signal.SIGINT)  # the shell's convention: 130, 143

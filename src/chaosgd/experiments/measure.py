@@ -16,6 +16,7 @@ import numpy as np
 
 from chaosgd.experiments.config import Analysis, Config, Ensemble, Training
 from chaosgd.defaults import SEARCH_COPIES, SEARCH_INITIAL
+from chaosgd.precision import float64
 
 _SECTIONS = {"ensemble": Ensemble, "training": Training, "analysis": Analysis}
 # Set by measure's own arguments, or what it does not do:
@@ -33,6 +34,7 @@ class Measurement:
     config: Config
 
 
+@float64
 def measure(model, data, *, etas, initial: int = 10, copies: int = 3, epochs: int = 60, progress: bool = True,
             **settings) -> Measurement:
     """lambda_NMLE, p and the time to target accuracy of ``model`` on ``data`` at each learning rate in ``etas``.
@@ -66,6 +68,7 @@ def measure(model, data, *, etas, initial: int = 10, copies: int = 3, epochs: in
     return Measurement(pd.DataFrame(rows), records, config)
 
 
+@float64
 def sweet_spot(model, data, *, eta_min: float = 0.01, eta_max: float = 20.0, initial: int = SEARCH_INITIAL,
                copies: int = SEARCH_COPIES, epochs: int = 60, search: dict | None = None, **settings):
     """The learning rate to train ``model`` on ``data`` with (as ``measure`` takes them), and the onset of chaos
@@ -89,6 +92,7 @@ def sweet_spot(model, data, *, eta_min: float = 0.01, eta_max: float = 20.0, ini
     return find_sweet_spot(evaluate, eta_min=eta_min, eta_max=eta_max, **(search or {}))
 
 
+@float64
 def as_model(model, data_set):
     """``model`` as a chaosgd model for ``data_set``: a torch module is translated (``from_torch``) and checked on
     the data's first examples; a model must output one logit per class and have float64 parameters."""

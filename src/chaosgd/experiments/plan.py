@@ -17,6 +17,7 @@ from pathlib import Path
 from chaosgd.experiments.config import Config
 from chaosgd.experiments.problem import Task, build_model, check_size, dataset, pinned, records_per_epoch, tasks
 from chaosgd.experiments.store import RunDir
+from chaosgd.precision import float64
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ def group_tasks(tasks) -> dict[tuple[int, int], list[Task]]:
     return groups
 
 
+@float64
 def make_plan(config: Config, run_dir: str | Path | RunDir, *, workers: int | None = 1,
               count: int | None = None) -> Plan:
     """The plan of ``config`` in ``run_dir``, or the reason it cannot run (``ConfigError``, ``DataNotFoundError``,

@@ -16,6 +16,7 @@ from functools import lru_cache
 import numpy as np
 
 from chaosgd.experiments.config import Config, ConfigError, Data, Ensemble, Model
+from chaosgd.precision import float64
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Problem:
                 f"{count_parameters(self.model):,} parameters")
 
 
+@float64
 def pinned(config: Config) -> Config:
     """``config`` with what it names by location pinned by content: an npz file's SHA-256 (``data.sha256``) and the
     file of a user model's module (``model.source_sha256``), so that the run's hash names them and a changed file
@@ -151,6 +153,7 @@ def build_model(model: Model, data_set):
                        activation=model.activation, sigma=model.sigma, dtype=model.dtype, dropout=model.dropout)
 
 
+@float64
 def check_model(model, data_set, dtype: str = "float64") -> None:
     """Refuse a user's model whose parameters are not of ``dtype`` or whose logits are not one per class of
     ``data_set`` (from shapes only)."""
@@ -161,7 +164,7 @@ def check_model(model, data_set, dtype: str = "float64") -> None:
     dtypes = param_dtypes(model)
     if dtypes != {dtype}:
         raise ValueError(f"its parameters are {', '.join(sorted(dtypes))}, not {dtype} (model.dtype)"
-                         + ("; epsilon-balls of 1e-8 need float64: build them in float64, with jax_enable_x64 on"
+                         + ("; epsilon-balls of 1e-8 need float64: build them in float64"
                             if dtype == "float64" else ""))
     params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     try:
@@ -242,6 +245,7 @@ def records_per_epoch(config: Config, n_train: int | None = None, *, strict: boo
     return r
 
 
+@float64
 def build(config: Config) -> Problem:
     """The problem a configuration defines."""
     from chaosgd.objective import classification
@@ -280,6 +284,7 @@ def train(objective, model, arrays, eta: float, ensemble: Ensemble, *, first: in
                records_per_epoch=records_per_epoch, distance=ensemble.distance, examples_per_chunk=examples)
 
 
+@float64
 def run_task(config: Config, task: Task, *, progress=False):
     """The records of one task: a pure function of (configuration, learning rate, initial conditions)."""
     config = task_config(config, task)
@@ -287,6 +292,7 @@ def run_task(config: Config, task: Task, *, progress=False):
                                progress=progress)
 
 
+@float64
 def train_as_configured(problem: Problem, config: Config, eta: float, *, first: int, count: int, progress=False):
     """``train`` with every setting of a 1-D ``config``, on ``problem`` (built from it, or a user's model and data)."""
     t = config.training
@@ -297,6 +303,7 @@ def train_as_configured(problem: Problem, config: Config, eta: float, *, first: 
                  examples_per_chunk=t.examples_per_chunk)
 
 
+@float64
 def task_sharpness(config: Config, task: Task):
     """Sharpness along the reference trajectory of initial condition 0, for the task that holds it, when
     ``training.sharpness_every`` > 0 (one track per learning rate: figure 14); else None."""

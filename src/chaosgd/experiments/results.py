@@ -19,6 +19,7 @@ from chaosgd.experiments.config import Config, ConfigError
 from chaosgd.experiments.problem import tasks
 from chaosgd.experiments.store import RunDir, TaskResult
 from chaosgd.lyapunov import network_exponent
+from chaosgd.precision import float64
 from chaosgd.records import concatenate
 from chaosgd.training_time import time_to_accuracy
 
@@ -168,6 +169,7 @@ class Summary:
                             and (point is None or t.point == point) and t.name in self.results])
 
 
+@float64
 def summarize(run_dir, *, changes: dict | None = None) -> Summary:
     """Check every task file of a run folder and fit every learning rate whose tasks are all finished; files that
     cannot be trusted are named in ``Summary.problems`` (their learning rates count as unfinished), never fitted.

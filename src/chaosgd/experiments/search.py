@@ -18,6 +18,7 @@ from chaosgd.experiments.plan import make_plan
 from chaosgd.experiments.problem import Task, n_classes, train
 from chaosgd.experiments.results import summarize
 from chaosgd.experiments.store import TaskFileError
+from chaosgd.precision import float64
 
 
 
@@ -128,6 +129,7 @@ class ConfigEvaluator(Evaluator):
             self._temporary = None
 
 
+@float64
 def config_evaluator(config: Config, **options) -> ConfigEvaluator:
     """``evaluate(eta)`` for a sweep configuration (see ``ConfigEvaluator`` for the options)."""
     return ConfigEvaluator(config, **options)
@@ -205,6 +207,7 @@ class ModelEvaluator(Evaluator):
                      epochs=self.epochs, rule=self.rule, records_per_epoch=self.records_per_epoch)
 
 
+@float64
 def model_evaluator(model, data, **options) -> ModelEvaluator:
     """``evaluate(eta)`` for any model with ``init(key)`` and ``apply(params, x)`` and the user's own arrays (see
     ``ModelEvaluator`` for the options)."""

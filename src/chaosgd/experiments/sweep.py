@@ -22,12 +22,14 @@ from chaosgd.experiments.executors import check_stop, local_workers, open_execut
 from chaosgd.experiments.plan import Plan, make_plan
 from chaosgd.experiments.problem import Task, run_task, task_sharpness
 from chaosgd.experiments.store import RunDir, TaskFileError
+from chaosgd.precision import float64
 
 
 class Interrupted(KeyboardInterrupt):
     """A sweep stopped by Ctrl-C or SIGTERM; its message says what was kept and how to resume."""
 
 
+@float64
 def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor: str = "processes",
           workers: int | None = None, scheduler: str | None = None, retries: int = 2, progress: bool = True, log=print,
           claim_timeout: float = 120.0, wait_poll: float = 2.0) -> RunDir:
@@ -171,6 +173,7 @@ def _config(toml: str) -> Config:
     return Config.from_toml(toml)
 
 
+@float64
 def execute(config_toml: str, task: Task, run_dir: str, progress=None) -> str:
     """Run one task and write its file (what workers execute); returns the task's name. If the task raises, its
     traceback is written to ``tasks/<task>.error.txt`` and the error carries that path as a note."""

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chaosgd.precision import float64
+
 Params = Any  # a pytree of arrays
 DTYPES = ("float64", "float32")
 
@@ -30,6 +32,7 @@ class FunctionModel:
     apply: Callable[[Params, jax.Array], jax.Array]
 
 
+@float64
 def from_equinox(make: Callable[[jax.Array], object]) -> FunctionModel:
     """A model from an Equinox module factory ``make(key) -> module`` whose module maps one example to logits.
 
@@ -49,6 +52,7 @@ def from_equinox(make: Callable[[jax.Array], object]) -> FunctionModel:
     return FunctionModel(init, apply)
 
 
+@float64
 def from_flax(module, example_input=None) -> FunctionModel:
     """A model from Flax: a linen ``Module`` (with an ``example_input`` batch for its ``init``), or an NNX factory
     ``make(rngs: nnx.Rngs) -> nnx.Module`` (each initial condition is the module ``make`` builds from its key).
@@ -82,7 +86,7 @@ def from_flax(module, example_input=None) -> FunctionModel:
                                                                                     jax.random.PRNGKey(0)))}
     if dtypes != {"float64"}:
         raise ValueError(f"the Flax model's parameters are {', '.join(sorted(dtypes))}, not float64: give its layers "
-                         "param_dtype=jnp.float64 (with jax_enable_x64 on, as importing chaosgd does)")
+                         "param_dtype=jnp.float64")
     return model
 
 
@@ -92,12 +96,14 @@ def _refuse_state(name: str, other: list[str]) -> None:
                          "parameters only (no batch statistics or dropout streams in Flax models)")
 
 
+@float64
 def count_parameters(model: Model) -> int:
     """Number of trainable scalars of ``model``, computed from shapes only (nothing is allocated)."""
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes)))
 
 
+@float64
 def param_dtypes(model: Model) -> set[str]:
     """The dtypes of ``model``'s parameters, from shapes only."""
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
@@ -113,6 +119,7 @@ def weight_mask(params: Params) -> Params:
     return jax.tree_util.tree_map(lambda leaf: jnp.ndim(leaf) >= 2, params)
 
 
+@float64
 def normal_weights_zero_biases(key: jax.Array, shapes: list[tuple[tuple[int, ...], tuple[int, ...]]],
                                sigma: float, dtype) -> tuple[dict, ...]:
     """Layers ``({"w": N(0, sigma^2), "b": 0}, ...)``: the paper's initialisation."""

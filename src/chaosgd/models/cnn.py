@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from chaosgd.convolution import conv2d_max_pool
 from chaosgd.models.base import DTYPES, normal_weights_zero_biases
+from chaosgd.precision import float64
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class CNN:
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {list(DTYPES)}")
 
+    @float64
     def init(self, key: jax.Array):
         h, w, c_in = self.input_shape
         shapes = []
@@ -54,6 +56,7 @@ class CNN:
         shapes.append(((flat, self.n_classes), (self.n_classes,)))
         return normal_weights_zero_biases(key, shapes, self.sigma, self.dtype)
 
+    @float64
     def apply(self, params, x: jax.Array) -> jax.Array:
         n = x.shape[0]
         # Channels first over the batch, (C, n, H, W): the layout chaosgd.convolution's products deliver.

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from chaosgd.gemm import gemm
 from chaosgd.models.base import DTYPES, normal_weights_zero_biases
+from chaosgd.precision import float64
 
 ACTIVATIONS = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
 
@@ -48,10 +49,12 @@ class MLP:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
         object.__setattr__(self, "widths", widths)
 
+    @float64
     def init(self, key: jax.Array):
         shapes = [((n_in, n_out), (n_out,)) for n_in, n_out in zip(self.widths[:-1], self.widths[1:])]
         return normal_weights_zero_biases(key, shapes, self.sigma, self.dtype)
 
+    @float64
     def apply(self, params, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         h = x.reshape(x.shape[0], -1)

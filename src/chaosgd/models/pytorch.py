@@ -28,6 +28,7 @@ import numpy as np
 from chaosgd.convolution import conv2d, conv2d_max_pool, max_pool
 from chaosgd.errors import ChaosgdError
 from chaosgd.gemm import gemm
+from chaosgd.precision import float64
 
 INITS = ("module", "weights")
 LAYOUTS = ("auto", "module", "channels_last")
@@ -38,6 +39,7 @@ class UnsupportedModule(ChaosgdError, ValueError):
     """A torch module with a layer or operation chaosgd cannot translate; the message names it."""
 
 
+@float64
 def from_torch(module, example_input, *, init: str | Callable = "module", dtype: str = "float64",
                data_layout: str = "auto") -> "TorchModel":
     """A chaosgd model whose forward pass is ``module``'s and whose parameters are its trainable parameters.
@@ -119,6 +121,7 @@ def _trace(net):
         return torch.fx.symbolic_trace(net).graph
 
 
+@float64
 def from_torch_for_data(module, examples, *, dtype: str = "float64", init: str | Callable = "module"):
     """``from_torch`` for a data set whose first ``examples`` (chaosgd's layout) are given: the example batch is
     ``examples`` as they are or, for images, channels-first, whichever the module takes; the translation is checked
@@ -162,6 +165,7 @@ class TorchModel:
     def __repr__(self) -> str:
         return f"from_torch({type(self._net).__name__}, init={self._init!r}, dtype={self._dtype})"
 
+    @float64
     def init(self, key):
         if self._init == "weights":
             return {n: jnp.asarray(w) for n, w in self._weights.items()}
@@ -185,9 +189,11 @@ class TorchModel:
             values = dict(fresh.named_parameters())
             return {n: values[n].detach().cpu().numpy().astype(self._dtype) for n in self.names}
 
+    @float64
     def apply(self, params, x, *, key=None):
         return self._program.run(params, _to_layout(x, self.example_shape, self._layout), key)
 
+    @float64
     def check_against_torch(self) -> None:
         """Refuse a translation whose forward pass is not the module's on the example input."""
         import torch
@@ -203,6 +209,7 @@ class TorchModel:
             raise UnsupportedModule(f"the translation of {type(self._net).__name__} does not reproduce its forward "
                                     f"pass (largest difference {error:.2g} relative); please report it")
 
+    @float64
     def init_from_weights(self) -> dict:
         """The module's own (current) weights as parameters."""
         return {n: jnp.asarray(w) for n, w in self._weights.items()}
