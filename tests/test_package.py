@@ -65,7 +65,9 @@ import numpy as np, jax, jax.numpy as jnp
 import chaosgd
 from chaosgd import MLP, classification, epsilon_ball, initial_conditions, run, top_eigenvalue
 from chaosgd.datasets import make_blobs
-from chaosgd.models import FunctionModel
+from chaosgd.experiments.search import model_evaluator
+from chaosgd.hessian import hessian_vector_product
+from chaosgd.models import FunctionModel, from_equinox
 
 def pipeline(model):
     d = make_blobs(n_train=40, n_test=20, n_features=4, n_classes=3, seed=0).arrays()
@@ -73,15 +75,27 @@ def pipeline(model):
     objective = classification(model)
     records = run(objective, ball, 0.5, d, epochs=5)
     one = jax.tree_util.tree_map(lambda leaf: leaf[0, 0], ball)
+    evaluate = model_evaluator(model, d, n_initial=2, n_copies=1, epochs=4)
+    evaluate(0.5)
+    evaluation = evaluate.extend(0.5, 1)  # (the evaluator's later calls, outside model_evaluator's own)
+    flat, hvp = hessian_vector_product(objective, one, d)
     return {"distance": records.distance, "loss": records.loss,
             "sharpness": np.asarray(top_eigenvalue(objective, one, d).value),
             "direct_loss": np.asarray(objective.loss(one, d)[0]),
+            "direct_apply": np.asarray(model.apply(one, d["x_train"])),
+            "hvp": np.asarray(hvp(jnp.ones_like(flat))),  # (the product returned, called later)
+            "evaluation": np.array([evaluation.lambda_nmle, evaluation.n_networks]),
             "dtypes": {str(leaf.dtype) for leaf in jax.tree_util.tree_leaves(ball)}}
 
 def user_model():
     return FunctionModel(lambda key: {"w": jax.random.normal(key, (4, 3))}, lambda p, x: x @ p["w"])
 
-scoped = [pipeline(MLP((4, 5, 3))), pipeline(user_model())]
+def equinox_model():
+    import equinox as eqx
+    return from_equinox(lambda key: eqx.nn.MLP(4, 3, 5, 1, key=key))
+
+models = [lambda: MLP((4, 5, 3)), user_model, equinox_model]
+scoped = [pipeline(make()) for make in models]
 assert not jax.config.jax_enable_x64 and jnp.zeros(1).dtype == jnp.float32  # (still off for the caller)
 # Differentiated by the caller with float64 off: refused by name, not mixed into a float32 program.
 from chaosgd.precision import FloatPrecisionError
@@ -95,9 +109,10 @@ except FloatPrecisionError as error:
 else:
     raise AssertionError("a float32 trace through chaosgd must be refused")
 jax.config.update("jax_enable_x64", True)
-for mine, whole in zip(scoped, [pipeline(MLP((4, 5, 3))), pipeline(user_model())]):
-    assert mine["dtypes"] == {"float64"} and np.asarray(mine["direct_loss"]).dtype == np.float64, mine["dtypes"]
-    for key in ("distance", "loss", "sharpness", "direct_loss"):
+for mine, whole in zip(scoped, [pipeline(make()) for make in models]):
+    assert mine["dtypes"] == {"float64"}, mine["dtypes"]
+    assert {mine[key].dtype for key in ("direct_loss", "direct_apply", "hvp")} == {np.dtype("float64")}
+    for key in ("distance", "loss", "sharpness", "direct_loss", "direct_apply", "hvp", "evaluation"):
         assert np.array_equal(mine[key], whole[key]), key
 print("ok")
 """

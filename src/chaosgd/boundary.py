@@ -221,6 +221,7 @@ def problem(setting: Setting, dtype=jnp.float64):
     return weights, x, y, [(t / norm).astype(dtype) for t in tangent]
 
 
+@float64
 def network(weights, x, nonlinearity: str = "tanh"):
     """The mean-field network's output f(x) (see the module's docstring)."""
     h = x  # (python floats below: weakly typed, so float32 weights stay float32)
@@ -235,6 +236,7 @@ def network(weights, x, nonlinearity: str = "tanh"):
     return z / math.sqrt(weights[-1].shape[0])
 
 
+@float64
 def loss(weights, x, y, nonlinearity: str = "tanh"):
     """Mean squared error over the training points."""
     return jnp.mean((network(weights, x, nonlinearity) - y) ** 2)

@@ -27,9 +27,9 @@ def hessian_vector_product(objective: Objective, params, data, scale=None):
         return ravel_pytree(jax.grad(lambda p: objective.loss(p, data)[0])(unravel(theta)))[0]
 
     _, hvp = jax.linearize(grad_flat, flat)
-    if scale is None:
-        return flat, hvp
-    return flat, lambda v: scale * hvp(scale * v)
+    if scale is None:  # (the product is called later, maybe outside this call: it computes in float64 too)
+        return flat, float64(hvp)
+    return flat, float64(lambda v: scale * hvp(scale * v))
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 7))

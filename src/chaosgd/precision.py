@@ -4,10 +4,12 @@ epsilon-balls of radius 1e-8 need float64, which JAX makes available only with `
 turn it on for the whole process (that would change every other JAX program in it): each entry point — a function
 that makes arrays from what the caller gives it, or starts a computation — runs inside JAX's thread-local
 ``jax.enable_x64(True)``; a model's ``init`` and ``apply`` and an objective's ``loss`` are entry points too, since
-callers use them directly. Arrays keep their dtype when the scope ends, so what chaosgd returns stays float64. The
-building blocks only traced inside an entry point (``conv2d``, ``gemm``, ``cross_entropy``) need no scope: they
-compute in the dtype of the arrays they are given. The command line, a process that is chaosgd's alone, turns float64
-on for the whole process instead (``whole_process``).
+callers use them directly, and so are the functions chaosgd returns for later calls (a Flax or Equinox model's, the
+Hessian-vector product). Arrays keep their dtype when the scope ends, so what chaosgd returns stays float64. The
+building blocks only traced inside an entry point (``conv2d``, ``gemm``, ``cross_entropy``) have no scope of their own:
+called directly with float64 off, they compute in float32 as any JAX code then does (JAX warns when it rounds a
+float64 array). The command line, a process that is chaosgd's alone, turns float64 on for the whole process instead
+(``whole_process``).
 """
 
 from __future__ import annotations

@@ -254,6 +254,7 @@ def build(config: Config) -> Problem:
     return Problem(data_set, model, classification(model, l2=config.training.l2), data_set.arrays(config.model.dtype))
 
 
+@float64
 def train(objective, model, arrays, eta: float, ensemble: Ensemble, *, first: int, count: int, epochs: int,
           plateau: int | None = None, stop_references_at: float | None = None, rule=None, progress=False,
           records_per_epoch: int = 1, examples_per_chunk: int | None = None):

@@ -78,9 +78,11 @@ class ConfigEvaluator(Evaluator):
         self.executor, self.workers, self.scheduler = executor, workers, scheduler
         self.network_epochs_loaded = 0  # of the records found in the store (computed by an earlier search)
 
+    @float64
     def records(self, eta, first, count):
         return self._run([Task(None, float(eta), int(first), int(count))])[0]
 
+    @float64
     def many(self, etas) -> list[Evaluation]:
         etas = [float(e) for e in etas]
         fresh = [e for e in dict.fromkeys(etas) if e not in self._records]
@@ -202,6 +204,7 @@ class ModelEvaluator(Evaluator):
         self.rule = rule  # dynamics.UpdateRule: the optimiser and minibatches (None: full-batch GD)
         self.records_per_epoch = records_per_epoch  # see engine.run
 
+    @float64
     def records(self, eta, first, count):
         return train(self.objective, self.model, self.data, eta, self.ensemble, first=first, count=count,
                      epochs=self.epochs, rule=self.rule, records_per_epoch=self.records_per_epoch)

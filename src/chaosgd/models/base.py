@@ -49,7 +49,7 @@ def from_equinox(make: Callable[[jax.Array], object]) -> FunctionModel:
     def apply(params, x):
         return jax.vmap(eqx.combine(params, static))(x)
 
-    return FunctionModel(init, apply)
+    return FunctionModel(float64(init), float64(apply))
 
 
 @float64
@@ -69,8 +69,8 @@ def from_flax(module, example_input=None) -> FunctionModel:
         x0 = jnp.asarray(example_input)
         variables = jax.eval_shape(module.init, jax.random.PRNGKey(0), x0)
         _refuse_state(type(module).__name__, sorted(set(variables) - {"params"}))
-        model = FunctionModel(lambda key: module.init(key, x0)["params"],
-                              lambda params, x: module.apply({"params": params}, x))
+        model = FunctionModel(float64(lambda key: module.init(key, x0)["params"]),
+                              float64(lambda params, x: module.apply({"params": params}, x)))
     elif callable(module):
         graphdef, _, rest = nnx.split(nnx.eval_shape(lambda: module(nnx.Rngs(0))), nnx.Param, ...)
         _refuse_state(getattr(module, "__name__", "the NNX module"), sorted({type(v).__name__ for v in
@@ -79,7 +79,7 @@ def from_flax(module, example_input=None) -> FunctionModel:
         def init(key):
             return nnx.split(module(nnx.Rngs(key)), nnx.Param, ...)[1]
 
-        model = FunctionModel(init, lambda params, x: nnx.merge(graphdef, params, rest)(x))
+        model = FunctionModel(float64(init), float64(lambda params, x: nnx.merge(graphdef, params, rest)(x)))
     else:
         raise TypeError(f"from_flax needs a linen Module or an NNX factory make(rngs); got {type(module).__name__}")
     dtypes = {str(leaf.dtype) for leaf in jax.tree_util.tree_leaves(jax.eval_shape(model.init,
