@@ -155,7 +155,7 @@ def run_sweep(args, config=None, folder=None):
     takes it as it is: its results and fits are not read or computed again)."""
     from chaosgd.experiments.executors import local_workers
     from chaosgd.experiments.plan import make_plan
-    from chaosgd.experiments.sweep import sweep
+    from chaosgd.experiments.sweep import run_plan
 
     config = config or experiment(args)
     executor = executor_of(args)
@@ -167,7 +167,7 @@ def run_sweep(args, config=None, folder=None):
     use_device(args.device)
     folder = folder or out_folder(args, RUNS / config.name)
     plan = make_plan(config, folder, workers=workers)
-    sweep(plan, executor=executor, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+    run_plan(plan, executor=executor, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
     return plan
 
 

@@ -98,7 +98,7 @@ def as_model(model, data_set):
     the data's first examples; a model must output one logit per class and have float64 parameters."""
     import sys
 
-    from chaosgd.experiments.problem import check_model
+    from chaosgd.models.base import check_model
 
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
@@ -108,7 +108,7 @@ def as_model(model, data_set):
         raise TypeError(f"model must have init(key) and apply(params, x), or be a torch nn.Module; got "
                         f"{type(model).__name__}")
     try:
-        check_model(model, data_set)
+        check_model(model, data_set.example_shape, data_set.n_classes)
     except ValueError as error:
         raise ValueError(f"the model: {error}") from None
     return model

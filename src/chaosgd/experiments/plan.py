@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaosgd.experiments.config import Config
-from chaosgd.experiments.problem import Task, build_model, check_size, dataset, pinned, records_per_epoch, tasks
+from chaosgd.experiments.problem import Task, check_point, pinned, tasks
 from chaosgd.experiments.store import RunDir
 from chaosgd.precision import float64
 
@@ -90,11 +90,7 @@ def make_plan(config: Config, run_dir: str | Path | RunDir, *, workers: int | No
     axis = config.training.axis
     points = []
     for j, (value, point) in enumerate(config.points):
-        data_set = dataset(point.data)
-        model = build_model(point.model, data_set)  # (refuses a model that cannot take the data)
         # A sweep over batch sizes records once an epoch where a batch holds the whole set.
-        r = records_per_epoch(point, len(data_set.y_train), strict=value is None or axis != "training.batch_size")
-        if workers is not None:
-            check_size(point, (data_set, model), workers=workers, count=count)
+        r = check_point(point, strict=value is None or axis != "training.batch_size", workers=workers, count=count)
         points.append(Point(None if axis is None else j, axis, value, point, r))
     return Plan(config, config_hash, tuple(points), all_tasks, run, workers)

@@ -131,7 +131,8 @@ def build_model(model: Model, data_set):
     (``model.source``), whose module must still be the file the run pinned and whose parameters must have
     ``model.dtype``."""
     if model.source is not None:
-        from chaosgd.models.source import build, digest
+        from chaosgd.models.base import check_model
+        from chaosgd.models.source import digest, model_from_source
         now = digest(model.source)
         if model.source_sha256 is not None and now != model.source_sha256:
             raise ConfigError(f"model.source: the module of {model.source} has changed since the run started (its "
@@ -140,9 +141,9 @@ def build_model(model: Model, data_set):
         key = (model, now, id(data_set))  # the same model object for every task of a process: compiled once
         if key in _USER_MODELS:
             return _USER_MODELS[key][1]
-        built = build(model.source, data_set.x_train[:8], data_set.n_classes, dtype=model.dtype)
+        built = model_from_source(model.source, data_set.x_train[:8], data_set.n_classes, dtype=model.dtype)
         try:
-            check_model(built, data_set, model.dtype)
+            check_model(built, data_set.example_shape, data_set.n_classes, model.dtype)
         except ValueError as error:
             raise ConfigError(f"model.source: {model.source}: {error}") from None
         _USER_MODELS.clear()  # one at a time; the data set is held, so its id is not reused meanwhile
@@ -153,49 +154,43 @@ def build_model(model: Model, data_set):
                        activation=model.activation, sigma=model.sigma, dtype=model.dtype, dropout=model.dropout)
 
 
-@float64
-def check_model(model, data_set, dtype: str = "float64") -> None:
-    """Refuse a user's model whose parameters are not of ``dtype`` or whose logits are not one per class of
-    ``data_set`` (from shapes only)."""
-    import jax
-
-    from chaosgd.models.base import param_dtypes
-
-    dtypes = param_dtypes(model)
-    if dtypes != {dtype}:
-        raise ValueError(f"its parameters are {', '.join(sorted(dtypes))}, not {dtype} (model.dtype)"
-                         + ("; epsilon-balls of 1e-8 need float64: build them in float64"
-                            if dtype == "float64" else ""))
-    params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-    try:
-        out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((2, *data_set.example_shape), "float64"))
-    except (TypeError, ValueError) as error:  # (shape errors of jax.numpy and of chaosgd.gemm)
-        raise ValueError(f"the model cannot take a batch of the data's examples, shape (2, "
-                         f"{', '.join(map(str, data_set.example_shape))}): {error}") from None
-    if out.shape != (2, data_set.n_classes):
-        raise ValueError(f"the model maps a batch of 2 examples to shape {out.shape}; the data has "
-                         f"{data_set.n_classes} classes, so it must be (2, {data_set.n_classes}): one logit per class")
+def check_point(config: Config, *, strict: bool = True, workers: int | None = 1, count: int | None = None) -> int:
+    """Refuse a 1-D configuration that cannot run, before anything runs: data that cannot be loaded, a model that
+    cannot take it, records that do not divide an epoch (``records_per_epoch``, with ``strict``) and, where
+    ``workers`` processes share this machine's memory (None: the tasks run elsewhere), a task larger than its share
+    (``check_size``). Returns the configuration's records per epoch. Each is built once here."""
+    data_set = dataset(config.data)
+    model = build_model(config.model, data_set)  # (refuses a model that cannot take the data)
+    r = records_per_epoch(config, len(data_set.y_train), strict=strict)
+    if workers is not None:
+        _check_size(config, data_set, model, r, workers=workers, count=count)
+    return r
 
 
-def check_size(config: Config, built: tuple | None = None, *, workers: int = 1, count: int | None = None) -> None:
+def check_size(config: Config, *, workers: int = 1, count: int | None = None) -> None:
     """Refuse a 1-D configuration whose largest task does not fit in its worker's share of the memory budget,
     from shapes alone, before any parameters exist: the block's networks with their optimiser state, their
     records, the data, and one group's step (``engine.group_bytes``, over the chunks of examples the configuration
-    fixes: ``engine.configured_examples``). ``built``: its data set and model, when the caller has them. Raises
-    ``engine.BudgetError``."""
+    fixes: ``engine.configured_examples``). ``count``: initial conditions a task trains (default: the
+    configuration's block). Raises ``engine.BudgetError``."""
+    data_set = dataset(config.data)
+    _check_size(config, data_set, build_model(config.model, data_set), records_per_epoch(config, len(data_set.y_train)),
+                workers=workers, count=count)
+
+
+def _check_size(config: Config, data_set, model, per_epoch: int, *, workers: int, count: int | None) -> None:
     import jax
 
     from chaosgd.engine import BudgetError, configured_examples, group_bytes, memory_budget_and_source
     from chaosgd.objective import classification
 
-    data_set, model = built or (dataset(config.data), build_model(config.model, dataset(config.data)))
     one = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     state = jax.eval_shape(config.rule.optimizer.init, one)
     arrays = {f"{x}_{split}": jax.ShapeDtypeStruct(getattr(data_set, f"{x}_{split}").shape,
                                                    config.model.dtype if x == "x" else "int32")
               for x in ("x", "y") for split in ("train", "test")}  # (as Dataset.arrays makes them)
     members = 1 + config.ensemble.copies
-    n_records = config.training.epochs * records_per_epoch(config, len(data_set.y_train)) + 1
+    n_records = config.training.epochs * per_epoch + 1
     # Each initial condition: its networks as built, on the device and in a chunk, with their optimiser state;
     # its records (loss, accuracies, distances, in float64) twice (the chunks' and their concatenation).
     per_initial = (members * (3 * _size(one) + _size(state))

@@ -194,7 +194,7 @@ def summarize(run_dir, *, changes: dict | None = None) -> Summary:
     if plan is not None and plan.complete:  # (checked as the sweep found or made them; a copy, not the plan's own)
         results, problems = dict(plan.results), {}
     else:
-        results, problems = store.scan(config, every)  # checked against the configuration that made them
+        results, problems = store.scan(config.hash(), every)  # checked against the configuration that made them
     known_fits = plan.fits if plan is not None and not changes else {}
     analysed = reanalysis(config, changes) if changes else config
     rows, fits = [], {}

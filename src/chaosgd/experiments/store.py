@@ -107,6 +107,16 @@ class RunDir:
         mine = config.hash()
         theirs = self._recorded_hash()
         self._refuse_other(theirs, mine, config)
+        # What config.toml needs is decided before anything is written: written, and said unless the folder is new.
+        rewrite, why = False, None
+        if not self.config_path.is_file():
+            rewrite = True
+            if theirs is not None:
+                why = f"{self.config_path} was missing: written again from this configuration (same hash {theirs})"
+        elif _hash_of(self.config_path) != mine:
+            rewrite = True
+            why = (f"{self.config_path} did not match the run (edited?): written again from this configuration, "
+                   f"whose hash {mine} run.json records")
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
         if not self.info_path.is_file():
             try:
@@ -114,13 +124,9 @@ class RunDir:
             except FileExistsError:  # another job created it just now
                 pass
         self._refuse_other(self.info().get("config_hash"), mine, config)  # whoever created it, it must be ours
-        if not self.config_path.is_file():
-            if theirs is not None:
-                log(f"{self.config_path} was missing: written again from this configuration (same hash {theirs})")
-            atomic_write(self.config_path, config.to_toml())
-        elif _hash_of(self.config_path) != mine:
-            log(f"{self.config_path} did not match the run (edited?): written again from this configuration, whose "
-                f"hash {mine} run.json records")
+        if why is not None:
+            log(why)
+        if rewrite:
             atomic_write(self.config_path, config.to_toml())
         return self
 
@@ -261,11 +267,10 @@ class RunDir:
         return TaskResult(task, records, float(header["seconds"]), header["host"], sharpness,
                           route if isinstance(route, str) else None, _versions_text(header))
 
-    def scan(self, config: Config, all_tasks: list[Task]) -> tuple[dict[str, TaskResult], dict[str, str]]:
-        """Check every task file: the results of the trusted ones by task name, and why each other file that
-        exists cannot be trusted (missing files are simply pending)."""
+    def scan(self, config_hash: str, all_tasks: list[Task]) -> tuple[dict[str, TaskResult], dict[str, str]]:
+        """Check every task file against the run's configuration hash: the results of the trusted ones by task name,
+        and why each other file that exists cannot be trusted (missing files are simply pending)."""
         done, problems = {}, {}
-        config_hash = config.hash()
         for task in all_tasks:
             try:
                 done[task.name] = self.load_task(task, config_hash)

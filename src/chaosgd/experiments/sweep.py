@@ -50,25 +50,39 @@ def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor:
     Raises ``Interrupted`` on Ctrl-C or SIGTERM (finished tasks are kept) and ``executors.TaskFailed`` when a
     task raises (at once; finished tasks are kept).
     """
-    from chaosgd.experiments.results import fit, summary_line
-    from chaosgd.records import concatenate
-
-    here = local_workers(executor, workers, scheduler)  # (what cannot work is refused before the folder is made)
-    if not claim_timeout > 2 * HEARTBEAT:
-        raise ValueError(f"claim_timeout must exceed {2 * HEARTBEAT:g} s, twice the claims' heartbeat (else live "
-                         f"claims would be taken over); got {claim_timeout}")
+    options = dict(executor=executor, workers=workers, scheduler=scheduler, retries=retries, progress=progress,
+                   log=log, claim_timeout=claim_timeout, wait_poll=wait_poll)
     if isinstance(config, Plan):
         if run_dir is not None:
             raise ValueError(f"a plan names its run folder ({config.run}); run_dir {run_dir} is one too many")
-        plan = config
-        if here is not None and (plan.workers is None or here > plan.workers):
-            raise ValueError(f"the plan's task sizes were checked for {plan.workers or 'no'} local worker(s) sharing "
-                             f"this machine's memory, and the {executor} executor would run {here}: make the plan "
-                             f"with make_plan(..., workers={here})")
-    elif run_dir is None:
+        return run_plan(config, **options)
+    if run_dir is None:
         raise ValueError("run_dir: the folder to run the sweep in is missing")
-    else:
-        plan = make_plan(config, run_dir, workers=here)
+    _check_claim_timeout(claim_timeout)  # (what cannot work is refused before the plan loads any data)
+    return run_plan(make_plan(config, run_dir, workers=local_workers(executor, workers, scheduler)), **options)
+
+
+def _check_claim_timeout(claim_timeout: float) -> None:
+    if not claim_timeout > 2 * HEARTBEAT:
+        raise ValueError(f"claim_timeout must exceed {2 * HEARTBEAT:g} s, twice the claims' heartbeat (else live "
+                         f"claims would be taken over); got {claim_timeout}")
+
+
+@float64
+def run_plan(plan: Plan, *, executor: str = "processes", workers: int | None = None, scheduler: str | None = None,
+             retries: int = 2, progress: bool = True, log=print, claim_timeout: float = 120.0,
+             wait_poll: float = 2.0) -> RunDir:
+    """``sweep`` of a plan (``plan.make_plan``), with the same options: its unfinished tasks run into its folder,
+    and its results and fits fill in."""
+    from chaosgd.experiments.results import fit, summary_line
+    from chaosgd.records import concatenate
+
+    here = local_workers(executor, workers, scheduler)
+    _check_claim_timeout(claim_timeout)
+    if here is not None and (plan.workers is None or here > plan.workers):
+        raise ValueError(f"the plan's task sizes were checked for {plan.workers or 'no'} local worker(s) sharing "
+                         f"this machine's memory, and the {executor} executor would run {here}: make the plan "
+                         f"with make_plan(..., workers={here})")
     config, every = plan.config, plan.tasks
     store = plan.run.prepare(config, log)
     by_name = {t.name: t for t in every}
@@ -76,7 +90,7 @@ def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor:
     done.clear()
     plan.fits.clear()
     try:
-        found, problems = store.scan(config, every)
+        found, problems = store.scan(plan.hash, every)
     except KeyboardInterrupt:  # (checking a large run's files takes a while)
         raise Interrupted(f"interrupted while checking the task files of {store}; nothing was lost: run the same "
                           "command again to resume") from None
@@ -100,7 +114,7 @@ def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor:
                 plan.fits[key] = fit(concatenate([done[t.name].records for t in mine]), point.config)
                 say(summary_line(plan.fits[key], point.where))
 
-    def finished_elsewhere(task):
+    def take_result(task):  # its file, checked; by this job or another
         done[task.name] = store.load_task(task, plan.hash)
         if bar is not None:
             bar.finish(task.name)
@@ -121,7 +135,7 @@ def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor:
                     if not claims.claim(task.name):
                         continue
                     try:  # another job may have finished it since we looked
-                        finished_elsewhere(task)
+                        take_result(task)
                         claims.release(task.name)
                         continue
                     except TaskFileError:
@@ -132,9 +146,7 @@ def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor:
         def on_result(name, _):
             computed.append(name)
             claims.release(name)
-            done[name] = store.load_task(by_name[name], plan.hash)
-            if bar is not None:
-                bar.finish(name)
+            take_result(by_name[name])
             summarize_finished([(by_name[name].point or 0, by_name[name].eta_index)])
 
         try:
@@ -147,7 +159,7 @@ def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor:
                     for task in every:  # finished by other jobs meanwhile
                         if task.name not in done and not claims.taken_by_others(task.name):
                             try:
-                                finished_elsewhere(task)
+                                take_result(task)
                             except TaskFileError:
                                 pass
                     summarize_finished()

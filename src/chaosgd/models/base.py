@@ -110,6 +110,26 @@ def param_dtypes(model: Model) -> set[str]:
     return {str(leaf.dtype) for leaf in jax.tree_util.tree_leaves(shapes)}
 
 
+@float64
+def check_model(model: Model, example_shape: tuple, n_classes: int, dtype: str = "float64") -> None:
+    """Refuse a user's model whose parameters are not of ``dtype`` (``ValueError``) or that does not map a batch of
+    examples of ``example_shape`` to one logit per class (from shapes only)."""
+    dtypes = param_dtypes(model)
+    if dtypes != {dtype}:
+        raise ValueError(f"its parameters are {', '.join(sorted(dtypes))}, not {dtype} (model.dtype)"
+                         + ("; epsilon-balls of 1e-8 need float64: build them in float64"
+                            if dtype == "float64" else ""))
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    try:
+        out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((2, *example_shape), "float64"))
+    except (TypeError, ValueError) as error:  # (shape errors of jax.numpy and of chaosgd.gemm)
+        raise ValueError(f"the model cannot take a batch of the data's examples, shape (2, "
+                         f"{', '.join(map(str, example_shape))}): {error}") from None
+    if out.shape != (2, n_classes):
+        raise ValueError(f"the model maps a batch of 2 examples to shape {out.shape}; the data has "
+                         f"{n_classes} classes, so it must be (2, {n_classes}): one logit per class")
+
+
 def weight_mask(params: Params) -> Params:
     """True for weight leaves (matrices and kernels, ndim >= 2), False for biases (ndim 1).
 

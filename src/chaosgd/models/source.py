@@ -45,7 +45,7 @@ def factory(source: str):
     return made
 
 
-def build(source: str, examples, n_classes: int, dtype: str = "float64"):
+def model_from_source(source: str, examples, n_classes: int, dtype: str = "float64"):
     """The model ``source``'s factory returns for a data set whose first training ``examples`` are given; it gets
     ``example_shape`` and ``n_classes`` as keyword arguments if its signature names them. A torch module is
     translated (``from_torch``, in ``dtype``) and checked on those examples."""
