@@ -108,13 +108,13 @@ class RunDir:
         theirs = self._recorded_hash()
         self._refuse_other(theirs, mine, config)
         # What config.toml needs is decided before anything is written: written, and said unless the folder is new.
-        rewrite, why = False, None
+        toml, why = None, None  # what to write there, and what to say about it
         if not self.config_path.is_file():
-            rewrite = True
+            toml = config.to_toml()
             if theirs is not None:
                 why = f"{self.config_path} was missing: written again from this configuration (same hash {theirs})"
         elif _hash_of(self.config_path) != mine:
-            rewrite = True
+            toml = config.to_toml()
             why = (f"{self.config_path} did not match the run (edited?): written again from this configuration, "
                    f"whose hash {mine} run.json records")
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
@@ -126,8 +126,8 @@ class RunDir:
         self._refuse_other(self.info().get("config_hash"), mine, config)  # whoever created it, it must be ours
         if why is not None:
             log(why)
-        if rewrite:
-            atomic_write(self.config_path, config.to_toml())
+        if toml is not None:
+            atomic_write(self.config_path, toml)
         return self
 
     def _refuse_other(self, theirs: str | None, mine: str, config: Config) -> None:

@@ -99,9 +99,9 @@ def run_plan(plan: Plan, *, executor: str = "processes", workers: int | None = N
         log(f"recomputing {why}")
     log(f"{config.name}: {len(done)} of {len(every)} tasks already done in {store}; running the rest with the "
         f"{executor} executor")
+    groups = plan.groups()
     bar = _bar(plan, [t for t in every if t.name not in done], progress)
     say = bar.write if bar is not None and log is print else log
-    groups = plan.groups()
     summarized: set[tuple[int, int]] = set()  # those whose line was said
     computed = []
 
