@@ -263,16 +263,21 @@ def _folders():
 
 def _tag(sources: list[Path], include: str) -> str:
     """What the library depends on: its sources, jax's and jaxlib's versions, the FFI headers it was compiled
-    against, the compiler and the machine. A change of any builds a new one."""
+    against, the compiler with its flags and the machine. A change of any builds a new one."""
     import jaxlib
 
     headers = sorted((Path(include) / "xla" / "ffi" / "api").glob("*.h"))
     parts = [*(source.read_bytes() for source in sources), jax.__version__.encode(), jaxlib.__version__.encode(),
-             include.encode(), os.environ.get("CXX", "c++").encode(), platform.machine().encode(),
+             include.encode(), os.environ.get("CXX", "c++").encode(), " ".join(_FLAGS).encode(),
+             platform.machine().encode(),
              *(h.read_bytes() for h in headers)]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
+# Portable flags: the library may be loaded on any machine of the architecture. -O3, and -O3 -march=native, ran the
+# CNN no faster (benchmarks/cnn_throughput.py on this 2-core CPU, 2026-12-06: 0.79 and 0.73 network-epochs/s against
+# 0.81 with -O2, one run each; the time is in memory traffic, not in the loops' arithmetic).
+_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-pthread")
 _SOURCES = ("gemm.cc", "conv.cc")  # the products, and the convolutions' memory-bound steps (chaosgd.convolution)
 _TARGETS = ("chaosgd_gemm", "chaosgd_gemm_batched", "chaosgd_patches", "chaosgd_fold", "chaosgd_pool",
             "chaosgd_pool_gather", "chaosgd_pool_scatter", "chaosgd_pooled_conv", "chaosgd_pooled_conv_t",
@@ -297,7 +302,7 @@ def _build() -> Path:
     compiler = os.environ.get("CXX", "c++")
     try:
         try:
-            done = subprocess.run([compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-pthread", f"-I{include}",
+            done = subprocess.run([compiler, *_FLAGS, f"-I{include}",
                                    *map(str, sources), "-o", str(partial_file)], capture_output=True, text=True,
                                   timeout=600)
         except FileNotFoundError:
