@@ -85,14 +85,17 @@ def test_max_pooling_and_its_derivatives_equal_xlas(route):
             max_pool(x, window)
 
 
-POOLED_GEOMETRIES = [  # kernel (kh, kw), stride, padding, dilation: 3 x 3 (the registers' path), and the general one
+POOLED_GEOMETRIES = [  # kernel (kh, kw), stride, padding, dilation: 3 x 3 (the zero-bordered path, with strides and
+    # uneven padding too), and the general one
     ((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    ((3, 3), (2, 1), ((2, 0), (0, 3)), (1, 1)),
     ((3, 2), (2, 1), ((0, 2), (1, 0)), (1, 2)),
 ]
 
 
 @pytest.mark.parametrize("route_name, channels, kernel, stride, padding, dilation",
                          [("blas", c, *g) for g in POOLED_GEOMETRIES for c in (1, 3)]
+                         + [("blas", 8, *POOLED_GEOMETRIES[1])]  # (a width whose loops are unrolled)
                          + [("xla", 1, *POOLED_GEOMETRIES[0])])
 def test_convolution_pooled_at_its_maxima_equals_xlas_composition(monkeypatch, route_name, channels, kernel, stride,
                                                                   padding, dilation):

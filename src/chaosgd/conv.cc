@@ -304,6 +304,66 @@ static ffi::Error PooledConv(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> k, f
   return ffi::Error::Success();
 }
 
+// A buffer around one image with a border of zeros wide enough for every tap of 3 x 3 adjacent kernels at any
+// window's maximum: rows from -pt to the last window's last row plus two (columns likewise), so that no tap is
+// checked against the image's edges. (top, left): the image's first row and column in it; (PH, PW): its size.
+struct Border {
+  int64_t top, left, PH, PW;
+};
+
+static Border border3(const Geometry& g, const Pooled& p, int64_t ph, int64_t pw) {
+  const int64_t top = std::max<int64_t>(0, g.pt), left = std::max<int64_t>(0, g.pl);
+  const int64_t bottom = std::max<int64_t>(0, (p.Hp * ph - 1) * g.sh - g.pt + 2 - (p.H - 1));
+  const int64_t right = std::max<int64_t>(0, (p.Wp * pw - 1) * g.sw - g.pl + 2 - (p.W - 1));
+  return Border{top, left, p.H + top + bottom, p.W + left + right};
+}
+
+// For each entry a of a ph x pw window: how far its tap (0, 0) lies from its window's, in a buffer of rows of PW
+// pixels of `depth` values each.
+static std::vector<int64_t> entry_offsets(const Geometry& g, int64_t ph, int64_t pw, int64_t PW, int64_t depth) {
+  std::vector<int64_t> offset(ph * pw);
+  for (int64_t a = 0; a < ph * pw; ++a) offset[a] = ((a / pw) * g.sh * PW + (a % pw) * g.sw) * depth;
+  return offset;
+}
+
+// PooledConvT for one channel and 3 x 3 adjacent taps (the CNN's first layer, on the data): each image is copied
+// into a buffer with a border of zeros wide enough for every maximum's taps, so no tap is checked against the
+// edges, and the nine sums stay in registers across all images of a kernel.
+static void PooledConvT3(const Geometry& g, const Pooled& p, int64_t ph, int64_t pw, const double* image,
+                         const double* cotangent, const int32_t* at, double* dst) {
+  const Border e = border3(g, p, ph, pw);
+  const int64_t PW = e.PW, pad_top = e.top, pad_left = e.left;
+  const std::vector<int64_t> offset = entry_offsets(g, ph, pw, PW, 1);
+  parallel_for(p.B * p.O, [&](int64_t first, int64_t last) {
+    std::vector<double> padded(e.PH * PW, 0.0);  // (the border stays zero; the inside is each image in turn)
+    const double* origin = padded.data() + (pad_top - g.pt) * PW + (pad_left - g.pl);  // tap (0, 0) of window 0
+    for (int64_t bo = first; bo < last; ++bo) {
+      const int64_t b = bo / p.O;
+      double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0, s8 = 0;
+      for (int64_t img = 0; img < p.n; ++img) {
+        const double* in = image + ((p.Bx == 1 ? 0 : b) * p.n + img) * p.H * p.W;
+        for (int64_t h = 0; h < p.H; ++h)
+          std::memcpy(padded.data() + (h + pad_top) * PW + pad_left, in + h * p.W, p.W * sizeof(double));
+        const double* values = cotangent + (bo * p.n + img) * p.Hp * p.Wp;
+        const int32_t* positions = at + (bo * p.n + img) * p.Hp * p.Wp;
+        for (int64_t r = 0, q = 0; r < p.Hp; ++r) {
+          const double* row = origin + r * ph * g.sh * PW;
+          for (int64_t c = 0; c < p.Wp; ++c, ++q) {
+            const double* f = row + c * pw * g.sw + offset[positions[q]];
+            const double v = values[q];
+            s0 += v * f[0], s1 += v * f[1], s2 += v * f[2];
+            s3 += v * f[PW], s4 += v * f[PW + 1], s5 += v * f[PW + 2];
+            s6 += v * f[2 * PW], s7 += v * f[2 * PW + 1], s8 += v * f[2 * PW + 2];
+          }
+        }
+      }
+      double* out = dst + bo * 9;
+      out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3, out[4] = s4, out[5] = s5, out[6] = s6, out[7] = s7;
+      out[8] = s8;
+    }
+  });
+}
+
 // The transpose of PooledConv in k: dk[b, o, c, i, j] = sum over images and windows of ct times the input under
 // tap (i, j) of the window's maximum. Each (b, o) is summed by one thread.
 static ffi::Error PooledConvT(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> ct, ffi::Buffer<ffi::S32> where,
@@ -317,39 +377,85 @@ static ffi::Error PooledConvT(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> ct,
   const double* cotangent = ct.typed_data();
   const int32_t* at = where.typed_data();
   double* dst = out->typed_data();
-  const bool three = p.C == 1 && kh == 3 && kw == 3 && dh == 1 && dw == 1;
+  if (p.C == 1 && kh == 3 && kw == 3 && dh == 1 && dw == 1) {
+    PooledConvT3(g, p, ph, pw, image, cotangent, at, dst);
+    return ffi::Error::Success();
+  }
   parallel_for(p.B * p.O, [&](int64_t first, int64_t last) {
     std::vector<double> taps(p.C * kh * kw);
     for (int64_t bo = first; bo < last; ++bo) {
       const int64_t b = bo / p.O;
       std::fill(taps.begin(), taps.end(), 0.0);
-      double sum[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0}, edge[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
       for (int64_t img = 0; img < p.n; ++img) {
         const double* in = image + ((p.Bx == 1 ? 0 : b) * p.C * p.n + img) * p.H * p.W;
         const double* values = cotangent + (bo * p.n + img) * p.Hp * p.Wp;
         const int32_t* positions = at + (bo * p.n + img) * p.Hp * p.Wp;
-        if (three) {  // one channel, 3 x 3 taps next to each other (the CNN's first layer): sums in registers
-          for_each_maximum(g, p, ph, pw, positions, in,
-                           [&](int64_t q, const double* from, int64_t top, int64_t left, bool inside) {
-                             if (!inside) return taps_at<true>(g, p, from, top, left, false, nullptr, edge, values[q]);
-                             const double v = values[q];
-                             for (int i = 0; i < 3; ++i)
-                               for (int j = 0; j < 3; ++j) sum[i * 3 + j] += v * from[i * p.W + j];
-                             return 0.0;
-                           });
-        } else {
-          for_each_maximum(g, p, ph, pw, positions, in,
-                           [&](int64_t q, const double* from, int64_t top, int64_t left, bool inside) {
-                             return taps_at<true>(g, p, from, top, left, inside, nullptr, taps.data(), values[q]);
-                           });
-        }
+        for_each_maximum(g, p, ph, pw, positions, in,
+                         [&](int64_t q, const double* from, int64_t top, int64_t left, bool inside) {
+                           return taps_at<true>(g, p, from, top, left, inside, nullptr, taps.data(), values[q]);
+                         });
       }
-      if (three)
-        for (int t = 0; t < 9; ++t) taps[t] = sum[t] + edge[t];
       std::copy(taps.begin(), taps.end(), dst + bo * p.C * kh * kw);
     }
   });
   return ffi::Error::Success();
+}
+
+// PooledConvX for 3 x 3 adjacent taps (any channels): as below, in a zero-bordered scratch image (border3), so that
+// no tap is checked against the edges; the same sums in the same order, the border's discarded.
+template <int64_t Channels>  // 0: as many as p.C says; else p.C, known to the compiler (loops unrolled)
+static void PooledConvX3(const Geometry& g, const Pooled& p, int64_t ph, int64_t pw, const double* kernels,
+                         const double* cotangent, const int32_t* at, double* dst) {
+  const Border e = border3(g, p, ph, pw);
+  const int64_t C = Channels ? Channels : p.C, plane = p.H * p.W, taps = C * 9;
+  const std::vector<int64_t> offset = entry_offsets(g, ph, pw, e.PW, C);
+  parallel_for(p.B * p.n, [&](int64_t first, int64_t last) {
+    std::vector<double> scratch(e.PH * e.PW * C), reordered(p.O * taps);  // (PH, PW, C); kernels as (o, i, j, c)
+    double* origin = scratch.data() + ((e.top - g.pt) * e.PW + (e.left - g.pl)) * C;  // tap (0, 0) of window 0
+    int64_t reordered_for = -1;
+    for (int64_t t = first; t < last; ++t) {
+      const int64_t b = t / p.n, img = t % p.n;
+      if (b != reordered_for) {
+        for (int64_t o = 0; o < p.O; ++o)
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t ij = 0; ij < 9; ++ij)
+              reordered[(o * 9 + ij) * C + c] = kernels[((b * p.O + o) * C + c) * 9 + ij];
+        reordered_for = b;
+      }
+      std::fill(scratch.begin(), scratch.end(), 0.0);
+      for (int64_t o = 0; o < p.O; ++o) {
+        const double* kernel = reordered.data() + o * taps;
+        const int64_t window = ((b * p.O + o) * p.n + img) * p.Hp * p.Wp;
+        const double* values = cotangent + window;
+        const int32_t* positions = at + window;
+        for (int64_t r = 0, q = 0; r < p.Hp; ++r) {
+          double* row = origin + r * ph * g.sh * e.PW * C;
+          for (int64_t s = 0; s < p.Wp; ++s, ++q) {
+            double* corner = row + s * pw * g.sw * C + offset[positions[q]];
+            const double v = values[q];
+            for (int64_t i = 0; i < 3; ++i)
+              for (int64_t j = 0; j < 3; ++j) {
+                double* __restrict to = corner + (i * e.PW + j) * C;
+                const double* __restrict tap = kernel + (i * 3 + j) * C;
+                int64_t c = 0;
+                for (; c + 4 <= C; c += 4) {  // (in fours: vectorised at -O2)
+                  to[c] += v * tap[c], to[c + 1] += v * tap[c + 1];
+                  to[c + 2] += v * tap[c + 2], to[c + 3] += v * tap[c + 3];
+                }
+                for (; c < C; ++c) to[c] += v * tap[c];
+              }
+          }
+        }
+      }
+      double* planes = dst + (b * C * p.n + img) * plane;  // channel c of this image at c * n * plane
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t h = 0; h < p.H; ++h) {
+          const double* from = scratch.data() + ((h + e.top) * e.PW + e.left) * C + c;
+          double* to = planes + c * p.n * plane + h * p.W;
+          for (int64_t w = 0; w < p.W; ++w) to[w] = from[w * C];
+        }
+    }
+  });
 }
 
 // The transpose of PooledConv in x: dx[b, c, img] = the sum, over kernels o and windows, of ct times kernel (b, o)'s
@@ -370,6 +476,16 @@ static ffi::Error PooledConvX(ffi::Buffer<ffi::F64> k, ffi::Buffer<ffi::F64> ct,
   const double* cotangent = ct.typed_data();
   const int32_t* at = where.typed_data();
   double* dst = out->typed_data();
+  if (kh == 3 && kw == 3 && dh == 1 && dw == 1) {
+    switch (p.C) {  // the usual widths with their loops unrolled (the paper's CNN's second layer: 8)
+      case 4: PooledConvX3<4>(g, p, ph, pw, kernels, cotangent, at, dst); break;
+      case 8: PooledConvX3<8>(g, p, ph, pw, kernels, cotangent, at, dst); break;
+      case 16: PooledConvX3<16>(g, p, ph, pw, kernels, cotangent, at, dst); break;
+      case 32: PooledConvX3<32>(g, p, ph, pw, kernels, cotangent, at, dst); break;
+      default: PooledConvX3<0>(g, p, ph, pw, kernels, cotangent, at, dst);
+    }
+    return ffi::Error::Success();
+  }
   parallel_for(p.B * p.n, [&](int64_t first, int64_t last) {
     std::vector<double> scratch(plane * C), reordered(p.O * taps);  // (H, W, C); network b's kernels as (o, i, j, c)
     int64_t reordered_for = -1;
