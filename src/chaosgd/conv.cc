@@ -1,7 +1,9 @@
 // chaosgd's convolution kernels as XLA FFI custom calls, built by gemm.py into the same library as gemm.cc:
 // unfolding patches (im2col) and folding them back (its adjoint); non-overlapping max pooling with the position of
-// each window's maximum, and gathering and scattering by those positions (its derivative and their adjoint). XLA's own CPU code for these memory-bound
-// steps runs far below the machine's memory speed in float64 (benchmarks/cnn_throughput.py); these are plain loops.
+// each window's maximum, and gathering and scattering by those positions (its derivative and their adjoint); a
+// convolution read at the maxima and its transposes; a first layer's convolution and pooling in one. XLA's own
+// CPU code for these memory-bound steps runs far below the machine's memory speed in float64
+// (benchmarks/cnn_throughput.py); these are plain loops.
 // Row-major layouts: images (B, C, n, H, W), B a batch of networks; patches (B, C * kh * kw, n * Ho * Wo).
 #include <algorithm>
 #include <cstdint>
@@ -304,6 +306,11 @@ static ffi::Error PooledConv(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> k, f
   return ffi::Error::Success();
 }
 
+// Four doubles that the compiler keeps in vector registers and computes on with vector instructions (two SSE2
+// halves on every x86-64, one AVX register where the CPU has AVX; plain code elsewhere), read from any double's
+// place. The same operations in the same order either way: the same bits.
+typedef double Quad __attribute__((vector_size(32), aligned(8), may_alias));
+
 // A buffer around one image with a border of zeros wide enough for every tap of 3 x 3 adjacent kernels at any
 // window's maximum: rows from -pt to the last window's last row plus two (columns likewise), so that no tap is
 // checked against the image's edges. (top, left): the image's first row and column in it; (PH, PW): its size.
@@ -362,6 +369,133 @@ static void PooledConvT3(const Geometry& g, const Pooled& p, int64_t ph, int64_t
       out[8] = s8;
     }
   });
+}
+
+// What ConvPool's pass over one image reads and writes.
+struct ConvPoolPass {
+  const double* origin;  // the image's zero-bordered copy, at tap (0, 0) of window 0
+  const double* fours;   // the kernels that read it, four at a time: (block, tap, kernel of the four)
+  const int64_t* offset;  // of each window entry's tap (0, 0) from its window's (entry_offsets)
+  const int64_t* tap;     // of each of the 9 taps from tap (0, 0)
+  double* values;         // y and where at (first kernel that reads it, this image)
+  int32_t* positions;
+  int64_t Hp, Wp, row_step, column_step, entries, readers, image_step;  // image_step: n * Hp * Wp
+};
+
+// One image, every kernel that reads it: each window's entries, then their maximum and its position as Pool finds
+// them. (Inlined into a plain and an AVX copy below.)
+__attribute__((always_inline)) static inline void conv_pool_pass(const ConvPoolPass& a, Quad* sums) {
+  const int64_t blocks = (a.readers + 3) / 4;
+  for (int64_t block = 0; block < blocks; ++block) {
+    const double* k = a.fours + block * 36;
+    const int64_t count = std::min<int64_t>(4, a.readers - 4 * block);  // (zero kernels pad the last four)
+    for (int64_t r = 0, m = 0; r < a.Hp; ++r) {
+      const double* row = a.origin + r * a.row_step;
+      for (int64_t c = 0; c < a.Wp; ++c, ++m) {
+        const double* corner = row + c * a.column_step;
+        // The four kernels' sums at every entry (independent chains side by side), each kernel's taps in order.
+        if (a.entries == 4) {  // (2 x 2 windows: the sums in registers)
+          const double *f0 = corner + a.offset[0], *f1 = corner + a.offset[1], *f2 = corner + a.offset[2],
+                       *f3 = corner + a.offset[3];
+          Quad s0 = {0, 0, 0, 0}, s1 = {0, 0, 0, 0}, s2 = {0, 0, 0, 0}, s3 = {0, 0, 0, 0};
+          for (int64_t i = 0; i < 9; ++i) {
+            const Quad kernel = *reinterpret_cast<const Quad*>(k + i * 4);
+            const int64_t d = a.tap[i];
+            s0 += kernel * f0[d], s1 += kernel * f1[d], s2 += kernel * f2[d], s3 += kernel * f3[d];
+          }
+          sums[0] = s0, sums[1] = s1, sums[2] = s2, sums[3] = s3;
+        } else {
+          for (int64_t u = 0; u < a.entries; ++u) sums[u] = Quad{0, 0, 0, 0};
+          for (int64_t i = 0; i < 9; ++i) {
+            const Quad kernel = *reinterpret_cast<const Quad*>(k + i * 4);
+            for (int64_t u = 0; u < a.entries; ++u) sums[u] += kernel * corner[a.offset[u] + a.tap[i]];
+          }
+        }
+        for (int64_t j = 0; j < count; ++j) {
+          double* out = a.values + (4 * block + j) * a.image_step + m;
+          int32_t* at = a.positions + (4 * block + j) * a.image_step + m;
+          if (a.entries == 4) {  // as Pool's 2 x 2 windows, without branches on the data
+            const double v0 = sums[0][j], v1 = sums[1][j], v2 = sums[2][j], v3 = sums[3][j];
+            const int32_t g01 = v1 > v0, g23 = v3 > v2;
+            const double m01 = v0 < v1 ? v1 : v0, m23 = v2 < v3 ? v3 : v2;
+            const int32_t g = m23 > m01;
+            const double sum = v0 + v1 + v2 + v3;
+            if (sum == sum) {
+              *out = m01 < m23 ? m23 : m01;
+              *at = g01 + g * (2 + g23 - g01);
+              continue;
+            }
+          }
+          double best = sums[0][j];  // as Pool: the first maximum, and a NaN counts as the maximum
+          int32_t arg = 0;
+          for (int64_t u = 1; u < a.entries; ++u) {
+            const double v = sums[u][j];
+            const bool take = v > best || (v != v && best == best);
+            best = take ? v : best;
+            arg = take ? int32_t(u) : arg;
+          }
+          *out = best, *at = arg;
+        }
+      }
+    }
+  }
+}
+
+static void conv_pool_plain(const ConvPoolPass& a, Quad* sums) { conv_pool_pass(a, sums); }
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx"))) static void conv_pool_avx(const ConvPoolPass& a, Quad* sums) {
+  conv_pool_pass(a, sums);
+}
+#endif
+
+// Convolution and max pooling in one, for one channel and 3 x 3 adjacent taps (a first layer on the data): kernels
+// k (B, O, 1, 3, 3), images x (Bx, 1, n, H, W) (Bx = 1: shared by the batch) -> the pooled values y and the
+// positions of the maxima where, both (B, O, n, Hp, Wp), as Pool gives them over the convolution. The convolution's
+// full-size output is never written: each window's entries are computed for four kernels at once, compared and
+// dropped, from each image copied once into a zero-bordered buffer (border3).
+static ffi::Error ConvPool(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> k, ffi::ResultBuffer<ffi::F64> y,
+                           ffi::ResultBuffer<ffi::S32> where, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                           int64_t pt, int64_t pl, int64_t dh, int64_t dw, int64_t ho, int64_t wo, int64_t ph,
+                           int64_t pw) {
+  const Geometry g{kh, kw, sh, sw, pt, pl, dh, dw, ho, wo};
+  auto dx = x.dimensions(), dk = k.dimensions(), dy = y->dimensions();
+  const Pooled p{dk[0], dx[0], dk[1], dk[2], dx[2], dx[3], dx[4], dy[3], dy[4]};
+  if (p.C != 1 || kh != 3 || kw != 3 || dh != 1 || dw != 1)
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "chaosgd_conv_pool: one channel, 3 x 3, no dilation");
+  const Border e = border3(g, p, ph, pw);
+  const std::vector<int64_t> offset = entry_offsets(g, ph, pw, e.PW, 1);
+  const double* image = x.typed_data();
+  const double* kernels = k.typed_data();
+  const int64_t PW = e.PW, pooled = p.Hp * p.Wp;
+  const int64_t tap[9] = {0, 1, 2, PW, PW + 1, PW + 2, 2 * PW, 2 * PW + 1, 2 * PW + 2};
+  // The kernels that read one image: every network's when the images are shared, else its network's O.
+  const int64_t readers = p.Bx == 1 ? p.B * p.O : p.O, blocks = (readers + 3) / 4;
+  std::vector<double> fours(p.Bx * blocks * 36, 0.0);  // by (image batch, block, tap, kernel of the four)
+  for (int64_t bx = 0; bx < p.Bx; ++bx)
+    for (int64_t j = 0; j < readers; ++j)
+      for (int64_t t = 0; t < 9; ++t)
+        fours[((bx * blocks + j / 4) * 9 + t) * 4 + j % 4] = kernels[((p.Bx == 1 ? 0 : bx * p.O) + j) * 9 + t];
+  void (*pass)(const ConvPoolPass&, Quad*) = conv_pool_plain;
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();  // (idempotent; the CPU's and the system's support of AVX, read before it is asked)
+  if (__builtin_cpu_supports("avx")) pass = conv_pool_avx;
+#endif
+  parallel_for(p.Bx * p.n, [&](int64_t first, int64_t last) {
+    std::vector<double> padded(e.PH * PW, 0.0);  // (the border stays zero; the inside is each image in turn)
+    std::vector<double> sums(4 * ph * pw);  // (four kernels' sums at each window entry)
+    for (int64_t t = first; t < last; ++t) {
+      const int64_t bx = t / p.n, img = t % p.n, bo0 = p.Bx == 1 ? 0 : bx * p.O;
+      const double* in = image + t * p.H * p.W;
+      for (int64_t h = 0; h < p.H; ++h)
+        std::memcpy(padded.data() + (h + e.top) * PW + e.left, in + h * p.W, p.W * sizeof(double));
+      const ConvPoolPass a{padded.data() + (e.top - g.pt) * PW + (e.left - g.pl), fours.data() + bx * blocks * 36,
+                           offset.data(), tap, y->typed_data() + (bo0 * p.n + img) * pooled,
+                           where->typed_data() + (bo0 * p.n + img) * pooled, p.Hp, p.Wp, ph * g.sh * PW,
+                           pw * g.sw, ph * pw, readers, p.n * pooled};
+      pass(a, reinterpret_cast<Quad*>(sums.data()));
+    }
+  });
+  return ffi::Error::Success();
 }
 
 // The transpose of PooledConv in k: dk[b, o, c, i, j] = sum over images and windows of ct times the input under
@@ -568,6 +702,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pool, Pool,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pool_gather, PoolGather, VALUES_AT_MAXIMA);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pool_scatter, PoolScatter, VALUES_AT_MAXIMA);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pooled_conv, PooledConv, IMAGE_AT_MAXIMA);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_conv_pool, ConvPool,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>() GEOMETRY.Attr<int64_t>("ph")
+                                  .Attr<int64_t>("pw"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pooled_conv_t, PooledConvT, IMAGE_AT_MAXIMA);
 // (kernels, cotangent, positions): the binding of the pair above, the kernels in the image's place.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(chaosgd_pooled_conv_x, PooledConvX, IMAGE_AT_MAXIMA);

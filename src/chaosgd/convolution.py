@@ -16,7 +16,9 @@ kernels ``(O, C / groups, kh, kw)`` as in PyTorch. Results equal ``lax.conv_gene
 ``conv2d_max_pool`` is the two in one, for layers that pool right after the convolution: its input's derivative
 (``conv.cc``'s PooledConvX) and, for narrow kernels, its kernels' derivative (PooledConvT) are read at the
 pooling's maxima alone, instead of scattering the pooled cotangent back to the convolution's size and running
-products over it (and folding the input's).
+products over it (and folding the input's). A layer of one channel and 3 x 3 kernels (on the data, where the
+product would have 9 rows) computes its pooled values in one kernel (ConvPool), without writing the convolution's
+full-size output.
 """
 
 from __future__ import annotations
@@ -108,7 +110,18 @@ def conv2d_max_pool(x, w, window, *, stride=(1, 1), padding=((0, 0), (0, 0)), di
 
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def _conv_pool(x, w, geometry, ph, pw):
-    return pool_p.bind(_conv(x, w, dict(geometry)), ph=ph, pw=pw)[0]
+    return _pooled(x, w, dict(geometry), ph, pw)[0]
+
+
+def _pooled(x, w, g, ph, pw):
+    """The pooled convolution, its maxima's positions and the unfolded patches (None where none were made): in one
+    kernel for a layer of one channel and 3 x 3 kernels (the data's, whose products would have 9 rows: the
+    full-size output is never written), else a product over the patches and the pooling."""
+    if x.shape[0] == 1 and (g["kh"], g["kw"], g["dh"], g["dw"]) == (3, 3, 1, 1):
+        y, where = conv_pool_p.bind(x[None], w[None], **g, ph=ph, pw=pw)
+        return y[0], where[0], None
+    columns = patches_p.bind(x[None], **g)[0]
+    return *pool_p.bind(_product(w, columns, g), ph=ph, pw=pw), columns
 
 
 def _conv_pool_jvp(geometry, ph, pw, primals, tangents):
@@ -117,11 +130,10 @@ def _conv_pool_jvp(geometry, ph, pw, primals, tangents):
     with the patches and a gather. (Their transposes are the gradients of conv2d_max_pool's docstring.)"""
     (x, w), (dx, dw) = primals, tangents
     g = dict(geometry)
-    columns = patches_p.bind(x[None], **g)[0]  # (one unfolding for the value and the kernels' product)
-    y, where = pool_p.bind(_product(w, columns, g), ph=ph, pw=pw)
+    y, where, columns = _pooled(x, w, g, ph, pw)  # (one unfolding for the value and the kernels' product)
     dy = jnp.zeros_like(y)
     if type(dw) is not SymbolicZero:
-        if x.shape[0] * g["kh"] * g["kw"] <= _TAPS_AT_MAXIMA:
+        if x.shape[0] * g["kh"] * g["kw"] <= _TAPS_AT_MAXIMA or columns is None:
             dy = dy + pooled_conv_p.bind(x[None], dw[None], where[None], **g, ph=ph, pw=pw)[0]
         else:
             dy = dy + gather_p.bind(_product(dw, columns, g), where, ph=ph, pw=pw)
@@ -197,6 +209,12 @@ def _pooled_conv_reference(x, k, where, *, ph, pw, **geometry):
     return _gather_reference(full.reshape(b, o, x.shape[2], geometry["ho"], geometry["wo"]), where, ph=ph, pw=pw)
 
 
+def _conv_pool_reference(x, k, *, ph, pw, **geometry):
+    b, o = k.shape[:2]
+    full = jnp.matmul(k.reshape(b, o, -1), _patches_reference(x, **geometry))  # (B, O, n Ho Wo); Bx = 1 broadcasts
+    return _pool_reference(full.reshape(b, o, x.shape[2], geometry["ho"], geometry["wo"]), ph=ph, pw=pw)
+
+
 def _pooled_conv_t_reference(x, ct, where, **params):
     kernels = jax.ShapeDtypeStruct((*ct.shape[:2], x.shape[1], params["kh"], params["kw"]), ct.dtype)
     return jax.linear_transpose(lambda k: _pooled_conv_reference(x, k, where, **params), kernels)(ct)[0]
@@ -259,6 +277,12 @@ scatter_p = _primitive("chaosgd_pool_scatter", _scatter_reference,
 _POOLED = (*_GEOMETRY, "ph", "pw")
 pooled_conv_p = _primitive("chaosgd_pooled_conv", _pooled_conv_reference,
                            lambda x, k, where, **_: jax.core.ShapedArray(where.shape, x.dtype), _POOLED)
+# (images, kernels) -> the pooled convolution and its maxima's positions, for one channel and 3 x 3 kernels.
+conv_pool_p = _primitive("chaosgd_conv_pool", _conv_pool_reference,
+                         lambda x, k, *, ho, wo, ph, pw, **_: [
+                             jax.core.ShapedArray((*k.shape[:2], x.shape[2], ho // ph, wo // pw), x.dtype),
+                             jax.core.ShapedArray((*k.shape[:2], x.shape[2], ho // ph, wo // pw), jnp.int32)],
+                         _POOLED, multiple_results=True)
 pooled_conv_t_p = _primitive("chaosgd_pooled_conv_t", _pooled_conv_t_reference,
                              lambda x, ct, where, *, kh, kw, **_: jax.core.ShapedArray(
                                  (*ct.shape[:2], x.shape[1], kh, kw), x.dtype), _POOLED)
@@ -403,3 +427,35 @@ def _batch_all(p):
 for _p in (pooled_conv_p, pooled_conv_t_p):
     batching.primitive_batchers[_p] = _batch_pooled(_p)
 batching.primitive_batchers[pooled_conv_x_p] = _batch_all(pooled_conv_x_p)
+
+
+def _conv_pool_jvp_rule(primals, tangents, **params):
+    """Along (dx, dk), the pooled values change by the convolution of (dx, k) and of (x, dk) read at each window's
+    maximum; the positions do not change."""
+    (x, k), (dx, dk) = primals, tangents
+    y, where = conv_pool_p.bind(x, k, **params)
+    parts = []
+    if type(dx) is not ad.Zero:
+        parts.append(pooled_conv_p.bind(dx, k, where, **params))
+    if type(dk) is not ad.Zero:
+        parts.append(pooled_conv_p.bind(x, dk, where, **params))
+    dy = sum(parts[1:], parts[0]) if parts else ad.Zero(jax.typeof(y).to_tangent_aval())
+    return [y, where], [dy, ad.Zero(jax.typeof(where).to_tangent_aval())]
+
+
+def _batch_conv_pool(args, dims, **params):
+    """Batching of the pooled convolution: the new axis merged into the batch of kernels; images shared by the
+    whole batch (a leading axis of 1: the data) stay shared."""
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    (x, k), (dx, dk) = args, dims
+    k = jnp.broadcast_to(k, (size, *k.shape)) if dk is None else jnp.moveaxis(k, dk, 0)
+    b = k.shape[1]
+    if dx is not None or x.shape[0] != 1:
+        x = jnp.broadcast_to(x, (size, *x.shape)) if dx is None else jnp.moveaxis(x, dx, 0)
+        x = jnp.broadcast_to(x, (size, b, *x.shape[2:])).reshape(size * b, *x.shape[2:])
+    y, where = conv_pool_p.bind(x, k.reshape(size * b, *k.shape[2:]), **params)
+    return [y.reshape(size, b, *y.shape[1:]), where.reshape(size, b, *where.shape[1:])], [0, 0]
+
+
+ad.primitive_jvps[conv_pool_p] = _conv_pool_jvp_rule
+batching.primitive_batchers[conv_pool_p] = _batch_conv_pool

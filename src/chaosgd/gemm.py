@@ -280,8 +280,8 @@ def _tag(sources: list[Path], include: str) -> str:
 _FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-pthread")
 _SOURCES = ("gemm.cc", "conv.cc")  # the products, and the convolutions' memory-bound steps (chaosgd.convolution)
 _TARGETS = ("chaosgd_gemm", "chaosgd_gemm_batched", "chaosgd_patches", "chaosgd_fold", "chaosgd_pool",
-            "chaosgd_pool_gather", "chaosgd_pool_scatter", "chaosgd_pooled_conv", "chaosgd_pooled_conv_t",
-            "chaosgd_pooled_conv_x")
+            "chaosgd_pool_gather", "chaosgd_pool_scatter", "chaosgd_pooled_conv", "chaosgd_conv_pool",
+            "chaosgd_pooled_conv_t", "chaosgd_pooled_conv_x")
 
 
 def _build() -> Path:
