@@ -136,6 +136,30 @@ def test_convolution_pooled_at_its_maxima_equals_xlas_composition(monkeypatch, r
     close(jax.jit(twice(ours))(x, w), twice(theirs)(x, w), 1e-11)
 
 
+@pytest.mark.parametrize("window", [(3, 2), (1, 4), (2, 2)])
+def test_a_first_layer_pooled_in_one_kernel_equals_the_convolution_then_the_pooling(window):
+    """One channel and 3 x 3 kernels (conv.cc's ConvPool) against conv2d then max_pool (a product over the patches,
+    then the pooling): windows of other shapes, kernels not a multiple of four, images shared by the networks or
+    their own, and small integers, so that every sum is exact and ties are many (the first maximum wins, a NaN from
+    an infinity times a zero tap wins its window): the same values, bit for bit, and the same positions (the
+    gradients, read at them)."""
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.integers(-2, 3, (1, 3, 11, 9)).astype(float))
+    ws = jnp.asarray(rng.integers(-1, 2, (2, 3, 1, 3, 3)).astype(float))  # 2 networks of 3 kernels: 6 read an image
+    fused = lambda x, w: conv2d_max_pool(x, w, window, padding=((1, 1), (1, 1)))  # noqa: E731
+    composed = lambda x, w: max_pool(conv2d(x, w, padding=((1, 1), (1, 1))), window)  # noqa: E731
+    with_infinities = x.at[0, 1, 4, 4].set(jnp.inf).at[0, 2, 0, 0].set(-jnp.inf)
+    ours = jax.jit(jax.vmap(fused, (None, 0)))(with_infinities, ws)
+    assert np.isnan(ours).any() and np.isinf(ours).any()
+    np.testing.assert_array_equal(ours, jax.vmap(composed, (None, 0))(with_infinities, ws))
+    xs = jnp.stack([x, -x])
+    np.testing.assert_array_equal(jax.jit(jax.vmap(fused))(xs, ws), jax.vmap(composed)(xs, ws))
+    weights = jnp.asarray(rng.integers(-3, 4, ours.shape[1:]).astype(float))
+    grad = lambda f: jax.vmap(jax.grad(lambda x, w: jnp.sum(f(x, w) * weights), (0, 1)))  # noqa: E731
+    for a, b in zip(jax.jit(grad(fused))(xs, ws), grad(composed)(xs, ws)):  # (in the images, in the kernels)
+        np.testing.assert_array_equal(a, b)
+
+
 def _cnn_through_xla(model, params, x):
     """The CNN as chaosgd computed it up to 0.8.0: XLA's convolution and reduce_window, NHWC."""
     h = x.reshape((x.shape[0], *model.input_shape))
