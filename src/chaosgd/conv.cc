@@ -537,6 +537,24 @@ static ffi::Error PooledConvT(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> ct,
 
 // PooledConvX for 3 x 3 adjacent taps (any channels): as below, in a zero-bordered scratch image (border3), so that
 // no tap is checked against the edges; the same sums in the same order, the border's discarded.
+// Network b's kernels (O, C, taps) as (O, taps, C): a tap's channels side by side, as the images' derivative adds
+// them.
+static void channels_last(const double* kernels, int64_t b, int64_t O, int64_t C, int64_t taps, double* out) {
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t t = 0; t < taps; ++t) out[(o * taps + t) * C + c] = kernels[((b * O + o) * C + c) * taps + t];
+}
+
+// to[c] += v * tap[c] for the C channels of one tap, in fours (vectorised at -O2).
+static inline void add_tap(double* __restrict to, const double* __restrict tap, double v, int64_t C) {
+  const int64_t fours = C - C % 4;
+  for (int64_t c = 0; c < fours; c += 4) {
+    to[c] += v * tap[c], to[c + 1] += v * tap[c + 1];
+    to[c + 2] += v * tap[c + 2], to[c + 3] += v * tap[c + 3];
+  }
+  for (int64_t c = fours; c < C; ++c) to[c] += v * tap[c];
+}
+
 template <int64_t Channels>  // 0: as many as p.C says; else p.C, known to the compiler (loops unrolled)
 static void PooledConvX3(const Geometry& g, const Pooled& p, int64_t ph, int64_t pw, const double* kernels,
                          const double* cotangent, const int32_t* at, double* dst) {
@@ -550,10 +568,7 @@ static void PooledConvX3(const Geometry& g, const Pooled& p, int64_t ph, int64_t
     for (int64_t t = first; t < last; ++t) {
       const int64_t b = t / p.n, img = t % p.n;
       if (b != reordered_for) {
-        for (int64_t o = 0; o < p.O; ++o)
-          for (int64_t c = 0; c < C; ++c)
-            for (int64_t ij = 0; ij < 9; ++ij)
-              reordered[(o * 9 + ij) * C + c] = kernels[((b * p.O + o) * C + c) * 9 + ij];
+        channels_last(kernels, b, p.O, C, 9, reordered.data());
         reordered_for = b;
       }
       std::fill(scratch.begin(), scratch.end(), 0.0);
@@ -568,16 +583,7 @@ static void PooledConvX3(const Geometry& g, const Pooled& p, int64_t ph, int64_t
             double* corner = row + s * pw * g.sw * C + offset[positions[q]];
             const double v = values[q];
             for (int64_t i = 0; i < 3; ++i)
-              for (int64_t j = 0; j < 3; ++j) {
-                double* __restrict to = corner + (i * e.PW + j) * C;
-                const double* __restrict tap = kernel + (i * 3 + j) * C;
-                int64_t c = 0;
-                for (; c + 4 <= C; c += 4) {  // (in fours: vectorised at -O2)
-                  to[c] += v * tap[c], to[c + 1] += v * tap[c + 1];
-                  to[c + 2] += v * tap[c + 2], to[c + 3] += v * tap[c + 3];
-                }
-                for (; c < C; ++c) to[c] += v * tap[c];
-              }
+              for (int64_t j = 0; j < 3; ++j) add_tap(corner + (i * e.PW + j) * C, kernel + (i * 3 + j) * C, v, C);
           }
         }
       }
@@ -626,10 +632,7 @@ static ffi::Error PooledConvX(ffi::Buffer<ffi::F64> k, ffi::Buffer<ffi::F64> ct,
     for (int64_t t = first; t < last; ++t) {
       const int64_t b = t / p.n, img = t % p.n;
       if (b != reordered_for) {
-        for (int64_t o = 0; o < p.O; ++o)
-          for (int64_t c = 0; c < C; ++c)
-            for (int64_t ij = 0; ij < kh * kw; ++ij)
-              reordered[(o * kh * kw + ij) * C + c] = kernels[((b * p.O + o) * C + c) * kh * kw + ij];
+        channels_last(kernels, b, p.O, C, kh * kw, reordered.data());
         reordered_for = b;
       }
       std::fill(scratch.begin(), scratch.end(), 0.0);
@@ -647,14 +650,7 @@ static ffi::Error PooledConvX(ffi::Buffer<ffi::F64> k, ffi::Buffer<ffi::F64> ct,
                              for (int64_t j = 0; j < kw; ++j) {
                                const int64_t column = left + j * dw;
                                if (!inside && (column < 0 || column >= p.W)) continue;
-                               double* __restrict to = image + (row * p.W + column) * C;
-                               const double* __restrict tap = kernel + (i * kw + j) * C;
-                               int64_t c = 0;
-                               for (; c + 4 <= C; c += 4) {  // (in fours: vectorised at -O2)
-                                 to[c] += v * tap[c], to[c + 1] += v * tap[c + 1];
-                                 to[c + 2] += v * tap[c + 2], to[c + 3] += v * tap[c + 3];
-                               }
-                               for (; c < C; ++c) to[c] += v * tap[c];
+                               add_tap(image + (row * p.W + column) * C, kernel + (i * kw + j) * C, v, C);
                              }
                            }
                          });
