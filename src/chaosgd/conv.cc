@@ -134,6 +134,28 @@ static Windows windows(const Dims& d, int64_t ph, int64_t pw) {
   return Windows{H, W, M, H / ph, W / pw};
 }
 
+// A window's first maximum, in the order of its entries, a NaN counting as the maximum (so that NaN propagates):
+// entry a, after the first, taken or not (no branch on the data).
+static inline void keep_maximum(double v, int32_t a, double& best, int32_t& arg) {
+  const bool take = v > best || (v != v && best == best);
+  best = take ? v : best;
+  arg = take ? a : arg;
+}
+
+// The same for a window of four entries, without branches on the data (random signs mispredict); false, with
+// nothing written, where one is NaN (or inf - inf): keep_maximum then decides.
+static inline bool maximum_of_four(double v0, double v1, double v2, double v3, double* out, int32_t* at) {
+  // (a < b ? b : a compiles to maxsd, and the position is arithmetic: no branch)
+  const int32_t g01 = v1 > v0, g23 = v3 > v2;
+  const double m01 = v0 < v1 ? v1 : v0, m23 = v2 < v3 ? v3 : v2;
+  const int32_t g = m23 > m01;
+  const double sum = v0 + v1 + v2 + v3;
+  if (sum != sum) return false;
+  *out = m01 < m23 ? m23 : m01;
+  *at = g01 + g * (2 + g23 - g01);
+  return true;
+}
+
 // The maximum of each non-overlapping ph x pw window of the last two axes (rows and columns beyond a whole window
 // are left out) and its offset a * pw + b in the window (the first maximum); a NaN counts as the maximum, so that
 // NaN propagates.
@@ -149,28 +171,13 @@ static ffi::Error Pool(ffi::Buffer<ffi::F64> x, ffi::ResultBuffer<ffi::F64> y, f
       const double* top = src + ((mr / Ho) * H + (mr % Ho) * ph) * W;
       const double* bottom = top + W;
       for (int64_t c = 0; c < Wo; ++c) {
-        if (ph == 2 && pw == 2) {  // the common window, without branches on the data (random signs mispredict)
-          const double v0 = top[2 * c], v1 = top[2 * c + 1], v2 = bottom[2 * c], v3 = bottom[2 * c + 1];
-          // (a < b ? b : a compiles to maxsd, and the position is arithmetic: no branch)
-          const int32_t g01 = v1 > v0, g23 = v3 > v2;
-          const double m01 = v0 < v1 ? v1 : v0, m23 = v2 < v3 ? v3 : v2;
-          const int32_t g = m23 > m01;
-          const double sum = v0 + v1 + v2 + v3;
-          if (sum == sum) {  // no NaN in the window (an inf - inf also goes the general way below)
-            out[mr * Wo + c] = m01 < m23 ? m23 : m01;
-            at[mr * Wo + c] = g01 + g * (2 + g23 - g01);
-            continue;
-          }
-        }
+        if (ph == 2 && pw == 2 && maximum_of_four(top[2 * c], top[2 * c + 1], bottom[2 * c], bottom[2 * c + 1],
+                                                  out + mr * Wo + c, at + mr * Wo + c))
+          continue;  // (the common window)
         double best = top[c * pw];
         int32_t arg = 0;
         for (int64_t a = 0; a < ph; ++a)
-          for (int64_t b = 0; b < pw; ++b) {
-            const double v = top[a * W + c * pw + b];
-            const bool take = v > best || (v != v && best == best);
-            best = take ? v : best;
-            arg = take ? int32_t(a * pw + b) : arg;
-          }
+          for (int64_t b = 0; b < pw; ++b) keep_maximum(top[a * W + c * pw + b], int32_t(a * pw + b), best, arg);
         out[mr * Wo + c] = best;
         at[mr * Wo + c] = arg;
       }
@@ -414,26 +421,10 @@ __attribute__((always_inline)) static inline void conv_pool_pass(const ConvPoolP
         for (int64_t j = 0; j < count; ++j) {
           double* out = a.values + (4 * block + j) * a.image_step + m;
           int32_t* at = a.positions + (4 * block + j) * a.image_step + m;
-          if (a.entries == 4) {  // as Pool's 2 x 2 windows, without branches on the data
-            const double v0 = sums[0][j], v1 = sums[1][j], v2 = sums[2][j], v3 = sums[3][j];
-            const int32_t g01 = v1 > v0, g23 = v3 > v2;
-            const double m01 = v0 < v1 ? v1 : v0, m23 = v2 < v3 ? v3 : v2;
-            const int32_t g = m23 > m01;
-            const double sum = v0 + v1 + v2 + v3;
-            if (sum == sum) {
-              *out = m01 < m23 ? m23 : m01;
-              *at = g01 + g * (2 + g23 - g01);
-              continue;
-            }
-          }
-          double best = sums[0][j];  // as Pool: the first maximum, and a NaN counts as the maximum
+          if (a.entries == 4 && maximum_of_four(sums[0][j], sums[1][j], sums[2][j], sums[3][j], out, at)) continue;
+          double best = sums[0][j];  // (as Pool)
           int32_t arg = 0;
-          for (int64_t u = 1; u < a.entries; ++u) {
-            const double v = sums[u][j];
-            const bool take = v > best || (v != v && best == best);
-            best = take ? v : best;
-            arg = take ? int32_t(u) : arg;
-          }
+          for (int64_t u = 1; u < a.entries; ++u) keep_maximum(sums[u][j], int32_t(u), best, arg);
           *out = best, *at = arg;
         }
       }
@@ -535,8 +526,6 @@ static ffi::Error PooledConvT(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> ct,
   return ffi::Error::Success();
 }
 
-// PooledConvX for 3 x 3 adjacent taps (any channels): as below, in a zero-bordered scratch image (border3), so that
-// no tap is checked against the edges; the same sums in the same order, the border's discarded.
 // Network b's kernels (O, C, taps) as (O, taps, C): a tap's channels side by side, as the images' derivative adds
 // them.
 static void channels_last(const double* kernels, int64_t b, int64_t O, int64_t C, int64_t taps, double* out) {
@@ -555,6 +544,8 @@ static inline void add_tap(double* __restrict to, const double* __restrict tap, 
   for (int64_t c = fours; c < C; ++c) to[c] += v * tap[c];
 }
 
+// PooledConvX for 3 x 3 adjacent taps (any channels): as below, in a zero-bordered scratch image (border3), so that
+// no tap is checked against the edges; the same sums in the same order, the border's discarded.
 template <int64_t Channels>  // 0: as many as p.C says; else p.C, known to the compiler (loops unrolled)
 static void PooledConvX3(const Geometry& g, const Pooled& p, int64_t ph, int64_t pw, const double* kernels,
                          const double* cotangent, const int32_t* at, double* dst) {
