@@ -142,18 +142,21 @@ static inline void keep_maximum(double v, int32_t a, double& best, int32_t& arg)
   arg = take ? a : arg;
 }
 
-// The same for a window of four entries, without branches on the data (random signs mispredict); false, with
-// nothing written, where one is NaN (or inf - inf): keep_maximum then decides.
-static inline bool maximum_of_four(double v0, double v1, double v2, double v3, double* out, int32_t* at) {
+// The same for a window of four entries, without branches on the data (random signs mispredict); `ok` false
+// where one is NaN (or inf - inf): keep_maximum then decides.
+struct Maximum {
+  double value;
+  int32_t at;
+  bool ok;
+};
+
+static inline Maximum maximum_of_four(double v0, double v1, double v2, double v3) {
   // (a < b ? b : a compiles to maxsd, and the position is arithmetic: no branch)
   const int32_t g01 = v1 > v0, g23 = v3 > v2;
   const double m01 = v0 < v1 ? v1 : v0, m23 = v2 < v3 ? v3 : v2;
   const int32_t g = m23 > m01;
   const double sum = v0 + v1 + v2 + v3;
-  if (sum != sum) return false;
-  *out = m01 < m23 ? m23 : m01;
-  *at = g01 + g * (2 + g23 - g01);
-  return true;
+  return Maximum{m01 < m23 ? m23 : m01, g01 + g * (2 + g23 - g01), sum == sum};
 }
 
 // The maximum of each non-overlapping ph x pw window of the last two axes (rows and columns beyond a whole window
@@ -171,9 +174,22 @@ static ffi::Error Pool(ffi::Buffer<ffi::F64> x, ffi::ResultBuffer<ffi::F64> y, f
       const double* top = src + ((mr / Ho) * H + (mr % Ho) * ph) * W;
       const double* bottom = top + W;
       for (int64_t c = 0; c < Wo; ++c) {
-        if (ph == 2 && pw == 2 && maximum_of_four(top[2 * c], top[2 * c + 1], bottom[2 * c], bottom[2 * c + 1],
-                                                  out + mr * Wo + c, at + mr * Wo + c))
-          continue;  // (the common window)
+        if (ph == 2 && pw == 2) {  // the common window, without branches on the data (random signs mispredict)
+          // maximum_of_four, written out: called here it ran this kernel at half the speed (GCC 12, -O2; the CNN's
+          // second pooling, benchmarks/cnn_throughput.py --profile). The test of ConvPool against this kernel, ties
+          // included, holds the two to the same answer.
+          const double v0 = top[2 * c], v1 = top[2 * c + 1], v2 = bottom[2 * c], v3 = bottom[2 * c + 1];
+          // (a < b ? b : a compiles to maxsd, and the position is arithmetic: no branch)
+          const int32_t g01 = v1 > v0, g23 = v3 > v2;
+          const double m01 = v0 < v1 ? v1 : v0, m23 = v2 < v3 ? v3 : v2;
+          const int32_t g = m23 > m01;
+          const double sum = v0 + v1 + v2 + v3;
+          if (sum == sum) {  // no NaN in the window (an inf - inf also goes the general way below)
+            out[mr * Wo + c] = m01 < m23 ? m23 : m01;
+            at[mr * Wo + c] = g01 + g * (2 + g23 - g01);
+            continue;
+          }
+        }
         double best = top[c * pw];
         int32_t arg = 0;
         for (int64_t a = 0; a < ph; ++a)
@@ -421,7 +437,13 @@ __attribute__((always_inline)) static inline void conv_pool_pass(const ConvPoolP
         for (int64_t j = 0; j < count; ++j) {
           double* out = a.values + (4 * block + j) * a.image_step + m;
           int32_t* at = a.positions + (4 * block + j) * a.image_step + m;
-          if (a.entries == 4 && maximum_of_four(sums[0][j], sums[1][j], sums[2][j], sums[3][j], out, at)) continue;
+          if (a.entries == 4) {
+            const Maximum m4 = maximum_of_four(sums[0][j], sums[1][j], sums[2][j], sums[3][j]);
+            if (m4.ok) {
+              *out = m4.value, *at = m4.at;
+              continue;
+            }
+          }
           double best = sums[0][j];  // (as Pool)
           int32_t arg = 0;
           for (int64_t u = 1; u < a.entries; ++u) keep_maximum(sums[u][j], int32_t(u), best, arg);
