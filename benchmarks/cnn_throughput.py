@@ -168,7 +168,7 @@ def profile(model, data, budget, epochs) -> dict:
             continue
         name = event["name"]
         kind = ("products (BLAS)" if name.startswith("chaosgd_gemm") else
-                "the first layer's convolution and pooling in one" if name.startswith("chaosgd_conv_pool") else
+                "3 x 3 convolutions and their pooling in one (both layers)" if name.startswith("chaosgd_conv_pool") else
                 "unfolding and folding" if name.startswith(("chaosgd_patches", "chaosgd_fold")) else
                 "derivatives at the maxima (kernels', input's)" if name.startswith("chaosgd_pooled_conv") else
                 "max pooling" if name.startswith("chaosgd_pool") else "the rest (XLA: ReLU, bias, softmax, ...)")

@@ -99,17 +99,17 @@ POOLED_GEOMETRIES = [  # kernel (kh, kw), stride, padding, dilation: 3 x 3 (the 
                          + [("xla", 1, *POOLED_GEOMETRIES[0])])
 def test_convolution_pooled_at_its_maxima_equals_xlas_composition(monkeypatch, route_name, channels, kernel, stride,
                                                                   padding, dilation):
-    """conv2d_max_pool's derivatives read at the maxima (the input's always, the kernels' for at most 9 taps: one
-    channel here; three take the kernels' through the patches): values, gradients in the images and the kernels,
-    an ensemble of kernels on one input, networks with their own inputs, and Hessian-vector products, against XLA's
-    convolution followed by reduce_window."""
+    """conv2d_max_pool's derivatives read at the maxima (the input's always, the kernels' for 3 x 3 kernels or at
+    most 9 taps; other kernels of three channels take the kernels' through the patches): values, gradients in the
+    images and the kernels, an ensemble of kernels on one input, networks with their own inputs, and Hessian-vector
+    products, against XLA's convolution followed by reduce_window."""
     monkeypatch.setenv("CHAOSGD_GEMM", route_name)
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.standard_normal((channels, 3, 11, 9)))  # (C, n, H, W): windows cut off at the edges too
     w = jnp.asarray(rng.standard_normal((4, channels, *kernel)))
     ours = lambda x, w: conv2d_max_pool(x, w, (2, 2), stride=stride, padding=padding, dilation=dilation)  # noqa: E731
     theirs = lambda x, w: xla_pool(xla_conv(x, w, stride, padding, dilation, 1))  # noqa: E731
-    close(jax.jit(ours)(x, w), theirs(x, w), 1e-14)  # (one channel and 3 x 3: summed in a kernel of its own)
+    close(jax.jit(ours)(x, w), theirs(x, w), 1e-14)  # (3 x 3: summed in a kernel of its own, no product)
     # A NaN in an image (a diverged network) wins every window it reaches, as in XLA's pooling.
     nan_x = x.at[0, 0, 2, 3].set(jnp.nan)
     assert np.isnan(theirs(nan_x, w)).any()
@@ -136,16 +136,16 @@ def test_convolution_pooled_at_its_maxima_equals_xlas_composition(monkeypatch, r
     close(jax.jit(twice(ours))(x, w), twice(theirs)(x, w), 1e-11)
 
 
-@pytest.mark.parametrize("window", [(3, 2), (1, 4), (2, 2)])
-def test_a_first_layer_pooled_in_one_kernel_equals_the_convolution_then_the_pooling(window):
-    """One channel and 3 x 3 kernels (conv.cc's ConvPool) against conv2d then max_pool (a product over the patches,
-    then the pooling): windows of other shapes, kernels not a multiple of four, images shared by the networks or
-    their own, and small integers, so that every sum is exact and ties are many (the first maximum wins, a NaN from
-    an infinity times a zero tap wins its window): the same values, bit for bit, and the same positions (the
-    gradients, read at them)."""
+@pytest.mark.parametrize("window, channels", [((3, 2), 1), ((1, 4), 1), ((2, 2), 1), ((2, 2), 3), ((3, 2), 3)])
+def test_a_layer_pooled_in_one_kernel_equals_the_convolution_then_the_pooling(window, channels):
+    """3 x 3 kernels (conv.cc's ConvPool; one channel as on the data, or three as after a first layer) against
+    conv2d then max_pool (a product over the patches, then the pooling): windows of other shapes, kernels not a
+    multiple of four, images shared by the networks or their own, and small integers, so that every sum is exact
+    and ties are many (the first maximum wins, a NaN from an infinity times a zero tap wins its window): the same
+    values, bit for bit, and the same positions (the gradients, read at them)."""
     rng = np.random.default_rng(5)
-    x = jnp.asarray(rng.integers(-2, 3, (1, 3, 11, 9)).astype(float))
-    ws = jnp.asarray(rng.integers(-1, 2, (2, 3, 1, 3, 3)).astype(float))  # 2 networks of 3 kernels: 6 read an image
+    x = jnp.asarray(rng.integers(-2, 3, (channels, 3, 11, 9)).astype(float))
+    ws = jnp.asarray(rng.integers(-1, 2, (2, 3, channels, 3, 3)).astype(float))  # 2 networks of 3 kernels
     fused = lambda x, w: conv2d_max_pool(x, w, window, padding=((1, 1), (1, 1)))  # noqa: E731
     composed = lambda x, w: max_pool(conv2d(x, w, padding=((1, 1), (1, 1))), window)  # noqa: E731
     with_infinities = x.at[0, 1, 4, 4].set(jnp.inf).at[0, 2, 0, 0].set(-jnp.inf)
@@ -214,8 +214,22 @@ def test_torch_convolutions_and_pooling_match_torch_in_value_and_gradient():
         np.testing.assert_allclose(grad, theirs[name].grad.numpy(), rtol=1e-11, atol=1e-12)
 
 
+def pooled_gradients_digest() -> str:
+    """A digest of the bits of a pooled 3 x 3 layer's values and gradients (eight channels, networks with their own
+    images and an ensemble on shared ones), for comparing processes that split the kernels' work differently."""
+    import hashlib
+    rng = np.random.default_rng(11)
+    xs, ws = jnp.asarray(rng.standard_normal((2, 8, 70, 9, 10))), jnp.asarray(rng.standard_normal((2, 5, 8, 3, 3)))
+    layer = lambda x, w: conv2d_max_pool(x, w, (2, 2), padding=((1, 1), (1, 1)))  # noqa: E731
+    loss = lambda x, w: jnp.sum(jnp.sin(layer(x, w)) ** 2)  # noqa: E731
+    parts = [jax.jit(jax.vmap(layer))(xs, ws), *jax.jit(jax.vmap(jax.grad(loss, (0, 1))))(xs, ws),
+             *jax.jit(jax.grad(lambda x, ws: jnp.sum(jax.vmap(loss, (None, 0))(x, ws)), (0, 1)))(xs[0], ws)]
+    return hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in parts)).hexdigest()
+
+
 # The kernels split their work over threads (OMP_NUM_THREADS, else the cores); the test processes run with one
-# each (tests/conftest.py), so the split is checked here in a process of its own, with 3 threads (uneven shares).
+# each (tests/conftest.py), so the split is checked here in a process of its own, with 3 threads (uneven shares):
+# the results to roundoff against XLA, and the same bits as this process's for a pooled layer's.
 THREADED = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
@@ -232,6 +246,7 @@ t.test_max_pooling_and_its_derivatives_equal_xlas("blas")
 for channels, geometry in [(1, t.POOLED_GEOMETRIES[0]), (3, t.POOLED_GEOMETRIES[0]), (3, t.POOLED_GEOMETRIES[1])]:
     t.test_convolution_pooled_at_its_maxima_equals_xlas_composition(Env(), "blas", channels, *geometry)
 print("threads:", os.environ["OMP_NUM_THREADS"])
+print(t.pooled_gradients_digest())
 """
 
 
@@ -245,4 +260,6 @@ def test_the_kernels_split_over_threads_give_the_same_results():
     done = subprocess.run([sys.executable, "-c", THREADED, str(Path(__file__).parent)], capture_output=True,
                           text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == "threads: 3"
+    threads, digest = done.stdout.strip().splitlines()
+    assert threads == "threads: 3"  # (this process: tests/conftest.py's one, unless told otherwise)
+    assert digest == pooled_gradients_digest()

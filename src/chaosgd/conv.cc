@@ -1,7 +1,7 @@
 // chaosgd's convolution kernels as XLA FFI custom calls, built by gemm.py into the same library as gemm.cc:
 // unfolding patches (im2col) and folding them back (its adjoint); non-overlapping max pooling with the position of
 // each window's maximum, and gathering and scattering by those positions (its derivative and their adjoint); a
-// convolution read at the maxima and its transposes; a first layer's convolution and pooling in one. XLA's own
+// convolution read at the maxima and its transposes; a 3 x 3 convolution and its pooling in one. XLA's own
 // CPU code for these memory-bound steps runs far below the machine's memory speed in float64
 // (benchmarks/cnn_throughput.py); these are plain loops.
 // Row-major layouts: images (B, C, n, H, W), B a batch of networks; patches (B, C * kh * kw, n * Ho * Wo).
@@ -396,21 +396,22 @@ static void PooledConvT3(const Geometry& g, const Pooled& p, int64_t ph, int64_t
 
 // What ConvPool's pass over one image reads and writes.
 struct ConvPoolPass {
-  const double* origin;  // the image's zero-bordered copy, at tap (0, 0) of window 0
+  const double* origin;  // the image's zero-bordered copy (channel after channel), at tap (0, 0) of window 0
   const double* fours;   // the kernels that read it, four at a time: (block, tap, kernel of the four)
   const int64_t* offset;  // of each window entry's tap (0, 0) from its window's (entry_offsets)
-  const int64_t* tap;     // of each of the 9 taps from tap (0, 0)
+  const int64_t* tap;     // of each of the taps (9 a channel) from tap (0, 0) of channel 0
   double* values;         // y and where at (first kernel that reads it, this image)
   int32_t* positions;
-  int64_t Hp, Wp, row_step, column_step, entries, readers, image_step;  // image_step: n * Hp * Wp
+  int64_t Hp, Wp, row_step, column_step, entries, readers, image_step, taps;  // image_step: n * Hp * Wp
 };
 
 // One image, every kernel that reads it: each window's entries, then their maximum and its position as Pool finds
-// them. (Inlined into a plain and an AVX copy below.)
+// them. Taps: a.taps, or 9 known to the compiler (one channel). (Inlined into a plain and an AVX copy below.)
+template <int64_t Taps>
 __attribute__((always_inline)) static inline void conv_pool_pass(const ConvPoolPass& a, Quad* sums) {
-  const int64_t blocks = (a.readers + 3) / 4;
+  const int64_t blocks = (a.readers + 3) / 4, taps = Taps ? Taps : a.taps;
   for (int64_t block = 0; block < blocks; ++block) {
-    const double* k = a.fours + block * 36;
+    const double* k = a.fours + block * taps * 4;
     const int64_t count = std::min<int64_t>(4, a.readers - 4 * block);  // (zero kernels pad the last four)
     for (int64_t r = 0, m = 0; r < a.Hp; ++r) {
       const double* row = a.origin + r * a.row_step;
@@ -421,7 +422,7 @@ __attribute__((always_inline)) static inline void conv_pool_pass(const ConvPoolP
           const double *f0 = corner + a.offset[0], *f1 = corner + a.offset[1], *f2 = corner + a.offset[2],
                        *f3 = corner + a.offset[3];
           Quad s0 = {0, 0, 0, 0}, s1 = {0, 0, 0, 0}, s2 = {0, 0, 0, 0}, s3 = {0, 0, 0, 0};
-          for (int64_t i = 0; i < 9; ++i) {
+          for (int64_t i = 0; i < taps; ++i) {
             const Quad kernel = *reinterpret_cast<const Quad*>(k + i * 4);
             const int64_t d = a.tap[i];
             s0 += kernel * f0[d], s1 += kernel * f1[d], s2 += kernel * f2[d], s3 += kernel * f3[d];
@@ -429,7 +430,7 @@ __attribute__((always_inline)) static inline void conv_pool_pass(const ConvPoolP
           sums[0] = s0, sums[1] = s1, sums[2] = s2, sums[3] = s3;
         } else {
           for (int64_t u = 0; u < a.entries; ++u) sums[u] = Quad{0, 0, 0, 0};
-          for (int64_t i = 0; i < 9; ++i) {
+          for (int64_t i = 0; i < taps; ++i) {
             const Quad kernel = *reinterpret_cast<const Quad*>(k + i * 4);
             for (int64_t u = 0; u < a.entries; ++u) sums[u] += kernel * corner[a.offset[u] + a.tap[i]];
           }
@@ -454,18 +455,20 @@ __attribute__((always_inline)) static inline void conv_pool_pass(const ConvPoolP
   }
 }
 
-static void conv_pool_plain(const ConvPoolPass& a, Quad* sums) { conv_pool_pass(a, sums); }
+template <int64_t Taps>
+static void conv_pool_plain(const ConvPoolPass& a, Quad* sums) { conv_pool_pass<Taps>(a, sums); }
 #if defined(__x86_64__) && defined(__GNUC__)
+template <int64_t Taps>
 __attribute__((target("avx"))) static void conv_pool_avx(const ConvPoolPass& a, Quad* sums) {
-  conv_pool_pass(a, sums);
+  conv_pool_pass<Taps>(a, sums);
 }
 #endif
 
-// Convolution and max pooling in one, for one channel and 3 x 3 adjacent taps (a first layer on the data): kernels
-// k (B, O, 1, 3, 3), images x (Bx, 1, n, H, W) (Bx = 1: shared by the batch) -> the pooled values y and the
-// positions of the maxima where, both (B, O, n, Hp, Wp), as Pool gives them over the convolution. The convolution's
-// full-size output is never written: each window's entries are computed for four kernels at once, compared and
-// dropped, from each image copied once into a zero-bordered buffer (border3).
+// Convolution and max pooling in one, for 3 x 3 adjacent taps (any channels): kernels k (B, O, C, 3, 3), images x
+// (Bx, C, n, H, W) (Bx = 1: shared by the batch) -> the pooled values y and the positions of the maxima where, both
+// (B, O, n, Hp, Wp), as Pool gives them over the convolution. Neither the convolution's full-size output nor the
+// unfolded patches are written: each window's entries are computed for four kernels at once, compared and dropped,
+// from each image copied once into a zero-bordered buffer (border3).
 static ffi::Error ConvPool(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> k, ffi::ResultBuffer<ffi::F64> y,
                            ffi::ResultBuffer<ffi::S32> where, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                            int64_t pt, int64_t pl, int64_t dh, int64_t dw, int64_t ho, int64_t wo, int64_t ph,
@@ -473,76 +476,44 @@ static ffi::Error ConvPool(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> k, ffi
   const Geometry g{kh, kw, sh, sw, pt, pl, dh, dw, ho, wo};
   auto dx = x.dimensions(), dk = k.dimensions(), dy = y->dimensions();
   const Pooled p{dk[0], dx[0], dk[1], dk[2], dx[2], dx[3], dx[4], dy[3], dy[4]};
-  if (p.C != 1 || kh != 3 || kw != 3 || dh != 1 || dw != 1)
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "chaosgd_conv_pool: one channel, 3 x 3, no dilation");
+  if (kh != 3 || kw != 3 || dh != 1 || dw != 1)
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "chaosgd_conv_pool: 3 x 3 kernels, no dilation");
   const Border e = border3(g, p, ph, pw);
   const std::vector<int64_t> offset = entry_offsets(g, ph, pw, e.PW, 1);
   const double* image = x.typed_data();
   const double* kernels = k.typed_data();
-  const int64_t PW = e.PW, pooled = p.Hp * p.Wp;
-  const int64_t tap[9] = {0, 1, 2, PW, PW + 1, PW + 2, 2 * PW, 2 * PW + 1, 2 * PW + 2};
+  const int64_t PW = e.PW, plane = e.PH * PW, pooled = p.Hp * p.Wp, taps = 9 * p.C;
+  std::vector<int64_t> tap(taps);
+  for (int64_t c = 0; c < p.C; ++c)
+    for (int64_t t = 0; t < 9; ++t) tap[c * 9 + t] = c * plane + t / 3 * PW + t % 3;
   // The kernels that read one image: every network's when the images are shared, else its network's O.
   const int64_t readers = p.Bx == 1 ? p.B * p.O : p.O, blocks = (readers + 3) / 4;
-  std::vector<double> fours(p.Bx * blocks * 36, 0.0);  // by (image batch, block, tap, kernel of the four)
+  std::vector<double> fours(p.Bx * blocks * taps * 4, 0.0);  // by (image batch, block, tap, kernel of the four)
   for (int64_t bx = 0; bx < p.Bx; ++bx)
     for (int64_t j = 0; j < readers; ++j)
-      for (int64_t t = 0; t < 9; ++t)
-        fours[((bx * blocks + j / 4) * 9 + t) * 4 + j % 4] = kernels[((p.Bx == 1 ? 0 : bx * p.O) + j) * 9 + t];
-  void (*pass)(const ConvPoolPass&, Quad*) = conv_pool_plain;
+      for (int64_t t = 0; t < taps; ++t)
+        fours[((bx * blocks + j / 4) * taps + t) * 4 + j % 4] = kernels[((p.Bx == 1 ? 0 : bx * p.O) + j) * taps + t];
+  void (*pass)(const ConvPoolPass&, Quad*) = p.C == 1 ? conv_pool_plain<9> : conv_pool_plain<0>;
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();  // (idempotent; the CPU's and the system's support of AVX, read before it is asked)
-  if (__builtin_cpu_supports("avx")) pass = conv_pool_avx;
+  if (__builtin_cpu_supports("avx")) pass = p.C == 1 ? conv_pool_avx<9> : conv_pool_avx<0>;
 #endif
   parallel_for(p.Bx * p.n, [&](int64_t first, int64_t last) {
-    std::vector<double> padded(e.PH * PW, 0.0);  // (the border stays zero; the inside is each image in turn)
+    std::vector<double> padded(p.C * plane, 0.0);  // (the border stays zero; the inside is each image in turn)
     std::vector<double> sums(4 * ph * pw);  // (four kernels' sums at each window entry)
     for (int64_t t = first; t < last; ++t) {
       const int64_t bx = t / p.n, img = t % p.n, bo0 = p.Bx == 1 ? 0 : bx * p.O;
-      const double* in = image + t * p.H * p.W;
-      for (int64_t h = 0; h < p.H; ++h)
-        std::memcpy(padded.data() + (h + e.top) * PW + e.left, in + h * p.W, p.W * sizeof(double));
-      const ConvPoolPass a{padded.data() + (e.top - g.pt) * PW + (e.left - g.pl), fours.data() + bx * blocks * 36,
-                           offset.data(), tap, y->typed_data() + (bo0 * p.n + img) * pooled,
-                           where->typed_data() + (bo0 * p.n + img) * pooled, p.Hp, p.Wp, ph * g.sh * PW,
-                           pw * g.sw, ph * pw, readers, p.n * pooled};
-      pass(a, reinterpret_cast<Quad*>(sums.data()));
-    }
-  });
-  return ffi::Error::Success();
-}
-
-// The transpose of PooledConv in k: dk[b, o, c, i, j] = sum over images and windows of ct times the input under
-// tap (i, j) of the window's maximum. Each (b, o) is summed by one thread.
-static ffi::Error PooledConvT(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> ct, ffi::Buffer<ffi::S32> where,
-                              ffi::ResultBuffer<ffi::F64> out, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                              int64_t pt, int64_t pl, int64_t dh, int64_t dw, int64_t ho, int64_t wo, int64_t ph,
-                              int64_t pw) {
-  const Geometry g{kh, kw, sh, sw, pt, pl, dh, dw, ho, wo};
-  auto dx = x.dimensions(), dc = ct.dimensions(), dk = out->dimensions();
-  const Pooled p{dk[0], dx[0], dk[1], dk[2], dx[2], dx[3], dx[4], dc[3], dc[4]};
-  const double* image = x.typed_data();
-  const double* cotangent = ct.typed_data();
-  const int32_t* at = where.typed_data();
-  double* dst = out->typed_data();
-  if (p.C == 1 && kh == 3 && kw == 3 && dh == 1 && dw == 1) {
-    PooledConvT3(g, p, ph, pw, image, cotangent, at, dst);
-    return ffi::Error::Success();
-  }
-  parallel_for(p.B * p.O, [&](int64_t first, int64_t last) {
-    std::vector<double> taps(p.C * kh * kw);
-    for (int64_t bo = first; bo < last; ++bo) {
-      const int64_t b = bo / p.O;
-      std::fill(taps.begin(), taps.end(), 0.0);
-      for (int64_t img = 0; img < p.n; ++img) {
-        const double* in = image + ((p.Bx == 1 ? 0 : b) * p.C * p.n + img) * p.H * p.W;
-        const double* values = cotangent + (bo * p.n + img) * p.Hp * p.Wp;
-        const int32_t* positions = at + (bo * p.n + img) * p.Hp * p.Wp;
-        for_each_maximum(g, p, ph, pw, positions, in,
-                         [&](int64_t q, const double* from, int64_t top, int64_t left, bool inside) {
-                           return taps_at<true>(g, p, from, top, left, inside, nullptr, taps.data(), values[q]);
-                         });
+      for (int64_t c = 0; c < p.C; ++c) {
+        const double* in = image + ((bx * p.C + c) * p.n + img) * p.H * p.W;
+        for (int64_t h = 0; h < p.H; ++h)
+          std::memcpy(padded.data() + c * plane + (h + e.top) * PW + e.left, in + h * p.W, p.W * sizeof(double));
       }
-      std::copy(taps.begin(), taps.end(), dst + bo * p.C * kh * kw);
+      const ConvPoolPass a{padded.data() + (e.top - g.pt) * PW + (e.left - g.pl),
+                           fours.data() + bx * blocks * taps * 4, offset.data(), tap.data(),
+                           y->typed_data() + (bo0 * p.n + img) * pooled,
+                           where->typed_data() + (bo0 * p.n + img) * pooled, p.Hp, p.Wp, ph * g.sh * PW,
+                           pw * g.sw, ph * pw, readers, p.n * pooled, taps};
+      pass(a, reinterpret_cast<Quad*>(sums.data()));
     }
   });
   return ffi::Error::Success();
@@ -564,6 +535,110 @@ static inline void add_tap(double* __restrict to, const double* __restrict tap, 
     to[c + 2] += v * tap[c + 2], to[c + 3] += v * tap[c + 3];
   }
   for (int64_t c = fours; c < C; ++c) to[c] += v * tap[c];
+}
+
+// PooledConvT for 3 x 3 adjacent taps and several channels (a layer after the first): each image is copied once,
+// channels last, into a zero-bordered buffer (border3), and every kernel that reads it adds each maximum's nine
+// taps as runs of C channels (vector instructions). Images are summed in consecutive blocks, each block's sums kept
+// apart and added in block order at the end: the same bits whatever the threads (the blocks follow the sizes alone:
+// at most 64, fewer where their sums would pass 2^20 values, 8 MiB).
+template <int64_t Channels>  // 0: as many as p.C says; else p.C, known to the compiler (loops unrolled)
+static void PooledConvTC(const Geometry& g, const Pooled& p, int64_t ph, int64_t pw, const double* image,
+                         const double* cotangent, const int32_t* at, double* dst) {
+  const Border e = border3(g, p, ph, pw);
+  const int64_t C = Channels ? Channels : p.C, taps = 9 * C, plane = p.H * p.W;
+  const std::vector<int64_t> offset = entry_offsets(g, ph, pw, e.PW, C);
+  const int64_t readers = p.Bx == 1 ? p.B * p.O : p.O;
+  const int64_t each = std::max<int64_t>(1, p.Bx * readers * taps);  // (values a block's sums take)
+  const int64_t parts = std::min<int64_t>({p.n, 64, std::max<int64_t>(1, (int64_t(1) << 20) / each)});
+  std::vector<double> sums(p.Bx * parts * readers * taps);  // by (image batch, block of images, reader, tap)
+  parallel_for(p.Bx * parts, [&](int64_t first, int64_t last) {
+    std::vector<double> padded(e.PH * e.PW * C, 0.0);  // (PH, PW, C); the border stays zero
+    const double* origin = padded.data() + ((e.top - g.pt) * e.PW + (e.left - g.pl)) * C;  // tap (0, 0), window 0
+    for (int64_t item = first; item < last; ++item) {
+      const int64_t bx = item / parts, part = item % parts;
+      double* mine = sums.data() + item * readers * taps;
+      std::fill(mine, mine + readers * taps, 0.0);
+      for (int64_t img = part * p.n / parts; img < (part + 1) * p.n / parts; ++img) {
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t h = 0; h < p.H; ++h) {
+            const double* from = image + ((bx * C + c) * p.n + img) * plane + h * p.W;
+            double* to = padded.data() + ((h + e.top) * e.PW + e.left) * C + c;
+            for (int64_t w = 0; w < p.W; ++w) to[w * C] = from[w];
+          }
+        for (int64_t j = 0; j < readers; ++j) {
+          const int64_t bo = (p.Bx == 1 ? 0 : bx * p.O) + j;
+          const double* values = cotangent + (bo * p.n + img) * p.Hp * p.Wp;
+          const int32_t* positions = at + (bo * p.n + img) * p.Hp * p.Wp;
+          double* kernel = mine + j * taps;  // (i, j, c): a tap's channels side by side
+          for (int64_t r = 0, q = 0; r < p.Hp; ++r) {
+            const double* row = origin + r * ph * g.sh * e.PW * C;
+            for (int64_t s = 0; s < p.Wp; ++s, ++q) {
+              const double* corner = row + s * pw * g.sw * C + offset[positions[q]];
+              const double v = values[q];
+              for (int64_t i = 0; i < 3; ++i)
+                for (int64_t t = 0; t < 3; ++t) add_tap(kernel + (i * 3 + t) * C, corner + (i * e.PW + t) * C, v, C);
+            }
+          }
+        }
+      }
+    }
+  });
+  for (int64_t bx = 0; bx < p.Bx; ++bx)
+    for (int64_t j = 0; j < readers; ++j) {
+      double* out = dst + ((p.Bx == 1 ? 0 : bx * p.O) + j) * taps;  // (c, i, j)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t t = 0; t < 9; ++t) {
+          double total = 0.0;
+          for (int64_t part = 0; part < parts; ++part)
+            total += sums[((bx * parts + part) * readers + j) * taps + t * C + c];
+          out[c * 9 + t] = total;
+        }
+    }
+}
+
+// The transpose of PooledConv in k: dk[b, o, c, i, j] = sum over images and windows of ct times the input under
+// tap (i, j) of the window's maximum. Each (b, o) is summed by one thread.
+static ffi::Error PooledConvT(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> ct, ffi::Buffer<ffi::S32> where,
+                              ffi::ResultBuffer<ffi::F64> out, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                              int64_t pt, int64_t pl, int64_t dh, int64_t dw, int64_t ho, int64_t wo, int64_t ph,
+                              int64_t pw) {
+  const Geometry g{kh, kw, sh, sw, pt, pl, dh, dw, ho, wo};
+  auto dx = x.dimensions(), dc = ct.dimensions(), dk = out->dimensions();
+  const Pooled p{dk[0], dx[0], dk[1], dk[2], dx[2], dx[3], dx[4], dc[3], dc[4]};
+  const double* image = x.typed_data();
+  const double* cotangent = ct.typed_data();
+  const int32_t* at = where.typed_data();
+  double* dst = out->typed_data();
+  if (kh == 3 && kw == 3 && dh == 1 && dw == 1) {
+    switch (p.C) {  // the usual widths with their loops unrolled (the paper's CNN's second layer: 8)
+      case 1: PooledConvT3(g, p, ph, pw, image, cotangent, at, dst); break;
+      case 4: PooledConvTC<4>(g, p, ph, pw, image, cotangent, at, dst); break;
+      case 8: PooledConvTC<8>(g, p, ph, pw, image, cotangent, at, dst); break;
+      case 16: PooledConvTC<16>(g, p, ph, pw, image, cotangent, at, dst); break;
+      case 32: PooledConvTC<32>(g, p, ph, pw, image, cotangent, at, dst); break;
+      default: PooledConvTC<0>(g, p, ph, pw, image, cotangent, at, dst);
+    }
+    return ffi::Error::Success();
+  }
+  parallel_for(p.B * p.O, [&](int64_t first, int64_t last) {
+    std::vector<double> taps(p.C * kh * kw);
+    for (int64_t bo = first; bo < last; ++bo) {
+      const int64_t b = bo / p.O;
+      std::fill(taps.begin(), taps.end(), 0.0);
+      for (int64_t img = 0; img < p.n; ++img) {
+        const double* in = image + ((p.Bx == 1 ? 0 : b) * p.C * p.n + img) * p.H * p.W;
+        const double* values = cotangent + (bo * p.n + img) * p.Hp * p.Wp;
+        const int32_t* positions = at + (bo * p.n + img) * p.Hp * p.Wp;
+        for_each_maximum(g, p, ph, pw, positions, in,
+                         [&](int64_t q, const double* from, int64_t top, int64_t left, bool inside) {
+                           return taps_at<true>(g, p, from, top, left, inside, nullptr, taps.data(), values[q]);
+                         });
+      }
+      std::copy(taps.begin(), taps.end(), dst + bo * p.C * kh * kw);
+    }
+  });
+  return ffi::Error::Success();
 }
 
 // PooledConvX for 3 x 3 adjacent taps (any channels): as below, in a zero-bordered scratch image (border3), so that

@@ -14,11 +14,10 @@ kernels ``(O, C / groups, kh, kw)`` as in PyTorch. Results equal ``lax.conv_gene
 ``lax.reduce_window`` to roundoff (``tests/test_convolution.py``).
 
 ``conv2d_max_pool`` is the two in one, for layers that pool right after the convolution: its input's derivative
-(``conv.cc``'s PooledConvX) and, for narrow kernels, its kernels' derivative (PooledConvT) are read at the
+(``conv.cc``'s PooledConvX) and, for 3 x 3 or narrow kernels, its kernels' derivative (PooledConvT) are read at the
 pooling's maxima alone, instead of scattering the pooled cotangent back to the convolution's size and running
-products over it (and folding the input's). A layer of one channel and 3 x 3 kernels (on the data, where the
-product would have 9 rows) computes its pooled values in one kernel (ConvPool), without writing the convolution's
-full-size output.
+products over it (and folding the input's). A layer of 3 x 3 kernels computes its pooled values in one kernel
+(ConvPool), without unfolding patches or writing the convolution's full-size output.
 """
 
 from __future__ import annotations
@@ -80,10 +79,11 @@ def _product(kernels, columns, geometry):
     return out.reshape(kernels.shape[0], columns.shape[1] // (ho * wo), ho, wo)
 
 
-# A kernel sees at most this many input entries (C * kh * kw) for conv2d_max_pool to take its kernels' derivative
-# at the maxima (plain loops over each maximum's taps); wider kernels go through the full-size scatter and a BLAS
-# product, faster per tap (benchmarks/cnn_throughput.py: the CNN's first layer, 9 taps, gains; its second, 72,
-# would not: measured slower on one thread). The input's derivative is read at the maxima for every width.
+# Kernels other than 3 x 3 see at most this many input entries (C * kh * kw) for conv2d_max_pool to take their
+# derivative at the maxima (general loops, each tap checked against the edges); wider ones go through the
+# full-size scatter and a BLAS product over the patches, faster per tap than those loops. 3 x 3 kernels of any
+# width have kernels of their own (zero-bordered, a maximum's taps as runs of channels), and every width reads the
+# input's derivative at the maxima.
 _TAPS_AT_MAXIMA = 9
 
 
@@ -91,14 +91,15 @@ def conv2d_max_pool(x, w, window, *, stride=(1, 1), padding=((0, 0), (0, 0)), di
     """``max_pool(conv2d(x, w, ...), window)``: the same values and derivatives (one group).
 
     The derivatives are taken at the pooling's maxima alone. A pooled cotangent ``g`` gives the input's gradient
-    as each kernel's taps times ``g`` placed around its window's maximum, and (for kernels of at most
-    ``_TAPS_AT_MAXIMA`` taps, e.g. a layer on the data: one channel, 9 taps) the kernels' gradient as
-    ``sum g * x[taps of the window's maximum]``, where the composition scatters ``g`` back to the convolution's full
+    as each kernel's taps times ``g`` placed around its window's maximum, and (for 3 x 3 kernels, or others of
+    at most ``_TAPS_AT_MAXIMA`` taps) the kernels' gradient as ``sum g * x[taps of the window's maximum]``, where
+    the composition scatters ``g`` back to the convolution's full
     size (``ph * pw`` times the entries, all but one per window zero) and runs products over it: for the input, a
     product with ``C * kh * kw`` rows per column and a fold of it back to the images (``ph * pw`` times the
-    multiplications, and the largest memory-bound steps of a pooled layer's backward pass). Wider kernels take
-    their own derivative through the scatter and a BLAS product over the patches, faster per tap. Other dtypes
-    and other backends get the composition itself.
+    multiplications, and the largest memory-bound steps of a pooled layer's backward pass). 3 x 3 kernels also
+    compute their pooled values without unfolding patches or writing the convolution's full-size output. Other
+    kernels take their values, and wider ones their own derivative, through the patches (a BLAS product). Other
+    dtypes and other backends get the composition itself.
     """
     if len(window) != 2 or any(int(size) != size or size < 1 for size in window):
         raise ValueError(f"max_pool: window must be two integers >= 1 (rows, columns); got {window!r}")
@@ -115,9 +116,10 @@ def _conv_pool(x, w, geometry, ph, pw):
 
 def _pooled(x, w, g, ph, pw):
     """The pooled convolution, its maxima's positions and the unfolded patches (None where none were made): in one
-    kernel for a layer of one channel and 3 x 3 kernels (the data's, whose products would have 9 rows: the
-    full-size output is never written), else a product over the patches and the pooling."""
-    if x.shape[0] == 1 and (g["kh"], g["kw"], g["dh"], g["dw"]) == (3, 3, 1, 1):
+    kernel for 3 x 3 kernels (neither the patches nor the full-size output written: measured twice as fast per
+    network-epoch on the paper's CNN, benchmarks/cnn_throughput.py), else a product over the patches and the
+    pooling."""
+    if (g["kh"], g["kw"], g["dh"], g["dw"]) == (3, 3, 1, 1):
         y, where = conv_pool_p.bind(x[None], w[None], **g, ph=ph, pw=pw)
         return y[0], where[0], None
     columns = patches_p.bind(x[None], **g)[0]
@@ -126,14 +128,14 @@ def _pooled(x, w, g, ph, pw):
 
 def _conv_pool_jvp(geometry, ph, pw, primals, tangents):
     """Along (dx, dw): the pooled convolution changes by conv(dx, w) + conv(x, dw) at each window's maximum; the
-    first read at the maxima alone, the second too for narrow kernels, else through the full-size product of dw
-    with the patches and a gather. (Their transposes are the gradients of conv2d_max_pool's docstring.)"""
+    first read at the maxima alone, the second too for 3 x 3 or narrow kernels, else through the full-size product
+    of dw with the patches and a gather. (Their transposes are the gradients of conv2d_max_pool's docstring.)"""
     (x, w), (dx, dw) = primals, tangents
     g = dict(geometry)
-    y, where, columns = _pooled(x, w, g, ph, pw)  # (one unfolding for the value and the kernels' product)
+    y, where, columns = _pooled(x, w, g, ph, pw)  # (any unfolding serves the value and the kernels' product)
     dy = jnp.zeros_like(y)
     if type(dw) is not SymbolicZero:
-        if x.shape[0] * g["kh"] * g["kw"] <= _TAPS_AT_MAXIMA or columns is None:
+        if columns is None or x.shape[0] * g["kh"] * g["kw"] <= _TAPS_AT_MAXIMA:
             dy = dy + pooled_conv_p.bind(x[None], dw[None], where[None], **g, ph=ph, pw=pw)[0]
         else:
             dy = dy + gather_p.bind(_product(dw, columns, g), where, ph=ph, pw=pw)
