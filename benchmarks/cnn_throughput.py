@@ -11,11 +11,11 @@ shapes — the convolutions as products over unfolded patches, forward and both 
 references' forward pass over the test set — for one chunk of examples, times the chunks. That sum is the limit;
 the engine's rate is quoted as a fraction of it. ``--before`` also times the CNN as chaosgd computed it up to 0.8.0
 (XLA's float64 convolution and reduce_window, whole batch) on 1,000 images, scaled per image. ``--profile`` traces
-one run and sums the time of its operations by kind (products, unfolding, pooling, derivatives read at the
-pooling's maxima, the rest). ``--torch`` also times the same network written as a torch module (Conv2d, ReLU,
-MaxPool2d, Linear; and in the functional style, F.relu and F.max_pool2d in a forward method) and translated by
-``from_torch`` (torch's own initialisation), at the first memory budget: the route a user's own convolutional
-module takes.
+one run and sums the time of its operations by kind (products, convolutions pooled in one kernel, unfolding,
+pooling, derivatives read at the pooling's maxima, the rest). ``--torch`` also times the same network written as a
+torch module (Conv2d, ReLU, MaxPool2d, Linear; and in the functional style, F.relu and F.max_pool2d in a forward
+method) and translated by ``from_torch`` (torch's own initialisation), at the first memory budget, in turn with
+chaosgd's CNN (pairs of runs: their ratio): the route a user's own convolutional module takes.
 
 Run:  CHAOSGD_DATA=DATA env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/cnn_throughput.py
       [--budgets-gib 2 8] [--epochs 4] [--repeats 3] [--before] [--profile] [--torch]
@@ -101,12 +101,27 @@ def limit_seconds(shapes, repeats: int) -> float:
     return total
 
 
-def engine_seconds(model, data, groups, epochs, repeats, budget):
+def trainer(model, data, groups, epochs, budget):
+    """One run of the engine on ``model``, compiled: call it to time it."""
     params = epsilon_ball(initial_conditions(model, groups), COPIES, epsilon=1e-8)
     objective = classification(model)
     train = lambda: run(objective, params, 1.0, data, epochs=epochs, memory_budget=budget)  # noqa: E731
     train()  # compiles
-    return median_time(train, repeats) / (groups * (1 + COPIES) * epochs)
+    return train
+
+
+def engine_seconds(model, data, groups, epochs, repeats, budget):
+    return median_time(trainer(model, data, groups, epochs, budget), repeats) / (groups * (1 + COPIES) * epochs)
+
+
+def paired_seconds(first, second, repeats) -> tuple[float, float, float]:
+    """Two compiled runs timed in turn, ``repeats`` pairs (the machine's speed drifts between rows: a ratio only
+    holds within a pair): the median time of each and the median of the pairs' ratios first / second."""
+    pairs = []
+    for _ in range(repeats):
+        pairs.append([median_time(run, 1) for run in (first, second)])
+    a, b = np.array(pairs).T
+    return float(np.median(a)), float(np.median(b)), float(np.median(a / b))
 
 
 def xla_cnn(model):
@@ -226,14 +241,16 @@ def main() -> None:
         translated = torch_cnn(functional)
         one_torch = jax.tree_util.tree_map(lambda x: x[0, 0], epsilon_ball(initial_conditions(translated, 1), COPIES))
         chunk = fit_examples(classification(translated), one_torch, data, 1 + COPIES, budget) or N_TRAIN
-        seconds = engine_seconds(translated, data, groups, args.epochs, args.repeats, budget)
-        native = 1 / rows[0]["engine_network_epochs_per_s"]
+        native, seconds, ratio = paired_seconds(trainer(model, data, groups, args.epochs, budget),
+                                                trainer(translated, data, groups, args.epochs, budget), args.repeats)
+        native, seconds = native / (k * args.epochs), seconds / (k * args.epochs)
         style = "torch_functional" if functional else "torch_module"
         result[style] = {"memory_budget_gib": args.budgets_gib[0], "examples_per_chunk": chunk,
-                         "engine_network_epochs_per_s": 1 / seconds, "over_chaosgd_cnn": native / seconds}
+                         "engine_network_epochs_per_s": 1 / seconds, "chaosgd_cnn_network_epochs_per_s": 1 / native,
+                         "over_chaosgd_cnn": ratio}
         print(f"the same network as a torch module{' (F.relu, F.max_pool2d)' if functional else ''} (from_torch), "
               f"{args.budgets_gib[0]:g} GiB: chunks of {chunk} examples, {1 / seconds:.3f} network-epochs/s, "
-              f"{native / seconds:.0%} of chaosgd's CNN", flush=True)
+              f"{ratio:.0%} of chaosgd's CNN timed in turn with it ({1 / native:.3f})", flush=True)
     if args.profile:
         result["profile_s_per_network_epoch"] = profile(model, data, args.budgets_gib[0] * 2**30, 2)
         print("where a network-epoch's time goes (s):", {k: round(v, 3) for k, v in

@@ -104,6 +104,25 @@ def test_batched_products_equal_one_product_each(trans_a, trans_b, in_axes):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("trans_a,trans_b", FLAGS)
+def test_networks_with_their_own_inputs_take_one_blas_product_each_unless_a_side_is_thin(trans_a, trans_b):
+    """Both operands batched: BLAS per network (the batched custom call) for sides of 16 and more, XLA's batched
+    product where one is thinner (an output layer of a few classes: see gemm._THIN), equal either way, gradients
+    too."""
+    flags = dict(trans_a=trans_a, trans_b=trans_b)
+    for (m, k, n), blas in [((20, 17, 16), True), ((20, 17, 10), False), ((20, 3, 18), False), ((6, 17, 18), False)]:
+        a, b = operands(m, k, n, trans_a, trans_b, seed=m + k + n)
+        a, b = (np.stack([x, -2 * x, np.cos(x)]) for x in (a, b))
+        product = jax.vmap(partial(gemm, **flags))
+        assert ('custom_call_target="chaosgd_gemm_batched"' in compiled_text(product, a, b)) is blas
+        np.testing.assert_allclose(jax.jit(product)(a, b), jax.vmap(partial(_xla, **flags))(a, b),
+                                   rtol=1e-13, atol=1e-13)
+        grads = jax.jit(jax.grad(lambda a, b: jnp.sum(jnp.sin(product(a, b))), (0, 1)))(a, b)
+        want = jax.grad(lambda a, b: jnp.sum(jnp.sin(jax.vmap(partial(_xla, **flags))(a, b))), (0, 1))(a, b)
+        for got, expected in zip(grads, want):
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_nested_batches_fold_into_one_wide_custom_call():
     """Groups x members of weights against one data matrix, as the engine's ensemble is."""
     rng = np.random.default_rng(5)

@@ -145,7 +145,8 @@ ad.defbilinear(batched_p, *_transposes(batched_gemm))
 
 def _batch(args, dims, *, trans_a, trans_b):
     """One matrix shared and the other batched (an ensemble's weights against the data): one wide product whose
-    columns (or rows) are the batch's products side by side. Both batched: XLA's batched product."""
+    columns (or rows) are the batch's products side by side. Both batched (networks that each have their own
+    input): one BLAS product per network, or XLA's batched product where a side is thinner than ``_THIN``."""
     (a, b), (da, db) = args, dims
     if da is None:
         size = b.shape[db]
@@ -171,8 +172,18 @@ def _batch(args, dims, *, trans_a, trans_b):
             tall = stacked.reshape(size * m, stacked.shape[2])
         out = gemm(tall, b, trans_a=trans_a, trans_b=trans_b)
         return out.reshape(size, m, out.shape[1]), 0
-    # Both batched (networks that each have their own input): one BLAS product per network.
-    return batched_gemm(jnp.moveaxis(a, da, 0), jnp.moveaxis(b, db, 0), trans_a=trans_a, trans_b=trans_b), 0
+    a, b = jnp.moveaxis(a, da, 0), jnp.moveaxis(b, db, 0)
+    if min(*a.shape[1:], *b.shape[1:]) < _THIN:
+        return _xla_batched(a, b, trans_a=trans_a, trans_b=trans_b), 0
+    return batched_gemm(a, b, trans_a=trans_a, trans_b=trans_b), 0
+
+
+# Per-network products with a side (rows, columns or the sum's length) thinner than this go to XLA: a BLAS call
+# gains little there (an output layer of 10 classes on 1,667 examples, its three products: 0.91x XLA's time in
+# all), and after each call OpenBLAS's threads spin on the cores for a while, slowing the kernels that follow (the
+# paper's CNN written in torch, whose Linear goes through gemm: 0.84x the speed of chaosgd's CNN, whose dense layer
+# is XLA's, and 1.0x with that layer through XLA or with OPENBLAS_THREAD_TIMEOUT=4; benchmarks/cnn_throughput.py).
+_THIN = 16
 
 
 def _batch_batched(args, dims, *, trans_a, trans_b):
