@@ -179,10 +179,10 @@ def _batch(args, dims, *, trans_a, trans_b):
 
 
 # Per-network products with a side (rows, columns or the sum's length) thinner than this go to XLA: a BLAS call
-# gains little there (an output layer of 10 classes on 1,667 examples, its three products: 0.91x XLA's time in
-# all), and after each call OpenBLAS's threads spin on the cores for a while, slowing the kernels that follow (the
-# paper's CNN written in torch, whose Linear goes through gemm: 0.84x the speed of chaosgd's CNN, whose dense layer
-# is XLA's, and 1.0x with that layer through XLA or with OPENBLAS_THREAD_TIMEOUT=4; benchmarks/cnn_throughput.py).
+# gains little there, and after each call OpenBLAS's threads spin on the cores for a while, slowing the kernels
+# that follow (the paper's CNN written in torch, whose Linear onto 10 classes goes through gemm: 0.84x the speed of
+# chaosgd's CNN, whose dense layer is XLA's product; about 1.0x with that layer on XLA, or with
+# OPENBLAS_THREAD_TIMEOUT=4; benchmarks/cnn_throughput.py --torch, docs/benchmarks.md).
 _THIN = 16
 
 
