@@ -155,7 +155,8 @@ def test_a_failing_task_stops_the_sweep_at_once_and_keeps_what_finished(tmp_path
     (RunDir(run).tasks_dir / "eta001_ic00000.npz").mkdir(parents=True)  # a write that cannot succeed
     with pytest.raises(TaskFailed, match=r"task eta001_ic00000 failed: IsADirectoryError.*\(traceback in .*"
                                          r"eta001_ic00000\.error\.txt\)"):
-        sweep(config, run, executor=executor, workers=2, progress=False, log=lambda *a: None)
+        sweep(config, run, executor=executor, workers=2 if executor == "processes" else None, progress=False,
+              log=lambda *a: None)
     assert "Traceback" in (RunDir(run).tasks_dir / "eta001_ic00000.error.txt").read_text()
     kept = sorted(p.name for p in RunDir(run).tasks_dir.glob("*.npz") if p.is_file())
     before = ["eta000_ic00000.npz", "eta000_ic00002.npz", "eta000_ic00004.npz"]
@@ -230,6 +231,8 @@ def test_claims_must_outlive_their_heartbeat(tmp_path):
         Claims(tmp_path, timeout=15, heartbeat=10)
     with pytest.raises(ValueError, match="claim_timeout must exceed 20"):
         sweep(small_config(), tmp_path / "run", executor="serial", claim_timeout=5)
+    with pytest.raises(ValueError, match="wait_poll must be > 0 seconds; got nan"):
+        sweep(small_config(), tmp_path / "run", executor="serial", wait_poll=float("nan"))
     assert not (tmp_path / "run").exists()
 
 

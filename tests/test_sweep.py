@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from chaosgd.experiments.config import Config, ConfigError, Data, Ensemble, Model, Training
+from chaosgd.experiments.executors import Execution
 from chaosgd.experiments.plan import make_plan
 from chaosgd.experiments.problem import tasks
 from chaosgd.experiments.results import summarize
@@ -152,7 +153,29 @@ def test_unknown_executor_is_refused_before_the_folder_is_made(tmp_path):
         sweep(small_config(), tmp_path / "run", executor="processes", workers=0)
     with pytest.raises(ValueError, match="scheduler address is for the dask executor"):
         sweep(small_config(), tmp_path / "run", executor="serial", scheduler="tcp://x:1")
+    with pytest.raises(ValueError, match="workers = 3: the serial executor runs one task at a time"):
+        sweep(small_config(), tmp_path / "run", executor="serial", workers=3)  # (it would be ignored)
+    with pytest.raises(ValueError, match="retries must be an integer >= 0; got -1"):
+        sweep(small_config(), tmp_path / "run", retries=-1)
     assert not (tmp_path / "run").exists()
+
+
+def test_an_execution_counts_the_processes_that_share_this_machines_memory(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert Execution().local_workers == 7 and Execution(workers=3).local_workers == 3
+    assert Execution("serial").local_workers == 1 and Execution("dask", workers=2).local_workers == 2
+    assert Execution("dask", scheduler="tcp://x:1").local_workers is None  # (they run on the scheduler's machines)
+
+
+def test_a_plan_defaults_to_runs_by_name_and_refuses_a_file_before_loading_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = small_config(**{"data.name": "npz", "data.path": "absent.npz"})
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(ConfigError, match="taken exists and is not a folder"):
+        make_plan(config, "taken")  # (before the missing data file is looked for)
+    plan = make_plan(small_config(), execution=Execution("serial"))
+    assert plan.run.root == tmp_path.joinpath("runs", "tiny").relative_to(tmp_path) and not plan.run.root.exists()
+    assert plan.hash == plan.config.hash() and plan.execution == Execution("serial")
 
 
 def test_a_worker_killed_mid_task_does_not_lose_the_sweep(tmp_path, reference):
@@ -198,12 +221,12 @@ def test_a_sweep_that_stops_references_keeps_its_times_to_target(tmp_path):
 
 def test_summary_from_the_plan_a_sweep_returns_equals_the_summary_read_back_from_its_folder(tmp_path):
     # The plan carries the checked results and fits down to the summary; reading the folder again must agree.
-    plan = make_plan(small_config(), tmp_path)
-    # (made for one process's memory: three workers sharing it would not have been checked)
-    with pytest.raises(ValueError, match="checked for 1 local worker.*would run 3"):
+    plan = make_plan(small_config(), tmp_path, execution=Execution("serial"))
+    # (its sizes were checked for one process's memory: three workers sharing it would not have been)
+    with pytest.raises(ValueError, match=r"carries how its tasks run \(Execution\(executor='serial'.*workers=3"):
         sweep(plan, executor="processes", workers=3, progress=False)
     assert not RunDir(tmp_path).config_path.exists()
-    sweep(plan, executor="serial", progress=False, log=lambda *a: None)
+    sweep(plan, progress=False, log=lambda *a: None)
     assert plan.complete and len(plan.fits) == 3
     carried, read = summarize(plan), summarize(tmp_path)
     np.testing.assert_equal(carried.rows, read.rows)  # NaN where nothing resolved, in both

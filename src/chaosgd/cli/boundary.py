@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from chaosgd.atomic import atomic_write
-from chaosgd.cli.options import RUNS, add_out, out_folder
+from chaosgd.cli.options import add_out, out_folder
+from chaosgd.experiments.store import RUNS
 
 LABELS = {"eta_first": "learning rate of the first layer", "eta_last": "learning rate of the last layer",
           "eta": "learning rate", "init_scale": "scale of the initial weights",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from chaosgd.cli.options import (RUNS, add_execution, add_experiment, add_out, experiment, one_point, out_folder,
+from chaosgd.cli.options import (add_execution, add_experiment, add_out, experiment, one_point, out_folder,
                                  pyplot_free_plots, run_sweep, use_device)
+from chaosgd.experiments.store import RUNS
 
 
 def add_sweep(p: argparse.ArgumentParser) -> None:
@@ -15,20 +16,15 @@ def add_sweep(p: argparse.ArgumentParser) -> None:
 
 
 def report(run_dir, **options) -> None:
+    """The report of a run folder, or of the plan a sweep just ran (from what it holds: nothing is read or fitted
+    again)."""
     from chaosgd.experiments.report import write_report
     pyplot_free_plots()
     print(f"report: {write_report(run_dir, log=print, **options)}")
 
 
-def report_of(plan, summary=None) -> None:
-    """The report of the sweep a plan just ran, from what it holds (nothing is read or fitted again)."""
-    from chaosgd.experiments.results import summarize
-    report(plan.run, summary=summary or summarize(plan))
-
-
 def cmd_sweep(args) -> int:
-    plan = run_sweep(args)
-    report_of(plan)
+    report(run_sweep(args))
     return 0
 
 
@@ -55,7 +51,7 @@ def cmd_run(args) -> int:
               f"{number(r['final_test_accuracy_mean'], '>11.3f')} {r['diverged_fraction']:>8.0%} "
               f"{r['stuck_at_chance']:>6}  {r['n_initial'] - r['tau_censored']}/{r['n_initial']}, median {median}, "
               f"{r['tau_rmst']:.4g} [{number(r['tau_rmst_ci_low'], '.4g')}, {number(r['tau_rmst_ci_high'], '.4g')}]")
-    report_of(plan, summary)
+    report(plan, summary=summary)
     return 0
 
 
@@ -64,7 +60,7 @@ def cmd_reproduce(args) -> int:
 
     plan = run_sweep(args)
     toymap(plan.run.toymap_dir)
-    report_of(plan)
+    report(plan)
     return 0
 
 

@@ -11,8 +11,9 @@ import numpy as np
 
 from chaosgd.atomic import atomic_write
 from chaosgd.experiments.report import FIGURE_2_ETA
-from chaosgd.cli.options import (RUNS, add_execution, add_experiment, add_out, experiment, one_point, out_folder,
+from chaosgd.cli.options import (add_execution, add_experiment, add_out, experiment, one_point, out_folder,
                                  pyplot_free_plots, run_sweep)
+from chaosgd.experiments.store import RUNS
 
 
 def add_lyapunov(p: argparse.ArgumentParser) -> None:

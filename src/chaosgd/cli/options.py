@@ -17,8 +17,6 @@ from pathlib import Path
 from chaosgd.experiments.config import Config, field_names, field_type, parse_assignment, parse_text
 from chaosgd.experiments.executors import EXECUTORS
 
-RUNS = Path("runs")  # default parent of run folders
-
 
 def add_experiment(p: argparse.ArgumentParser) -> None:
     from chaosgd.experiments.presets import PRESETS
@@ -138,10 +136,11 @@ def one_point(config: Config, command: str) -> Config:
     return config
 
 
-def out_folder(args, default: Path) -> Path:
-    """--out, or the command's default; a path that exists and is not a folder is refused."""
+def out_folder(args, default: Path | None = None) -> Path | None:
+    """--out, or the command's default (None: the plan's, runs/<name>); a path that exists and is not a folder is
+    refused."""
     out = Path(args.out) if args.out else default
-    if out.exists() and not out.is_dir():
+    if out is not None and out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
     return out
 
@@ -151,23 +150,22 @@ def executor_of(args) -> str:
 
 
 def run_sweep(args, config=None, folder=None):
-    """Configuration -> plan -> executor: the sweep every experiment command runs. Returns the plan (``summarize``
-    takes it as it is: its results and fits are not read or computed again)."""
-    from chaosgd.experiments.executors import local_workers
+    """Options -> configuration -> plan -> executor: the sweep every experiment command runs. Returns the plan
+    (``summarize`` and the report take it as it is: its results and fits are not read or computed again)."""
+    from chaosgd.experiments.executors import Execution
     from chaosgd.experiments.plan import make_plan
     from chaosgd.experiments.sweep import run_plan
 
-    config = config or experiment(args)
     executor = executor_of(args)
-    if executor == "serial" and args.workers is not None and args.workers > 1:  # (it would be ignored)
+    if executor == "serial" and args.workers is not None and args.workers > 1:  # (said before Execution would)
         raise ValueError(f"--workers {args.workers}: the serial executor runs one task at a time in this process"
                          + (" (the default with --device gpu)" if args.executor is None else "")
                          + "; workers are for --executor processes or dask")
-    workers = local_workers(executor, args.workers, args.scheduler)  # (refuses what cannot work, before the plan)
     use_device(args.device)
-    folder = folder or out_folder(args, RUNS / config.name)
-    plan = make_plan(config, folder, workers=workers)
-    run_plan(plan, executor=executor, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+    folder = folder or out_folder(args)
+    config = config or experiment(args)
+    plan = make_plan(config, folder, execution=Execution(executor, args.workers, args.scheduler))
+    run_plan(plan, progress=not args.quiet)
     return plan
 
 

@@ -8,7 +8,8 @@ import json
 import numpy as np
 
 from chaosgd.atomic import atomic_write
-from chaosgd.cli.options import RUNS, add_experiment, add_out, experiment, one_point, out_folder, pyplot_free_plots
+from chaosgd.cli.options import add_experiment, add_out, experiment, one_point, out_folder, pyplot_free_plots
+from chaosgd.experiments.store import RUNS
 
 
 def add_spectrum(p: argparse.ArgumentParser) -> None:

@@ -8,8 +8,9 @@ import json
 import numpy as np
 
 from chaosgd.atomic import atomic_write
-from chaosgd.cli.options import (RUNS, add_execution, add_experiment, add_out, experiment, one_point, out_folder,
+from chaosgd.cli.options import (add_execution, add_experiment, add_out, experiment, one_point, out_folder,
                                  pyplot_free_plots, run_sweep)
+from chaosgd.experiments.store import RUNS
 from chaosgd.uncertainty import (FINAL_EPOCHS, LOSS_BIN_DECADES, MIN_BIN_DECADES, MIN_DECADES, OUTCOMES,
                                  network_outcomes, uncertain_initial_conditions, uncertainty_from_initial_conditions)
 

@@ -23,9 +23,11 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Callable
 
 from chaosgd.errors import ChaosgdError
+from chaosgd.experiments.claims import HEARTBEAT
 from chaosgd.experiments.workers import call as worker_call
 from chaosgd.experiments.workers import environment as worker_environment
 from chaosgd.experiments.workers import init as worker_init
@@ -433,15 +435,46 @@ def open_executor(name: str, *, workers: int | None = None, scheduler: str | Non
     return DaskExecutor(workers, scheduler, retries)
 
 
-def local_workers(name: str, workers: int | None = None, scheduler: str | None = None) -> int | None:
-    """Processes of this machine that share its memory budget while ``name`` runs tasks; None when they run on a
-    Dask scheduler's machines. What cannot work is refused (``check_executor``), before anything is planned."""
-    check_executor(name, workers, scheduler)
-    if name == "serial":
-        return 1
-    if name == "dask" and scheduler is not None:
-        return None
-    return max(1, int(workers or os.cpu_count() or 1))
+@dataclass(frozen=True)
+class Execution:
+    """How a plan's tasks run, checked once when it is made (what cannot work is refused before any data loads):
+    the executor (one of ``EXECUTORS``), its worker processes (None: one per core), a Dask scheduler's address (None:
+    a LocalCluster), the times a task whose worker died is run again, and, for jobs that share a run folder, the
+    seconds after which a claim that was not refreshed is taken over (its job died) and between looks at tasks that
+    other jobs are computing."""
+
+    executor: str = "processes"
+    workers: int | None = None
+    scheduler: str | None = None
+    retries: int = 2
+    claim_timeout: float = 120.0
+    wait_poll: float = 2.0
+
+    def __post_init__(self):
+        check_executor(self.executor, self.workers, self.scheduler)
+        if self.executor == "serial" and self.workers is not None and self.workers > 1:  # (it would be ignored)
+            raise ValueError(f"workers = {self.workers}: the serial executor runs one task at a time in this "
+                             "process; workers are for the processes and dask executors")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries must be an integer >= 0; got {self.retries!r}")
+        if not self.claim_timeout > 2 * HEARTBEAT:
+            raise ValueError(f"claim_timeout must exceed {2 * HEARTBEAT:g} s, twice the claims' heartbeat (else live "
+                             f"claims would be taken over); got {self.claim_timeout}")
+        if not self.wait_poll > 0:
+            raise ValueError(f"wait_poll must be > 0 seconds; got {self.wait_poll}")
+
+    @property
+    def local_workers(self) -> int | None:
+        """Processes of this machine that share its memory budget while the tasks run; None when they run on a
+        Dask scheduler's machines."""
+        if self.executor == "serial":
+            return 1
+        if self.executor == "dask" and self.scheduler is not None:
+            return None
+        return max(1, int(self.workers or os.cpu_count() or 1))
+
+    def open(self) -> Executor:
+        return open_executor(self.executor, workers=self.workers, scheduler=self.scheduler, retries=self.retries)
 
 
 def check_executor(name: str, workers: int | None = None, scheduler: str | None = None) -> None:

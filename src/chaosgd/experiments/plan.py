@@ -1,10 +1,11 @@
 """A sweep's plan: what a configuration becomes before anything runs, made once and carried down the sweep, the
 sweet-spot search and the report, so that none of them goes back to the configuration for it.
 
-``make_plan`` pins the configuration (``problem.pinned``), refuses what cannot run (data missing, a model that does
-not fit the data, records that do not divide an epoch, a task larger than its memory share) before any folder
-exists, and fixes the configuration's hash, its points on the second axis (each a 1-D configuration with its
-records per epoch), its tasks and its run folder. While a sweep runs, the plan also collects the checked task
+``make_plan`` pins the configuration (``problem.pinned``: its hash then names the files it reads), refuses what
+cannot run (an executor that cannot work, data missing, a model that does not fit the data, records that do not
+divide an epoch, a task larger than its memory share) before any folder exists, and fixes the configuration's
+points on the second axis (each a 1-D configuration with its records per epoch), its tasks, its run folder and how
+its tasks run (``executors.Execution``). While a sweep runs, the plan also collects the checked task
 results and the fit of each finished learning rate, so that the summary and the report that follow read neither
 the task files nor the records a second time.
 """
@@ -14,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaosgd.experiments.config import Config
+from chaosgd.experiments.config import Config, ConfigError
+from chaosgd.experiments.executors import Execution
 from chaosgd.experiments.problem import Task, check_point, pinned, tasks
-from chaosgd.experiments.store import RunDir
+from chaosgd.experiments.store import RUNS, RunDir
 from chaosgd.precision import float64
 
 
@@ -40,19 +42,23 @@ class Point:
 
 @dataclass(frozen=True)
 class Plan:
-    """A pinned, checked configuration with its hash, points, tasks and run folder (see the module docstring).
+    """A pinned, checked configuration with its points, tasks, run folder and execution (see the module docstring).
 
     ``results`` (task name -> ``store.TaskResult``) and ``fits`` ((point, eta index) -> ``results.fit``'s
     triple) fill in as a sweep finds and finishes tasks; they are the plan's only changing parts."""
 
     config: Config
-    hash: str
     points: tuple[Point, ...]
     tasks: tuple[Task, ...]
     run: RunDir
-    workers: int | None = 1  # processes sharing this machine's memory the sizes were checked for (None: not here)
+    execution: Execution  # (its local workers share this machine's memory: the sizes were checked for them)
     results: dict = field(default_factory=dict, compare=False, repr=False)
     fits: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def hash(self) -> str:
+        """The pinned configuration's hash, which names the run in its folder and task files (computed once)."""
+        return self.config.hash()
 
     def point(self, task: Task) -> Point:
         """The 1-D sweep a task belongs to."""
@@ -77,20 +83,24 @@ def group_tasks(tasks) -> dict[tuple[int, int], list[Task]]:
 
 
 @float64
-def make_plan(config: Config, run_dir: str | Path | RunDir, *, workers: int | None = 1,
+def make_plan(config: Config, run_dir: str | Path | RunDir | None = None, *, execution: Execution | None = None,
               count: int | None = None) -> Plan:
-    """The plan of ``config`` in ``run_dir``, or the reason it cannot run (``ConfigError``, ``DataNotFoundError``,
-    ``engine.BudgetError``), before a folder is made.
+    """The plan of ``config`` in ``run_dir`` (default: ``runs/<name>``), run by ``execution`` (default:
+    ``Execution()``, worker processes, one per core), or the reason it cannot run (``ConfigError``,
+    ``DataNotFoundError``, ``engine.BudgetError``), before a folder is made.
 
-    ``workers``: processes that share this machine's memory budget (None: the tasks run elsewhere, and their size
-    is checked there). ``count``: initial conditions a task trains (default: the configuration's block)."""
+    ``count``: initial conditions a task trains (default: the configuration's block)."""
+    execution = Execution() if execution is None else execution
+    run = RunDir(RUNS / config.name if run_dir is None else run_dir)
+    if run.root.exists() and not run.root.is_dir():
+        raise ConfigError(f"{run.root} exists and is not a folder; name a folder for the run")
+    all_tasks = tuple(tasks(config))
     config = pinned(config)
-    # What the plan is (its hash, tasks and folder) first, then whether each point can run.
-    config_hash, all_tasks, run = config.hash(), tuple(tasks(config)), RunDir(run_dir)
     axis = config.training.axis
     points = []
     for j, (value, point) in enumerate(config.points):
         # A sweep over batch sizes records once an epoch where a batch holds the whole set.
-        r = check_point(point, strict=value is None or axis != "training.batch_size", workers=workers, count=count)
+        r = check_point(point, strict=value is None or axis != "training.batch_size",
+                        workers=execution.local_workers, count=count)
         points.append(Point(None if axis is None else j, axis, value, point, r))
-    return Plan(config, config_hash, tuple(points), all_tasks, run, workers)
+    return Plan(config, tuple(points), all_tasks, run, execution)

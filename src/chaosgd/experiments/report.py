@@ -49,7 +49,8 @@ def representative_eta(rows: list[dict], wanted: float | None = None) -> tuple[f
 def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=None, summary=None,
                  changes: dict | None = None, out: str | Path | None = None) -> Path:
     """Write ``report.html`` and ``results.csv`` (and ``results.parquet`` where pyarrow is installed) from the stored
-    records into ``run_dir``; return the report's path.
+    records into ``run_dir``; return the report's path. ``run_dir``: a run folder, or the ``plan.Plan`` a sweep just
+    ran (its checked results and fits are used as they are: see ``results.summarize``).
 
     ``changes`` re-analyses the run with other values of ``results.REANALYSIS_FIELDS`` (a held target, another
     target or threshold), computing nothing again; its files then go to the folder ``out``, never into the run
@@ -75,12 +76,13 @@ def _write_report(run_dir, *, lyapunov_eta, log, summary, changes, out) -> Path:
 
     if lyapunov_eta is not None and not (np.isfinite(lyapunov_eta) and lyapunov_eta > 0):
         raise ValueError(f"the learning rate of figures 2 and 3 must be finite and > 0; got {lyapunov_eta}")
-    store = RunDir(run_dir)
+    from chaosgd.experiments.plan import Plan
+    store = run_dir.run if isinstance(run_dir, Plan) else RunDir(run_dir)
     if changes and out is None:
         raise ValueError("a re-analysis (--set) needs its own folder (--out DIR): the run folder's report and "
                          "results.csv keep describing the run's own configuration")
     dest = store.root if out is None else _reanalysis_folder(out, store)
-    summary = summary or summarize(store, changes=changes)  # a caller that summarized the run already passes it
+    summary = summary or summarize(run_dir, changes=changes)  # a caller that summarized the run already passes it
     routes = _routes(summary.results)
     versions = _versions(summary.results)
     if log is not None:

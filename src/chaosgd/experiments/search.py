@@ -11,7 +11,7 @@ import shutil
 import tempfile
 
 from chaosgd.experiments.config import UPDATE_RULE_FIELDS, Config, ConfigError, Ensemble, Training
-from chaosgd.experiments.executors import local_workers, open_executor
+from chaosgd.experiments.executors import Execution
 from chaosgd.defaults import CONFIDENCE, SEARCH_COPIES, SEARCH_INITIAL
 from chaosgd.evaluation import Evaluation, Evaluator
 from chaosgd.experiments.plan import make_plan
@@ -68,14 +68,14 @@ class ConfigEvaluator(Evaluator):
         self._pool = None
         self._temporary = None if store is not None else tempfile.mkdtemp(prefix="chaosgd-search-")
         try:
-            plan = make_plan(search, store or self._temporary, workers=local_workers(executor, workers, scheduler),
+            plan = make_plan(search, store or self._temporary, execution=Execution(executor, workers, scheduler),
                              count=ensemble.initial)
         except BaseException:
             self.close()
             raise
         self.config, self.hash = plan.config, plan.hash
         self.store = plan.run.prepare(self.config, log or (lambda *a: None))
-        self.executor, self.workers, self.scheduler = executor, workers, scheduler
+        self.execution = plan.execution
         self.network_epochs_loaded = 0  # of the records found in the store (computed by an earlier search)
 
     @float64
@@ -117,7 +117,7 @@ class ConfigEvaluator(Evaluator):
             found[name] = self.store.load_task(task, config_hash).records
 
         if self._pool is None:
-            self._pool = open_executor(self.executor, workers=self.workers, scheduler=self.scheduler)
+            self._pool = self.execution.open()
         self._pool.map(execute, source, on_result)
         return [found[t.name] for t in wanted]
 

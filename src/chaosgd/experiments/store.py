@@ -37,6 +37,7 @@ from chaosgd.experiments.problem import Task
 from chaosgd.records import Records
 
 FORMAT = 3  # of task files; files of other formats are recomputed
+RUNS = Path("runs")  # default parent of run folders (a sweep's: runs/<name>)
 _SHARPNESS = ("epoch", "value", "residual", "loss")
 # Kept when tracked (absent: None):
 _SPECTRUM = ("top", "top_residual", "density_epoch", "density_nodes", "density_weights")

@@ -16,9 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from chaosgd.atomic import atomic_write
-from chaosgd.experiments.claims import HEARTBEAT
 from chaosgd.experiments.config import Config
-from chaosgd.experiments.executors import check_stop, local_workers, open_executor
+from chaosgd.experiments.executors import Execution, check_stop
 from chaosgd.experiments.plan import Plan, make_plan
 from chaosgd.experiments.problem import Task, run_task, task_sharpness
 from chaosgd.experiments.store import RunDir, TaskFileError
@@ -30,59 +29,50 @@ class Interrupted(KeyboardInterrupt):
 
 
 @float64
-def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor: str = "processes",
-          workers: int | None = None, scheduler: str | None = None, retries: int = 2, progress: bool = True, log=print,
-          claim_timeout: float = 120.0, wait_poll: float = 2.0) -> RunDir:
+def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor: str | None = None,
+          workers: int | None = None, scheduler: str | None = None, retries: int | None = None,
+          claim_timeout: float | None = None, wait_poll: float | None = None, progress: bool = True,
+          log=print) -> RunDir:
     """Run every unfinished task of ``config`` into ``run_dir`` and return the run folder.
 
     Args:
-        config: a configuration, or its plan (``plan.make_plan``, made for the same executor and workers; it then
-            names the run folder, and collects the results and fits for ``results.summarize``).
-        executor: ``"serial"`` (this process), ``"processes"`` (local workers, one single-threaded process per core;
-            default) or ``"dask"`` (``scheduler``: a running scheduler's address; None starts a LocalCluster).
-        workers: worker processes (default: one per core).
-        retries: times a task whose worker died is run again.
+        config: a configuration, or its plan (``plan.make_plan``; it then names the run folder and how its tasks
+            run, and collects the results and fits for ``results.summarize``).
+        run_dir: the run folder (default: ``runs/<name>``); not with a plan.
+        executor, workers, scheduler, retries, claim_timeout, wait_poll: how the tasks run
+            (``executors.Execution``, whose defaults they take): ``"serial"`` (this process), ``"processes"`` (local
+            workers, one single-threaded process per core; default) or ``"dask"`` (``scheduler``: a running
+            scheduler's address; None starts a LocalCluster); ``workers`` processes (default: one per core);
+            ``retries``: times a task whose worker died is run again; ``claim_timeout``: seconds after which a
+            claim that was not refreshed is taken over (its job died); ``wait_poll``: seconds between looks at
+            tasks that other jobs are computing. Not with a plan, which carries its own.
         progress: a progress bar over network-epochs, with an ETA.
         log: where lines go (one per finished learning rate, with lambda_NMLE, p and the time to target).
-        claim_timeout: seconds after which a claim that was not refreshed is taken over (its job died).
-        wait_poll: seconds between looks at tasks that other jobs are computing.
 
     Raises ``Interrupted`` on Ctrl-C or SIGTERM (finished tasks are kept) and ``executors.TaskFailed`` when a
     task raises (at once; finished tasks are kept).
     """
-    options = dict(executor=executor, workers=workers, scheduler=scheduler, retries=retries, progress=progress,
-                   log=log, claim_timeout=claim_timeout, wait_poll=wait_poll)
+    given = {name: value for name, value in dict(executor=executor, workers=workers, scheduler=scheduler,
+                                                  retries=retries, claim_timeout=claim_timeout,
+                                                  wait_poll=wait_poll).items() if value is not None}
     if isinstance(config, Plan):
         if run_dir is not None:
             raise ValueError(f"a plan names its run folder ({config.run}); run_dir {run_dir} is one too many")
-        return run_plan(config, **options)
-    if run_dir is None:
-        raise ValueError("run_dir: the folder to run the sweep in is missing")
-    _check_claim_timeout(claim_timeout)  # (what cannot work is refused before the plan loads any data)
-    return run_plan(make_plan(config, run_dir, workers=local_workers(executor, workers, scheduler)), **options)
-
-
-def _check_claim_timeout(claim_timeout: float) -> None:
-    if not claim_timeout > 2 * HEARTBEAT:
-        raise ValueError(f"claim_timeout must exceed {2 * HEARTBEAT:g} s, twice the claims' heartbeat (else live "
-                         f"claims would be taken over); got {claim_timeout}")
+        if given:  # (its sizes were checked for its own execution)
+            raise ValueError(f"a plan carries how its tasks run ({config.execution}); "
+                             f"{', '.join(f'{k}={v!r}' for k, v in given.items())} would be another: make the plan "
+                             "with make_plan(..., execution=Execution(...))")
+        return run_plan(config, progress=progress, log=log)
+    return run_plan(make_plan(config, run_dir, execution=Execution(**given)), progress=progress, log=log)
 
 
 @float64
-def run_plan(plan: Plan, *, executor: str = "processes", workers: int | None = None, scheduler: str | None = None,
-             retries: int = 2, progress: bool = True, log=print, claim_timeout: float = 120.0,
-             wait_poll: float = 2.0) -> RunDir:
-    """``sweep`` of a plan (``plan.make_plan``), with the same options: its unfinished tasks run into its folder,
+def run_plan(plan: Plan, *, progress: bool = True, log=print) -> RunDir:
+    """``sweep`` of a plan (``plan.make_plan``): its unfinished tasks run into its folder as its execution says,
     and its results and fits fill in."""
     from chaosgd.experiments.results import fit, summary_line
     from chaosgd.records import concatenate
 
-    here = local_workers(executor, workers, scheduler)
-    _check_claim_timeout(claim_timeout)
-    if here is not None and (plan.workers is None or here > plan.workers):
-        raise ValueError(f"the plan's task sizes were checked for {plan.workers or 'no'} local worker(s) sharing "
-                         f"this machine's memory, and the {executor} executor would run {here}: make the plan "
-                         f"with make_plan(..., workers={here})")
     config, every = plan.config, plan.tasks
     store = plan.run.prepare(config, log)
     by_name = {t.name: t for t in every}
@@ -98,7 +88,7 @@ def run_plan(plan: Plan, *, executor: str = "processes", workers: int | None = N
     for name, why in problems.items():
         log(f"recomputing {why}")
     log(f"{config.name}: {len(done)} of {len(every)} tasks already done in {store}; running the rest with the "
-        f"{executor} executor")
+        f"{plan.execution.executor} executor")
     groups = plan.groups()
     bar = _bar(plan, [t for t in every if t.name not in done], progress)
     say = bar.write if bar is not None and log is print else log
@@ -120,9 +110,9 @@ def run_plan(plan: Plan, *, executor: str = "processes", workers: int | None = N
             bar.finish(task.name)
 
     summarize_finished()  # what earlier calls finished
-    toml = config.to_toml()
+    toml = config.to_toml()  # (what the workers read the configuration from)
     waiting_said = False
-    with store.claims(timeout=claim_timeout) as claims:
+    with store.claims(timeout=plan.execution.claim_timeout) as claims:
         def tasks_to_claim():
             """A source for one map: the tasks in order, each looked at once (a later map looks again at those that
             other jobs held)."""
@@ -151,8 +141,7 @@ def run_plan(plan: Plan, *, executor: str = "processes", workers: int | None = N
 
         try:
             # No executor (no Dask cluster, no workers) when everything is done already.
-            pool = (open_executor(executor, workers=workers, scheduler=scheduler, retries=retries)
-                    if len(done) < len(every) else None)
+            pool = plan.execution.open() if len(done) < len(every) else None
             with pool or contextlib.nullcontext():
                 while len(done) < len(every):
                     pool.map(execute, tasks_to_claim(), on_result, bar.advance if bar is not None else None)
@@ -167,7 +156,7 @@ def run_plan(plan: Plan, *, executor: str = "processes", workers: int | None = N
                         if not waiting_said:
                             log(f"waiting for {len(every) - len(done)} task(s) that other jobs are computing")
                             waiting_said = True
-                        time.sleep(wait_poll)
+                        time.sleep(plan.execution.wait_poll)
                         check_stop()
         except KeyboardInterrupt:
             if bar is not None:
