@@ -219,11 +219,14 @@ def pooled_gradients_digest() -> str:
     images and an ensemble on shared ones), for comparing processes that split the kernels' work differently."""
     import hashlib
     rng = np.random.default_rng(11)
-    xs, ws = jnp.asarray(rng.standard_normal((2, 8, 70, 9, 10))), jnp.asarray(rng.standard_normal((2, 5, 8, 3, 3)))
     layer = lambda x, w: conv2d_max_pool(x, w, (2, 2), padding=((1, 1), (1, 1)))  # noqa: E731
     loss = lambda x, w: jnp.sum(jnp.sin(layer(x, w)) ** 2)  # noqa: E731
-    parts = [jax.jit(jax.vmap(layer))(xs, ws), *jax.jit(jax.vmap(jax.grad(loss, (0, 1))))(xs, ws),
-             *jax.jit(jax.grad(lambda x, ws: jnp.sum(jax.vmap(loss, (None, 0))(x, ws)), (0, 1)))(xs[0], ws)]
+    parts = []
+    for channels in (8, 1):  # (ConvPool's two instances: any channels, and one)
+        xs = jnp.asarray(rng.standard_normal((2, channels, 70, 9, 10)))
+        ws = jnp.asarray(rng.standard_normal((2, 5, channels, 3, 3)))
+        parts += [jax.jit(jax.vmap(layer))(xs, ws), *jax.jit(jax.vmap(jax.grad(loss, (0, 1))))(xs, ws),
+                  *jax.jit(jax.grad(lambda x, ws: jnp.sum(jax.vmap(loss, (None, 0))(x, ws)), (0, 1)))(xs[0], ws)]
     return hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in parts)).hexdigest()
 
 
@@ -262,4 +265,40 @@ def test_the_kernels_split_over_threads_give_the_same_results():
     assert done.returncode == 0, done.stderr[-3000:]
     threads, digest = done.stdout.strip().splitlines()
     assert threads == "threads: 3"  # (this process: tests/conftest.py's one, unless told otherwise)
+    assert digest == pooled_gradients_digest()
+
+
+# ConvPool has a plain and an AVX copy of the same code (conv.cc), chosen by the CPU: the same operations in the
+# same order, so the same bits. CHAOSGD_NO_AVX runs the plain one on an AVX machine, in a process of its own.
+PLAIN = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import jax
+jax.config.update("jax_enable_x64", True)
+import test_convolution as t
+from chaosgd import gemm
+print(t.pooled_gradients_digest())
+print("avx:", gemm._library().chaosgd_conv_pool_avx())
+"""
+
+
+def test_the_plain_copy_of_the_pooled_kernel_gives_the_avx_copys_bits():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from chaosgd import gemm
+
+    library = gemm._library()
+    if library is None:
+        pytest.skip("no compiled kernels here (no compiler): neither copy runs")
+    if not library.chaosgd_conv_pool_avx():
+        pytest.skip("this CPU has no AVX: the plain copy is the one every other test runs")
+    env = dict(os.environ, CHAOSGD_NO_AVX="1", CHAOSGD_GEMM="blas")
+    done = subprocess.run([sys.executable, "-c", PLAIN, str(Path(__file__).parent)], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    digest, copy = done.stdout.strip().splitlines()
+    assert copy == "avx: 0"  # (the switch took: the plain copy ran there)
     assert digest == pooled_gradients_digest()

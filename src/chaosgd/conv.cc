@@ -464,6 +464,24 @@ __attribute__((target("avx"))) static void conv_pool_avx(const ConvPoolPass& a, 
 }
 #endif
 
+// Whether ConvPool runs its AVX copy in this process: where the CPU and the system support AVX, unless
+// CHAOSGD_NO_AVX is set (other than to 0), which lets the suite run the plain copy on an AVX machine too.
+static bool conv_pool_uses_avx() {
+  static const bool avx = [] {
+#if defined(__x86_64__) && defined(__GNUC__)
+    const char* off = std::getenv("CHAOSGD_NO_AVX");
+    if (off && *off && std::strcmp(off, "0") != 0) return false;
+    __builtin_cpu_init();  // (idempotent; the CPU's and the system's support of AVX, read before it is asked)
+    return __builtin_cpu_supports("avx") != 0;
+#else
+    return false;
+#endif
+  }();
+  return avx;
+}
+
+extern "C" int chaosgd_conv_pool_avx() { return conv_pool_uses_avx(); }
+
 // Convolution and max pooling in one, for 3 x 3 adjacent taps (any channels): kernels k (B, O, C, 3, 3), images x
 // (Bx, C, n, H, W) (Bx = 1: shared by the batch) -> the pooled values y and the positions of the maxima where, both
 // (B, O, n, Hp, Wp), as Pool gives them over the convolution. Neither the convolution's full-size output nor the
@@ -495,8 +513,7 @@ static ffi::Error ConvPool(ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> k, ffi
         fours[((bx * blocks + j / 4) * taps + t) * 4 + j % 4] = kernels[((p.Bx == 1 ? 0 : bx * p.O) + j) * taps + t];
   void (*pass)(const ConvPoolPass&, Quad*) = p.C == 1 ? conv_pool_plain<9> : conv_pool_plain<0>;
 #if defined(__x86_64__) && defined(__GNUC__)
-  __builtin_cpu_init();  // (idempotent; the CPU's and the system's support of AVX, read before it is asked)
-  if (__builtin_cpu_supports("avx")) pass = p.C == 1 ? conv_pool_avx<9> : conv_pool_avx<0>;
+  if (conv_pool_uses_avx()) pass = p.C == 1 ? conv_pool_avx<9> : conv_pool_avx<0>;
 #endif
   parallel_for(p.Bx * p.n, [&](int64_t first, int64_t last) {
     std::vector<double> padded(p.C * plane, 0.0);  // (the border stays zero; the inside is each image in turn)
