@@ -168,7 +168,7 @@ def test_a_value_a_configuration_file_writes_and_the_command_replaces_is_said_on
 
 def test_several_workers_for_the_serial_executor_are_refused_on_the_command_line(tmp_path, capsys):
     assert main(["sweep", "iris", "--executor", "serial", "--workers", "4", "--out", str(tmp_path / "run")]) == 2
-    assert "--workers 4: the serial executor runs one task at a time" in capsys.readouterr().err
+    assert "workers = 4: the serial executor runs one task at a time" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

@@ -104,14 +104,14 @@ def test_a_gpu_run_keeps_the_cpu_for_the_engines_host_callbacks(monkeypatch):
     the GPU ("failed to find a local CPU device"): the GPU comes first, the CPU stays listed."""
     import jax
 
-    from chaosgd.cli.options import use_device
+    from chaosgd.experiments.executors import Execution
 
     chosen = []
     monkeypatch.setenv("JAX_PLATFORMS", "")
     monkeypatch.setattr(jax.config, "update", lambda name, value: chosen.append((name, value)))
     gpu = type("Device", (), {"platform": "gpu"})()
     monkeypatch.setattr(jax, "devices", lambda *a: [gpu])  # (this machine has no GPU to ask)
-    use_device("gpu")
+    Execution(device="gpu").pin_device()
     import os
     assert chosen == [("jax_platforms", "cuda,cpu")] and os.environ["JAX_PLATFORMS"] == "cuda,cpu"
 

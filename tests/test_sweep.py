@@ -223,10 +223,11 @@ def test_summary_from_the_plan_a_sweep_returns_equals_the_summary_read_back_from
     # The plan carries the checked results and fits down to the summary; reading the folder again must agree.
     plan = make_plan(small_config(), tmp_path, execution=Execution("serial"))
     # (its sizes were checked for one process's memory: three workers sharing it would not have been)
-    with pytest.raises(ValueError, match=r"carries how its tasks run \(Execution\(executor='serial'.*workers=3"):
-        sweep(plan, executor="processes", workers=3, progress=False)
+    with pytest.raises(ValueError, match=r"carries how its tasks run \(Execution\(executor='serial'.*\); "
+                                         r"executor='processes', workers=3 would change it"):
+        sweep(plan, executor="processes", workers=3, retries=2, progress=False)  # (retries: the plan's own)
     assert not RunDir(tmp_path).config_path.exists()
-    sweep(plan, progress=False, log=lambda *a: None)
+    sweep(plan, executor="serial", progress=False, log=lambda *a: None)  # (what the plan says: no change)
     assert plan.complete and len(plan.fits) == 3
     carried, read = summarize(plan), summarize(tmp_path)
     np.testing.assert_equal(carried.rows, read.rows)  # NaN where nothing resolved, in both

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from chaosgd.cli.options import (add_execution, add_experiment, add_out, experiment, one_point, out_folder,
-                                 pyplot_free_plots, run_sweep, use_device)
+                                 pyplot_free_plots, run_sweep)
 from chaosgd.experiments.store import RUNS
 
 
@@ -157,15 +157,17 @@ def cmd_sweetspot(args) -> int:
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {value}")
     epochs = args.search_epochs or search_epochs(config)
-    use_device(args.device)
     plots = pyplot_free_plots()
     out = out_folder(args, RUNS / f"{config.name}-sweetspot")
     fresh = not out.exists()
+    # The search asks --parallel learning rates at a time: worker processes for them, unless it asks one at a time
+    # or computes on a GPU (one process holds it).
     executor = args.executor or ("processes" if args.parallel > 1 and args.device != "gpu" else "serial")
+    workers = args.workers or (args.parallel if executor != "serial" else None)
     evaluate = LoggedEvaluator(config_evaluator(config, epochs=epochs, initial=initial, copies=args.search_copies,
                                                 confidence=args.confidence, store=out / "evaluations",
-                                                executor=executor, workers=args.workers or args.parallel,
-                                                scheduler=args.scheduler))
+                                                executor=executor, workers=workers, scheduler=args.scheduler,
+                                                device=args.device))
     started = time.monotonic()
     try:
         known = stored_evaluations(args.reuse, evaluate.inner) if args.reuse else None

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import re
 import sys
 from pathlib import Path
 
 from chaosgd.experiments.config import Config, field_names, field_type, parse_assignment, parse_text
-from chaosgd.experiments.executors import EXECUTORS
+from chaosgd.experiments.executors import DEVICES, EXECUTORS
 
 
 def add_experiment(p: argparse.ArgumentParser) -> None:
@@ -57,7 +56,7 @@ def add_execution(p: argparse.ArgumentParser) -> None:
                    help="where tasks run (default: processes on a CPU, serial with --device gpu)")
     p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     p.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a LocalCluster)")
-    p.add_argument("--device", choices=["cpu", "gpu"],
+    p.add_argument("--device", choices=DEVICES,
                    help="where JAX computes (default: JAX's choice, a GPU when jax[cuda] is installed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -145,10 +144,6 @@ def out_folder(args, default: Path | None = None) -> Path | None:
     return out
 
 
-def executor_of(args) -> str:
-    return args.executor or ("serial" if args.device == "gpu" else "processes")
-
-
 def run_sweep(args, config=None, folder=None):
     """Options -> configuration -> plan -> executor: the sweep every experiment command runs. Returns the plan
     (``summarize`` and the report take it as it is: its results and fits are not read or computed again)."""
@@ -156,34 +151,12 @@ def run_sweep(args, config=None, folder=None):
     from chaosgd.experiments.plan import make_plan
     from chaosgd.experiments.sweep import run_plan
 
-    executor = executor_of(args)
-    if executor == "serial" and args.workers is not None and args.workers > 1:  # (said before Execution would)
-        raise ValueError(f"--workers {args.workers}: the serial executor runs one task at a time in this process"
-                         + (" (the default with --device gpu)" if args.executor is None else "")
-                         + "; workers are for --executor processes or dask")
-    use_device(args.device)
     folder = folder or out_folder(args)
     config = config or experiment(args)
-    plan = make_plan(config, folder, execution=Execution(executor, args.workers, args.scheduler))
+    plan = make_plan(config, folder, execution=Execution(args.executor, args.workers, args.scheduler,
+                                                         device=args.device))
     run_plan(plan, progress=not args.quiet)
     return plan
-
-
-def use_device(device: str | None) -> None:
-    """Pin JAX (and the worker processes, through the environment) to the CPU or a GPU, or say why not."""
-    if device is None:
-        return
-    import jax
-    os.environ["JAX_PLATFORMS"] = {"cpu": "cpu", "gpu": "cuda,cpu"}[device]  # (the CPU too: host callbacks need it)
-    jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
-    try:
-        # With "cuda,cpu" a machine without a usable GPU falls back to the CPU silently: that is refused too.
-        found = jax.devices()[0].platform
-    except Exception:  # jax raises RuntimeError or, for a platform it lacks entirely, AssertionError
-        found = None
-    if found != device:
-        raise RuntimeError(f"--device {device}: JAX cannot use it here; for a GPU install a CUDA build of JAX "
-                           "(pip install 'jax[cuda12]') on a machine with an NVIDIA GPU, or use --device cpu")
 
 
 def pyplot_free_plots():

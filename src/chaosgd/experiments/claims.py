@@ -4,6 +4,7 @@ shared file system) compute each task once."""
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import socket
 import threading
@@ -15,6 +16,19 @@ from chaosgd.atomic import atomic_write
 
 
 HEARTBEAT = 10.0  # seconds between refreshes of the claims a job holds
+CLAIM_TIMEOUT = 120.0  # seconds without a refresh after which a claim is taken over (its job died)
+
+
+def check_timing(timeout: float, heartbeat: float = HEARTBEAT) -> None:
+    """Refuse a claim timeout that live claims could outlast: it must exceed twice the heartbeat."""
+    def seconds(value) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+    if not seconds(heartbeat) or not heartbeat > 0:
+        raise ValueError(f"the claims' heartbeat must be a number of seconds > 0; got {heartbeat!r}")
+    if not seconds(timeout) or not timeout > 2 * heartbeat:
+        raise ValueError(f"claim_timeout must be a number of seconds over {2 * heartbeat:g}, twice the claims' "
+                         f"heartbeat (else live claims would be taken over); got {timeout!r}")
 
 
 class Claims:
@@ -28,10 +42,8 @@ class Claims:
     share a host name must then share process ids too). A job that hangs keeps its claims fresh: the others wait.
     """
 
-    def __init__(self, folder: Path, *, timeout: float = 120.0, heartbeat: float = HEARTBEAT):
-        if not heartbeat > 0 or not timeout > 2 * heartbeat:
-            raise ValueError(f"claims need heartbeat > 0 and timeout > 2 x heartbeat (else live claims would be "
-                             f"taken over); got timeout {timeout}, heartbeat {heartbeat}")
+    def __init__(self, folder: Path, *, timeout: float = CLAIM_TIMEOUT, heartbeat: float = HEARTBEAT):
+        check_timing(timeout, heartbeat)
         self.folder, self.timeout, self.heartbeat = Path(folder), float(timeout), float(heartbeat)
         self.token = uuid.uuid4().hex
         self.held: set[str] = set()

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import numbers
 import os
 import queue
 import signal
@@ -27,11 +29,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from chaosgd.errors import ChaosgdError
-from chaosgd.experiments.claims import HEARTBEAT
+from chaosgd.experiments.claims import CLAIM_TIMEOUT, check_timing
 from chaosgd.experiments.workers import call as worker_call
 from chaosgd.experiments.workers import environment as worker_environment
 from chaosgd.experiments.workers import init as worker_init
 
+RETRIES = 2  # times a task whose worker died is run again
 WORKERS_MAX = 1024  # worker processes of one executor (each is a process with its own copy of JAX)
 _POLL = 0.25  # seconds between looks at the in-flight tasks, and at signals
 NO_WORKERS_SAY = 10.0  # seconds a Dask scheduler may have no workers before the sweep says that it waits for some
@@ -230,8 +233,8 @@ class ProcessExecutor(Executor):
 
     A task whose worker dies (killed, out of memory) is run again, up to ``retries`` times."""
 
-    def __init__(self, workers: int | None = None, retries: int = 2):
-        self.capacity = max(1, int(workers or os.cpu_count() or 1))
+    def __init__(self, workers: int | None = None, retries: int = RETRIES):
+        self.capacity = _processes(workers)
         self.retries = retries
         self._pool = None
         self._attempts: dict = {}
@@ -323,7 +326,7 @@ class DaskExecutor(Executor):
     are cancelled, but a task already running on a remote worker may finish and write its file (harmless: it is the
     same deterministic result). After a stop, Dask's own logging in this process is left at CRITICAL."""
 
-    def __init__(self, workers: int | None = None, scheduler: str | None = None, retries: int = 2):
+    def __init__(self, workers: int | None = None, scheduler: str | None = None, retries: int = RETRIES):
         try:
             import dask
             from dask.distributed import Client, LocalCluster
@@ -334,7 +337,7 @@ class DaskExecutor(Executor):
         self._stopped = False
         _POOLS.set()
         if scheduler is None:
-            n = max(1, int(workers or os.cpu_count() or 1))
+            n = _processes(workers)
             # As for the processes executor, the cluster's processes start with Ctrl-C ignored (their own workers
             # inherit it): a terminal's Ctrl-C reaches the whole process group, and only this process should act
             # on it (a worker interrupted mid-task prints its traceback).
@@ -425,7 +428,7 @@ EXECUTORS = {"serial": SerialExecutor, "processes": ProcessExecutor, "dask": Das
 
 
 def open_executor(name: str, *, workers: int | None = None, scheduler: str | None = None,
-                  retries: int = 2) -> Executor:
+                  retries: int = RETRIES) -> Executor:
     """The executor called ``name`` (one of ``EXECUTORS``)."""
     check_executor(name, workers, scheduler)
     if name == "serial":
@@ -435,33 +438,45 @@ def open_executor(name: str, *, workers: int | None = None, scheduler: str | Non
     return DaskExecutor(workers, scheduler, retries)
 
 
+DEVICES = ("cpu", "gpu")
+
+
 @dataclass(frozen=True)
 class Execution:
-    """How a plan's tasks run, checked once when it is made (what cannot work is refused before any data loads):
-    the executor (one of ``EXECUTORS``), its worker processes (None: one per core), a Dask scheduler's address (None:
-    a LocalCluster), the times a task whose worker died is run again, and, for jobs that share a run folder, the
-    seconds after which a claim that was not refreshed is taken over (its job died) and between looks at tasks that
-    other jobs are computing."""
+    """How a plan's tasks run, checked once when it is built (what cannot work is refused before any data loads).
 
-    executor: str = "processes"
+    ``executor``: one of ``EXECUTORS``; None: ``"serial"`` on a GPU (``device="gpu"``: one process holds it), else
+    ``"processes"``. ``workers``: its processes (None: one per core). ``scheduler``: a Dask scheduler's address
+    (None: a LocalCluster). ``retries``: times a task whose worker died is run again. ``claim_timeout``: seconds
+    after which a claim that was not refreshed is taken over (its job died); ``wait_poll``: seconds between looks
+    at tasks that other jobs are computing. ``device``: where JAX computes, ``"cpu"`` or ``"gpu"`` (None: JAX's
+    choice); ``plan.make_plan`` pins the process to it (``pin_device``) before it loads any data."""
+
+    executor: str | None = None
     workers: int | None = None
     scheduler: str | None = None
-    retries: int = 2
-    claim_timeout: float = 120.0
+    retries: int = RETRIES
+    claim_timeout: float = CLAIM_TIMEOUT
     wait_poll: float = 2.0
+    device: str | None = None
 
     def __post_init__(self):
+        if self.device is not None and self.device not in DEVICES:
+            raise ValueError(f"device must be one of {list(DEVICES)} or None (JAX's choice); got {self.device!r}")
+        chosen = self.executor is None
+        if chosen:
+            object.__setattr__(self, "executor", "serial" if self.device == "gpu" else "processes")
         check_executor(self.executor, self.workers, self.scheduler)
         if self.executor == "serial" and self.workers is not None and self.workers > 1:  # (it would be ignored)
-            raise ValueError(f"workers = {self.workers}: the serial executor runs one task at a time in this "
-                             "process; workers are for the processes and dask executors")
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"workers = {self.workers}: the serial executor runs one task at a time in this process"
+                             + (" (the default on a GPU)" if chosen else "")
+                             + "; workers are for the processes and dask executors")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, numbers.Integral) or self.retries < 0:
             raise ValueError(f"retries must be an integer >= 0; got {self.retries!r}")
-        if not self.claim_timeout > 2 * HEARTBEAT:
-            raise ValueError(f"claim_timeout must exceed {2 * HEARTBEAT:g} s, twice the claims' heartbeat (else live "
-                             f"claims would be taken over); got {self.claim_timeout}")
-        if not self.wait_poll > 0:
-            raise ValueError(f"wait_poll must be > 0 seconds; got {self.wait_poll}")
+        check_timing(self.claim_timeout)
+        if (isinstance(self.wait_poll, bool) or not isinstance(self.wait_poll, numbers.Real)
+                or not 0 < self.wait_poll < math.inf):
+            raise ValueError(f"wait_poll must be a number of seconds > 0 and finite; got {self.wait_poll!r}")
 
     @property
     def local_workers(self) -> int | None:
@@ -471,17 +486,40 @@ class Execution:
             return 1
         if self.executor == "dask" and self.scheduler is not None:
             return None
-        return max(1, int(self.workers or os.cpu_count() or 1))
+        return _processes(self.workers)
 
     def open(self) -> Executor:
         return open_executor(self.executor, workers=self.workers, scheduler=self.scheduler, retries=self.retries)
+
+    def pin_device(self) -> None:
+        """Pin JAX (and the worker processes, through the environment) to ``device``, or say why it cannot be used;
+        nothing for None."""
+        if self.device is None:
+            return
+        import jax
+        os.environ["JAX_PLATFORMS"] = {"cpu": "cpu", "gpu": "cuda,cpu"}[self.device]  # (host callbacks need the CPU)
+        jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
+        try:
+            # With "cuda,cpu" a machine without a usable GPU falls back to the CPU silently: that is refused too.
+            found = jax.devices()[0].platform
+        except Exception:  # jax raises RuntimeError or, for a platform it lacks entirely, AssertionError
+            found = None
+        if found != self.device:
+            raise RuntimeError(f"device {self.device}: JAX cannot use it here; for a GPU install a CUDA build of JAX "
+                               "(pip install 'jax[cuda12]') on a machine with an NVIDIA GPU, or use the CPU")
+
+
+def _processes(workers: int | None) -> int:
+    """The processes of a processes executor or a LocalCluster: ``workers``, else one per core."""
+    return max(1, int(workers or os.cpu_count() or 1))
 
 
 def check_executor(name: str, workers: int | None = None, scheduler: str | None = None) -> None:
     """Refuse an unknown executor, a worker count below 1, or a scheduler address for an executor other than Dask."""
     if name not in EXECUTORS:
         raise ValueError(f"unknown executor {name!r}; choose one of {list(EXECUTORS)}")
-    if workers is not None and (int(workers) != workers or not 1 <= workers <= WORKERS_MAX):
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, numbers.Integral)
+                                or not 1 <= workers <= WORKERS_MAX):
         raise ValueError(f"workers must be an integer in [1, {WORKERS_MAX}]; got {workers}")
     if scheduler is not None and name != "dask":
         raise ValueError(f"a scheduler address is for the dask executor, not {name!r}")

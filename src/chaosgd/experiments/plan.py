@@ -86,8 +86,9 @@ def group_tasks(tasks) -> dict[tuple[int, int], list[Task]]:
 def make_plan(config: Config, run_dir: str | Path | RunDir | None = None, *, execution: Execution | None = None,
               count: int | None = None) -> Plan:
     """The plan of ``config`` in ``run_dir`` (default: ``runs/<name>``), run by ``execution`` (default:
-    ``Execution()``, worker processes, one per core), or the reason it cannot run (``ConfigError``,
-    ``DataNotFoundError``, ``engine.BudgetError``), before a folder is made.
+    ``Execution()``: worker processes, one per core, each task's memory checked against its share), or the reason it
+    cannot run (``ConfigError``, ``DataNotFoundError``, ``engine.BudgetError``), before a folder is made. The
+    process is pinned to the execution's device first.
 
     ``count``: initial conditions a task trains (default: the configuration's block)."""
     execution = Execution() if execution is None else execution
@@ -95,6 +96,7 @@ def make_plan(config: Config, run_dir: str | Path | RunDir | None = None, *, exe
     if run.root.exists() and not run.root.is_dir():
         raise ConfigError(f"{run.root} exists and is not a folder; name a folder for the run")
     all_tasks = tuple(tasks(config))
+    execution.pin_device()  # (before JAX computes anything: the data's checks and shapes below)
     config = pinned(config)
     axis = config.training.axis
     points = []

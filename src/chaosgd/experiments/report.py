@@ -10,6 +10,7 @@ import json
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from chaosgd.defaults import MOSTLY, P_HIGH
 from chaosgd.experiments.results import loss_curves, summarize, write_csv, write_parquet
 from chaosgd.experiments.store import RunDir
 from chaosgd.optimizers import SPECS
+
+if TYPE_CHECKING:
+    from chaosgd.experiments.plan import Plan
 
 
 def _png(ax) -> str:
@@ -46,7 +50,7 @@ def representative_eta(rows: list[dict], wanted: float | None = None) -> tuple[f
     return best["eta"], f"the highest p; none reaches {REPRESENTATIVE_P:g} %"
 
 
-def write_report(run_dir: str | Path, *, lyapunov_eta: float | None = None, log=None, summary=None,
+def write_report(run_dir: str | Path | Plan, *, lyapunov_eta: float | None = None, log=None, summary=None,
                  changes: dict | None = None, out: str | Path | None = None) -> Path:
     """Write ``report.html`` and ``results.csv`` (and ``results.parquet`` where pyarrow is installed) from the stored
     records into ``run_dir``; return the report's path. ``run_dir``: a run folder, or the ``plan.Plan`` a sweep just

@@ -35,13 +35,13 @@ class ConfigEvaluator(Evaluator):
 
     Every evaluation is a task (at a learning rate off any grid) written to the run folder ``store`` (a temporary
     folder if None), and read back from it when it is already there, so a search that was stopped resumes where it
-    was. Tasks run on ``executor`` (serial, processes or dask; see ``executors``); ``many`` runs several learning
-    rates side by side on it.
+    was. Tasks run as ``executor``, ``workers``, ``scheduler`` and ``device`` say (``executors.Execution``; the
+    executor's default here is serial); ``many`` runs several learning rates side by side on it.
     """
 
     def __init__(self, config: Config, *, epochs: int = 60, initial: int | None = None, copies: int | None = None,
                  confidence: float = CONFIDENCE, store=None, executor: str = "serial", workers: int | None = None,
-                 scheduler: str | None = None, log=None):
+                 scheduler: str | None = None, device: str | None = None, log=None):
         if config.training.axis is not None:
             raise ConfigError(f"the sweet-spot search takes one configuration; this one sweeps {config.training.axis} "
                               "too (training.axis): search at one of its values (Config.at(value))")
@@ -68,8 +68,8 @@ class ConfigEvaluator(Evaluator):
         self._pool = None
         self._temporary = None if store is not None else tempfile.mkdtemp(prefix="chaosgd-search-")
         try:
-            plan = make_plan(search, store or self._temporary, execution=Execution(executor, workers, scheduler),
-                             count=ensemble.initial)
+            plan = make_plan(search, store or self._temporary, count=ensemble.initial,
+                             execution=Execution(executor, workers, scheduler, device=device))
         except BaseException:
             self.close()
             raise

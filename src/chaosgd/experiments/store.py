@@ -280,10 +280,11 @@ class RunDir:
                     problems[task.name] = str(error)
         return done, problems
 
-    def claims(self, *, timeout: float = 120.0):
-        """The claims on this run's tasks (``claims.Claims``), held while open."""
-        from chaosgd.experiments.claims import Claims
-        return Claims(self.claims_dir, timeout=timeout)
+    def claims(self, *, timeout: float | None = None):
+        """The claims on this run's tasks (``claims.Claims``; ``timeout`` default: ``claims.CLAIM_TIMEOUT``), held
+        while open."""
+        from chaosgd.experiments.claims import CLAIM_TIMEOUT, Claims
+        return Claims(self.claims_dir, timeout=CLAIM_TIMEOUT if timeout is None else timeout)
 
 
 def _hash_of(path: Path) -> str | None:

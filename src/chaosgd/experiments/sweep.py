@@ -31,21 +31,22 @@ class Interrupted(KeyboardInterrupt):
 @float64
 def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor: str | None = None,
           workers: int | None = None, scheduler: str | None = None, retries: int | None = None,
-          claim_timeout: float | None = None, wait_poll: float | None = None, progress: bool = True,
-          log=print) -> RunDir:
+          claim_timeout: float | None = None, wait_poll: float | None = None, device: str | None = None,
+          progress: bool = True, log=print) -> RunDir:
     """Run every unfinished task of ``config`` into ``run_dir`` and return the run folder.
 
     Args:
         config: a configuration, or its plan (``plan.make_plan``; it then names the run folder and how its tasks
             run, and collects the results and fits for ``results.summarize``).
         run_dir: the run folder (default: ``runs/<name>``); not with a plan.
-        executor, workers, scheduler, retries, claim_timeout, wait_poll: how the tasks run
+        executor, workers, scheduler, retries, claim_timeout, wait_poll, device: how the tasks run
             (``executors.Execution``, whose defaults they take): ``"serial"`` (this process), ``"processes"`` (local
-            workers, one single-threaded process per core; default) or ``"dask"`` (``scheduler``: a running
-            scheduler's address; None starts a LocalCluster); ``workers`` processes (default: one per core);
-            ``retries``: times a task whose worker died is run again; ``claim_timeout``: seconds after which a
-            claim that was not refreshed is taken over (its job died); ``wait_poll``: seconds between looks at
-            tasks that other jobs are computing. Not with a plan, which carries its own.
+            workers, one single-threaded process per core; default, except on a GPU) or ``"dask"`` (``scheduler``:
+            a running scheduler's address; None starts a LocalCluster); ``workers`` processes (default: one per
+            core); ``retries``: times a task whose worker died is run again; ``claim_timeout``: seconds after which
+            a claim that was not refreshed is taken over (its job died); ``wait_poll``: seconds between looks at
+            tasks that other jobs are computing; ``device``: ``"cpu"`` or ``"gpu"`` (default: JAX's choice). With a
+            plan, which carries its own, only values it already has.
         progress: a progress bar over network-epochs, with an ETA.
         log: where lines go (one per finished learning rate, with lambda_NMLE, p and the time to target).
 
@@ -53,14 +54,15 @@ def sweep(config: Config | Plan, run_dir: str | Path | None = None, *, executor:
     task raises (at once; finished tasks are kept).
     """
     given = {name: value for name, value in dict(executor=executor, workers=workers, scheduler=scheduler,
-                                                  retries=retries, claim_timeout=claim_timeout,
-                                                  wait_poll=wait_poll).items() if value is not None}
+                                                  retries=retries, claim_timeout=claim_timeout, wait_poll=wait_poll,
+                                                  device=device).items() if value is not None}
     if isinstance(config, Plan):
         if run_dir is not None:
             raise ValueError(f"a plan names its run folder ({config.run}); run_dir {run_dir} is one too many")
-        if given:  # (its sizes were checked for its own execution)
+        other = {k: v for k, v in given.items() if getattr(config.execution, k) != v}
+        if other:  # (its sizes were checked for its own execution)
             raise ValueError(f"a plan carries how its tasks run ({config.execution}); "
-                             f"{', '.join(f'{k}={v!r}' for k, v in given.items())} would be another: make the plan "
+                             f"{', '.join(f'{k}={v!r}' for k, v in other.items())} would change it: make the plan "
                              "with make_plan(..., execution=Execution(...))")
         return run_plan(config, progress=progress, log=log)
     return run_plan(make_plan(config, run_dir, execution=Execution(**given)), progress=progress, log=log)
