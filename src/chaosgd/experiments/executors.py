@@ -450,7 +450,8 @@ class Execution:
     (None: a LocalCluster). ``retries``: times a task whose worker died is run again. ``claim_timeout``: seconds
     after which a claim that was not refreshed is taken over (its job died); ``wait_poll``: seconds between looks
     at tasks that other jobs are computing. ``device``: where JAX computes, ``"cpu"`` or ``"gpu"`` (None: JAX's
-    choice); ``plan.make_plan`` pins the process to it (``pin_device``) before it loads any data."""
+    choice); ``plan.make_plan`` pins the process to it (``pin_device``) before it loads any data. (The executor
+    chosen for None is kept: ``dataclasses.replace`` with another device does not choose again.)"""
 
     executor: str | None = None
     workers: int | None = None
@@ -497,6 +498,7 @@ class Execution:
         if self.device is None:
             return
         import jax
+        before = os.environ.get("JAX_PLATFORMS"), jax.config.jax_platforms
         os.environ["JAX_PLATFORMS"] = {"cpu": "cpu", "gpu": "cuda,cpu"}[self.device]  # (host callbacks need the CPU)
         jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
         try:
@@ -504,9 +506,16 @@ class Execution:
             found = jax.devices()[0].platform
         except Exception:  # jax raises RuntimeError or, for a platform it lacks entirely, AssertionError
             found = None
-        if found != self.device:
-            raise RuntimeError(f"device {self.device}: JAX cannot use it here; for a GPU install a CUDA build of JAX "
-                               "(pip install 'jax[cuda12]') on a machine with an NVIDIA GPU, or use the CPU")
+        if found != self.device:  # (left as it was, for this process and the workers it starts)
+            if before[0] is None:
+                os.environ.pop("JAX_PLATFORMS", None)
+            else:
+                os.environ["JAX_PLATFORMS"] = before[0]
+            jax.config.update("jax_platforms", before[1])
+            raise RuntimeError(f"device {self.device}: JAX cannot use it here (it computes on {found or 'nothing'}"
+                               "; a process computes on the device its first computation chose); for a GPU install a "
+                               "CUDA build of JAX (pip install 'jax[cuda12]') on a machine with an NVIDIA GPU, or use "
+                               "the CPU")
 
 
 def _processes(workers: int | None) -> int:

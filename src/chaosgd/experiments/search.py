@@ -54,6 +54,9 @@ class ConfigEvaluator(Evaluator):
         if config.training.target_hold > int(epochs):
             raise ConfigError(f"training.target_hold = {config.training.target_hold}: a passage needs that many "
                               f"epochs at the target, more than the search's {int(epochs)} (--search-epochs)")
+        # How its tasks run is refused, and the device pinned, before the data is read.
+        execution = Execution(executor, workers, scheduler, device=device)
+        execution.pin_device()
         super().__init__(ensemble.initial, confidence=confidence, target=config.training.target,
                          n_classes=n_classes(config.data), chance_margin=config.analysis.chance_margin,
                          hold=config.training.target_hold, **config.analysis.fit)
@@ -69,7 +72,7 @@ class ConfigEvaluator(Evaluator):
         self._temporary = None if store is not None else tempfile.mkdtemp(prefix="chaosgd-search-")
         try:
             plan = make_plan(search, store or self._temporary, count=ensemble.initial,
-                             execution=Execution(executor, workers, scheduler, device=device))
+                             execution=execution)
         except BaseException:
             self.close()
             raise
