@@ -166,6 +166,28 @@ def test_a_value_a_configuration_file_writes_and_the_command_replaces_is_said_on
     assert "note:" not in capsys.readouterr().err
 
 
+def test_an_empty_out_or_one_under_a_file_is_refused(tmp_path, capsys):
+    assert main(["sweep", "iris", "--quick", "--out", ""]) == 2
+    assert "--out: empty; give a folder" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["sweep", "iris", "--quick", "--out", str(tmp_path / "afile" / "sub")]) == 2
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_the_tangent_estimator_refuses_the_execution_options_it_would_ignore(tmp_path, capsys):
+    for extra, named in ((["--workers", "0"], "--workers"), (["--executor", "dask"], "--executor dask"),
+                         (["--scheduler", "tcp://x:1"], "--scheduler")):
+        assert main(["lyapunov", "iris", "--quick", "--eta", "0.5", "--estimator", "tangent", *extra,
+                     "--out", str(tmp_path / "l")]) == 2
+        assert f"{named}: the tangent estimator runs in this process" in capsys.readouterr().err
+    assert not (tmp_path / "l").exists()
+
+
+def test_the_sweetspot_command_refuses_zero_workers(tmp_path, capsys):
+    assert main(["sweetspot", "iris", "--quick", "--workers", "0", "--out", str(tmp_path / "s")]) == 2
+    assert "workers must be an integer in [1, 1024]; got 0" in capsys.readouterr().err
+
+
 def test_several_workers_for_the_serial_executor_are_refused_on_the_command_line(tmp_path, capsys):
     assert main(["sweep", "iris", "--executor", "serial", "--workers", "4", "--out", str(tmp_path / "run")]) == 2
     assert "workers = 4: the serial executor runs one task at a time" in capsys.readouterr().err

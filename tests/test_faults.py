@@ -227,12 +227,14 @@ def test_a_configuration_that_cannot_run_is_refused_before_its_folder_exists(tmp
 
 def test_claims_must_outlive_their_heartbeat(tmp_path):
     from chaosgd.experiments.claims import Claims
-    with pytest.raises(ValueError, match="claim_timeout must be a number of seconds over 20, .*; got 15"):
+    with pytest.raises(ValueError, match="claim_timeout must be a finite number of seconds over 20, .*; got 15"):
         Claims(tmp_path, timeout=15, heartbeat=10)
-    with pytest.raises(ValueError, match="claim_timeout must be a number of seconds over 20, .*; got 5"):
+    with pytest.raises(ValueError, match="claim_timeout must be a finite number of seconds over 20, .*; got 5"):
         sweep(small_config(), tmp_path / "run", executor="serial", claim_timeout=5)
-    with pytest.raises(ValueError, match="claim_timeout must be a number of seconds over 20, .*; got '300'"):
+    with pytest.raises(ValueError, match="claim_timeout must be a finite number of seconds over 20, .*; got '300'"):
         sweep(small_config(), tmp_path / "run", executor="serial", claim_timeout="300")
+    with pytest.raises(ValueError, match="claim_timeout must be a finite number of seconds over 20, .*; got inf"):
+        sweep(small_config(), tmp_path / "run", executor="serial", claim_timeout=float("inf"))
     for poll in (float("nan"), float("inf"), 0):
         with pytest.raises(ValueError, match=f"wait_poll must be a number of seconds > 0 and finite; got {poll}"):
             sweep(small_config(), tmp_path / "run", executor="serial", wait_poll=poll)

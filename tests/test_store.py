@@ -286,6 +286,30 @@ def test_an_edited_class_count_in_run_json_is_refused(run):
         summarize(run)
 
 
+def test_an_edited_hash_in_run_json_is_blamed_on_run_json_not_on_the_configuration(run, capsys):
+    info = json.loads(RunDir(run).info_path.read_text())
+    info["config_hash"] = "deadbeefdeadbeef"
+    RunDir(run).info_path.write_text(json.dumps(info))
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "run.json does not match the run: its config_hash is deadbeefdeadbeef, but the task files and " \
+           f"config.toml say {small_config().hash()}: run.json was edited or damaged. Delete it" in err
+    with pytest.raises(ConfigError, match="run.json was edited or damaged"):  # (the sweep of the same one, too)
+        quiet_sweep(small_config(), run)
+    RunDir(run).info_path.unlink()  # as the message says: the run is whole again
+    lines = []
+    quiet_sweep(small_config(), run, lines)
+    assert "this call computed 0" in lines[-1] and RunDir(run).info()["config_hash"] == small_config().hash()
+
+
+def test_no_run_is_made_inside_another_run(run, tmp_path):
+    from chaosgd.experiments.plan import make_plan
+    for inside in (RunDir(run).tasks_dir, run / "claims", run / "sub" / "deeper"):
+        with pytest.raises(ConfigError, match=f"lies inside the run folder {run}; name a folder outside any run"):
+            make_plan(small_config(**{"training.epochs": 5}), inside)
+    assert not (run / "sub").exists()
+
+
 def test_the_run_layout_on_disk_is_the_documented_one(tmp_path):
     """Run folders written by earlier versions must stay readable: the names are fixed here, once; every other
     test goes through RunDir."""

@@ -151,7 +151,8 @@ def test_unknown_executor_is_refused_before_the_folder_is_made(tmp_path):
         sweep(small_config(), tmp_path / "run", executor="threads")
     with pytest.raises(ValueError, match=r"workers must be an integer in \[1, 1024\]"):
         sweep(small_config(), tmp_path / "run", executor="processes", workers=0)
-    with pytest.raises(ValueError, match="scheduler address is for the dask executor"):
+    with pytest.raises(ValueError, match="scheduler 'tcp://x:1': a scheduler address is for the dask executor, and "
+                                         "the executor is 'serial'; choose the dask executor"):
         sweep(small_config(), tmp_path / "run", executor="serial", scheduler="tcp://x:1")
     with pytest.raises(ValueError, match="workers = 3: the serial executor runs one task at a time"):
         sweep(small_config(), tmp_path / "run", executor="serial", workers=3)  # (it would be ignored)

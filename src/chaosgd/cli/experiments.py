@@ -163,7 +163,7 @@ def cmd_sweetspot(args) -> int:
     # The search asks --parallel learning rates at a time: worker processes for them, unless it asks one at a time
     # or computes on a GPU (one process holds it).
     executor = args.executor or ("processes" if args.parallel > 1 and args.device != "gpu" else "serial")
-    workers = args.workers or (args.parallel if executor != "serial" else None)
+    workers = args.workers if args.workers is not None else (args.parallel if executor != "serial" else None)
     evaluate = LoggedEvaluator(config_evaluator(config, epochs=epochs, initial=initial, copies=args.search_copies,
                                                 confidence=args.confidence, store=out / "evaluations",
                                                 executor=executor, workers=workers, scheduler=args.scheduler,

@@ -75,9 +75,17 @@ def _tangent(config, args, out: Path, plots) -> dict:
     from tqdm.auto import tqdm
 
     from chaosgd.ensemble import initial_conditions
+    from chaosgd.experiments.executors import Execution
     from chaosgd.experiments.problem import build
     from chaosgd.tangent import tangent_exponents
 
+    given = [f"--{name}" for name in ("workers", "scheduler") if getattr(args, name) is not None]
+    if args.executor not in (None, "serial"):
+        given.insert(0, f"--executor {args.executor}")
+    if given:  # (they would be ignored)
+        raise ValueError(f"{', '.join(given)}: the tangent estimator runs in this process, one network after "
+                         "another; leave them out (they are for --estimator finite)")
+    Execution("serial", device=args.device).pin_device()
     if not config.training.shared_noise:
         raise ValueError("the tangent estimator linearises the training map of one network (its own minibatch order "
                          "and dropout masks); training.shared_noise = false makes the epsilon-ball measure noise "

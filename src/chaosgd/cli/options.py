@@ -138,9 +138,14 @@ def one_point(config: Config, command: str) -> Config:
 def out_folder(args, default: Path | None = None) -> Path | None:
     """--out, or the command's default (None: the plan's, runs/<name>); a path that exists and is not a folder is
     refused."""
+    if args.out is not None and not args.out.strip():
+        raise ValueError("--out: empty; give a folder, or leave --out out for the default")
     out = Path(args.out) if args.out else default
     if out is not None and out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
+    for parent in out.parents if out is not None else ():
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"--out {out}: {parent} is a file, not a folder")
     return out
 
 

@@ -58,9 +58,11 @@ def cmd_uncertainty(args) -> int:
         raise ValueError(f"--epsilons: give 3 or more distinct radii > 0 spanning at least {MIN_DECADES:g} decades; "
                          f"got {args.epsilons}")
     radii = sorted(radii)
-    one_point(experiment(args), "uncertainty")  # its second axis is the radius: a 2-D sweep's own would be lost
+    # Its second axis is the radius (options that set another are refused by name), and a 2-D experiment's own
+    # axis would be lost.
     config = experiment(args, **{"training.axis": "ensemble.epsilon", "training.axis_values": tuple(radii),
                                  "training.stop_copies": False, "training.stop_references": False})
+    one_point(experiment(args, False), "uncertainty")
     if config.training.epochs * config.training.records_per_epoch < FINAL_EPOCHS:
         raise ValueError(f"training.epochs = {config.training.epochs}: the final outcome is the mean training "
                          f"{'loss' if args.outcome == 'loss' else 'accuracy'} over the last {FINAL_EPOCHS} records; "

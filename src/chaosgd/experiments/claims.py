@@ -4,6 +4,7 @@ shared file system) compute each task once."""
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 import socket
@@ -26,9 +27,10 @@ def check_timing(timeout: float, heartbeat: float = HEARTBEAT) -> None:
 
     if not seconds(heartbeat) or not heartbeat > 0:
         raise ValueError(f"the claims' heartbeat must be a number of seconds > 0; got {heartbeat!r}")
-    if not seconds(timeout) or not timeout > 2 * heartbeat:
-        raise ValueError(f"claim_timeout must be a number of seconds over {2 * heartbeat:g}, twice the claims' "
-                         f"heartbeat (else live claims would be taken over); got {timeout!r}")
+    if not seconds(timeout) or not 2 * heartbeat < timeout < math.inf:
+        raise ValueError(f"claim_timeout must be a finite number of seconds over {2 * heartbeat:g}, twice the "
+                         "claims' heartbeat (else live claims would be taken over, or a dead job's never); got "
+                         f"{timeout!r}")
 
 
 class Claims:

@@ -529,9 +529,10 @@ def check_executor(name: str, workers: int | None = None, scheduler: str | None 
         raise ValueError(f"unknown executor {name!r}; choose one of {list(EXECUTORS)}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, numbers.Integral)
                                 or not 1 <= workers <= WORKERS_MAX):
-        raise ValueError(f"workers must be an integer in [1, {WORKERS_MAX}]; got {workers}")
+        raise ValueError(f"workers must be an integer in [1, {WORKERS_MAX}]; got {workers!r}")
     if scheduler is not None and name != "dask":
-        raise ValueError(f"a scheduler address is for the dask executor, not {name!r}")
+        raise ValueError(f"scheduler {scheduler!r}: a scheduler address is for the dask executor, and the executor "
+                         f"is {name!r}; choose the dask executor, or leave the scheduler out")
 
 
 def _drain(reports, on_progress) -> None:

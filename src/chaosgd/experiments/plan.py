@@ -95,6 +95,9 @@ def make_plan(config: Config, run_dir: str | Path | RunDir | None = None, *, exe
     run = RunDir(RUNS / config.name if run_dir is None else run_dir)
     if run.root.exists() and not run.root.is_dir():
         raise ConfigError(f"{run.root} exists and is not a folder; name a folder for the run")
+    enclosing = run.enclosing_run()
+    if enclosing is not None:  # (its files would mix with that run's: its tasks/ may be this folder)
+        raise ConfigError(f"{run.root} lies inside the run folder {enclosing}; name a folder outside any run")
     all_tasks = tuple(tasks(config))
     execution.pin_device()  # (before JAX computes anything: the data's checks and shapes below)
     config = pinned(config)

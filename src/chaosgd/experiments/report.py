@@ -203,9 +203,9 @@ def _reanalysis_folder(out, store: RunDir) -> Path:
     if RunDir(dest).holds_a_run():
         raise ValueError(f"--out {dest} holds a run of its own (config.toml, run.json or tasks/), whose report "
                          "must not be overwritten by another run's re-analysis; name another folder")
-    for folder in here.parents:
-        if RunDir(folder).is_a_run():
-            raise ValueError(f"--out {dest} lies inside the run folder {folder}; name a folder outside any run")
+    enclosing = RunDir(dest).enclosing_run()
+    if enclosing is not None:
+        raise ValueError(f"--out {dest} lies inside the run folder {enclosing}; name a folder outside any run")
     return dest
 
 

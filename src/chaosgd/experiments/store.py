@@ -93,6 +93,14 @@ class RunDir:
         """A run folder: tasks/ beside its run.json or config.toml."""
         return self.tasks_dir.is_dir() and (self.info_path.is_file() or self.config_path.is_file())
 
+    def enclosing_run(self) -> "RunDir | None":
+        """The run folder this folder lies inside (its nearest such parent), or None: a run must not be made there,
+        where it would write into another run's parts."""
+        for folder in self.root.resolve().parents:
+            if RunDir(folder).is_a_run():
+                return RunDir(folder)
+        return None
+
     # -- the run: which configuration this folder belongs to --------------------------------------------------
 
     def prepare(self, config: Config, log=print) -> "RunDir":
@@ -131,7 +139,20 @@ class RunDir:
             atomic_write(self.config_path, toml)
         return self
 
+    def _refuse_damaged_info(self, recorded: str, mine: str) -> None:
+        """Refuse, naming run.json, a run.json whose hash (``recorded``) no task file shares while they all, and
+        config.toml where there is one, agree on ``mine``: run.json was edited, not the configuration."""
+        if self.config_path.is_file() and _hash_of(self.config_path) != mine:
+            return
+        if {h["config_hash"] for h in _checked_headers(self.tasks_dir)} == {mine}:
+            raise ConfigError(f"{self.info_path} does not match the run: its config_hash is {recorded}, but the task "
+                              f"files{' and config.toml' if self.config_path.is_file() else ''} say {mine}: run.json "
+                              "was edited or damaged. Delete it, and the next sweep of this run's configuration "
+                              "writes it again")
+
     def _refuse_other(self, theirs: str | None, mine: str, config: Config) -> None:
+        if theirs is not None and theirs != mine and theirs == self.info().get("config_hash"):
+            self._refuse_damaged_info(theirs, mine)
         if theirs is not None and theirs != mine:
             pinned = []  # files whose content the hash holds
             if config.data.sha256:
@@ -165,6 +186,7 @@ class RunDir:
         if self.config_path.is_file():
             config = Config.load(self.config_path)
             if recorded is not None and config.hash() != recorded:
+                self._refuse_damaged_info(recorded, config.hash())
                 raise ConfigError(f"{self.config_path} does not match the run (its hash is {config.hash()}, run.json "
                                   f"says {recorded}): it was edited after the run started. Delete it to restore the "
                                   "run's own configuration from its task files, or start a new run folder with the "
