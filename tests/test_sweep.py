@@ -161,6 +161,16 @@ def test_unknown_executor_is_refused_before_the_folder_is_made(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_bad_dask_scheduler_address_is_refused_naming_the_scheduler(tmp_path):
+    dask = pytest.importorskip("dask.distributed") and __import__("dask")
+    with pytest.raises(ValueError, match="scheduler 'notanaddress': not a Dask scheduler's address .*tcp://HOST:PORT"):
+        sweep(small_config(), tmp_path / "run", executor="dask", scheduler="notanaddress")
+    assert not (tmp_path / "run").exists()  # (refused before the plan)
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):  # (port 9: nothing answers)
+        with pytest.raises(ValueError, match="scheduler 'tcp://127.0.0.1:9': no Dask scheduler answers there"):
+            Execution("dask", scheduler="tcp://127.0.0.1:9").open()
+
+
 def test_an_execution_counts_the_processes_that_share_this_machines_memory(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 7)
     assert Execution().local_workers == 7 and Execution(workers=3).local_workers == 3

@@ -168,8 +168,8 @@ def cmd_sharpness(args) -> int:
         base = experiment(args, False, **own, **{"training.sharpness_every": args.every or 1})  # (a probe)
         size = count_parameters(build_model(base.model, dataset(base.data)))
         if args.top > size:
-            raise ValueError(f"--top {args.top}: the network has {size} parameters, so its Hessian that many "
-                             "eigenvalues")
+            raise ValueError(f"--top {args.top}: the network has {size} parameters, so its Hessian has {size} "
+                             f"eigenvalues; give --top in [1, {size}]")
         if args.every is None:
             args.every = 1 if size <= SMALL_NETWORK else SPARSE_EVERY
     config = one_point(experiment(args, **own, **{"training.sharpness_every": args.every}), "sharpness")

@@ -354,7 +354,13 @@ class DaskExecutor(Executor):
             finally:
                 if main:
                     signal.signal(signal.SIGINT, previous)
-        self.client = Client(scheduler or self._cluster)
+        try:
+            self.client = Client(scheduler or self._cluster)
+        except (OSError, ValueError) as error:  # (a scheduler that does not answer: OSError, after Dask's timeout)
+            if scheduler is None:
+                raise
+            raise ValueError(f"scheduler {scheduler!r}: no Dask scheduler answers there ({error}); start one "
+                             "(dask scheduler), or leave the scheduler out for a local cluster") from None
 
     @property
     def capacity(self) -> int:
@@ -530,9 +536,27 @@ def check_executor(name: str, workers: int | None = None, scheduler: str | None 
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, numbers.Integral)
                                 or not 1 <= workers <= WORKERS_MAX):
         raise ValueError(f"workers must be an integer in [1, {WORKERS_MAX}]; got {workers!r}")
+    if scheduler is not None and name == "dask":
+        _check_address(scheduler)
     if scheduler is not None and name != "dask":
         raise ValueError(f"scheduler {scheduler!r}: a scheduler address is for the dask executor, and the executor "
                          f"is {name!r}; choose the dask executor, or leave the scheduler out")
+
+
+def _check_address(scheduler) -> None:
+    """Refuse a scheduler address that Dask cannot parse, before anything runs (without dask.distributed the
+    executor itself says what to install)."""
+    try:
+        from distributed.comm.addressing import parse_address, parse_host_port
+    except ImportError:
+        return
+    try:
+        protocol, location = parse_address(str(scheduler))
+        if protocol in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(location)
+    except ValueError as error:
+        raise ValueError(f"scheduler {scheduler!r}: not a Dask scheduler's address ({error}); give it as "
+                         "tcp://HOST:PORT") from None
 
 
 def _drain(reports, on_progress) -> None:
