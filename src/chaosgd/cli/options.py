@@ -136,8 +136,8 @@ def one_point(config: Config, command: str) -> Config:
 
 
 def out_folder(args, default: Path | None = None) -> Path | None:
-    """--out, or the command's default (None: the plan's, runs/<name>); a path that exists and is not a folder is
-    refused."""
+    """--out, or the command's default (None: the plan's, runs/<name>); refused: an empty --out, a path that exists
+    and is not a folder, and one under a file."""
     if args.out is not None and not args.out.strip():
         raise ValueError("--out: empty; give a folder, or leave --out out for the default")
     out = Path(args.out) if args.out else default

@@ -2,12 +2,12 @@
 sweet-spot search and the report, so that none of them goes back to the configuration for it.
 
 ``make_plan`` pins the configuration (``problem.pinned``: its hash then names the files it reads), refuses what
-cannot run (an executor that cannot work, data missing, a model that does not fit the data, records that do not
+cannot run (a run folder inside another run, data missing, a model that does not fit the data, records that do not
 divide an epoch, a task larger than its memory share) before any folder exists, and fixes the configuration's
 points on the second axis (each a 1-D configuration with its records per epoch), its tasks, its run folder and how
-its tasks run (``executors.Execution``). While a sweep runs, the plan also collects the checked task
-results and the fit of each finished learning rate, so that the summary and the report that follow read neither
-the task files nor the records a second time.
+its tasks run (``executors.Execution``, checked when it was built). While a sweep runs, the plan also collects the
+checked task results and the fit of each finished learning rate, so that the summary and the report that follow
+read neither the task files nor the records a second time.
 """
 
 from __future__ import annotations

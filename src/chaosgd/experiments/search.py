@@ -71,8 +71,7 @@ class ConfigEvaluator(Evaluator):
         self._pool = None
         self._temporary = None if store is not None else tempfile.mkdtemp(prefix="chaosgd-search-")
         try:
-            plan = make_plan(search, store or self._temporary, count=ensemble.initial,
-                             execution=execution)
+            plan = make_plan(search, store or self._temporary, count=ensemble.initial, execution=execution)
         except BaseException:
             self.close()
             raise
