@@ -148,8 +148,8 @@ def test_the_command_counts_the_pairs_of_its_run_folder(tmp_path, capsys):
     (["--outcome", "loss", "--loss-bin", "0"], "--loss-bin: a width in decades"),
     (["--outcome", "loss", "--loss-bin", "nan"], "--loss-bin: a width in decades"),
     (["--loss-bin", "0.5"], "--outcome class has none"),
-    (["--training.axis_values", "[1e-9]"], "chaosgd uncertainty sets it to (1e-11, 1e-09"),  # (--epsilons)
-    (["--set", "training.axis=model.sigma"], "training.axis = 'model.sigma' is given, but chaosgd uncertainty"),
+    (["--training.axis_values", "[1e-9]"], "training.axis_values: chaosgd uncertainty sets training.axis and"),
+    (["--set", "training.axis=model.sigma"], "training.axis: chaosgd uncertainty sets training.axis and"),
 ])
 def test_the_command_refuses_a_bad_outcome_before_training(tmp_path, capsys, extra, match):
     from chaosgd.cli import main

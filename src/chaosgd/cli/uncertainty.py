@@ -58,11 +58,14 @@ def cmd_uncertainty(args) -> int:
         raise ValueError(f"--epsilons: give 3 or more distinct radii > 0 spanning at least {MIN_DECADES:g} decades; "
                          f"got {args.epsilons}")
     radii = sorted(radii)
-    # Its second axis is the radius (options that set another are refused by name), and a 2-D experiment's own
-    # axis would be lost.
+    for key in ("training.axis", "training.axis_values"):  # (its second axis is the radius)
+        given = getattr(args, f"field:{key}", None) is not None
+        if given or any(item.split("=")[0].strip() == key for item in args.set):
+            raise ValueError(f"{key}: chaosgd uncertainty sets training.axis and training.axis_values itself (the "
+                             "radius, from --epsilons); leave them out")
+    one_point(experiment(args), "uncertainty")  # a 2-D experiment's own second axis would be lost
     config = experiment(args, **{"training.axis": "ensemble.epsilon", "training.axis_values": tuple(radii),
                                  "training.stop_copies": False, "training.stop_references": False})
-    one_point(experiment(args, False), "uncertainty")
     if config.training.epochs * config.training.records_per_epoch < FINAL_EPOCHS:
         raise ValueError(f"training.epochs = {config.training.epochs}: the final outcome is the mean training "
                          f"{'loss' if args.outcome == 'loss' else 'accuracy'} over the last {FINAL_EPOCHS} records; "
