@@ -183,6 +183,19 @@ def test_the_tangent_estimator_refuses_the_execution_options_it_would_ignore(tmp
     assert not (tmp_path / "l").exists()
 
 
+def test_the_sharpness_probe_builds_its_model_only_after_the_device_is_pinned(tmp_path, monkeypatch):
+    from chaosgd.experiments import executors, problem
+
+    happened = []
+    built = problem.build_model
+    monkeypatch.setattr(problem, "build_model", lambda *a, **k: happened.append("model") or built(*a, **k))
+    monkeypatch.setattr(executors.Execution, "pin_device", lambda self: happened.append(f"pin {self.device}"))
+    monkeypatch.setattr("chaosgd.cli.measure.run_sweep", lambda *a, **k: happened.append("sweep") or 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # (stopped where the sweep would start)
+        main(["sharpness", "iris", "--quick", "--top", "2", "--device", "cpu", "--out", str(tmp_path / "s")])
+    assert happened == ["pin cpu", "model", "sweep"]
+
+
 def test_the_sweetspot_command_refuses_zero_workers(tmp_path, capsys):
     assert main(["sweetspot", "iris", "--quick", "--workers", "0", "--out", str(tmp_path / "s")]) == 2
     assert "workers must be an integer in [1, 1024]; got 0" in capsys.readouterr().err

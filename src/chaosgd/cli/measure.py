@@ -163,9 +163,12 @@ def cmd_sharpness(args) -> int:
            "training.density_epochs": tuple(args.density_epochs), "ensemble.initial": 1, "ensemble.copies": 1,
            "block": 1}
     if args.every is None or args.top > 1:
+        from chaosgd.experiments.executors import Execution
         from chaosgd.experiments.problem import build_model, dataset
         from chaosgd.models import count_parameters
         base = experiment(args, False, **own, **{"training.sharpness_every": args.every or 1})  # (a probe)
+        # The probe builds the model: JAX is pinned to the device first (its first computation fixes the device).
+        Execution(args.executor, args.workers, args.scheduler, device=args.device).pin_device()
         size = count_parameters(build_model(base.model, dataset(base.data)))
         if args.top > size:
             raise ValueError(f"--top {args.top}: the network has {size} parameters, so its Hessian has {size} "
