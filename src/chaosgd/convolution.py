@@ -96,10 +96,9 @@ def conv2d_max_pool(x, w, window, *, stride=(1, 1), padding=((0, 0), (0, 0)), di
     the composition scatters ``g`` back to the convolution's full size (``ph * pw`` times the entries, all but one
     per window zero) and runs products over it: for the input, a product with ``C * kh * kw`` rows per column and
     a fold of it back to the images (``ph * pw`` times the multiplications, and the largest memory-bound steps of
-    a pooled layer's backward pass). 3 x 3 kernels also
-    compute their pooled values without unfolding patches or writing the convolution's full-size output. Other
-    kernels take their values, and wider ones their own derivative, through the patches (a BLAS product). Other
-    dtypes and other backends get the composition itself.
+    a pooled layer's backward pass). 3 x 3 kernels also compute their pooled values without unfolding patches or
+    writing the convolution's full-size output. Other kernels take their values, and wider ones their own
+    derivative, through the patches (a BLAS product). Other dtypes and other backends get the composition itself.
     """
     if len(window) != 2 or any(int(size) != size or size < 1 for size in window):
         raise ValueError(f"max_pool: window must be two integers >= 1 (rows, columns); got {window!r}")
@@ -116,9 +115,8 @@ def _conv_pool(x, w, geometry, ph, pw):
 
 def _pooled(x, w, g, ph, pw):
     """The pooled convolution, its maxima's positions and the unfolded patches (None where none were made): in one
-    kernel for 3 x 3 kernels (neither the patches nor the full-size output written: the paper's CNN ran about
-    twice as fast as through the patches, benchmarks/cnn_throughput.py), else a product over the patches and the
-    pooling."""
+    kernel for 3 x 3 kernels (neither the patches nor the full-size output written; speed of the paper's CNN:
+    docs/benchmarks.md), else a product over the patches and the pooling."""
     if (g["kh"], g["kw"], g["dh"], g["dw"]) == (3, 3, 1, 1):
         y, where = conv_pool_p.bind(x[None], w[None], **g, ph=ph, pw=pw)
         return y[0], where[0], None

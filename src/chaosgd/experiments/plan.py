@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaosgd.experiments.config import Config, ConfigError
+from chaosgd.experiments.config import Config
 from chaosgd.experiments.executors import Execution
 from chaosgd.experiments.problem import Task, check_point, pinned, tasks
 from chaosgd.experiments.store import RUNS, RunDir
@@ -93,11 +93,7 @@ def make_plan(config: Config, run_dir: str | Path | RunDir | None = None, *, exe
     ``count``: initial conditions a task trains (default: the configuration's block)."""
     execution = Execution() if execution is None else execution
     run = RunDir(RUNS / config.name if run_dir is None else run_dir)
-    if run.root.exists() and not run.root.is_dir():
-        raise ConfigError(f"{run.root} exists and is not a folder; name a folder for the run")
-    enclosing = run.enclosing_run()
-    if enclosing is not None:  # (its files would mix with that run's: its tasks/ may be this folder)
-        raise ConfigError(f"{run.root} lies inside the run folder {enclosing}; name a folder outside any run")
+    run.check_place()  # (again when it is prepared: the folder may change meanwhile)
     all_tasks = tuple(tasks(config))
     execution.pin_device()  # (before JAX computes anything: the data's checks and shapes below)
     config = pinned(config)

@@ -54,9 +54,7 @@ class ConfigEvaluator(Evaluator):
         if config.training.target_hold > int(epochs):
             raise ConfigError(f"training.target_hold = {config.training.target_hold}: a passage needs that many "
                               f"epochs at the target, more than the search's {int(epochs)} (--search-epochs)")
-        # How its tasks run is refused, and the device pinned, before the data is read.
-        execution = Execution(executor, workers, scheduler, device=device)
-        execution.pin_device()
+        execution = Execution(executor, workers, scheduler, device=device)  # (refused before the data is read)
         super().__init__(ensemble.initial, confidence=confidence, target=config.training.target,
                          n_classes=n_classes(config.data), chance_margin=config.analysis.chance_margin,
                          hold=config.training.target_hold, **config.analysis.fit)

@@ -101,6 +101,15 @@ class RunDir:
                 return RunDir(folder)
         return None
 
+    def check_place(self) -> None:
+        """Refuse a place where no run can be made: a file, or a folder inside another run (the two runs' files
+        would mix: its tasks/ may be this folder)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"{self.root} exists and is not a folder; name a folder for the run")
+        enclosing = self.enclosing_run()
+        if enclosing is not None:
+            raise ConfigError(f"{self.root} lies inside the run folder {enclosing}; name a folder outside any run")
+
     # -- the run: which configuration this folder belongs to --------------------------------------------------
 
     def prepare(self, config: Config, log=print) -> "RunDir":
@@ -111,8 +120,7 @@ class RunDir:
         run.json is created exclusively, so of two configurations started at once on a new folder one is refused.
         A deleted or edited config.toml is written again from this configuration, whose hash run.json records
         (``config()``, which has no configuration to write, refuses an edited one instead)."""
-        if self.root.exists() and not self.root.is_dir():
-            raise ConfigError(f"{self.root} exists and is not a folder")
+        self.check_place()
         mine = config.hash()
         theirs = self._recorded_hash()
         self._refuse_other(theirs, mine, config)
